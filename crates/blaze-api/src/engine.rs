@@ -1,0 +1,663 @@
+//! `BlazeEngine`: a fleet of inference workers serving one model.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A BlazeEngine runs one model on a set of Blaze inference workers, scheduled onto GPU
+/// nodes, and scales them from the load and latency it observes.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "blaze.ai",
+    version = "v1alpha1",
+    kind = "BlazeEngine",
+    plural = "blazeengines",
+    singular = "blazeengine",
+    shortname = "be",
+    category = "blaze",
+    namespaced,
+    status = "BlazeEngineStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.kind"}"#,
+    printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.model.source"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredReplicas"}"#,
+    printcolumn = r#"{"name":"P95","type":"number","description":"p95 request latency in milliseconds","jsonPath":".status.metrics.p95LatencyMs"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.diffusion) || self.kind == 'diffusion'",
+        "message": "spec.diffusion applies only to engines of kind diffusion: remove it or set spec.kind to diffusion",
+        "fieldPath": ".diffusion",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "self.kind != 'diffusion' || !has(self.model.format) || self.model.format == 'safetensors'",
+        "message": "diffusion engines load safetensors checkpoints only: set spec.model.format to safetensors",
+        "fieldPath": ".model.format",
+        "reason": "FieldValueInvalid"
+    }
+]))]
+pub struct BlazeEngineSpec {
+    /// What the engine serves: `llm` (text generation), `embedding` (vector embeddings) or
+    /// `diffusion` (image generation). Immutable: create a new BlazeEngine to change it.
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.kind is immutable: create a new BlazeEngine to serve another kind of model"
+    }]))]
+    pub kind: EngineKind,
+
+    /// The model to load and where it comes from.
+    pub model: ModelSpec,
+
+    /// Desired number of workers while `spec.autoscaling.mode` is `off`. With `external`, the
+    /// scale subresource (`kubectl scale`, an HPA, KEDA) writes this field. With `blaze` the
+    /// operator decides and this field is ignored.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub replicas: i32,
+
+    /// How the number of workers follows load.
+    #[serde(default)]
+    pub autoscaling: AutoscalingSpec,
+
+    /// GPUs, CPU and memory for each worker.
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+
+    /// Where workers may run.
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+
+    /// How requests are grouped into forward passes.
+    #[serde(default)]
+    pub batching: BatchingSpec,
+
+    /// Response and prompt-prefix caching in each worker.
+    #[serde(default)]
+    pub cache: CacheSpec,
+
+    /// Image-generation settings; only for engines of kind `diffusion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diffusion: Option<DiffusionSpec>,
+
+    /// When a failing worker is replaced rather than restarted in place.
+    #[serde(default)]
+    pub recovery: RecoverySpec,
+
+    /// Worker container image. Defaults to the operator's own release of `blaze-worker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// A partial pod template merged (strategic merge) over the one the operator generates,
+    /// for what this API does not model: extra containers, volumes, annotations, security
+    /// settings. Fields the operator manages (the worker's args, probes, GPU limits) win.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::free_form_object")]
+    pub pod_template: Option<serde_json::Value>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// The kind of model an engine serves.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Text generation (completions and chat).
+    Llm,
+    /// Vector embeddings.
+    Embedding,
+    /// Image generation.
+    Diffusion,
+}
+
+/// The model to serve.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Where the model comes from: `hf://ORG/NAME` (a Hugging Face hub repository, downloaded
+    /// once into a cache volume), `file:///PATH` (a path on the node or in the image, a
+    /// directory or a single `.gguf` file) or `pvc://CLAIM/PATH` (a path inside a
+    /// PersistentVolumeClaim, mounted read-only).
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(/[^@ ]+)?|file:///[^ ]*|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^ ]*)?)$')",
+        "message": "spec.model.source must be hf://ORG/NAME, file:///ABSOLUTE/PATH or pvc://CLAIM/PATH (no spaces; put a hub revision in spec.model.revision)",
+        "reason": "FieldValueInvalid"
+    }]))]
+    pub source: String,
+
+    /// Hub revision (branch, tag or commit) for `hf://` sources. Defaults to `main`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub revision: Option<String>,
+
+    /// Checkpoint format. When unset, a source ending in `.gguf` is GGUF and anything else is
+    /// safetensors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ModelFormat>,
+
+    /// Numeric type of the weights in memory. `auto` picks what is fast on the device (f16 or
+    /// bf16 on GPUs, f32 on CPUs). Ignored for GGUF, whose quantized blocks stay as stored.
+    #[serde(default)]
+    pub dtype: Dtype,
+
+    /// Quantization scheme of the checkpoint, when it is not given by the file itself (for
+    /// example `q4k` or `q8_0` for in-situ quantization of safetensors weights at load time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9_]{1,32}$"))]
+    pub quantization: Option<String>,
+}
+
+/// Checkpoint file format.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// Hugging Face safetensors with `config.json` and `tokenizer.json`.
+    Safetensors,
+    /// A single GGUF file (quantized), tokenizer and chat template in its metadata.
+    Gguf,
+}
+
+/// Numeric type of model weights.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// Fast on the device the worker finds.
+    #[default]
+    Auto,
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// Who decides the number of workers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoscalingMode {
+    /// The Blaze operator, from in-flight requests and latency.
+    Blaze,
+    /// Something else through the scale subresource (an HPA, KEDA, `kubectl scale`).
+    External,
+    /// Nobody: `spec.replicas` is the number.
+    #[default]
+    Off,
+}
+
+/// How the number of workers follows load. The policy is Knative's: a stable window for
+/// ordinary changes, a short panic window that only scales up when load bursts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+        "message": "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        "fieldPath": ".minReplicas",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "self.mode != 'blaze' || has(self.maxReplicas)",
+        "message": "autoscaling.mode blaze needs autoscaling.maxReplicas, the most workers it may start",
+        "fieldPath": ".maxReplicas",
+        "reason": "FieldValueRequired"
+    },
+    {
+        "rule": "self.mode != 'blaze' || has(self.targetInFlightPerReplica) || has(self.targetLatencyP95Ms)",
+        "message": "autoscaling.mode blaze needs a target: set targetInFlightPerReplica, targetLatencyP95Ms or both",
+        "reason": "FieldValueRequired"
+    },
+    {
+        "rule": "self.panicWindowSeconds <= self.stableWindowSeconds",
+        "message": "autoscaling.panicWindowSeconds must not exceed autoscaling.stableWindowSeconds",
+        "fieldPath": ".panicWindowSeconds",
+        "reason": "FieldValueInvalid"
+    }
+]))]
+pub struct AutoscalingSpec {
+    /// `blaze` (the operator scales), `external` (the scale subresource does) or `off`.
+    #[serde(default)]
+    pub mode: AutoscalingMode,
+    /// Fewest workers. 0 allows scaling to zero when idle.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub min_replicas: i32,
+    /// Most workers. Required when `mode` is `blaze`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_replicas: Option<i32>,
+    /// Requests in flight (queued or running) that one worker should carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub target_in_flight_per_replica: Option<i32>,
+    /// p95 request latency, in milliseconds, to keep under by adding workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600000))]
+    pub target_latency_p95_ms: Option<i32>,
+    /// Window, in seconds, over which load is averaged for ordinary decisions.
+    #[serde(default = "default_stable_window")]
+    #[schemars(range(min = 6, max = 3600))]
+    pub stable_window_seconds: i32,
+    /// Short window, in seconds, that detects bursts and only ever scales up.
+    #[serde(default = "default_panic_window")]
+    #[schemars(range(min = 1, max = 600))]
+    pub panic_window_seconds: i32,
+    /// Seconds a lower recommendation must hold before workers are removed.
+    #[serde(default = "default_scale_down_delay")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_delay_seconds: i32,
+    /// Largest factor by which one decision may multiply the number of workers.
+    #[serde(default = "default_max_scale_up_rate")]
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub max_scale_up_rate: f64,
+    /// Relative change in load below which nothing is done (0.1 is 10%).
+    #[serde(default = "default_tolerance")]
+    #[schemars(range(min = 0.0, max = 0.99))]
+    pub tolerance: f64,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_stable_window() -> i32 {
+    60
+}
+fn default_panic_window() -> i32 {
+    6
+}
+fn default_scale_down_delay() -> i32 {
+    300
+}
+fn default_max_scale_up_rate() -> f64 {
+    2.0
+}
+fn default_tolerance() -> f64 {
+    0.1
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            mode: AutoscalingMode::default(),
+            min_replicas: default_min_replicas(),
+            max_replicas: None,
+            target_in_flight_per_replica: None,
+            target_latency_p95_ms: None,
+            stable_window_seconds: default_stable_window(),
+            panic_window_seconds: default_panic_window(),
+            scale_down_delay_seconds: default_scale_down_delay(),
+            max_scale_up_rate: default_max_scale_up_rate(),
+            tolerance: default_tolerance(),
+        }
+    }
+}
+
+/// Compute resources of one worker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.gpus == 0 || size(self.gpuResourceName) > 0",
+    "message": "resources.gpus > 0 needs resources.gpuResourceName, the extended resource to request (for example nvidia.com/gpu)",
+    "fieldPath": ".gpuResourceName",
+    "reason": "FieldValueRequired"
+}]))]
+pub struct ResourcesSpec {
+    /// GPUs per worker. 0 runs on CPU.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 64))]
+    pub gpus: i32,
+    /// Extended resource name the GPUs are requested under.
+    #[serde(default = "default_gpu_resource_name")]
+    #[schemars(regex(
+        pattern = r"^$|^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+    ))]
+    #[schemars(length(max = 253))]
+    pub gpu_resource_name: String,
+    /// CPU request per worker (limits are left unset so workers can burst).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory request and limit per worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+fn default_gpu_resource_name() -> String {
+    "nvidia.com/gpu".to_owned()
+}
+
+impl Default for ResourcesSpec {
+    fn default() -> Self {
+        Self { gpus: 0, gpu_resource_name: default_gpu_resource_name(), cpu: None, memory: None }
+    }
+}
+
+/// Placement of workers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Labels a node must carry to run a worker.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Node and pod affinity for workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Taints workers tolerate. The GPU taint (`nvidia.com/gpu:NoSchedule`, or the taint of
+    /// `resources.gpuResourceName`) is tolerated by default for engines that ask for GPUs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub tolerations: Vec<Toleration>,
+    /// Set false to not add the GPU taint toleration.
+    #[serde(default = "default_true")]
+    pub tolerate_gpu_taint: bool,
+    /// PriorityClass of worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// RuntimeClass of worker pods (for example `nvidia`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    /// How workers spread across zones and nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+impl Default for SchedulingSpec {
+    fn default() -> Self {
+        Self {
+            node_selector: BTreeMap::new(),
+            affinity: None,
+            tolerations: Vec::new(),
+            tolerate_gpu_taint: true,
+            priority_class_name: None,
+            runtime_class_name: None,
+            topology_spread_constraints: Vec::new(),
+        }
+    }
+}
+
+/// Continuous batching: how running sequences share forward passes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchingSpec {
+    /// Most sequences decoded together in one forward pass.
+    #[serde(default = "default_max_batch_size")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_batch_size: i32,
+    /// Longest time, in milliseconds, a new request waits for others to batch its prefill
+    /// with.
+    #[serde(default = "default_max_wait_ms")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_wait_ms: i32,
+    /// Most tokens (prompt and generated) held by running sequences at once.
+    #[serde(default = "default_max_batch_tokens")]
+    #[schemars(range(min = 16, max = 10000000))]
+    pub max_batch_tokens: i32,
+    /// Most requests waiting for admission; beyond it requests are refused at once with 429
+    /// (HTTP) or RESOURCE_EXHAUSTED (gRPC) so clients and routers can go elsewhere.
+    #[serde(default = "default_max_queue")]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub max_queue: i32,
+}
+
+fn default_max_batch_size() -> i32 {
+    32
+}
+fn default_max_wait_ms() -> i32 {
+    5
+}
+fn default_max_batch_tokens() -> i32 {
+    16384
+}
+fn default_max_queue() -> i32 {
+    256
+}
+
+impl Default for BatchingSpec {
+    fn default() -> Self {
+        Self {
+            max_batch_size: default_max_batch_size(),
+            max_wait_ms: default_max_wait_ms(),
+            max_batch_tokens: default_max_batch_tokens(),
+            max_queue: default_max_queue(),
+        }
+    }
+}
+
+/// Caching in each worker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    /// Bytes of memory for cached responses to identical deterministic requests. 0 disables.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub memory_bytes: i64,
+    /// Bytes of disk (an emptyDir) for cached responses. 0 disables.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub disk_bytes: i64,
+    /// Seconds a cached response stays valid.
+    #[serde(default = "default_ttl_seconds")]
+    #[schemars(range(min = 1, max = 2592000))]
+    pub ttl_seconds: i32,
+    /// Reuse the KV cache of shared prompt prefixes across requests.
+    #[serde(default = "default_true")]
+    pub prefix_cache: bool,
+}
+
+fn default_ttl_seconds() -> i32 {
+    300
+}
+
+impl Default for CacheSpec {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 0,
+            disk_bytes: 0,
+            ttl_seconds: default_ttl_seconds(),
+            prefix_cache: true,
+        }
+    }
+}
+
+/// Image-generation settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffusionSpec {
+    /// Compute attention in slices to cut peak memory, at some cost in speed.
+    #[serde(default)]
+    pub attention_slicing: bool,
+    /// Decode latents one image at a time to cut peak memory.
+    #[serde(default)]
+    pub vae_slicing: bool,
+    /// Keep idle sub-models in host memory and move them to the GPU when needed.
+    #[serde(default)]
+    pub cpu_offload: bool,
+    /// Default image width in pixels (a multiple of 8).
+    #[serde(default = "default_image_side")]
+    #[schemars(range(min = 64, max = 4096), extend("multipleOf" = 8))]
+    pub width: i32,
+    /// Default image height in pixels (a multiple of 8).
+    #[serde(default = "default_image_side")]
+    #[schemars(range(min = 64, max = 4096), extend("multipleOf" = 8))]
+    pub height: i32,
+    /// Default number of denoising steps.
+    #[serde(default = "default_steps")]
+    #[schemars(range(min = 1, max = 500))]
+    pub steps: i32,
+}
+
+fn default_image_side() -> i32 {
+    512
+}
+fn default_steps() -> i32 {
+    30
+}
+
+/// When a failing worker is replaced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySpec {
+    /// Container restarts after which the pod is deleted and replaced (a fresh node or GPU
+    /// may cure what restarts in place do not).
+    #[serde(default = "default_max_restarts")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_restarts_before_replace: i32,
+    /// Seconds a started worker may stay unready before it is replaced.
+    #[serde(default = "default_unhealthy_after")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub unhealthy_after_seconds: i32,
+}
+
+fn default_max_restarts() -> i32 {
+    5
+}
+fn default_unhealthy_after() -> i32 {
+    300
+}
+
+impl Default for RecoverySpec {
+    fn default() -> Self {
+        Self {
+            max_restarts_before_replace: default_max_restarts(),
+            unhealthy_after_seconds: default_unhealthy_after(),
+        }
+    }
+}
+
+/// What the operator observed of an engine.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlazeEngineStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `ModelLoaded`, `Scaling`, `Degraded` and `Unschedulable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Worker pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Worker pods that are ready to serve.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Workers the operator wants, after autoscaling.
+    #[serde(default)]
+    pub desired_replicas: i32,
+    /// Label selector of the worker pods, in string form, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// When the number of workers last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// Load and latency observed across workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<EngineMetrics>,
+}
+
+/// Load and latency of an engine, aggregated over its workers.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineMetrics {
+    /// Requests queued or running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<f64>,
+    /// Median request latency in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_latency_ms: Option<f64>,
+    /// 95th percentile request latency in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_latency_ms: Option<f64>,
+    /// 95th percentile time to first token in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_p95_ms: Option<f64>,
+    /// Generated tokens per second across workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_second: Option<f64>,
+    /// Fraction of requests that failed (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+}
+
+/// Condition types of a BlazeEngine.
+pub mod condition_types {
+    /// Enough workers are ready to serve.
+    pub const READY: &str = "Ready";
+    /// The model loaded in at least one worker.
+    pub const MODEL_LOADED: &str = "ModelLoaded";
+    /// The number of workers is changing.
+    pub const SCALING: &str = "Scaling";
+    /// Something is wrong but the engine may still serve.
+    pub const DEGRADED: &str = "Degraded";
+    /// Workers cannot be placed on any node.
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
+}
+
+impl ModelSpec {
+    /// The checkpoint format, from `format` or else from the source's file name.
+    pub fn effective_format(&self) -> ModelFormat {
+        self.format.unwrap_or_else(|| {
+            if self.source.to_ascii_lowercase().ends_with(".gguf") {
+                ModelFormat::Gguf
+            } else {
+                ModelFormat::Safetensors
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_spec_deserialises_with_the_schema_defaults() {
+        let spec: BlazeEngineSpec = serde_json::from_value(serde_json::json!({
+            "kind": "llm",
+            "model": {"source": "file:///models/smollm2.gguf"}
+        }))
+        .unwrap();
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(spec.autoscaling, AutoscalingSpec::default());
+        assert_eq!(spec.autoscaling.stable_window_seconds, 60);
+        assert_eq!(spec.resources.gpu_resource_name, "nvidia.com/gpu");
+        assert_eq!(spec.batching.max_queue, 256);
+        assert!(spec.cache.prefix_cache);
+        assert!(spec.scheduling.tolerate_gpu_taint);
+        assert_eq!(spec.model.effective_format(), ModelFormat::Gguf);
+    }
+
+    #[test]
+    fn format_is_inferred_from_the_source_unless_given() {
+        let mut m = ModelSpec {
+            source: "hf://org/name".into(),
+            revision: None,
+            format: None,
+            dtype: Dtype::Auto,
+            quantization: None,
+        };
+        assert_eq!(m.effective_format(), ModelFormat::Safetensors);
+        m.format = Some(ModelFormat::Gguf);
+        assert_eq!(m.effective_format(), ModelFormat::Gguf);
+    }
+}
