@@ -1,0 +1,25 @@
+//! The node side of Blaze's development control plane.
+//!
+//! A real cluster runs a kubelet, a scheduler and the workload controllers next to the API
+//! server. This crate is those parts for a single development machine, where there is no
+//! container engine: a pod's container runs as a local process of the Blaze binary its image
+//! names. Everything here talks to the API server only through the Kubernetes API, so it works
+//! against any API server.
+//!
+//! The pieces, bottom up:
+//! - [`image`]: which local binary runs an image;
+//! - [`expand`], [`env`], [`volumes`]: a container's environment, command line and files;
+//! - [`ipam`]: a loopback address per pod;
+//! - [`backoff`], [`process`], [`probe`], [`container`], [`pod`]: running and supervising
+//!   containers as processes, with probes, restarts and graceful termination.
+
+pub mod backoff;
+pub mod env;
+pub mod error;
+pub mod expand;
+pub mod image;
+pub mod ipam;
+pub mod process;
+pub mod volumes;
+
+pub use error::{Error, Result};
