@@ -14,11 +14,13 @@
 //!   containers as processes, with probes, restarts and graceful termination.
 
 pub mod backoff;
+pub mod container;
 pub mod env;
 pub mod error;
 pub mod expand;
 pub mod image;
 pub mod ipam;
+pub mod probe;
 pub mod process;
 pub mod volumes;
 

@@ -162,4 +162,4 @@ fn die_with_parent(cmd: &mut Command) {
 
 #[cfg(test)]
 #[path = "process/tests.rs"]
-mod tests;
+pub(crate) mod tests;
