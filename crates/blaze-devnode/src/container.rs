@@ -159,14 +159,7 @@ fn waiting(reason: &str, message: &str) -> ContainerState {
 }
 
 fn now() -> Time {
-    let since_epoch =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let ts = k8s_openapi::jiff::Timestamp::new(
-        since_epoch.as_secs() as i64,
-        since_epoch.subsec_nanos() as i32,
-    )
-    .unwrap_or_default();
-    Time(ts)
+    crate::pod::status::now()
 }
 
 /// Why a run ended.

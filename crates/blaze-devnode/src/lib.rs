@@ -20,6 +20,7 @@ pub mod error;
 pub mod expand;
 pub mod image;
 pub mod ipam;
+pub mod pod;
 pub mod probe;
 pub mod process;
 pub mod volumes;

@@ -38,6 +38,10 @@ struct Args {
     /// Ignore SIGTERM (to test the SIGKILL after the grace period).
     #[arg(long, env = "BLAZE_IGNORE_SIGTERM")]
     ignore_sigterm: bool,
+    /// Start a copy of this program listening here, as the kubelet starts a container, and
+    /// print its pid (to test that no process outlives its supervisor).
+    #[arg(long, env = "BLAZE_SPAWN_CHILD_LISTEN")]
+    spawn_child_listen: Option<SocketAddr>,
     /// Print this file at start (to test volumes).
     #[arg(long, env = "BLAZE_PRINT_FILE")]
     print_file: Option<std::path::PathBuf>,
@@ -63,6 +67,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.print_file {
         println!("{}: {}", path.display(), std::fs::read_to_string(path)?.trim_end());
     }
+    let _child = match args.spawn_child_listen {
+        Some(addr) => Some(spawn_child(addr)?),
+        None => None,
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     let app = Arc::new(App { ready: AtomicBool::new(false), live: AtomicBool::new(true), health });
     app.set_ready(args.ready_after_ms == 0).await;
@@ -105,6 +113,24 @@ async fn main() -> anyhow::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
     println!("stopped on SIGTERM");
     Ok(())
+}
+
+fn spawn_child(addr: SocketAddr) -> anyhow::Result<blaze_devnode::process::ContainerProcess> {
+    let mut env = blaze_devnode::env::Env::default();
+    env.set("PATH", std::env::var("PATH").unwrap_or_default());
+    let spec = blaze_devnode::process::ProcessSpec {
+        command: blaze_devnode::env::CommandLine {
+            program: std::env::current_exe()?,
+            args: vec![format!("--listen={addr}")],
+        },
+        env,
+        cwd: std::env::temp_dir(),
+        log_path: std::env::temp_dir()
+            .join(format!("blaze-devnode-child-{}.log", std::process::id())),
+    };
+    let child = blaze_devnode::process::ContainerProcess::spawn(&spec)?;
+    println!("child pid {}", child.pid());
+    Ok(child)
 }
 
 async fn exit_now(Path(code): Path<i32>) -> StatusCode {

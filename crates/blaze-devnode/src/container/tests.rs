@@ -184,8 +184,8 @@ async fn a_failing_liveness_probe_kills_and_restarts_the_container() {
         "{seen:?}"
     );
     assert!(seen.iter().any(|(r, _)| r == "Killing"), "{seen:?}");
-    let pid =
-        handle.status().container_id.unwrap().trim_start_matches("process://").parse().unwrap();
+    let s = wait_status(&mut rx, "running again", |s| s.restart_count == 1 && running(s)).await;
+    let pid = s.container_id.unwrap().trim_start_matches("process://").parse().unwrap();
     assert!(alive(pid));
     handle.stop(Duration::from_secs(2)).await;
     poll_dead(pid).await;
