@@ -11,10 +11,13 @@
 //! - [`expand`], [`env`], [`volumes`]: a container's environment, command line and files;
 //! - [`ipam`]: a loopback address per pod;
 //! - [`backoff`], [`process`], [`probe`], [`container`], [`pod`]: running and supervising
-//!   containers as processes, with probes, restarts and graceful termination.
+//!   containers as processes, with probes, restarts and graceful termination;
+//! - [`quantity`], [`scheduler`], [`devices`]: which node a pod fits on, and which GPUs it
+//!   gets there.
 
 pub mod backoff;
 pub mod container;
+pub mod devices;
 pub mod env;
 pub mod error;
 pub mod expand;
@@ -23,6 +26,8 @@ pub mod ipam;
 pub mod pod;
 pub mod probe;
 pub mod process;
+pub mod quantity;
+pub mod scheduler;
 pub mod volumes;
 
 pub use error::{Error, Result};
