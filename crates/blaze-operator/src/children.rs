@@ -1,0 +1,46 @@
+//! The child objects of BlazeEngines and BlazeRouters, built from their specs without IO.
+//! The controllers apply what these functions return with server-side apply, so each builder
+//! states the whole desired object (and only fields the operator manages).
+
+pub mod engine;
+pub mod merge;
+pub mod model_source;
+pub mod pod;
+pub mod router;
+pub mod routing;
+pub mod worker_flags;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+
+use crate::{Error, Result};
+
+/// Images and settings that come from the operator's own configuration, not from a spec.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// Worker image when `spec.image` is unset.
+    pub worker_image: String,
+    /// Router image when `spec.image` is unset.
+    pub router_image: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        let v = env!("CARGO_PKG_VERSION");
+        Self {
+            worker_image: format!("ghcr.io/blaze-ai/blaze-worker:{v}"),
+            router_image: format!("ghcr.io/blaze-ai/blaze-router:{v}"),
+        }
+    }
+}
+
+/// The controller owner reference to put on every child of `owner`, so the garbage collector
+/// removes children with their owner and `Controller::owns` maps child events back.
+pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference> {
+    owner.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))
+}
+
+/// The name of an object, which the API server always sets.
+pub fn name_of<K: Resource>(obj: &K) -> Result<String> {
+    obj.meta().name.clone().ok_or(Error::MissingField("metadata.name"))
+}

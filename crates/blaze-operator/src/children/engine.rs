@@ -1,0 +1,165 @@
+//! An engine's children: the worker Deployment, its Service and its PodDisruptionBudget.
+
+use blaze_api::BlazeEngine;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::merge::strategic_merge;
+use super::pod::{self, HTTP_PORT_NAME};
+use super::worker_flags::WORKER_PORT;
+use super::{Defaults, name_of, owner_ref};
+use crate::labels::{self, WORKER};
+use crate::{Error, Result};
+
+/// Metadata of a child of `engine`: its name, namespace, labels and controller reference.
+pub fn child_meta(engine: &BlazeEngine) -> Result<ObjectMeta> {
+    let name = name_of(engine)?;
+    Ok(ObjectMeta {
+        name: Some(labels::engine_child_name(&name)),
+        namespace: engine.metadata.namespace.clone(),
+        labels: Some(labels::engine_labels(&name)),
+        owner_references: Some(vec![owner_ref(engine)?]),
+        ..Default::default()
+    })
+}
+
+/// The worker Deployment of `engine` with `replicas` workers (the spec's, or the autoscaler's).
+/// Rolling updates surge one worker and take none away, so capacity never drops while a new
+/// model or image rolls out.
+pub fn deployment(engine: &BlazeEngine, replicas: i32, defaults: &Defaults) -> Result<Deployment> {
+    let name = name_of(engine)?;
+    let selector = labels::engine_selector(&name);
+    let image = engine.spec.image.clone().unwrap_or_else(|| defaults.worker_image.clone());
+    let pod_spec = pod::worker_pod_spec(&engine.spec, &image, &selector)?;
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels::engine_labels(&name)),
+            ..Default::default()
+        }),
+        spec: Some(pod_spec),
+    };
+    if let Some(over) = &engine.spec.pod_template {
+        template = apply_override(template, over)?;
+    }
+    Ok(Deployment {
+        metadata: child_meta(engine)?,
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            // Model loading is slow; give a rollout the startup budget before it counts as stuck.
+            progress_deadline_seconds: Some(pod::STARTUP_BUDGET_SECONDS + 600),
+            revision_history_limit: Some(3),
+            template,
+            ..Default::default()
+        },
+        status: None,
+    })
+}
+
+/// Merges `over` (a partial pod template) over `template`. What the operator manages wins:
+/// the worker's image, args, probes and resources, and the selector labels.
+pub fn apply_override(
+    template: PodTemplateSpec,
+    over: &serde_json::Value,
+) -> Result<PodTemplateSpec> {
+    let generated = template.clone();
+    let mut value = serde_json::to_value(template)?;
+    strategic_merge(&mut value, over);
+    let mut merged: PodTemplateSpec = serde_json::from_value(value).map_err(|e| {
+        Error::InvalidSpec(format!("spec.podTemplate does not merge into a pod template: {e}"))
+    })?;
+    let theirs =
+        merged.spec.as_mut().and_then(|s| s.containers.iter_mut().find(|c| c.name == WORKER));
+    if let (Some(ours), Some(c)) = (worker(&generated), theirs) {
+        c.image = ours.image.clone();
+        c.args = ours.args.clone();
+        c.startup_probe = ours.startup_probe.clone();
+        c.readiness_probe = ours.readiness_probe.clone();
+        c.liveness_probe = ours.liveness_probe.clone();
+        c.resources = merge_resources(c.resources.take(), ours.resources.clone());
+    }
+    let gen_labels = generated.metadata.and_then(|m| m.labels).unwrap_or_default();
+    let meta = merged.metadata.get_or_insert_with(Default::default);
+    meta.labels.get_or_insert_with(Default::default).extend(gen_labels);
+    Ok(merged)
+}
+
+/// The worker container of a template.
+pub fn worker(t: &PodTemplateSpec) -> Option<&Container> {
+    t.spec.as_ref()?.containers.iter().find(|c| c.name == WORKER)
+}
+
+/// The override may add resources (ephemeral storage, say); ours win where both set one.
+fn merge_resources(
+    theirs: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    ours: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+) -> Option<k8s_openapi::api::core::v1::ResourceRequirements> {
+    let (Some(mut t), Some(o)) = (theirs.clone(), ours.clone()) else {
+        return ours.or(theirs);
+    };
+    for (dst, src) in [(&mut t.requests, o.requests), (&mut t.limits, o.limits)] {
+        if let Some(src) = src {
+            dst.get_or_insert_with(Default::default).extend(src);
+        }
+    }
+    Some(t)
+}
+
+/// The engine's Service: port 8000 named `http`, serving HTTP and gRPC (the worker serves
+/// both on one port, so no separate `grpc` port is needed).
+pub fn service(engine: &BlazeEngine) -> Result<Service> {
+    let name = name_of(engine)?;
+    Ok(Service {
+        metadata: child_meta(engine)?,
+        spec: Some(ServiceSpec {
+            selector: Some(labels::engine_selector(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.into()),
+                port: WORKER_PORT,
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                app_protocol: Some("http".into()),
+                ..Default::default()
+            }]),
+            type_: Some("ClusterIP".into()),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// The PodDisruptionBudget: at most one worker evicted at a time. `maxUnavailable` rather
+/// than `minAvailable`, so an engine with one worker does not block node drains forever.
+pub fn pdb(engine: &BlazeEngine) -> Result<PodDisruptionBudget> {
+    let name = name_of(engine)?;
+    Ok(PodDisruptionBudget {
+        metadata: child_meta(engine)?,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(labels::engine_selector(&name)),
+                ..Default::default()
+            }),
+            // Workers that never became ready may be evicted regardless (they serve nothing).
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,225 @@
+use blaze_api::BlazeEngine;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::*;
+use crate::children::model_source::{HF_CACHE_MOUNT, HF_CACHE_VOLUME, PVC_MOUNT};
+use crate::children::pod::DOWNLOAD_CONTAINER;
+
+/// An engine from a YAML document, as the API server would hand it over.
+fn engine(yaml: &str) -> BlazeEngine {
+    let doc = serde_yaml::Deserializer::from_str(yaml).next().unwrap();
+    let mut e = BlazeEngine::deserialize(doc).unwrap();
+    e.metadata.namespace = Some("ml".into());
+    e.metadata.uid = Some("uid-1".into());
+    e
+}
+
+fn hf_gpu() -> BlazeEngine {
+    engine(include_str!("../../../../manifests/examples/engine-llm-hf.yaml"))
+}
+fn cpu_pvc() -> BlazeEngine {
+    engine(include_str!("../../../../manifests/examples/quickstart.yaml"))
+}
+fn gguf_file() -> BlazeEngine {
+    engine(include_str!("../../../../manifests/examples/engine-llm-gguf-local.yaml"))
+}
+
+fn pod_spec(d: &Deployment) -> &PodSpec {
+    d.spec.template.spec.as_ref().unwrap()
+}
+fn worker_of(d: &Deployment) -> &Container {
+    worker(&d.spec.template).unwrap()
+}
+fn arg<'a>(c: &'a Container, flag: &str) -> Option<&'a str> {
+    let args = c.args.as_ref().unwrap();
+    args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str())
+}
+
+#[test]
+fn gpu_engine_requests_gpus_tolerates_the_taint_and_uses_its_runtime_class() {
+    let e = hf_gpu();
+    let d = deployment(&e, 3, &Defaults::default()).unwrap();
+    assert_eq!(d.metadata.name.as_deref(), Some("qwen3-8b-worker"));
+    assert_eq!(d.spec.replicas, Some(3));
+    let w = worker_of(&d);
+    let res = w.resources.as_ref().unwrap();
+    assert_eq!(res.limits.as_ref().unwrap()["nvidia.com/gpu"].0, "2");
+    assert_eq!(res.requests.as_ref().unwrap()["nvidia.com/gpu"].0, "2");
+    assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "64Gi");
+    assert!(!res.limits.as_ref().unwrap().contains_key("cpu"), "CPU is not limited");
+    assert_eq!(arg(w, "--device"), Some("cuda"));
+    assert_eq!(arg(w, "--dtype"), Some("bf16"));
+    let p = pod_spec(&d);
+    let tol = p.tolerations.as_ref().unwrap();
+    assert!(tol.iter().any(|t| t.key.as_deref() == Some("nvidia.com/gpu")
+        && t.effect.as_deref() == Some("NoSchedule")
+        && t.operator.as_deref() == Some("Exists")));
+    assert_eq!(p.runtime_class_name.as_deref(), Some("nvidia"));
+    assert_eq!(
+        p.node_selector.as_ref().unwrap()["nvidia.com/gpu.product"],
+        "NVIDIA-H100-80GB-HBM3"
+    );
+    assert_eq!(
+        p.topology_spread_constraints.as_ref().unwrap()[0].topology_key,
+        "kubernetes.io/hostname"
+    );
+}
+
+#[test]
+fn hf_engine_downloads_once_in_an_init_container_into_the_cache() {
+    let d = deployment(&hf_gpu(), 1, &Defaults::default()).unwrap();
+    let p = pod_spec(&d);
+    let init = &p.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.name, DOWNLOAD_CONTAINER);
+    let args = init.args.as_ref().unwrap();
+    assert_eq!(args[0], "download");
+    assert_eq!(arg(init, "--model"), Some("hf://Qwen/Qwen3-8B"));
+    assert_eq!(arg(init, "--cache-dir"), Some(HF_CACHE_MOUNT));
+    let w = worker_of(&d);
+    assert_eq!(arg(w, "--model"), Some("hf://Qwen/Qwen3-8B"));
+    assert_eq!(arg(w, "--revision"), Some("main"));
+    assert_eq!(arg(w, "--cache-dir"), Some(HF_CACHE_MOUNT));
+    let cache = p.volumes.as_ref().unwrap().iter().find(|v| v.name == HF_CACHE_VOLUME).unwrap();
+    assert!(cache.empty_dir.is_some());
+}
+
+#[test]
+fn hf_engine_with_a_shared_cache_claim_mounts_the_claim_instead_of_an_empty_dir() {
+    let mut e = hf_gpu();
+    e.spec.pod_template = Some(json!({"spec": {"volumes": [
+        {"name": "model-cache", "persistentVolumeClaim": {"claimName": "hf-cache"}}
+    ]}}));
+    let d = deployment(&e, 2, &Defaults::default()).unwrap();
+    let vols = pod_spec(&d).volumes.as_ref().unwrap();
+    let cache: Vec<_> = vols.iter().filter(|v| v.name == HF_CACHE_VOLUME).collect();
+    assert_eq!(cache.len(), 1);
+    assert!(cache[0].empty_dir.is_none());
+    assert_eq!(cache[0].persistent_volume_claim.as_ref().unwrap().claim_name, "hf-cache");
+    let init = &pod_spec(&d).init_containers.as_ref().unwrap()[0];
+    assert!(init.volume_mounts.as_ref().unwrap().iter().any(|m| m.name == HF_CACHE_VOLUME));
+}
+
+#[test]
+fn cpu_engine_from_a_claim_has_no_gpu_and_mounts_the_claim_read_only() {
+    let d = deployment(&cpu_pvc(), 1, &Defaults::default()).unwrap();
+    let w = worker_of(&d);
+    let res = w.resources.as_ref().unwrap();
+    assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "1");
+    assert!(res.limits.as_ref().unwrap().keys().all(|k| k == "memory"));
+    assert_eq!(arg(w, "--device"), Some("cpu"));
+    assert_eq!(arg(w, "--model-format"), Some("gguf"));
+    assert_eq!(arg(w, "--max-batch-size"), Some("16"));
+    assert_eq!(
+        arg(w, "--model"),
+        Some("file:///mnt/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    );
+    let m = w.volume_mounts.as_ref().unwrap().iter().find(|m| m.mount_path == PVC_MOUNT).unwrap();
+    assert_eq!(m.read_only, Some(true));
+    let p = pod_spec(&d);
+    assert!(p.tolerations.is_none(), "no GPU, no GPU toleration");
+    assert!(p.init_containers.is_none());
+}
+
+#[test]
+fn gguf_file_engine_passes_the_path_and_batching_flags() {
+    let d = deployment(&gguf_file(), 1, &Defaults::default()).unwrap();
+    let w = worker_of(&d);
+    let args = w.args.as_ref().unwrap();
+    assert_eq!(
+        &args[..8],
+        [
+            "--model",
+            "file:///models/SmolLM2-135M-Instruct.Q4_1.gguf",
+            "--listen",
+            "0.0.0.0:8000",
+            "--kind",
+            "llm",
+            "--model-format",
+            "gguf",
+        ]
+    );
+    assert_eq!(arg(w, "--max-batch-size"), Some("64"));
+    assert_eq!(arg(w, "--max-wait-ms"), Some("5"));
+    assert_eq!(arg(w, "--max-queue"), Some("512"));
+    assert_eq!(arg(w, "--max-batch-tokens"), Some("16384"));
+    assert!(args.contains(&"--prefix-cache=true".to_owned()));
+    assert_eq!(w.image.as_deref(), Some(Defaults::default().worker_image.as_str()));
+}
+
+#[test]
+fn every_engine_gets_hardened_pods_probes_shm_and_a_surge_rollout() {
+    for e in [hf_gpu(), cpu_pvc(), gguf_file()] {
+        let d = deployment(&e, 1, &Defaults::default()).unwrap();
+        let w = worker_of(&d);
+        let sc = w.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let startup = w.startup_probe.as_ref().unwrap();
+        let budget = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
+        assert!(budget >= 1200, "startup budget {budget}s is too short for big models");
+        assert_eq!(
+            w.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(),
+            Some("/readyz")
+        );
+        assert_eq!(
+            w.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(),
+            Some("/livez")
+        );
+        let shm = pod_spec(&d).volumes.as_ref().unwrap().iter().find(|v| v.name == "dshm").unwrap();
+        assert_eq!(shm.empty_dir.as_ref().unwrap().medium.as_deref(), Some("Memory"));
+        assert!(w.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == "/dev/shm"));
+        let ru = d.spec.strategy.as_ref().unwrap().rolling_update.clone().unwrap();
+        assert_eq!(ru.max_surge, Some(IntOrString::Int(1)));
+        assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
+        let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("BlazeEngine", Some(true)));
+    }
+}
+
+#[test]
+fn pod_template_override_merges_but_cannot_take_over_managed_fields() {
+    let mut e = cpu_pvc();
+    e.spec.pod_template = Some(json!({
+        "metadata": {"labels": {"team": "ml", "blaze.ai/engine": "other"}, "annotations": {"a": "b"}},
+        "spec": {"containers": [
+            {"name": "blaze-worker", "args": ["--evil"], "env": [{"name": "HF_ENDPOINT", "value": "http://mirror"}],
+             "resources": {"limits": {"ephemeral-storage": "10Gi"}}},
+            {"name": "sidecar", "image": "busybox"}
+        ]}
+    }));
+    let d = deployment(&e, 1, &Defaults::default()).unwrap();
+    let t = &d.spec.template;
+    let meta = t.metadata.as_ref().unwrap();
+    assert_eq!(meta.labels.as_ref().unwrap()["team"], "ml");
+    assert_eq!(meta.labels.as_ref().unwrap()["blaze.ai/engine"], "smollm2", "selector label wins");
+    assert_eq!(meta.annotations.as_ref().unwrap()["a"], "b");
+    let w = worker_of(&d);
+    assert_eq!(arg(w, "--kind"), Some("llm"), "managed args win");
+    assert_eq!(w.env.as_ref().unwrap()[0].name, "HF_ENDPOINT");
+    let limits = w.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["ephemeral-storage"].0, "10Gi");
+    assert_eq!(limits["memory"].0, "1Gi");
+    assert_eq!(t.spec.as_ref().unwrap().containers.len(), 2);
+}
+
+#[test]
+fn service_and_pdb_select_the_workers() {
+    let e = cpu_pvc();
+    let s = service(&e).unwrap();
+    let spec = s.spec.as_ref().unwrap();
+    let port = &spec.ports.as_ref().unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("http"), 8000));
+    assert_eq!(spec.selector.as_ref().unwrap()["blaze.ai/engine"], "smollm2");
+    let p = pdb(&e).unwrap();
+    assert_eq!(p.spec.as_ref().unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(p.metadata.owner_references.as_ref().unwrap()[0].name, "smollm2");
+    assert_eq!(s.metadata.labels.as_ref().unwrap()["app.kubernetes.io/component"], "engine");
+}

@@ -1,0 +1,223 @@
+//! The worker pod: container, probes, security, scheduling and volumes.
+
+use std::collections::BTreeMap;
+
+use blaze_api::engine::{BlazeEngineSpec, SchedulingSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    Toleration, Volume,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::model_source::{self, mount};
+use super::worker_flags::{self, RESPONSE_CACHE_MOUNT, WORKER_PORT};
+use crate::Result;
+use crate::labels::WORKER;
+
+/// Name of the init container that fills the hub cache.
+pub const DOWNLOAD_CONTAINER: &str = "model-download";
+/// Name of the container port (and of the Service port).
+pub const HTTP_PORT_NAME: &str = "http";
+/// UID and GID the pods run as (the distroless `nonroot` user).
+pub const NON_ROOT_ID: i64 = 65532;
+/// Seconds a worker may take to load its model before the startup probe gives up. Loading
+/// tens of GiB from a network volume and warming up takes minutes; 30 minutes leaves room for
+/// the largest models while still replacing a worker that hangs for good.
+pub const STARTUP_BUDGET_SECONDS: i32 = 1800;
+const STARTUP_PERIOD_SECONDS: i32 = 10;
+
+/// The worker pod spec for `spec`, before the `spec.podTemplate` override.
+pub fn worker_pod_spec(
+    spec: &BlazeEngineSpec,
+    image: &str,
+    selector: &BTreeMap<String, String>,
+) -> Result<PodSpec> {
+    let plan = model_source::plan(&spec.model.source)?;
+    let mut volumes = vec![
+        memory_dir("dshm", None),
+        Volume { name: "tmp".into(), empty_dir: Some(Default::default()), ..Default::default() },
+    ];
+    let mut mounts = vec![mount("dshm", "/dev/shm", false), mount("tmp", "/tmp", false)];
+    volumes.extend(plan.volumes.iter().cloned());
+    mounts.extend(plan.mounts.iter().cloned());
+    if spec.cache.disk_bytes > 0 {
+        volumes.push(Volume {
+            name: "response-cache".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(spec.cache.disk_bytes.to_string())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount("response-cache", RESPONSE_CACHE_MOUNT, false));
+    }
+    let args = worker_flags::worker_args(spec, &plan.model_arg, plan.hf_cache.as_deref());
+    let worker = Container {
+        name: WORKER.into(),
+        image: Some(image.to_owned()),
+        args: Some(args),
+        ports: Some(vec![ContainerPort {
+            name: Some(HTTP_PORT_NAME.into()),
+            container_port: WORKER_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        resources: Some(resources(spec)),
+        startup_probe: Some(probe(
+            "/readyz",
+            STARTUP_PERIOD_SECONDS,
+            STARTUP_BUDGET_SECONDS / STARTUP_PERIOD_SECONDS,
+            5,
+        )),
+        readiness_probe: Some(probe("/readyz", 5, 3, 2)),
+        liveness_probe: Some(probe("/livez", 10, 6, 5)),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts.clone()),
+        ..Default::default()
+    };
+    let init = plan.hf_cache.as_deref().map(|dir| Container {
+        name: DOWNLOAD_CONTAINER.into(),
+        image: Some(image.to_owned()),
+        args: Some(worker_flags::download_args(spec, dir)),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    });
+    let mut pod = PodSpec {
+        containers: vec![worker],
+        init_containers: init.map(|c| vec![c]),
+        volumes: Some(volumes),
+        security_context: Some(pod_security()),
+        // Long generations should finish before the pod goes: the worker drains on SIGTERM.
+        termination_grace_period_seconds: Some(120),
+        enable_service_links: Some(false),
+        ..Default::default()
+    };
+    scheduling(&mut pod, spec, selector);
+    Ok(pod)
+}
+
+/// A memory-backed emptyDir (for `/dev/shm`, which NCCL and tokenizers use).
+fn memory_dir(name: &str, size: Option<Quantity>) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: size,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Requests and limits. GPUs are an extended resource: limit and request must be equal, so
+/// both are set. Memory is requested and limited; CPU is only requested so workers can burst.
+pub fn resources(spec: &BlazeEngineSpec) -> ResourceRequirements {
+    let r = &spec.resources;
+    let mut requests = BTreeMap::new();
+    let mut limits = BTreeMap::new();
+    if let Some(cpu) = &r.cpu {
+        requests.insert("cpu".to_owned(), cpu.clone());
+    }
+    if let Some(mem) = &r.memory {
+        requests.insert("memory".to_owned(), mem.clone());
+        limits.insert("memory".to_owned(), mem.clone());
+    }
+    if r.gpus > 0 {
+        let q = Quantity(r.gpus.to_string());
+        requests.insert(r.gpu_resource_name.clone(), q.clone());
+        limits.insert(r.gpu_resource_name.clone(), q);
+    }
+    ResourceRequirements {
+        requests: (!requests.is_empty()).then_some(requests),
+        limits: (!limits.is_empty()).then_some(limits),
+        ..Default::default()
+    }
+}
+
+fn probe(path: &str, period: i32, failures: i32, timeout: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(timeout),
+        ..Default::default()
+    }
+}
+
+/// Non-root, read-only root filesystem, no privilege escalation, no capabilities.
+pub fn container_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        seccomp_profile: Some(runtime_default()),
+        ..Default::default()
+    }
+}
+
+/// The pod-level part: a fixed non-root user and group and the runtime's seccomp profile.
+pub fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NON_ROOT_ID),
+        run_as_group: Some(NON_ROOT_ID),
+        fs_group: Some(NON_ROOT_ID),
+        seccomp_profile: Some(runtime_default()),
+        ..Default::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }
+}
+
+fn scheduling(pod: &mut PodSpec, spec: &BlazeEngineSpec, selector: &BTreeMap<String, String>) {
+    let s: &SchedulingSpec = &spec.scheduling;
+    pod.node_selector = (!s.node_selector.is_empty()).then(|| s.node_selector.clone());
+    pod.affinity = s.affinity.clone();
+    pod.priority_class_name = s.priority_class_name.clone();
+    pod.runtime_class_name = s.runtime_class_name.clone();
+    let tolerations = tolerations(spec);
+    pod.tolerations = (!tolerations.is_empty()).then_some(tolerations);
+    if !s.topology_spread_constraints.is_empty() {
+        let mut tsc = s.topology_spread_constraints.clone();
+        // A constraint without a selector counts no pods; default it to this engine's workers.
+        for c in &mut tsc {
+            if c.label_selector.is_none() {
+                c.label_selector = Some(LabelSelector {
+                    match_labels: Some(selector.clone()),
+                    ..Default::default()
+                });
+            }
+        }
+        pod.topology_spread_constraints = Some(tsc);
+    }
+}
+
+/// The spec's tolerations plus, for GPU engines, the GPU taint (`KEY:NoSchedule` where KEY is
+/// the GPU resource name, as the NVIDIA and AMD device plugins taint GPU nodes) unless the
+/// spec turns that off or already tolerates the key.
+pub fn tolerations(spec: &BlazeEngineSpec) -> Vec<Toleration> {
+    let s = &spec.scheduling;
+    let mut t = s.tolerations.clone();
+    let key = &spec.resources.gpu_resource_name;
+    let wants_gpu_taint = spec.resources.gpus > 0 && s.tolerate_gpu_taint && !key.is_empty();
+    if wants_gpu_taint && !t.iter().any(|x| x.key.as_deref() == Some(key.as_str())) {
+        t.push(Toleration {
+            key: Some(key.clone()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        });
+    }
+    t
+}

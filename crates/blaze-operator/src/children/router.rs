@@ -1,0 +1,184 @@
+//! A router's children: the router Deployment, its Service and the ConfigMap carrying its
+//! routing configuration.
+
+use std::collections::BTreeMap;
+
+use blaze_api::BlazeRouter;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec,
+    PodTemplateSpec, Probe, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::model_source::mount;
+use super::pod::{container_security, pod_security};
+use super::routing::RoutingConfig;
+use super::{Defaults, name_of, owner_ref};
+use crate::Result;
+use crate::labels::{self, ROUTER};
+
+/// Port of the router's proxy.
+pub const ROUTER_PORT: i32 = 8080;
+/// Port of the router's `/metrics`, `/livez`, `/readyz`.
+pub const ADMIN_PORT: i32 = 9090;
+/// Where the routing ConfigMap is mounted.
+pub const CONFIG_DIR: &str = "/etc/blaze/router";
+/// Key of the routing file in the ConfigMap.
+pub const CONFIG_KEY: &str = "routing.yaml";
+/// Where the API-key Secret is mounted.
+pub const API_KEYS_DIR: &str = "/etc/blaze/api-keys";
+
+/// Metadata of a child of `router`.
+pub fn child_meta(router: &BlazeRouter) -> Result<ObjectMeta> {
+    let name = name_of(router)?;
+    Ok(ObjectMeta {
+        name: Some(labels::router_child_name(&name)),
+        namespace: router.metadata.namespace.clone(),
+        labels: Some(labels::router_labels(&name)),
+        owner_references: Some(vec![owner_ref(router)?]),
+        ..Default::default()
+    })
+}
+
+/// The ConfigMap with the routing configuration.
+pub fn config_map(router: &BlazeRouter, config: &RoutingConfig) -> Result<ConfigMap> {
+    Ok(ConfigMap {
+        metadata: child_meta(router)?,
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), serde_yaml::to_string(config)?)])),
+        ..Default::default()
+    })
+}
+
+/// The router's arguments; every flag here must match `blaze-router --help`.
+pub fn router_args(router: &BlazeRouter) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--listen",
+        &format!("0.0.0.0:{ROUTER_PORT}"),
+        "--admin-listen",
+        &format!("0.0.0.0:{ADMIN_PORT}"),
+        "--config",
+        &format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        "--log-format",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if router.spec.auth.is_some() {
+        a.extend(["--api-keys-dir".to_owned(), API_KEYS_DIR.to_owned()]);
+    }
+    a
+}
+
+/// The router Deployment. Rolling updates surge one pod and keep all others serving.
+pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deployment> {
+    let name = name_of(router)?;
+    let selector = labels::router_selector(&name);
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: labels::router_child_name(&name),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![mount("config", CONFIG_DIR, true)];
+    if let Some(auth) = &router.spec.auth {
+        volumes.push(Volume {
+            name: "api-keys".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(auth.secret_name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount("api-keys", API_KEYS_DIR, true));
+    }
+    let port = |n: &str, p: i32| ContainerPort {
+        name: Some(n.into()),
+        container_port: p,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(5),
+        failure_threshold: Some(3),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    };
+    let container = Container {
+        name: ROUTER.into(),
+        image: Some(router.spec.image.clone().unwrap_or_else(|| defaults.router_image.clone())),
+        args: Some(router_args(router)),
+        ports: Some(vec![port("http", ROUTER_PORT), port("admin", ADMIN_PORT)]),
+        readiness_probe: Some(probe("/readyz")),
+        liveness_probe: Some(probe("/livez")),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    Ok(Deployment {
+        metadata: child_meta(router)?,
+        spec: DeploymentSpec {
+            replicas: Some(router.spec.replicas),
+            selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels::router_labels(&name)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(pod_security()),
+                    enable_service_links: Some(false),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        status: None,
+    })
+}
+
+/// The Service clients call: `spec.service` port to the router's `http` port.
+pub fn service(router: &BlazeRouter) -> Result<Service> {
+    let name = name_of(router)?;
+    let mut meta = child_meta(router)?;
+    if !router.spec.service.annotations.is_empty() {
+        meta.annotations = Some(router.spec.service.annotations.clone());
+    }
+    let type_ = serde_json::to_value(router.spec.service.service_type)?;
+    Ok(Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            selector: Some(labels::router_selector(&name)),
+            type_: type_.as_str().map(str::to_owned),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: router.spec.service.port,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}

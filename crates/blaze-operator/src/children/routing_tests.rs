@@ -1,0 +1,125 @@
+use blaze_api::BlazeRouter;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::*;
+use crate::children::Defaults;
+use crate::children::router;
+
+fn slice(service: &str, eps: serde_json::Value) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{service}-abc"), "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8000}],
+        "endpoints": eps
+    }))
+    .unwrap()
+}
+
+fn quickstart_router() -> BlazeRouter {
+    let yaml = include_str!("../../../../manifests/examples/quickstart.yaml");
+    let doc = serde_yaml::Deserializer::from_str(yaml).nth(1).unwrap();
+    let mut r = BlazeRouter::deserialize(doc).unwrap();
+    r.metadata.namespace = Some("default".into());
+    r.metadata.uid = Some("u".into());
+    r
+}
+
+#[test]
+fn endpoints_come_from_ready_addresses_of_the_selected_engines_slices() {
+    let slices = [
+        slice(
+            "chat-worker",
+            json!([
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": "chat-worker-b"}},
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": "chat-worker-a"}},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false}, "targetRef": {"kind": "Pod", "name": "chat-worker-c"}}
+            ]),
+        ),
+        slice("other-worker", json!([{"addresses": ["10.0.1.1"]}])),
+    ];
+    let eps = endpoints(&["chat".into()], &slices);
+    let addrs: Vec<_> = eps.iter().map(|e| (e.pod.as_str(), e.address.as_str())).collect();
+    assert_eq!(addrs, [("chat-worker-a", "10.0.0.1:8000"), ("chat-worker-b", "10.0.0.2:8000")]);
+    assert!(endpoints(&["gone".into()], &slices).is_empty(), "a deleted engine just drops out");
+}
+
+#[test]
+fn selection_by_names_or_labels() {
+    let by_name: EngineSelection = serde_json::from_value(json!({"names": ["a", "b"]})).unwrap();
+    assert!(selects(&by_name, "a", &BTreeMap::new()));
+    assert!(!selects(&by_name, "c", &BTreeMap::new()));
+    let by_labels: EngineSelection = serde_json::from_value(json!({"selector": {
+        "matchLabels": {"tier": "chat"},
+        "matchExpressions": [{"key": "size", "operator": "In", "values": ["s", "m"]},
+                             {"key": "beta", "operator": "DoesNotExist"}]
+    }}))
+    .unwrap();
+    let l = |pairs: &[(&str, &str)]| {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    assert!(selects(&by_labels, "x", &l(&[("tier", "chat"), ("size", "m")])));
+    assert!(!selects(&by_labels, "x", &l(&[("tier", "chat"), ("size", "l")])));
+    assert!(!selects(&by_labels, "x", &l(&[("tier", "chat"), ("size", "s"), ("beta", "1")])));
+}
+
+#[test]
+fn config_carries_weights_and_traffic_settings_and_renders_into_the_config_map() {
+    let r = quickstart_router();
+    let eps = vec![
+        Endpoint {
+            engine: "smollm2".into(),
+            pod: "a".into(),
+            address: "10.0.0.1:8000".into(),
+            weight: 0,
+        },
+        Endpoint {
+            engine: "smollm2".into(),
+            pod: "b".into(),
+            address: "10.0.0.2:8000".into(),
+            weight: 0,
+        },
+    ];
+    let stats = BTreeMap::from([
+        (
+            "10.0.0.1:8000".to_owned(),
+            EndpointStats { p95_ms: Some(100.0), age_s: 1e6, ..Default::default() },
+        ),
+        (
+            "10.0.0.2:8000".to_owned(),
+            EndpointStats { p95_ms: Some(400.0), age_s: 1e6, ..Default::default() },
+        ),
+    ]);
+    let c = config(&r, eps, &stats);
+    assert_eq!(c.endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(), [100, 25]);
+    assert_eq!(c.traffic["strategy"], "adaptive");
+    assert_eq!(c.traffic["circuitBreaker"]["consecutiveFailures"], 5);
+    let cm = router::config_map(&r, &c).unwrap();
+    assert_eq!(cm.metadata.name.as_deref(), Some("quickstart-router"));
+    let back: RoutingConfig = serde_yaml::from_str(&cm.data.unwrap()[router::CONFIG_KEY]).unwrap();
+    assert_eq!(back, c);
+}
+
+#[test]
+fn router_deployment_and_service_follow_the_spec() {
+    let mut r = quickstart_router();
+    r.spec.auth = Some(serde_json::from_value(json!({"secretName": "keys"})).unwrap());
+    let d = router::deployment(&r, &Defaults::default()).unwrap();
+    let spec = &d.spec;
+    assert_eq!(spec.replicas, Some(1));
+    let pod = spec.template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    let args = c.args.as_ref().unwrap();
+    assert_eq!(args[..2], ["--listen".to_owned(), "0.0.0.0:8080".to_owned()]);
+    assert!(args.contains(&"/etc/blaze/router/routing.yaml".to_owned()));
+    assert!(args.contains(&"--api-keys-dir".to_owned()));
+    assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+    let vols = pod.volumes.as_ref().unwrap();
+    assert_eq!(vols[0].config_map.as_ref().unwrap().name, "quickstart-router");
+    assert_eq!(vols[1].secret.as_ref().unwrap().secret_name.as_deref(), Some("keys"));
+    let s = router::service(&r).unwrap();
+    let ss = s.spec.unwrap();
+    assert_eq!(ss.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(ss.ports.unwrap()[0].port, 80);
+    assert_eq!(ss.selector.unwrap()["blaze.ai/router"], "quickstart");
+}

@@ -1,0 +1,177 @@
+//! The `blaze-worker` command line as the operator writes it: every flag in one place, so it
+//! can be checked against the worker's `--help` in one look. DESIGN.md's contract is
+//! `blaze-worker --model SOURCE --listen ADDR:PORT [--grpc-listen ADDR:PORT] [--kind KIND]`;
+//! the rest follow the spec's field names.
+
+use blaze_api::engine::{BlazeEngineSpec, Dtype, EngineKind, ModelFormat};
+
+/// The port the worker serves HTTP (and gRPC, on the same port) on.
+pub const WORKER_PORT: i32 = 8000;
+
+/// Flag names.
+pub mod flag {
+    /// Model source as the worker can open it (after the operator mapped `pvc://`).
+    pub const MODEL: &str = "--model";
+    /// Hub revision for `hf://` sources.
+    pub const REVISION: &str = "--revision";
+    /// Directory of the hub download cache.
+    pub const CACHE_DIR: &str = "--cache-dir";
+    /// `ADDR:PORT` for HTTP (and gRPC, which shares the port).
+    pub const LISTEN: &str = "--listen";
+    /// `llm`, `embedding` or `diffusion`.
+    pub const KIND: &str = "--kind";
+    /// `safetensors` or `gguf`.
+    pub const MODEL_FORMAT: &str = "--model-format";
+    /// `auto`, `f32`, `f16` or `bf16`.
+    pub const DTYPE: &str = "--dtype";
+    /// In-situ quantization scheme.
+    pub const QUANTIZATION: &str = "--quantization";
+    /// `cpu` or `cuda`.
+    pub const DEVICE: &str = "--device";
+    /// Batching.
+    pub const MAX_BATCH_SIZE: &str = "--max-batch-size";
+    /// Batching.
+    pub const MAX_WAIT_MS: &str = "--max-wait-ms";
+    /// Batching.
+    pub const MAX_BATCH_TOKENS: &str = "--max-batch-tokens";
+    /// Admission queue bound.
+    pub const MAX_QUEUE: &str = "--max-queue";
+    /// Response cache in memory, bytes.
+    pub const RESPONSE_CACHE_MEMORY_BYTES: &str = "--response-cache-memory-bytes";
+    /// Response cache on disk, bytes.
+    pub const RESPONSE_CACHE_DISK_BYTES: &str = "--response-cache-disk-bytes";
+    /// Directory of the on-disk response cache.
+    pub const RESPONSE_CACHE_DIR: &str = "--response-cache-dir";
+    /// Response cache entry lifetime.
+    pub const RESPONSE_CACHE_TTL_SECONDS: &str = "--response-cache-ttl-seconds";
+    /// `true` or `false` (given as `--prefix-cache=VALUE`).
+    pub const PREFIX_CACHE: &str = "--prefix-cache";
+    /// Diffusion memory savers (present = on).
+    pub const ATTENTION_SLICING: &str = "--attention-slicing";
+    /// Diffusion memory savers (present = on).
+    pub const VAE_SLICING: &str = "--vae-slicing";
+    /// Diffusion memory savers (present = on).
+    pub const CPU_OFFLOAD: &str = "--cpu-offload";
+    /// Diffusion defaults.
+    pub const IMAGE_WIDTH: &str = "--image-width";
+    /// Diffusion defaults.
+    pub const IMAGE_HEIGHT: &str = "--image-height";
+    /// Diffusion defaults.
+    pub const STEPS: &str = "--steps";
+    /// `text` or `json`.
+    pub const LOG_FORMAT: &str = "--log-format";
+}
+
+/// The worker subcommand the init container runs to fill the hub cache.
+pub const DOWNLOAD_SUBCOMMAND: &str = "download";
+
+/// Where the on-disk response cache lives in the pod.
+pub const RESPONSE_CACHE_MOUNT: &str = "/var/cache/blaze/responses";
+
+/// The worker's arguments for `spec`, with `model` the source as the pod sees it and
+/// `hf_cache` the hub cache directory when the source is `hf://`.
+pub fn worker_args(spec: &BlazeEngineSpec, model: &str, hf_cache: Option<&str>) -> Vec<String> {
+    let mut a = Args::default();
+    a.kv(flag::MODEL, model);
+    model_revision(&mut a, spec, hf_cache);
+    a.kv(flag::LISTEN, format!("0.0.0.0:{WORKER_PORT}"));
+    a.kv(flag::KIND, kind_str(spec.kind));
+    a.kv(flag::MODEL_FORMAT, format_str(spec.model.effective_format()));
+    a.kv(flag::DTYPE, dtype_str(spec.model.dtype));
+    if let Some(q) = &spec.model.quantization {
+        a.kv(flag::QUANTIZATION, q);
+    }
+    a.kv(flag::DEVICE, if spec.resources.gpus > 0 { "cuda" } else { "cpu" });
+    let b = &spec.batching;
+    a.kv(flag::MAX_BATCH_SIZE, b.max_batch_size);
+    a.kv(flag::MAX_WAIT_MS, b.max_wait_ms);
+    a.kv(flag::MAX_BATCH_TOKENS, b.max_batch_tokens);
+    a.kv(flag::MAX_QUEUE, b.max_queue);
+    cache_args(&mut a, spec);
+    diffusion_args(&mut a, spec);
+    a.kv(flag::LOG_FORMAT, "json");
+    a.0
+}
+
+/// The init container's arguments that download an `hf://` source into `cache_dir`.
+pub fn download_args(spec: &BlazeEngineSpec, cache_dir: &str) -> Vec<String> {
+    let mut a = Args::default();
+    a.0.push(DOWNLOAD_SUBCOMMAND.to_owned());
+    a.kv(flag::MODEL, &spec.model.source);
+    model_revision(&mut a, spec, Some(cache_dir));
+    a.kv(flag::LOG_FORMAT, "json");
+    a.0
+}
+
+fn model_revision(a: &mut Args, spec: &BlazeEngineSpec, hf_cache: Option<&str>) {
+    if let Some(dir) = hf_cache {
+        a.kv(flag::REVISION, spec.model.revision.as_deref().unwrap_or("main"));
+        a.kv(flag::CACHE_DIR, dir);
+    }
+}
+
+fn cache_args(a: &mut Args, spec: &BlazeEngineSpec) {
+    let c = &spec.cache;
+    if c.memory_bytes > 0 {
+        a.kv(flag::RESPONSE_CACHE_MEMORY_BYTES, c.memory_bytes);
+    }
+    if c.disk_bytes > 0 {
+        a.kv(flag::RESPONSE_CACHE_DISK_BYTES, c.disk_bytes);
+        a.kv(flag::RESPONSE_CACHE_DIR, RESPONSE_CACHE_MOUNT);
+    }
+    if c.memory_bytes > 0 || c.disk_bytes > 0 {
+        a.kv(flag::RESPONSE_CACHE_TTL_SECONDS, c.ttl_seconds);
+    }
+    a.0.push(format!("{}={}", flag::PREFIX_CACHE, c.prefix_cache));
+}
+
+fn diffusion_args(a: &mut Args, spec: &BlazeEngineSpec) {
+    let Some(d) = &spec.diffusion else { return };
+    for (on, f) in [
+        (d.attention_slicing, flag::ATTENTION_SLICING),
+        (d.vae_slicing, flag::VAE_SLICING),
+        (d.cpu_offload, flag::CPU_OFFLOAD),
+    ] {
+        if on {
+            a.0.push(f.to_owned());
+        }
+    }
+    a.kv(flag::IMAGE_WIDTH, d.width);
+    a.kv(flag::IMAGE_HEIGHT, d.height);
+    a.kv(flag::STEPS, d.steps);
+}
+
+#[derive(Default)]
+struct Args(Vec<String>);
+
+impl Args {
+    fn kv(&mut self, flag: &str, value: impl ToString) {
+        self.0.push(flag.to_owned());
+        self.0.push(value.to_string());
+    }
+}
+
+/// The spelling of an engine kind on the command line.
+pub fn kind_str(k: EngineKind) -> &'static str {
+    match k {
+        EngineKind::Llm => "llm",
+        EngineKind::Embedding => "embedding",
+        EngineKind::Diffusion => "diffusion",
+    }
+}
+
+fn format_str(f: ModelFormat) -> &'static str {
+    match f {
+        ModelFormat::Safetensors => "safetensors",
+        ModelFormat::Gguf => "gguf",
+    }
+}
+
+fn dtype_str(d: Dtype) -> &'static str {
+    match d {
+        Dtype::Auto => "auto",
+        Dtype::F32 => "f32",
+        Dtype::F16 => "f16",
+        Dtype::Bf16 => "bf16",
+    }
+}

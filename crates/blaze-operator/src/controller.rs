@@ -1,0 +1,106 @@
+//! The controllers: kube-runtime `Controller`s for BlazeEngine and BlazeRouter, run while this
+//! replica holds the leader Lease.
+//!
+//! No finalizer: every child carries a controller owner reference, so the garbage collector
+//! removes them with their owner, and the operator keeps no state outside the cluster that
+//! deletion would have to clean up. A router whose engine is deleted is reconciled again (it
+//! watches engines and EndpointSlices) and simply drops that engine's endpoints.
+
+pub mod backoff;
+pub mod engine;
+pub mod leader;
+pub mod permissions;
+pub mod router;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kube::Client;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use parking_lot::Mutex;
+
+use crate::children::Defaults;
+use crate::metrics::Metrics;
+use crate::policy::autoscale::Autoscaler;
+use crate::status::events::Note;
+use backoff::Backoff;
+
+/// Field manager of the engine controller's server-side applies.
+pub const ENGINE_MANAGER: &str = "blaze-operator/engine";
+/// Field manager of the router controller's server-side applies.
+pub const ROUTER_MANAGER: &str = "blaze-operator/router";
+
+/// What reconciles share.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Images.
+    pub defaults: Defaults,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Publishes `events.k8s.io/v1` events.
+    pub recorder: Recorder,
+    /// Per-object failure counts.
+    pub backoff: Backoff,
+    /// Autoscaler state per engine (`namespace/name`).
+    pub autoscalers: Mutex<HashMap<String, Autoscaler>>,
+    /// Restrict to one namespace.
+    pub namespace: Option<String>,
+}
+
+impl Context {
+    /// A context for `client`, reporting events as `instance` (the pod name).
+    pub fn new(
+        client: Client,
+        defaults: Defaults,
+        metrics: Metrics,
+        instance: Option<String>,
+        namespace: Option<String>,
+    ) -> Arc<Self> {
+        let reporter = Reporter { controller: "blaze-operator".into(), instance };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            defaults,
+            metrics,
+            backoff: Backoff::default(),
+            autoscalers: Mutex::new(HashMap::new()),
+            namespace,
+        })
+    }
+
+    /// Publishes `note` about `obj`; a failure to publish is logged, never fatal.
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, action: &str, note: &Note) {
+        let ev = Event {
+            type_: if note.warning { EventType::Warning } else { EventType::Normal },
+            reason: note.reason.clone(),
+            note: Some(truncate(&note.message, 1000)),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason = %note.reason, "cannot publish event");
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// `namespace/name` of an object.
+pub fn key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
+}

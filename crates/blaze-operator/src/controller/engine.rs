@@ -1,0 +1,169 @@
+//! The BlazeEngine controller: applies the worker Deployment, Service and PodDisruptionBudget,
+//! replaces failing workers per `spec.recovery`, and writes status when it changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blaze_api::engine::AutoscalingMode;
+use blaze_api::{BlazeEngine, BlazeEngineStatus};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, instrument, warn};
+
+use super::{Context, ENGINE_MANAGER, key};
+use crate::children::{self, engine as build};
+use crate::labels;
+use crate::status::engine::{Observation, engine_status, replacements};
+use crate::status::events::{Note, engine_events};
+use crate::status::pods;
+use crate::{Error, Result};
+
+const CONTROLLER: &str = "engine";
+/// How often a settled engine is looked at again (recovery timers, status freshness).
+const RESYNC: Duration = Duration::from_secs(60);
+/// How often an engine that is changing is looked at again.
+const RESYNC_BUSY: Duration = Duration::from_secs(10);
+
+/// Runs the engine controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let c = ctx.client.clone();
+    let ns = ctx.namespace.clone();
+    let ns = ns.as_deref();
+    let children =
+        watcher::Config::default().labels(&format!("{}={}", labels::NAME_LABEL, labels::WORKER));
+    Controller::new(
+        scoped::<BlazeEngine>(c.clone(), ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(scoped::<Deployment>(c.clone(), ns), children.clone())
+    .owns(scoped::<Service>(c.clone(), ns), children.clone())
+    .owns(scoped::<PodDisruptionBudget>(c, ns), children)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx.clone())
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            warn!(error = %e, "engine controller");
+        }
+    })
+    .await;
+}
+
+/// An Api over every namespace, or one.
+pub fn scoped<K>(client: kube::Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    }
+}
+
+fn error_policy(engine: Arc<BlazeEngine>, e: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failure(CONTROLLER, e);
+    let wait = ctx.backoff.fail(&key(engine.as_ref()));
+    ctx.metrics.set_backing_off(CONTROLLER, ctx.backoff.len());
+    warn!(engine = %key(engine.as_ref()), error = %e, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+#[instrument(skip_all, fields(engine = %key(engine.as_ref())))]
+async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let ns = engine.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = engine.name_any();
+    let client = ctx.client.clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let current = deployments.get_opt(&labels::engine_child_name(&name)).await?;
+    let desired = desired_replicas(&engine, current.as_ref(), &ctx);
+    let deployment =
+        apply(&deployments, &build::deployment(&engine, desired, &ctx.defaults)?).await?;
+    apply(&Api::<Service>::namespaced(client.clone(), &ns), &build::service(&engine)?).await?;
+    apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns), &build::pdb(&engine)?)
+        .await?;
+
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let selector = labels::selector_string(&labels::engine_selector(&name));
+    let pods = pod_api.list(&ListParams::default().labels(&selector)).await?;
+    let facts: Vec<_> = pods.items.iter().map(pods::facts).collect();
+    let now = Timestamp::now();
+    for r in replacements(&engine, &facts, now) {
+        info!(pod = %r.pod, reason = r.reason, "replacing worker");
+        pod_api.delete(&r.pod, &DeleteParams::default()).await?;
+        let note = Note {
+            warning: true,
+            reason: r.reason.into(),
+            message: format!("replaced worker {} per spec.recovery", r.pod),
+        };
+        ctx.publish(engine.as_ref(), "Recover", &note).await;
+    }
+    let status = engine_status(
+        &engine,
+        &Observation { deployment: Some(&deployment), pods: &facts, desired, now },
+    );
+    if engine.status.as_ref() != Some(&status) {
+        write_status(&engine, &ns, &status, &ctx).await?;
+        for note in engine_events(engine.status.as_ref(), &status) {
+            ctx.publish(engine.as_ref(), "Reconcile", &note).await;
+        }
+    }
+    ctx.backoff.succeed(&key(engine.as_ref()));
+    ctx.metrics.set_backing_off(CONTROLLER, ctx.backoff.len());
+    let settled = status.ready_replicas == desired && status.replicas == desired;
+    Ok(Action::requeue(if settled { RESYNC } else { RESYNC_BUSY }))
+}
+
+/// Workers wanted: the spec's with autoscaling `off` or `external` (the scale subresource
+/// writes `spec.replicas`), the autoscaler's with `blaze`.
+fn desired_replicas(engine: &BlazeEngine, current: Option<&Deployment>, ctx: &Context) -> i32 {
+    let a = &engine.spec.autoscaling;
+    if a.mode != AutoscalingMode::Blaze {
+        return engine.spec.replicas;
+    }
+    let ready = current.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas);
+    let now_replicas = current.and_then(|d| d.spec.replicas);
+    // A new engine starts at one worker (Knative's initial scale), within the bounds.
+    let base = now_replicas.unwrap_or(1).max(ready.unwrap_or(0));
+    let mut scalers = ctx.autoscalers.lock();
+    let scaler = scalers.entry(key(engine)).or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    scaler.decide(a, base, now).desired
+}
+
+/// Server-side applies `obj` with the engine controller's field manager.
+async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = children::name_of(obj)?;
+    let pp = PatchParams::apply(ENGINE_MANAGER).force();
+    Ok(api.patch(&name, &pp, &Patch::Apply(obj)).await?)
+}
+
+async fn write_status(
+    engine: &BlazeEngine,
+    ns: &str,
+    status: &BlazeEngineStatus,
+    ctx: &Context,
+) -> Result<()> {
+    let api: Api<BlazeEngine> = Api::namespaced(ctx.client.clone(), ns);
+    let body = serde_json::json!({
+        "apiVersion": BlazeEngine::api_version(&()),
+        "kind": BlazeEngine::kind(&()),
+        "status": status,
+    });
+    let pp = PatchParams::apply(ENGINE_MANAGER).force();
+    api.patch_status(&engine.name_any(), &pp, &Patch::Apply(&body)).await?;
+    Ok(())
+}

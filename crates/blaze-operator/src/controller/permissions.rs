@@ -1,0 +1,21 @@
+//! The API calls the operator makes, as (group, resource, verbs). `rbac.yaml` must grant
+//! exactly these; a test holds the two together.
+
+/// Calls of the cluster-wide controllers.
+pub const CLUSTER: &[(&str, &str, &[&str])] = &[
+    ("blaze.ai", "blazeengines", &["list", "watch"]),
+    ("blaze.ai", "blazerouters", &["list", "watch"]),
+    ("blaze.ai", "blazeengines/status", &["patch"]),
+    ("blaze.ai", "blazerouters/status", &["patch"]),
+    ("apps", "deployments", &["get", "list", "watch", "create", "patch"]),
+    ("", "services", &["list", "watch", "create", "patch"]),
+    ("", "configmaps", &["list", "watch", "create", "patch"]),
+    ("policy", "poddisruptionbudgets", &["list", "watch", "create", "patch"]),
+    ("", "pods", &["list", "delete"]),
+    ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
+];
+
+/// Calls of leader election, in the operator's namespace.
+pub const LEADER: &[(&str, &str, &[&str])] =
+    &[("coordination.k8s.io", "leases", &["get", "create", "patch"])];

@@ -1,0 +1,228 @@
+//! The BlazeRouter controller: finds the ready workers of the engines a router selects (from
+//! EndpointSlices), computes weights, delivers them in the routing ConfigMap, applies the
+//! router Deployment and Service, and writes status when it changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blaze_api::conditions::{ConditionStatus, Observed, set_condition};
+use blaze_api::router::EndpointStatus;
+use blaze_api::{BlazeEngine, BlazeRouter, BlazeRouterStatus};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::{instrument, warn};
+
+use super::engine::scoped;
+use super::{Context, ROUTER_MANAGER, key};
+use crate::children::router as build;
+use crate::children::routing::{self, Endpoint};
+use crate::labels;
+use crate::{Error, Result};
+
+const CONTROLLER: &str = "router";
+/// The label an EndpointSlice carries naming its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Runs the router controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let c = ctx.client.clone();
+    let ns = ctx.namespace.as_deref();
+    let children =
+        watcher::Config::default().labels(&format!("{}={}", labels::NAME_LABEL, labels::ROUTER));
+    let controller = Controller::new(
+        scoped::<BlazeRouter>(c.clone(), ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(scoped::<Deployment>(c.clone(), ns), children.clone())
+    .owns(scoped::<Service>(c.clone(), ns), children.clone())
+    .owns(scoped::<ConfigMap>(c.clone(), ns), children);
+    let routers = controller.store();
+    let by_engine = routers.clone();
+    controller
+        .watches(scoped::<BlazeEngine>(c.clone(), ns), watcher::Config::default(), move |e| {
+            routers_selecting(&by_engine, &e.name_any(), e.namespace(), e.labels())
+        })
+        .watches(scoped::<EndpointSlice>(c, ns), watcher::Config::default(), move |s| {
+            let service = s.labels().get(SERVICE_NAME_LABEL).cloned().unwrap_or_default();
+            let Some(engine) = service.strip_suffix(labels::WORKER_SUFFIX) else {
+                return Vec::new();
+            };
+            routers_selecting(&routers, engine, s.namespace(), &BTreeMap::new())
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "router controller");
+            }
+        })
+        .await;
+}
+
+/// Routers in `ns` that select the engine (by name; by labels when `engine_labels` are known,
+/// and every selector-based router when they are not, since a reconcile is cheap).
+fn routers_selecting(
+    store: &Store<BlazeRouter>,
+    engine: &str,
+    ns: Option<String>,
+    engine_labels: &BTreeMap<String, String>,
+) -> Vec<ObjectRef<BlazeRouter>> {
+    store
+        .state()
+        .iter()
+        .filter(|r| r.namespace() == ns)
+        .filter(|r| {
+            let sel = &r.spec.engines;
+            routing::selects(sel, engine, engine_labels)
+                || sel.selector.is_some() && engine_labels.is_empty()
+        })
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+fn error_policy(router: Arc<BlazeRouter>, e: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failure(CONTROLLER, e);
+    let wait = ctx.backoff.fail(&format!("router:{}", key(router.as_ref())));
+    warn!(router = %key(router.as_ref()), error = %e, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+#[instrument(skip_all, fields(router = %key(router.as_ref())))]
+async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let ns = router.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let c = ctx.client.clone();
+    let engines: Vec<String> = Api::<BlazeEngine>::namespaced(c.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|e| routing::selects(&router.spec.engines, &e.name_any(), e.labels()))
+        .map(|e| e.name_any())
+        .collect();
+    let services: Vec<String> = engines.iter().map(|e| labels::engine_child_name(e)).collect();
+    let slices = if services.is_empty() {
+        Vec::new()
+    } else {
+        let sel = format!("{SERVICE_NAME_LABEL} in ({})", services.join(","));
+        Api::<EndpointSlice>::namespaced(c.clone(), &ns)
+            .list(&ListParams::default().labels(&sel))
+            .await?
+            .items
+    };
+    let eps = routing::endpoints(&engines, &slices);
+    // Per-endpoint latency and errors come from scraping; until then every endpoint is
+    // unmeasured and gets the same weight.
+    let config = routing::config(&router, eps, &BTreeMap::new());
+    let pp = PatchParams::apply(ROUTER_MANAGER).force();
+    let cm = build::config_map(&router, &config)?;
+    let name = cm.metadata.name.clone().unwrap_or_default();
+    Api::<ConfigMap>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&cm)).await?;
+    let d = build::deployment(&router, &ctx.defaults)?;
+    let deployment =
+        Api::<Deployment>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&d)).await?;
+    let svc = build::service(&router)?;
+    Api::<Service>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&svc)).await?;
+
+    let status = router_status(&router, &deployment, &engines, &config.endpoints, Timestamp::now());
+    if router.status.as_ref() != Some(&status) {
+        let body = serde_json::json!({
+            "apiVersion": BlazeRouter::api_version(&()),
+            "kind": BlazeRouter::kind(&()),
+            "status": status,
+        });
+        Api::<BlazeRouter>::namespaced(c, &ns)
+            .patch_status(&router.name_any(), &pp, &Patch::Apply(&body))
+            .await?;
+    }
+    ctx.backoff.succeed(&format!("router:{}", key(router.as_ref())));
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The router's status from its Deployment and endpoints.
+pub fn router_status(
+    router: &BlazeRouter,
+    deployment: &Deployment,
+    engines: &[String],
+    eps: &[Endpoint],
+    now: Timestamp,
+) -> BlazeRouterStatus {
+    let old = router.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    let ds = deployment.status.as_ref();
+    let name = router.name_any();
+    st.observed_generation = router.metadata.generation;
+    st.replicas = ds.and_then(|s| s.replicas).unwrap_or(0);
+    st.ready_replicas = ds.and_then(|s| s.ready_replicas).unwrap_or(0);
+    st.selector = Some(labels::selector_string(&labels::router_selector(&name)));
+    st.endpoints = eps
+        .iter()
+        .map(|e| EndpointStatus {
+            engine: e.engine.clone(),
+            pod: e.pod.clone(),
+            address: e.address.clone(),
+            weight: e.weight,
+            ..Default::default()
+        })
+        .collect();
+    st.ready_endpoints = eps.iter().filter(|e| e.weight > 0).count() as i32;
+    let weights = |s: &BlazeRouterStatus| {
+        s.endpoints.iter().map(|e| (e.address.clone(), e.weight)).collect::<Vec<_>>()
+    };
+    if weights(&old) != weights(&st) {
+        st.last_weight_update = Some(Time(now));
+    }
+    let g = router.metadata.generation;
+    let (ready, reason, msg) = match (st.ready_replicas > 0, st.ready_endpoints > 0) {
+        (true, true) => (
+            true,
+            "Serving",
+            format!("{} router pods ready, {} endpoints", st.ready_replicas, st.ready_endpoints),
+        ),
+        (false, _) => (false, "RouterNotReady", "no router pod is ready yet".to_owned()),
+        (true, false) if engines.is_empty() => {
+            (false, "NoEngines", "spec.engines selects no BlazeEngine in this namespace".to_owned())
+        }
+        (true, false) => {
+            (false, "NoReadyWorkers", format!("no ready worker in {}", engines.join(", ")))
+        }
+    };
+    set_condition(
+        &mut st.conditions,
+        Observed { type_: "Ready", status: ready.into(), reason, message: msg, generation: g },
+        now,
+    );
+    let missing: Vec<&String> =
+        engines.iter().filter(|e| !eps.iter().any(|ep| &ep.engine == *e)).collect();
+    let degraded = if missing.is_empty() || !ready {
+        Observed {
+            type_: "Degraded",
+            status: ConditionStatus::False,
+            reason: "AsExpected",
+            message: "every selected engine has ready workers".into(),
+            generation: g,
+        }
+    } else {
+        let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        Observed {
+            type_: "Degraded",
+            status: ConditionStatus::True,
+            reason: "EngineWithoutWorkers",
+            message: format!("no ready worker in {}; traffic goes to the others", list.join(", ")),
+            generation: g,
+        }
+    };
+    set_condition(&mut st.conditions, degraded, now);
+    st
+}

@@ -1,0 +1,156 @@
+//! `blaze-operator`: reconciles BlazeEngines and BlazeRouters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use blaze_operator::children::Defaults;
+use blaze_operator::controller::{self, Context, leader};
+use blaze_operator::metrics::Metrics;
+use blaze_operator::server::{self, Health};
+use clap::{Parser, Subcommand, ValueEnum};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+/// The Blaze operator: turns BlazeEngines into GPU-scheduled worker pods and BlazeRouters into
+/// router pods wired to them.
+#[derive(Debug, Parser)]
+#[command(name = "blaze-operator", version, about)]
+struct Args {
+    /// Log format: `text` for people, `json` for log pipelines. `RUST_LOG` sets the level.
+    #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controllers (while this replica holds the leader Lease).
+    Run(RunArgs),
+    /// Print the Blaze CustomResourceDefinitions as YAML (the same as `blaze crds`).
+    Crds,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "BLAZE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address for `/metrics`, `/livez` and `/readyz`.
+    #[arg(long, env = "BLAZE_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "BLAZE_LEASE_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease and in events (the pod name in a cluster).
+    #[arg(long, env = "BLAZE_POD_NAME")]
+    identity: Option<String>,
+    /// Worker image for engines without `spec.image`.
+    #[arg(long, env = "BLAZE_WORKER_IMAGE")]
+    worker_image: Option<String>,
+    /// Router image for routers without `spec.image`.
+    #[arg(long, env = "BLAZE_ROUTER_IMAGE")]
+    router_image: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logs(args.log_format);
+    match args.command {
+        Command::Crds => {
+            let docs: Vec<String> =
+                blaze_api::crds::render_all()?.into_iter().map(|(_, y)| y).collect();
+            print!("{}", docs.join("---\n"));
+            Ok(())
+        }
+        Command::Run(a) => tokio::runtime::Runtime::new()?.block_on(run(a)),
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+async fn run(a: RunArgs) -> anyhow::Result<()> {
+    let mut defaults = Defaults::default();
+    if let Some(i) = a.worker_image {
+        defaults.worker_image = i;
+    }
+    if let Some(i) = a.router_image {
+        defaults.router_image = i;
+    }
+    let listener = server::bind(a.metrics_listen)
+        .await
+        .with_context(|| format!("--metrics-listen {}: cannot listen", a.metrics_listen))?;
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (kubeconfig or in-cluster config)")?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let health = Health::new(registry);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http = tokio::spawn(server::serve(listener, health.clone(), stopped(stop_rx.clone())));
+    let identity = a.identity.unwrap_or_else(|| format!("blaze-operator-{}", std::process::id()));
+    let mut leading = leader::contend(client.clone(), &a.lease_namespace, &identity)
+        .await
+        .context("cannot set up leader election")?;
+    health.set_ready(true);
+    info!(%identity, "waiting to lead");
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    tokio::select! {
+        ok = leader::wait_leading(&mut leading) => if !ok { anyhow::bail!("leader election stopped") },
+        () = &mut signal => { let _ = stop_tx.send(true); let _ = http.await; return Ok(()); }
+    }
+    info!("leading: starting controllers");
+    let ctx = Context::new(client, defaults, metrics, Some(identity), a.namespace);
+    let engines = tokio::spawn(controller::engine::run(Arc::clone(&ctx), stopped(stop_rx.clone())));
+    let routers = tokio::spawn(controller::router::run(ctx, stopped(stop_rx.clone())));
+    let lost = tokio::select! {
+        () = leader::lost(leading) => true,
+        () = &mut signal => false,
+    };
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(engines, routers, http);
+    if lost {
+        error!("lost the leader Lease; exiting so this replica restarts as a stand-by");
+        std::process::exit(1);
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

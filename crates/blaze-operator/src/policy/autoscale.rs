@@ -1,0 +1,136 @@
+//! The autoscaler, after Knative's KPA: load is averaged over a stable window for ordinary
+//! decisions and over a short panic window that detects bursts. A burst (panic desire at
+//! least [`PANIC_THRESHOLD`] times the ready workers) enters panic mode, in which the engine
+//! only grows, until a whole stable window passes without another burst. Changes within the
+//! tolerance are ignored, one decision may multiply workers by at most `maxScaleUpRate`, and
+//! a lower recommendation must hold for `scaleDownDelaySeconds` before workers go (which also
+//! delays scaling to zero).
+//!
+//! Time is seconds on any monotonic clock, passed in, so tests run on simulated time.
+
+use std::collections::VecDeque;
+
+use blaze_api::engine::AutoscalingSpec;
+
+/// Panic desire over ready workers that starts panic mode (Knative's default, 200%).
+pub const PANIC_THRESHOLD: f64 = 2.0;
+
+/// One measurement of an engine, summed over its workers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// When (seconds).
+    pub at: f64,
+    /// Requests queued or running.
+    pub in_flight: f64,
+    /// p95 request latency in milliseconds over the scrape interval, if any request finished.
+    pub p95_ms: Option<f64>,
+}
+
+/// What the autoscaler decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Workers wanted.
+    pub desired: i32,
+    /// Whether panic mode is on.
+    pub panicking: bool,
+}
+
+/// The state of one engine's autoscaler.
+#[derive(Clone, Debug, Default)]
+pub struct Autoscaler {
+    samples: VecDeque<Sample>,
+    panic_until: Option<f64>,
+    panic_peak: i32,
+    recent: VecDeque<(f64, i32)>,
+}
+
+impl Autoscaler {
+    /// Records a measurement. Samples must come in time order.
+    pub fn record(&mut self, s: Sample) {
+        self.samples.push_back(s);
+    }
+
+    /// Decides the number of workers at `now`, given `ready` workers.
+    pub fn decide(&mut self, spec: &AutoscalingSpec, ready: i32, now: f64) -> Decision {
+        let stable_w = f64::from(spec.stable_window_seconds);
+        while self.samples.front().is_some_and(|s| s.at <= now - stable_w) {
+            self.samples.pop_front();
+        }
+        let max = spec.max_replicas.unwrap_or(i32::MAX).max(spec.min_replicas);
+        let clamp = |n: i32| n.clamp(spec.min_replicas, max);
+        if self.samples.is_empty() {
+            return Decision { desired: clamp(ready), panicking: self.panic_until.is_some() };
+        }
+        let stable = self.want(spec, ready, now - stable_w);
+        let panic = self.want(spec, ready, now - f64::from(spec.panic_window_seconds));
+        let base = f64::from(ready.max(1));
+        if f64::from(panic) / base >= PANIC_THRESHOLD && ready > 0 || ready == 0 && panic > 0 {
+            self.panic_until = Some(now + stable_w);
+        }
+        if self.panic_until.is_some_and(|t| now >= t) {
+            self.panic_until = None;
+            self.panic_peak = 0;
+        }
+        let panicking = self.panic_until.is_some();
+        let mut desired = if panicking {
+            self.panic_peak = self.panic_peak.max(panic).max(stable).max(ready);
+            self.panic_peak
+        } else {
+            stable
+        };
+        let cap = (base * spec.max_scale_up_rate).ceil() as i32;
+        desired = desired.min(cap.max(ready));
+        desired = self.delay_scale_down(spec, desired, now);
+        Decision { desired: clamp(desired), panicking }
+    }
+
+    /// Workers wanted from the samples since `since`, before rate limits and delays.
+    fn want(&self, spec: &AutoscalingSpec, ready: i32, since: f64) -> i32 {
+        let window: Vec<&Sample> = self.samples.iter().filter(|s| s.at > since).collect();
+        if window.is_empty() {
+            return ready;
+        }
+        let load = window.iter().map(|s| s.in_flight).sum::<f64>() / window.len() as f64;
+        let mut want = None;
+        if let Some(target) = spec.target_in_flight_per_replica {
+            let exact = load / f64::from(target);
+            want = Some(within_tolerance(exact, ready, spec.tolerance));
+        }
+        if let Some(target) = spec.target_latency_p95_ms {
+            let p95s: Vec<f64> = window.iter().filter_map(|s| s.p95_ms).collect();
+            if !p95s.is_empty() && ready > 0 {
+                let p95 = p95s.iter().sum::<f64>() / p95s.len() as f64;
+                let exact = f64::from(ready) * p95 / f64::from(target);
+                let by_latency = within_tolerance(exact, ready, spec.tolerance);
+                want = Some(want.map_or(by_latency, |w: i32| w.max(by_latency)));
+            }
+        }
+        match want {
+            Some(w) => w,
+            // Latency target only and nothing finished: idle engines may go to zero, others stay.
+            None if load == 0.0 => 0,
+            None => ready.max(1),
+        }
+    }
+
+    fn delay_scale_down(&mut self, spec: &AutoscalingSpec, desired: i32, now: f64) -> i32 {
+        let delay = f64::from(spec.scale_down_delay_seconds);
+        self.recent.push_back((now, desired));
+        while self.recent.front().is_some_and(|(t, _)| *t < now - delay) {
+            self.recent.pop_front();
+        }
+        self.recent.iter().map(|(_, d)| *d).max().unwrap_or(desired)
+    }
+}
+
+/// `exact` workers rounded up, or `ready` when the change is within the tolerance.
+fn within_tolerance(exact: f64, ready: i32, tolerance: f64) -> i32 {
+    if ready > 0 && exact > 0.0 && (exact / f64::from(ready) - 1.0).abs() <= tolerance {
+        return ready;
+    }
+    exact.ceil() as i32
+}
+
+#[cfg(test)]
+#[path = "autoscale_tests.rs"]
+mod tests;

@@ -1,0 +1,114 @@
+use super::*;
+use blaze_api::engine::AutoscalingMode;
+
+fn spec(min: i32, max: i32) -> AutoscalingSpec {
+    AutoscalingSpec {
+        mode: AutoscalingMode::Blaze,
+        min_replicas: min,
+        max_replicas: Some(max),
+        target_in_flight_per_replica: Some(10),
+        scale_down_delay_seconds: 120,
+        ..Default::default()
+    }
+}
+
+/// Runs the autoscaler from `start` for `secs`, a sample every 2 s with `load(t)` in flight,
+/// workers becoming ready at once. Returns the decisions and the final state.
+fn simulate(
+    a: &mut Autoscaler,
+    s: &AutoscalingSpec,
+    ready: &mut i32,
+    start: f64,
+    secs: f64,
+    load: impl Fn(f64) -> f64,
+) -> Vec<Decision> {
+    let mut out = Vec::new();
+    let mut t = start;
+    while t < start + secs {
+        a.record(Sample { at: t, in_flight: load(t), p95_ms: None });
+        let d = a.decide(s, *ready, t);
+        *ready = d.desired;
+        out.push(d);
+        t += 2.0;
+    }
+    out
+}
+
+#[test]
+fn steady_load_settles_at_load_over_target_growing_at_most_max_rate_per_step() {
+    let s = spec(1, 20);
+    let (mut a, mut ready) = (Autoscaler::default(), 1);
+    let d = simulate(&mut a, &s, &mut ready, 0.0, 120.0, |_| 70.0);
+    let path: Vec<i32> = d.iter().map(|d| d.desired).take(4).collect();
+    assert_eq!(path, [2, 4, 7, 7], "doubling at most, then 70/10");
+    assert_eq!(ready, 7);
+}
+
+#[test]
+fn changes_within_the_tolerance_do_nothing() {
+    let s = spec(1, 20);
+    let (mut a, mut ready) = (Autoscaler::default(), 4);
+    simulate(&mut a, &s, &mut ready, 0.0, 100.0, |_| 43.0);
+    assert_eq!(ready, 4, "43 in flight is within 10% of 4 x 10");
+    simulate(&mut a, &s, &mut ready, 100.0, 100.0, |_| 46.0);
+    assert_eq!(ready, 5, "46 is not");
+}
+
+#[test]
+fn scale_down_waits_for_the_delay_then_goes_to_zero_when_allowed() {
+    let s = spec(0, 20);
+    let (mut a, mut ready) = (Autoscaler::default(), 1);
+    simulate(&mut a, &s, &mut ready, 0.0, 100.0, |_| 40.0);
+    assert_eq!(ready, 4);
+    let d = simulate(&mut a, &s, &mut ready, 100.0, 400.0, |_| 0.0);
+    let first_drop = d.iter().position(|d| d.desired < 4).unwrap();
+    // Stable window (60 s) to see the load go, then the 120 s delay.
+    assert!(first_drop as f64 * 2.0 >= 120.0, "dropped after {}s", first_drop * 2);
+    assert_eq!(ready, 0, "idle engines with minReplicas 0 scale to zero");
+    let d = simulate(&mut a, &s, &mut ready, 500.0, 4.0, |_| 3.0);
+    assert!(d[0].desired >= 1, "a request wakes a scaled-to-zero engine at once");
+}
+
+#[test]
+fn a_burst_panics_and_panic_never_scales_down_until_a_calm_stable_window() {
+    let s = spec(1, 50);
+    let (mut a, mut ready) = (Autoscaler::default(), 2);
+    simulate(&mut a, &s, &mut ready, 0.0, 60.0, |_| 20.0);
+    assert_eq!(ready, 2);
+    // A 10 s burst to 200 in flight.
+    let d = simulate(&mut a, &s, &mut ready, 60.0, 10.0, |_| 200.0);
+    assert!(d.iter().any(|d| d.panicking));
+    let peak = ready;
+    assert!(peak >= 8, "panic scaled up fast: {peak}");
+    let d = simulate(&mut a, &s, &mut ready, 70.0, 50.0, |_| 20.0);
+    assert!(d.iter().all(|d| d.desired >= peak), "no scale down while panicking");
+    let d = simulate(&mut a, &s, &mut ready, 120.0, 300.0, |_| 20.0);
+    assert!(!d.last().unwrap().panicking);
+    assert_eq!(ready, 2, "back to load over target once calm and the delay passed");
+}
+
+#[test]
+fn latency_above_target_adds_workers_in_proportion() {
+    let s = AutoscalingSpec {
+        target_in_flight_per_replica: None,
+        target_latency_p95_ms: Some(2000),
+        ..spec(1, 10)
+    };
+    let mut a = Autoscaler::default();
+    for i in 0..30 {
+        a.record(Sample { at: f64::from(i) * 2.0, in_flight: 5.0, p95_ms: Some(3000.0) });
+    }
+    assert_eq!(a.decide(&s, 2, 60.0).desired, 3, "2 x 3000/2000");
+}
+
+#[test]
+fn bounds_hold_and_no_data_keeps_the_current_size() {
+    let s = spec(2, 5);
+    let (mut a, mut ready) = (Autoscaler::default(), 2);
+    simulate(&mut a, &s, &mut ready, 0.0, 200.0, |_| 1000.0);
+    assert_eq!(ready, 5);
+    simulate(&mut a, &s, &mut ready, 200.0, 400.0, |_| 0.0);
+    assert_eq!(ready, 2);
+    assert_eq!(Autoscaler::default().decide(&s, 3, 0.0).desired, 3);
+    assert_eq!(Autoscaler::default().decide(&s, 9, 0.0).desired, 5);
+}

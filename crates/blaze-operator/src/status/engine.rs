@@ -1,0 +1,309 @@
+//! An engine's status: `Ready`, `ModelLoaded`, `Scaling`, `Degraded`, `Unschedulable`, replica
+//! counts and the selector, and the workers recovery should replace.
+
+use blaze_api::conditions::{ConditionStatus, Observed, set_condition};
+use blaze_api::engine::condition_types as ct;
+use blaze_api::{BlazeEngine, BlazeEngineStatus};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::pods::{PodFacts, unready_too_long};
+use crate::labels;
+
+/// What the controller observed for one engine.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    /// The worker Deployment, as the API server returned it.
+    pub deployment: Option<&'a Deployment>,
+    /// Facts of the engine's worker pods.
+    pub pods: &'a [PodFacts],
+    /// Workers the operator wants (spec or autoscaler).
+    pub desired: i32,
+    /// The clock.
+    pub now: Timestamp,
+}
+
+/// One condition as computed, before it is recorded.
+struct Cond {
+    status: ConditionStatus,
+    reason: &'static str,
+    message: String,
+}
+
+impl Cond {
+    fn new(status: impl Into<ConditionStatus>, reason: &'static str, message: String) -> Self {
+        Self { status: status.into(), reason, message }
+    }
+}
+
+/// The new status of `engine` from `obs`, starting from its current status so transition
+/// times survive. Compare with the current status and write only if they differ.
+pub fn engine_status(engine: &BlazeEngine, obs: &Observation<'_>) -> BlazeEngineStatus {
+    let old = engine.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    let name = engine.metadata.name.clone().unwrap_or_default();
+    let ds = obs.deployment.and_then(|d| d.status.as_ref());
+    let live: Vec<&PodFacts> = obs.pods.iter().filter(|p| !p.terminating).collect();
+    st.observed_generation = engine.metadata.generation;
+    st.replicas = ds.and_then(|s| s.replicas).unwrap_or(live.len() as i32);
+    st.ready_replicas = ds.and_then(|s| s.ready_replicas).unwrap_or(0);
+    st.desired_replicas = obs.desired;
+    st.selector = Some(labels::selector_string(&labels::engine_selector(&name)));
+    if old.desired_replicas != obs.desired || old.last_scale_time.is_none() {
+        st.last_scale_time = Some(Time(obs.now));
+    }
+    let updated = ds.and_then(|s| s.updated_replicas).unwrap_or(0);
+    let ctx =
+        Ctx { engine, pods: &live, ready: st.ready_replicas, desired: obs.desired, now: obs.now };
+    let unsched = ctx.unschedulable();
+    let loaded = ctx.model_loaded(&unsched);
+    let ready = ctx.ready(&loaded, &unsched);
+    let scaling = ctx.scaling(st.replicas, updated);
+    let degraded = ctx.degraded();
+    let g = engine.metadata.generation;
+    for (t, c) in [
+        (ct::READY, ready),
+        (ct::MODEL_LOADED, loaded),
+        (ct::SCALING, scaling),
+        (ct::DEGRADED, degraded),
+        (ct::UNSCHEDULABLE, unsched),
+    ] {
+        let obs = Observed {
+            type_: t,
+            status: c.status,
+            reason: c.reason,
+            message: c.message,
+            generation: g,
+        };
+        set_condition(&mut st.conditions, obs, ctx.now);
+    }
+    st
+}
+
+struct Ctx<'a> {
+    engine: &'a BlazeEngine,
+    pods: &'a [&'a PodFacts],
+    ready: i32,
+    desired: i32,
+    now: Timestamp,
+}
+
+impl Ctx<'_> {
+    fn model(&self) -> &str {
+        &self.engine.spec.model.source
+    }
+
+    fn unschedulable(&self) -> Cond {
+        let stuck: Vec<_> = self.pods.iter().filter_map(|p| p.unschedulable.as_ref()).collect();
+        let Some(msg) = stuck.first() else {
+            return Cond::new(false, "Scheduled", "every worker is placed on a node".into());
+        };
+        let r = &self.engine.spec.resources;
+        let gpu = r.gpus > 0 && msg.contains(&r.gpu_resource_name);
+        let reason = if gpu { "InsufficientGPU" } else { "Unschedulable" };
+        let advice = if gpu {
+            format!(
+                "each worker asks for {} {}: lower spec.resources.gpus, add GPU nodes, or relax spec.scheduling",
+                r.gpus, r.gpu_resource_name
+            )
+        } else {
+            "check spec.resources and spec.scheduling (nodeSelector, affinity, tolerations) against the nodes".into()
+        };
+        let n = stuck.len();
+        let total = self.pods.len();
+        Cond::new(true, reason, format!("{n} of {total} workers cannot be placed: {msg}; {advice}"))
+    }
+
+    fn model_loaded(&self, unsched: &Cond) -> Cond {
+        if self.ready > 0 {
+            return Cond::new(true, "Loaded", format!("{} is loaded and serving", self.model()));
+        }
+        if let Some(c) = self.load_failure() {
+            return c;
+        }
+        if self.desired == 0 {
+            return Cond::new(
+                ConditionStatus::Unknown,
+                "ScaledToZero",
+                "no workers run: the engine is scaled to zero".into(),
+            );
+        }
+        if unsched.status == ConditionStatus::True
+            && self.pods.iter().all(|p| p.unschedulable.is_some())
+        {
+            return Cond::new(
+                false,
+                "NotScheduled",
+                "no worker is placed on a node yet; see the Unschedulable condition".into(),
+            );
+        }
+        Cond::new(false, "Loading", format!("workers are loading {}", self.model()))
+    }
+
+    /// Workers that crash without ever having become ready: the model cannot load.
+    fn load_failure(&self) -> Option<Cond> {
+        let crashing: Vec<_> = self
+            .pods
+            .iter()
+            .filter(|p| p.crash_looping || (p.restarts > 0 && !p.started))
+            .collect();
+        let p = crashing.iter().find(|p| p.last_exit.is_some()).or(crashing.first())?;
+        let m = &self.engine.spec.resources.memory;
+        if p.last_exit.as_ref().is_some_and(|e| e.is_oom()) {
+            let limit = m.as_ref().map_or("no limit".to_owned(), |q| q.0.clone());
+            return Some(Cond::new(
+                false,
+                "OutOfMemory",
+                format!(
+                    "workers ran out of memory loading {} (OOMKilled, memory limit {limit}, {} restarts): raise spec.resources.memory, or pick a smaller spec.model.dtype or a quantized model",
+                    self.model(),
+                    p.restarts
+                ),
+            ));
+        }
+        let exit = p.last_exit.as_ref().map_or(String::new(), |e| {
+            let msg = e.message.as_deref().map(|m| format!(": {}", m.trim())).unwrap_or_default();
+            format!(" (exit code {}{msg})", e.code)
+        });
+        Some(Cond::new(
+            false,
+            "LoadFailed",
+            format!(
+                "workers exit while loading {}{exit}, {} restarts: check spec.model (source, format) and `kubectl logs {} -c blaze-worker --previous`",
+                self.model(),
+                p.restarts,
+                p.name
+            ),
+        ))
+    }
+
+    fn ready(&self, loaded: &Cond, unsched: &Cond) -> Cond {
+        if self.ready > 0 {
+            return Cond::new(
+                true,
+                "Serving",
+                format!("{} of {} workers are ready", self.ready, self.desired),
+            );
+        }
+        if self.desired == 0 {
+            return Cond::new(
+                false,
+                "ScaledToZero",
+                "no workers run: the engine is scaled to zero".into(),
+            );
+        }
+        if loaded.reason == "NotScheduled" {
+            return Cond::new(false, unsched.reason, unsched.message.clone());
+        }
+        Cond::new(false, loaded.reason, loaded.message.clone())
+    }
+
+    fn scaling(&self, replicas: i32, updated: i32) -> Cond {
+        let d = self.desired;
+        if replicas > d {
+            return Cond::new(
+                true,
+                "ScalingDown",
+                format!("{replicas} workers, scaling down to {d}"),
+            );
+        }
+        if self.ready < d {
+            return Cond::new(true, "ScalingUp", format!("{} of {d} workers ready", self.ready));
+        }
+        if updated < d {
+            return Cond::new(
+                true,
+                "RollingOut",
+                format!("{updated} of {d} workers run the current spec"),
+            );
+        }
+        Cond::new(false, "Stable", format!("{d} workers, all ready"))
+    }
+
+    fn degraded(&self) -> Cond {
+        let rec = &self.engine.spec.recovery;
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        for p in self.pods {
+            if p.last_exit.as_ref().is_some_and(|e| e.is_oom()) && p.restarts > 0 {
+                problems.push((
+                    "OutOfMemory",
+                    format!("worker {} was OOMKilled ({} restarts)", p.name, p.restarts),
+                ));
+            } else if p.restarts >= rec.max_restarts_before_replace {
+                problems.push((
+                    "CrashLoop",
+                    format!(
+                        "worker {} restarted {} times (limit {})",
+                        p.name, p.restarts, rec.max_restarts_before_replace
+                    ),
+                ));
+            } else if p.crash_looping {
+                problems.push(("CrashLoop", format!("worker {} is in CrashLoopBackOff", p.name)));
+            } else if unready_too_long(p, rec.unhealthy_after_seconds, self.now) {
+                problems.push((
+                    "WorkerUnhealthy",
+                    format!(
+                        "worker {} has been unready for over {}s",
+                        p.name, rec.unhealthy_after_seconds
+                    ),
+                ));
+            }
+        }
+        if self.ready > 0 && self.pods.iter().any(|p| p.unschedulable.is_some()) {
+            problems.push((
+                "PartiallyUnschedulable",
+                "some workers cannot be placed; see the Unschedulable condition".into(),
+            ));
+        }
+        match problems.first() {
+            None => Cond::new(false, "AsExpected", "no worker is failing".into()),
+            Some((reason, _)) => {
+                let msg: Vec<_> = problems.iter().map(|(_, m)| m.as_str()).collect();
+                Cond::new(
+                    true,
+                    reason,
+                    format!("{}; failing workers are replaced per spec.recovery", msg.join("; ")),
+                )
+            }
+        }
+    }
+}
+
+/// A worker recovery should delete so its ReplicaSet starts a fresh one (maybe elsewhere).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replacement {
+    /// The pod.
+    pub pod: String,
+    /// `TooManyRestarts` or `UnreadyTooLong`.
+    pub reason: &'static str,
+}
+
+/// Workers to replace. Only while another worker is ready: if none is, the fault is the
+/// model's or the spec's, replacing would only flap, and status says why instead. At most a
+/// quarter of the workers (at least one) go at once.
+pub fn replacements(engine: &BlazeEngine, pods: &[PodFacts], now: Timestamp) -> Vec<Replacement> {
+    let rec = &engine.spec.recovery;
+    let live: Vec<_> = pods.iter().filter(|p| !p.terminating).collect();
+    if !live.iter().any(|p| p.ready) {
+        return Vec::new();
+    }
+    let budget = (live.len() / 4).max(1);
+    live.iter()
+        .filter_map(|p| {
+            let reason = if p.restarts >= rec.max_restarts_before_replace && !p.ready {
+                "TooManyRestarts"
+            } else if unready_too_long(p, rec.unhealthy_after_seconds, now) {
+                "UnreadyTooLong"
+            } else {
+                return None;
+            };
+            Some(Replacement { pod: p.name.clone(), reason })
+        })
+        .take(budget)
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,226 @@
+use blaze_api::conditions::find;
+use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+
+use super::*;
+use crate::status::pods::{Exit, facts};
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+const T0: &str = "2026-01-01T00:00:00Z";
+
+fn engine(gpus: i32) -> BlazeEngine {
+    let mut e: BlazeEngine = serde_json::from_value(json!({
+        "apiVersion": "blaze.ai/v1alpha1", "kind": "BlazeEngine",
+        "metadata": {"name": "chat", "namespace": "ml", "uid": "u", "generation": 2},
+        "spec": {"kind": "llm", "model": {"source": "hf://org/chat"}, "replicas": 2,
+                 "resources": {"gpus": gpus, "memory": "8Gi"}}
+    }))
+    .unwrap();
+    e.status = None;
+    e
+}
+
+fn deploy(replicas: i32, ready: i32, updated: i32) -> Deployment {
+    Deployment {
+        status: Some(DeploymentStatus {
+            replicas: Some(replicas),
+            ready_replicas: Some(ready),
+            updated_replicas: Some(updated),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ready_pod(name: &str) -> PodFacts {
+    PodFacts { name: name.into(), ready: true, started: true, ..Default::default() }
+}
+
+fn status_of(
+    e: &BlazeEngine,
+    d: &Deployment,
+    pods: &[PodFacts],
+    desired: i32,
+    now: &str,
+) -> BlazeEngineStatus {
+    engine_status(e, &Observation { deployment: Some(d), pods, desired, now: t(now) })
+}
+
+fn cond<'a>(s: &'a BlazeEngineStatus, ty: &str) -> (&'a str, &'a str, &'a str) {
+    let c = find(&s.conditions, ty).unwrap();
+    (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+}
+
+#[test]
+fn all_workers_ready_is_ready_loaded_stable_and_healthy() {
+    let e = engine(1);
+    let pods = [ready_pod("a"), ready_pod("b")];
+    let s = status_of(&e, &deploy(2, 2, 2), &pods, 2, T0);
+    assert_eq!(cond(&s, "Ready").0, "True");
+    assert_eq!(cond(&s, "ModelLoaded").0, "True");
+    assert_eq!(cond(&s, "Scaling").1, "Stable");
+    assert_eq!(cond(&s, "Degraded").0, "False");
+    assert_eq!(cond(&s, "Unschedulable").0, "False");
+    assert_eq!(s.observed_generation, Some(2));
+    assert_eq!((s.replicas, s.ready_replicas, s.desired_replicas), (2, 2, 2));
+    assert_eq!(
+        s.selector.as_deref(),
+        Some("app.kubernetes.io/name=blaze-worker,blaze.ai/engine=chat")
+    );
+    assert!(s.conditions.iter().all(|c| c.observed_generation == Some(2)));
+}
+
+#[test]
+fn the_same_observation_twice_changes_nothing_and_a_flip_moves_only_its_time() {
+    let mut e = engine(0);
+    let loading = [PodFacts { name: "a".into(), ..Default::default() }];
+    let s1 = status_of(&e, &deploy(1, 0, 1), &loading, 1, T0);
+    assert_eq!(cond(&s1, "Ready"), ("False", "Loading", "workers are loading hf://org/chat"));
+    e.status = Some(s1.clone());
+    let s2 = status_of(&e, &deploy(1, 0, 1), &loading, 1, "2026-01-01T00:01:00Z");
+    assert_eq!(s1, s2, "no change, so no status write");
+    e.status = Some(s2);
+    let s3 = status_of(&e, &deploy(1, 1, 1), &[ready_pod("a")], 1, "2026-01-01T00:02:00Z");
+    let ready = find(&s3.conditions, "Ready").unwrap();
+    assert_eq!(ready.last_transition_time.0, t("2026-01-01T00:02:00Z"));
+    let degraded = find(&s3.conditions, "Degraded").unwrap();
+    assert_eq!(degraded.last_transition_time.0, t(T0), "Degraded did not flip");
+}
+
+#[test]
+fn too_many_gpus_is_unschedulable_with_advice() {
+    let e = engine(4);
+    let msg = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.";
+    let pods =
+        [PodFacts { name: "a".into(), unschedulable: Some(msg.into()), ..Default::default() }];
+    let s = status_of(&e, &deploy(1, 0, 1), &pods, 1, T0);
+    let (st, reason, message) = cond(&s, "Unschedulable");
+    assert_eq!((st, reason), ("True", "InsufficientGPU"));
+    assert!(message.contains(msg) && message.contains("spec.resources.gpus"), "{message}");
+    assert_eq!(cond(&s, "Ready").1, "InsufficientGPU");
+    assert_eq!(cond(&s, "ModelLoaded").1, "NotScheduled");
+}
+
+#[test]
+fn a_model_that_cannot_load_says_why() {
+    let e = engine(0);
+    let exit = Exit {
+        reason: "Error".into(),
+        code: 1,
+        message: Some("no such repository org/chat".into()),
+    };
+    let pods = [PodFacts {
+        name: "a".into(),
+        crash_looping: true,
+        restarts: 3,
+        last_exit: Some(exit),
+        ..Default::default()
+    }];
+    let s = status_of(&e, &deploy(1, 0, 1), &pods, 1, T0);
+    let (st, reason, message) = cond(&s, "ModelLoaded");
+    assert_eq!((st, reason), ("False", "LoadFailed"));
+    assert!(
+        message.contains("exit code 1: no such repository") && message.contains("kubectl logs a"),
+        "{message}"
+    );
+    assert_eq!(cond(&s, "Degraded").1, "CrashLoop");
+    let oom = Exit { reason: "OOMKilled".into(), code: 137, message: None };
+    let pods =
+        [PodFacts { name: "a".into(), restarts: 1, last_exit: Some(oom), ..Default::default() }];
+    let s = status_of(&e, &deploy(1, 0, 1), &pods, 1, T0);
+    let (_, reason, message) = cond(&s, "ModelLoaded");
+    assert_eq!(reason, "OutOfMemory");
+    assert!(message.contains("8Gi") && message.contains("spec.resources.memory"), "{message}");
+    assert!(replacements(&e, &pods, t(T0)).is_empty(), "no flapping while nothing is ready");
+}
+
+#[test]
+fn scaling_reasons_follow_the_deployment() {
+    let e = engine(0);
+    let two = [ready_pod("a"), ready_pod("b")];
+    assert_eq!(cond(&status_of(&e, &deploy(2, 1, 2), &two[..1], 2, T0), "Scaling").1, "ScalingUp");
+    assert_eq!(cond(&status_of(&e, &deploy(3, 3, 3), &two, 2, T0), "Scaling").1, "ScalingDown");
+    assert_eq!(cond(&status_of(&e, &deploy(2, 2, 1), &two, 2, T0), "Scaling").1, "RollingOut");
+    let zero = status_of(&e, &deploy(0, 0, 0), &[], 0, T0);
+    assert_eq!(cond(&zero, "Ready").1, "ScaledToZero");
+    assert_eq!(cond(&zero, "ModelLoaded").0, "Unknown");
+}
+
+#[test]
+fn crash_looping_and_long_unready_workers_are_replaced_while_others_serve() {
+    let e = engine(0);
+    let now = t("2026-01-01T01:00:00Z");
+    let looping = PodFacts {
+        name: "b".into(),
+        restarts: 5,
+        crash_looping: true,
+        started: true,
+        ..Default::default()
+    };
+    let stuck = PodFacts {
+        name: "c".into(),
+        started: true,
+        ready_since: Some(t(T0)),
+        ..Default::default()
+    };
+    let fresh = PodFacts {
+        name: "d".into(),
+        started: true,
+        ready_since: Some(t("2026-01-01T00:59:00Z")),
+        ..Default::default()
+    };
+    let pods: Vec<_> = [
+        ready_pod("a"),
+        looping,
+        stuck,
+        fresh,
+        ready_pod("e"),
+        ready_pod("f"),
+        ready_pod("g"),
+        ready_pod("h"),
+    ]
+    .into();
+    let r = replacements(&e, &pods, now);
+    assert_eq!(
+        r,
+        vec![
+            Replacement { pod: "b".into(), reason: "TooManyRestarts" },
+            Replacement { pod: "c".into(), reason: "UnreadyTooLong" },
+        ]
+    );
+    let s = engine_status(
+        &e,
+        &Observation { deployment: Some(&deploy(8, 6, 8)), pods: &pods, desired: 8, now },
+    );
+    let (st, reason, message) = cond(&s, "Degraded");
+    assert_eq!((st, reason), ("True", "CrashLoop"));
+    assert!(message.contains("worker c has been unready for over 300s"), "{message}");
+}
+
+#[test]
+fn pod_facts_read_scheduling_readiness_and_crashes() {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "w-1"},
+        "status": {
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes"},
+                {"type": "Ready", "status": "False", "lastTransitionTime": T0}
+            ],
+            "containerStatuses": [{
+                "name": "blaze-worker", "image": "i", "imageID": "", "ready": false, "restartCount": 4, "started": false,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+            }]
+        }
+    }))
+    .unwrap();
+    let f = facts(&pod);
+    assert_eq!(f.unschedulable.as_deref(), Some("0/2 nodes"));
+    assert!(!f.ready && f.crash_looping && !f.started);
+    assert_eq!(f.restarts, 4);
+    assert!(f.last_exit.unwrap().is_oom());
+    assert_eq!(f.ready_since, Some(t(T0)));
+}

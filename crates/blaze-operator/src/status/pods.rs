@@ -1,0 +1,97 @@
+//! What one worker pod shows: placed or not, ready or not, crashing and why.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::labels::WORKER;
+
+/// The facts about one worker pod that status and recovery use.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodFacts {
+    /// The pod's name.
+    pub name: String,
+    /// The scheduler's message when the pod cannot be placed.
+    pub unschedulable: Option<String>,
+    /// The pod is Ready.
+    pub ready: bool,
+    /// Since when the Ready condition has had its current value.
+    pub ready_since: Option<Timestamp>,
+    /// The worker passed its startup probe (the model loaded once).
+    pub started: bool,
+    /// Restarts of the worker container.
+    pub restarts: i32,
+    /// The worker is waiting in CrashLoopBackOff.
+    pub crash_looping: bool,
+    /// The worker's last exit: reason (`OOMKilled`, `Error`), exit code, message.
+    pub last_exit: Option<Exit>,
+    /// The pod is being deleted.
+    pub terminating: bool,
+}
+
+/// How a container last ended.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Exit {
+    /// `OOMKilled`, `Error`, `Completed`...
+    pub reason: String,
+    /// The exit code.
+    pub code: i32,
+    /// The termination message (the last lines the worker wrote), if any.
+    pub message: Option<String>,
+}
+
+impl Exit {
+    /// The kernel killed the worker for exceeding its memory limit.
+    pub fn is_oom(&self) -> bool {
+        self.reason == "OOMKilled" || (self.code == 137 && self.reason.is_empty())
+    }
+}
+
+/// Reads the facts of `pod`.
+pub fn facts(pod: &Pod) -> PodFacts {
+    let mut f = PodFacts {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        ..Default::default()
+    };
+    let Some(status) = &pod.status else { return f };
+    for c in status.conditions.iter().flatten() {
+        match c.type_.as_str() {
+            "PodScheduled"
+                if c.status == "False" && c.reason.as_deref() == Some("Unschedulable") =>
+            {
+                f.unschedulable = Some(c.message.clone().unwrap_or_else(|| "no node fits".into()));
+            }
+            "Ready" => {
+                f.ready = c.status == "True";
+                f.ready_since = c.last_transition_time.as_ref().map(|t| t.0);
+            }
+            _ => {}
+        }
+    }
+    let worker = status.container_statuses.iter().flatten().find(|c| c.name == WORKER);
+    if let Some(c) = worker {
+        f.started = c.started == Some(true);
+        f.restarts = c.restart_count;
+        let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+        f.crash_looping = waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff");
+        let term = c
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .or_else(|| c.state.as_ref().and_then(|s| s.terminated.as_ref()));
+        f.last_exit = term.map(|t| Exit {
+            reason: t.reason.clone().unwrap_or_default(),
+            code: t.exit_code,
+            message: t.message.clone().filter(|m| !m.trim().is_empty()),
+        });
+    }
+    f
+}
+
+/// Whether a started worker has been unready for longer than `limit_s` seconds at `now`.
+pub fn unready_too_long(f: &PodFacts, limit_s: i32, now: Timestamp) -> bool {
+    if f.ready || !f.started || f.terminating {
+        return false;
+    }
+    f.ready_since.is_some_and(|t| now.duration_since(t).as_secs() >= i64::from(limit_s))
+}
