@@ -18,6 +18,7 @@
 pub mod backoff;
 pub mod container;
 pub mod devices;
+pub mod endpoints;
 pub mod env;
 pub mod error;
 pub mod expand;
@@ -27,6 +28,8 @@ pub mod pod;
 pub mod probe;
 pub mod process;
 pub mod quantity;
+pub mod replicas;
+pub mod rollout;
 pub mod scheduler;
 pub mod volumes;
 

@@ -97,21 +97,22 @@ impl Supervisor {
                     let grace = grace.unwrap_or_default();
                     return (process.terminate(grace).await, End::Stopped);
                 }
-                Some(f) = failures.recv() => {
-                    let message = format!("{} probe failed: {}", f.kind.label(), f.message);
-                    self.event("Unhealthy", &message, true);
-                }
+                Some(f) = failures.recv() => self.report_failure(f),
                 Some(v) = next_verdict(&mut startup) => match v {
                     Verdict::Success => {
                         startup = None;
                         self.status.send_modify(|s| s.started = Some(true));
                         (readiness, liveness) = self.after_startup(&mut workers, &target, &fail_tx);
                     }
-                    Verdict::Failure(_) => return (self.kill(process, "startup").await, End::Killed("startup")),
+                    Verdict::Failure(_) => {
+                        self.report_failures(&mut failures);
+                        return (self.kill(process, "startup").await, End::Killed("startup"));
+                    }
                     Verdict::Unknown => {}
                 },
                 Some(v) = next_verdict(&mut liveness) => {
                     if let Verdict::Failure(_) = v {
+                        self.report_failures(&mut failures);
                         return (self.kill(process, "liveness").await, End::Killed("liveness"));
                     }
                 }
@@ -119,6 +120,18 @@ impl Supervisor {
                     self.status.send_modify(|s| s.ready = v == Verdict::Success);
                 }
             }
+        }
+    }
+
+    fn report_failure(&self, f: ProbeFailure) {
+        let message = format!("{} probe failed: {}", f.kind.label(), f.message);
+        self.event("Unhealthy", &message, true);
+    }
+
+    /// Records failures still queued, so the events come before the `Killing` they caused.
+    fn report_failures(&self, failures: &mut mpsc::UnboundedReceiver<ProbeFailure>) {
+        while let Ok(f) = failures.try_recv() {
+            self.report_failure(f);
         }
     }
 

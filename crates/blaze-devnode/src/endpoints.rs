@@ -1,0 +1,143 @@
+//! Services to EndpointSlices, pure: which pods back a Service and in what condition.
+//!
+//! As the endpointslice controller: one `discovery.k8s.io/v1` slice per Service (Blaze's
+//! Services are small; upstream splits at 100 endpoints), named `<service>-<suffix>` with
+//! labels `kubernetes.io/service-name` and `endpointslice.kubernetes.io/managed-by`, an owner
+//! reference to the Service, and per endpoint `ready` (Ready and not terminating), `serving`
+//! (Ready, terminating or not) and `terminating` (has a deletion timestamp). Pods without an
+//! address are left out; `publishNotReadyAddresses` makes every endpoint ready.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::replicas::{controller_ref, is_ready};
+
+/// The label naming a slice's Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label naming the controller that manages a slice.
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// This controller's value for [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+
+/// Whether `labels` satisfy a label selector (matchLabels and matchExpressions).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => !value.is_some_and(|v| values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+/// The pods a Service selects; a Service without a selector selects none (its endpoints are
+/// managed by hand).
+pub fn selected<'a>(service: &Service, pods: &'a [Pod]) -> Vec<&'a Pod> {
+    let Some(selector) = service.spec.as_ref().and_then(|s| s.selector.clone()) else {
+        return Vec::new();
+    };
+    if selector.is_empty() {
+        return Vec::new();
+    }
+    pods.iter()
+        .filter(|p| p.metadata.namespace == service.metadata.namespace)
+        .filter(|p| {
+            let labels = p.metadata.labels.clone().unwrap_or_default();
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .collect()
+}
+
+/// The slice for `service` over `pods` (already filtered by [`selected`]).
+pub fn build_slice(service: &Service, pods: &[&Pod]) -> EndpointSlice {
+    let spec = service.spec.clone().unwrap_or_default();
+    let name = service.metadata.name.clone().unwrap_or_default();
+    let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
+    let mut endpoints = Vec::new();
+    for pod in pods {
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+            continue;
+        };
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        let serving = is_ready(pod) || publish_not_ready;
+        endpoints.push(Endpoint {
+            addresses: vec![ip],
+            conditions: Some(EndpointConditions {
+                ready: Some(serving && !terminating),
+                serving: Some(serving),
+                terminating: Some(terminating),
+            }),
+            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            target_ref: Some(ObjectReference {
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                namespace: pod.metadata.namespace.clone(),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    endpoints.sort_by(|a, b| a.addresses.cmp(&b.addresses));
+    let ports = spec.ports.iter().flatten().map(|p| {
+        let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
+        EndpointPort {
+            name: Some(p.name.clone().unwrap_or_default()),
+            port: resolve_target_port(&target, pods),
+            protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
+            app_protocol: p.app_protocol.clone(),
+        }
+    });
+    EndpointSlice {
+        address_type: "IPv4".into(),
+        endpoints: Some(endpoints),
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-devnode")),
+            namespace: service.metadata.namespace.clone(),
+            labels: Some(
+                [
+                    (SERVICE_NAME_LABEL.to_string(), name),
+                    (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                ]
+                .into(),
+            ),
+            owner_references: Some(vec![controller_ref("v1", "Service", &service.metadata)]),
+            ..Default::default()
+        },
+        ports: Some(ports.collect()),
+    }
+}
+
+/// A numeric target port, or a named one looked up in the first pod that declares it.
+fn resolve_target_port(target: &IntOrString, pods: &[&Pod]) -> Option<i32> {
+    match target {
+        IntOrString::Int(n) => Some(*n),
+        IntOrString::String(name) => pods.iter().find_map(|p| {
+            p.spec.as_ref()?.containers.iter().find_map(|c| {
+                c.ports
+                    .iter()
+                    .flatten()
+                    .find(|port| port.name.as_deref() == Some(name))
+                    .map(|port| port.container_port)
+            })
+        }),
+    }
+}
+
+#[cfg(test)]
+#[path = "endpoints/tests.rs"]
+mod tests;
