@@ -2,5 +2,6 @@
 //! weights, and reading the few Prometheus series they need from worker `/metrics`.
 
 pub mod autoscale;
+pub mod load;
 pub mod prom;
 pub mod weights;

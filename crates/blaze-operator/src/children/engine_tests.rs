@@ -75,11 +75,10 @@ fn hf_engine_downloads_once_in_an_init_container_into_the_cache() {
     assert_eq!(init.name, DOWNLOAD_CONTAINER);
     let args = init.args.as_ref().unwrap();
     assert_eq!(args[0], "download");
-    assert_eq!(arg(init, "--model"), Some("hf://Qwen/Qwen3-8B"));
+    assert_eq!(arg(init, "--model"), Some("hf://Qwen/Qwen3-8B@main"));
     assert_eq!(arg(init, "--cache-dir"), Some(HF_CACHE_MOUNT));
     let w = worker_of(&d);
-    assert_eq!(arg(w, "--model"), Some("hf://Qwen/Qwen3-8B"));
-    assert_eq!(arg(w, "--revision"), Some("main"));
+    assert_eq!(arg(w, "--model"), Some("hf://Qwen/Qwen3-8B@main"));
     assert_eq!(arg(w, "--cache-dir"), Some(HF_CACHE_MOUNT));
     let cache = p.volumes.as_ref().unwrap().iter().find(|v| v.name == HF_CACHE_VOLUME).unwrap();
     assert!(cache.empty_dir.is_some());
@@ -113,9 +112,16 @@ fn cpu_engine_from_a_claim_has_no_gpu_and_mounts_the_claim_read_only() {
     assert_eq!(arg(w, "--max-batch-size"), Some("16"));
     assert_eq!(
         arg(w, "--model"),
-        Some("file:///mnt/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        Some("file:///mnt/models/blaze-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     );
-    let m = w.volume_mounts.as_ref().unwrap().iter().find(|m| m.mount_path == PVC_MOUNT).unwrap();
+    let m = w
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path.starts_with(PVC_MOUNT))
+        .unwrap();
+    assert_eq!(m.mount_path, "/mnt/models/blaze-models");
     assert_eq!(m.read_only, Some(true));
     let p = pod_spec(&d);
     assert!(p.tolerations.is_none(), "no GPU, no GPU toleration");

@@ -2,9 +2,10 @@
 //! for hub sources the init step that downloads once into a cache volume.
 //!
 //! - `file:///PATH` is passed as is (a path in the image or on the node).
-//! - `pvc://CLAIM/PATH` mounts the claim read-only at [`PVC_MOUNT`] and passes
-//!   `file://` + the in-pod path.
-//! - `hf://ORG/NAME` gets a cache volume named [`HF_CACHE_VOLUME`] (an emptyDir unless
+//! - `pvc://CLAIM/PATH` mounts the claim read-only at [`PVC_MOUNT`]`/CLAIM` (the worker's
+//!   default `--pvc-root` layout) and passes `file://` + the in-pod path.
+//! - `hf://ORG/NAME` is passed as `hf://ORG/NAME@REVISION[/FILE]` (the worker's form, with
+//!   `spec.model.revision` folded in) and gets a cache volume named [`HF_CACHE_VOLUME`] (an emptyDir unless
 //!   `spec.podTemplate` declares a volume of that name, such as a shared ReadWriteMany claim)
 //!   that an init container fills with `blaze-worker download`, so the worker starts from a
 //!   complete cache and replicas sharing the claim do not each download.
@@ -15,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 
 use crate::{Error, Result};
 
-/// Where a `pvc://` claim is mounted in the worker.
+/// Under which `pvc://` claims are mounted in the worker (`PVC_MOUNT/CLAIM`).
 pub const PVC_MOUNT: &str = "/mnt/models";
 /// Where the hub cache is mounted.
 pub const HF_CACHE_MOUNT: &str = "/var/cache/blaze/hf";
@@ -79,29 +80,42 @@ pub struct SourcePlan {
     pub mounts: Vec<VolumeMount>,
 }
 
-/// Maps `source` to volumes, mounts and the worker's `--model`.
-pub fn plan(source: &str) -> Result<SourcePlan> {
+/// `hf://ORG/NAME[/FILE]` with `revision` folded in as `hf://ORG/NAME@REVISION[/FILE]`.
+pub fn hub_with_revision(repo: &str, revision: Option<&str>) -> String {
+    let mut parts = repo.splitn(3, '/');
+    let (org, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (name, inline) = name.split_once('@').map_or((name, None), |(n, r)| (n, Some(r)));
+    let rev = revision.or(inline).unwrap_or("main");
+    match parts.next() {
+        Some(file) => format!("hf://{org}/{name}@{rev}/{file}"),
+        None => format!("hf://{org}/{name}@{rev}"),
+    }
+}
+
+/// Maps `source` (with `revision` for hub sources) to volumes, mounts and the worker's
+/// `--model`.
+pub fn plan(source: &str, revision: Option<&str>) -> Result<SourcePlan> {
     Ok(match Source::parse(source)? {
         Source::File(_) => SourcePlan { model_arg: source.to_owned(), ..Default::default() },
         Source::Pvc { claim, path } => SourcePlan {
             model_arg: if path.is_empty() {
-                format!("file://{PVC_MOUNT}")
+                format!("file://{PVC_MOUNT}/{claim}")
             } else {
-                format!("file://{PVC_MOUNT}/{path}")
+                format!("file://{PVC_MOUNT}/{claim}/{path}")
             },
             hf_cache: None,
             volumes: vec![Volume {
                 name: MODEL_VOLUME.to_owned(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: claim,
+                    claim_name: claim.clone(),
                     read_only: Some(true),
                 }),
                 ..Default::default()
             }],
-            mounts: vec![mount(MODEL_VOLUME, PVC_MOUNT, true)],
+            mounts: vec![mount(MODEL_VOLUME, &format!("{PVC_MOUNT}/{claim}"), true)],
         },
-        Source::Hub(_) => SourcePlan {
-            model_arg: source.to_owned(),
+        Source::Hub(repo) => SourcePlan {
+            model_arg: hub_with_revision(&repo, revision),
             hf_cache: Some(HF_CACHE_MOUNT.to_owned()),
             volumes: vec![Volume {
                 name: HF_CACHE_VOLUME.to_owned(),
@@ -129,32 +143,39 @@ mod tests {
 
     #[test]
     fn pvc_sources_mount_the_claim_read_only_and_pass_the_in_pod_path() {
-        let p = plan("pvc://blaze-models/smollm2/model.gguf").unwrap();
-        assert_eq!(p.model_arg, "file:///mnt/models/smollm2/model.gguf");
+        let p = plan("pvc://blaze-models/smollm2/model.gguf", None).unwrap();
+        assert_eq!(p.model_arg, "file:///mnt/models/blaze-models/smollm2/model.gguf");
         let pvc = p.volumes[0].persistent_volume_claim.as_ref().unwrap();
         assert_eq!(pvc.claim_name, "blaze-models");
         assert_eq!(pvc.read_only, Some(true));
         assert_eq!(p.mounts[0].read_only, Some(true));
-        assert_eq!(p.mounts[0].mount_path, PVC_MOUNT);
-        assert_eq!(plan("pvc://models").unwrap().model_arg, "file:///mnt/models");
+        assert_eq!(p.mounts[0].mount_path, "/mnt/models/blaze-models");
+        assert_eq!(plan("pvc://models", None).unwrap().model_arg, "file:///mnt/models/models");
     }
 
     #[test]
     fn file_sources_pass_through_and_hub_sources_get_a_cache() {
-        let f = plan("file:///models/a.gguf").unwrap();
+        let f = plan("file:///models/a.gguf", Some("v1")).unwrap();
         assert_eq!(f.model_arg, "file:///models/a.gguf");
         assert!(f.volumes.is_empty() && f.hf_cache.is_none());
-        let h = plan("hf://Qwen/Qwen3-8B").unwrap();
-        assert_eq!(h.model_arg, "hf://Qwen/Qwen3-8B");
+        let h = plan("hf://Qwen/Qwen3-8B", None).unwrap();
+        assert_eq!(h.model_arg, "hf://Qwen/Qwen3-8B@main");
         assert_eq!(h.hf_cache.as_deref(), Some(HF_CACHE_MOUNT));
         assert!(h.volumes[0].empty_dir.is_some());
         assert_eq!(h.mounts[0].read_only, None);
     }
 
     #[test]
+    fn hub_revisions_fold_into_the_source_as_the_worker_reads_it() {
+        assert_eq!(hub_with_revision("a/b", Some("v2")), "hf://a/b@v2");
+        assert_eq!(hub_with_revision("a/b/m.Q4.gguf", Some("v2")), "hf://a/b@v2/m.Q4.gguf");
+        assert_eq!(hub_with_revision("a/b/m.gguf", None), "hf://a/b@main/m.gguf");
+    }
+
+    #[test]
     fn malformed_sources_name_the_field() {
         for bad in ["s3://bucket/x", "hf://onlyorg", "file://relative", "pvc://"] {
-            let e = plan(bad).unwrap_err().to_string();
+            let e = plan(bad, None).unwrap_err().to_string();
             assert!(e.contains("spec.model.source"), "{bad}: {e}");
         }
     }

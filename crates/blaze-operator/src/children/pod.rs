@@ -35,7 +35,7 @@ pub fn worker_pod_spec(
     image: &str,
     selector: &BTreeMap<String, String>,
 ) -> Result<PodSpec> {
-    let plan = model_source::plan(&spec.model.source)?;
+    let plan = model_source::plan(&spec.model.source, spec.model.revision.as_deref())?;
     let mut volumes = vec![
         memory_dir("dshm", None),
         Volume { name: "tmp".into(), empty_dir: Some(Default::default()), ..Default::default() },
@@ -81,7 +81,7 @@ pub fn worker_pod_spec(
     let init = plan.hf_cache.as_deref().map(|dir| Container {
         name: DOWNLOAD_CONTAINER.into(),
         image: Some(image.to_owned()),
-        args: Some(worker_flags::download_args(spec, dir)),
+        args: Some(worker_flags::download_args(&plan.model_arg, dir)),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
         ..Default::default()

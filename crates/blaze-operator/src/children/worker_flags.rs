@@ -12,8 +12,6 @@ pub const WORKER_PORT: i32 = 8000;
 pub mod flag {
     /// Model source as the worker can open it (after the operator mapped `pvc://`).
     pub const MODEL: &str = "--model";
-    /// Hub revision for `hf://` sources.
-    pub const REVISION: &str = "--revision";
     /// Directory of the hub download cache.
     pub const CACHE_DIR: &str = "--cache-dir";
     /// `ADDR:PORT` for HTTP (and gRPC, which shares the port).
@@ -73,7 +71,9 @@ pub const RESPONSE_CACHE_MOUNT: &str = "/var/cache/blaze/responses";
 pub fn worker_args(spec: &BlazeEngineSpec, model: &str, hf_cache: Option<&str>) -> Vec<String> {
     let mut a = Args::default();
     a.kv(flag::MODEL, model);
-    model_revision(&mut a, spec, hf_cache);
+    if let Some(dir) = hf_cache {
+        a.kv(flag::CACHE_DIR, dir);
+    }
     a.kv(flag::LISTEN, format!("0.0.0.0:{WORKER_PORT}"));
     a.kv(flag::KIND, kind_str(spec.kind));
     a.kv(flag::MODEL_FORMAT, format_str(spec.model.effective_format()));
@@ -93,21 +93,15 @@ pub fn worker_args(spec: &BlazeEngineSpec, model: &str, hf_cache: Option<&str>) 
     a.0
 }
 
-/// The init container's arguments that download an `hf://` source into `cache_dir`.
-pub fn download_args(spec: &BlazeEngineSpec, cache_dir: &str) -> Vec<String> {
+/// The init container's arguments that download the `hf://` source `model` (revision
+/// included) into `cache_dir`.
+pub fn download_args(model: &str, cache_dir: &str) -> Vec<String> {
     let mut a = Args::default();
     a.0.push(DOWNLOAD_SUBCOMMAND.to_owned());
-    a.kv(flag::MODEL, &spec.model.source);
-    model_revision(&mut a, spec, Some(cache_dir));
+    a.kv(flag::MODEL, model);
+    a.kv(flag::CACHE_DIR, cache_dir);
     a.kv(flag::LOG_FORMAT, "json");
     a.0
-}
-
-fn model_revision(a: &mut Args, spec: &BlazeEngineSpec, hf_cache: Option<&str>) {
-    if let Some(dir) = hf_cache {
-        a.kv(flag::REVISION, spec.model.revision.as_deref().unwrap_or("main"));
-        a.kv(flag::CACHE_DIR, dir);
-    }
 }
 
 fn cache_args(a: &mut Args, spec: &BlazeEngineSpec) {

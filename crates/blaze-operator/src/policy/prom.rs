@@ -16,10 +16,10 @@ pub mod series {
     pub const TTFT: &str = "vllm:time_to_first_token_seconds";
     /// Generated tokens (a counter).
     pub const GENERATION_TOKENS: &str = "vllm:generation_tokens_total";
-    /// Finished requests (a counter).
-    pub const REQUESTS: &str = "blaze_requests_total";
-    /// Failed requests (a counter).
-    pub const REQUEST_ERRORS: &str = "blaze_request_errors_total";
+    /// Requests that finished (a counter, by finish reason).
+    pub const REQUESTS: &str = "vllm:request_success_total";
+    /// Requests refused because the queue was full (a counter).
+    pub const REJECTED: &str = "blaze_requests_rejected_total";
 }
 
 /// One sample line.
@@ -164,7 +164,7 @@ vllm:e2e_request_latency_seconds_bucket{le="0.1",model_name="chat"} 10
 vllm:e2e_request_latency_seconds_bucket{le="0.5",model_name="chat"} 60
 vllm:e2e_request_latency_seconds_bucket{le="1.0",model_name="chat"} 100
 vllm:e2e_request_latency_seconds_bucket{le="+Inf",model_name="chat"} 100
-blaze_requests_total 100
+vllm:request_success_total{finished_reason="stop"} 100
 this line is garbage
 "#;
 
