@@ -11,6 +11,7 @@ pub mod engine;
 pub mod leader;
 pub mod permissions;
 pub mod router;
+pub mod scrape;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct Context {
     pub autoscalers: Mutex<HashMap<String, Autoscaler>>,
     /// Restrict to one namespace.
     pub namespace: Option<String>,
+    /// The last scrape of each engine's workers.
+    pub scrapes: scrape::Scrapes,
 }
 
 impl Context {
@@ -67,6 +70,7 @@ impl Context {
             backoff: Backoff::default(),
             autoscalers: Mutex::new(HashMap::new()),
             namespace,
+            scrapes: scrape::Scrapes::default(),
         })
     }
 

@@ -32,6 +32,10 @@ const CONTROLLER: &str = "engine";
 const RESYNC: Duration = Duration::from_secs(60);
 /// How often an engine that is changing is looked at again.
 const RESYNC_BUSY: Duration = Duration::from_secs(10);
+/// How often an autoscaled engine is looked at again, so the autoscaler's decisions (from
+/// the scrape loop's samples) reach the Deployment quickly. Applies that change nothing
+/// are cheap no-ops for the API server.
+const RESYNC_AUTOSCALED: Duration = Duration::from_secs(4);
 
 /// Runs the engine controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
@@ -40,21 +44,34 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let ns = ns.as_deref();
     let children =
         watcher::Config::default().labels(&format!("{}={}", labels::NAME_LABEL, labels::WORKER));
-    Controller::new(
-        scoped::<BlazeEngine>(c.clone(), ns),
-        watcher::Config::default().any_semantic(),
-    )
-    .owns(scoped::<Deployment>(c.clone(), ns), children.clone())
-    .owns(scoped::<Service>(c.clone(), ns), children.clone())
-    .owns(scoped::<PodDisruptionBudget>(c, ns), children)
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            warn!(error = %e, "engine controller");
-        }
-    })
-    .await;
+    let engines = watcher::Config::default().any_semantic();
+    let controller = Controller::new(scoped::<BlazeEngine>(c.clone(), ns), engines);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopped = async {
+        let _ = stop_rx.await;
+    };
+    let scraper = tokio::spawn(super::scrape::run(ctx.clone(), controller.store(), stopped));
+    controller
+        .owns(scoped::<Deployment>(c.clone(), ns), children.clone())
+        .owns(scoped::<Service>(c.clone(), ns), children.clone())
+        .owns(scoped::<PodDisruptionBudget>(c, ns), children)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "engine controller");
+            }
+        })
+        .await;
+    let _ = stop_tx.send(());
+    let _ = scraper.await;
+}
+
+/// Seconds on the wall clock, the autoscaler's time base.
+pub fn clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// An Api over every namespace, or one.
@@ -119,7 +136,14 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
     ctx.backoff.succeed(&key(engine.as_ref()));
     ctx.metrics.set_backing_off(CONTROLLER, ctx.backoff.len());
     let settled = status.ready_replicas == desired && status.replicas == desired;
-    Ok(Action::requeue(if settled { RESYNC } else { RESYNC_BUSY }))
+    let next = if engine.spec.autoscaling.mode == AutoscalingMode::Blaze {
+        RESYNC_AUTOSCALED
+    } else if settled {
+        RESYNC
+    } else {
+        RESYNC_BUSY
+    };
+    Ok(Action::requeue(next))
 }
 
 /// Workers wanted: the spec's with autoscaling `off` or `external` (the scale subresource
@@ -135,10 +159,7 @@ fn desired_replicas(engine: &BlazeEngine, current: Option<&Deployment>, ctx: &Co
     let base = now_replicas.unwrap_or(1).max(ready.unwrap_or(0));
     let mut scalers = ctx.autoscalers.lock();
     let scaler = scalers.entry(key(engine)).or_default();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    scaler.decide(a, base, now).desired
+    scaler.decide(a, base, clock()).desired
 }
 
 /// Server-side applies `obj` with the engine controller's field manager.

@@ -1,0 +1,181 @@
+//! Scraping workers' `/metrics` for the autoscaler and the engine status metrics.
+//!
+//! Every [`INTERVAL`] the loop scrapes the ready workers of each engine with autoscaling mode
+//! `blaze`, turns two consecutive scrapes into a load sample ([`crate::policy::load`]),
+//! and records it in the engine's autoscaler, which the engine's next reconcile consults.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blaze_api::BlazeEngine;
+use blaze_api::engine::{AutoscalingMode, EngineMetrics};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::Store;
+use parking_lot::Mutex;
+use tracing::debug;
+
+use super::{Context, key};
+use crate::children::worker_flags::WORKER_PORT;
+use crate::labels;
+use crate::policy::load::{PodLoad, aggregate};
+use crate::policy::prom;
+
+/// Time between scrapes. Short enough for the 6 s panic window to see a burst.
+pub const INTERVAL: Duration = Duration::from_secs(2);
+/// Longest wait for one worker's `/metrics`.
+pub const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a scrape failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// Connecting, sending or reading failed.
+    #[error("{0}")]
+    Io(String),
+    /// The worker did not answer in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The worker answered with an error status.
+    #[error("status {0}")]
+    Status(u16),
+}
+
+/// Fetches `http://ADDR/metrics`.
+pub async fn fetch_metrics(addr: &str, timeout: Duration) -> Result<String, ScrapeError> {
+    tokio::time::timeout(timeout, fetch(addr)).await.map_err(|_| ScrapeError::Timeout(timeout))?
+}
+
+async fn fetch(addr: &str) -> Result<String, ScrapeError> {
+    let io = |e: &dyn std::fmt::Display| ScrapeError::Io(e.to_string());
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| io(&e))?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| io(&e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::get("/metrics")
+        .header(hyper::header::HOST, addr)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| io(&e))?;
+    let resp = send.send_request(req).await.map_err(|e| io(&e))?;
+    if !resp.status().is_success() {
+        return Err(ScrapeError::Status(resp.status().as_u16()));
+    }
+    let body = resp.into_body().collect().await.map_err(|e| io(&e))?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One scrape of an engine: when, and each worker's load.
+type Snapshot = (Instant, BTreeMap<String, PodLoad>);
+
+/// The previous scrape of each engine.
+#[derive(Default)]
+pub struct Scrapes {
+    last: Mutex<HashMap<String, Snapshot>>,
+    metrics: Mutex<HashMap<String, EngineMetrics>>,
+}
+
+impl Scrapes {
+    /// The latest metrics of an engine, for its status.
+    pub fn metrics(&self, engine: &str) -> Option<EngineMetrics> {
+        self.metrics.lock().get(engine).cloned()
+    }
+}
+
+/// Scrapes until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    engines: Store<BlazeEngine>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(INTERVAL);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        for engine in engines.state() {
+            if engine.spec.autoscaling.mode != AutoscalingMode::Blaze {
+                continue;
+            }
+            if let Err(e) = scrape_engine(&ctx, &engine).await {
+                debug!(engine = %key(engine.as_ref()), error = %e, "scrape failed");
+                continue;
+            }
+        }
+    }
+}
+
+async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()> {
+    let ns = engine.namespace().unwrap_or_default();
+    let selector = labels::selector_string(&labels::engine_selector(&engine.name_any()));
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let targets: Vec<(String, String)> = pods
+        .items
+        .iter()
+        .filter(|p| crate::status::pods::facts(p).ready)
+        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
+        .collect();
+    let scrapes = futures::future::join_all(targets.iter().map(|(_, ip)| {
+        let addr = if ip.contains(':') {
+            format!("[{ip}]:{WORKER_PORT}")
+        } else {
+            format!("{ip}:{WORKER_PORT}")
+        };
+        async move { fetch_metrics(&addr, TIMEOUT).await }
+    }))
+    .await;
+    let now: BTreeMap<String, PodLoad> = targets
+        .iter()
+        .zip(scrapes)
+        .filter_map(|((pod, _), r)| {
+            Some((pod.clone(), PodLoad::from_samples(&prom::parse(&r.ok()?))))
+        })
+        .collect();
+    let k = key(engine);
+    let at = Instant::now();
+    let before = ctx.scrapes.last.lock().insert(k.clone(), (at, now.clone()));
+    let Some((then, before)) = before else { return Ok(()) };
+    let secs = at.duration_since(then).as_secs_f64();
+    let (sample, metrics) = aggregate(&before, &now, secs, super::engine::clock());
+    ctx.scrapes.metrics.lock().insert(k.clone(), metrics);
+    ctx.autoscalers.lock().entry(k).or_default().record(sample);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fetches_metrics_over_http_and_reports_failures() {
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(|| async { "vllm:num_requests_running 4\n" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let text = fetch_metrics(&addr, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(PodLoad::from_samples(&prom::parse(&text)).in_flight, 4.0);
+        server.abort();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        assert!(matches!(
+            fetch_metrics(&dead, Duration::from_secs(5)).await,
+            Err(ScrapeError::Io(_))
+        ));
+        // A listener that never answers: the deadline holds.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let r = fetch_metrics(&addr, Duration::from_millis(200)).await;
+        assert!(matches!(r, Err(ScrapeError::Timeout(_))), "{r:?}");
+    }
+}
