@@ -22,6 +22,11 @@ pub struct Defaults {
     pub worker_image: String,
     /// Router image when `spec.image` is unset.
     pub router_image: String,
+    /// Host part of the addresses workers and routers listen on. `0.0.0.0` in a cluster;
+    /// `$(POD_IP)` where pods share one network namespace (the development control plane
+    /// runs every pod as a process on one machine), in which case the pod IP is put in the
+    /// container's environment for the kubelet to expand.
+    pub listen_host: String,
 }
 
 impl Default for Defaults {
@@ -30,8 +35,27 @@ impl Default for Defaults {
         Self {
             worker_image: format!("ghcr.io/blaze-ai/blaze-worker:{v}"),
             router_image: format!("ghcr.io/blaze-ai/blaze-router:{v}"),
+            listen_host: "0.0.0.0".to_owned(),
         }
     }
+}
+
+/// The `POD_IP` environment variable when `listen_host` refers to it.
+pub fn pod_ip_env(listen_host: &str) -> Option<Vec<k8s_openapi::api::core::v1::EnvVar>> {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
+    listen_host.contains("$(POD_IP)").then(|| {
+        vec![EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+    })
 }
 
 /// The controller owner reference to put on every child of `owner`, so the garbage collector

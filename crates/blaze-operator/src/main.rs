@@ -59,6 +59,10 @@ struct RunArgs {
     /// Router image for routers without `spec.image`.
     #[arg(long, env = "BLAZE_ROUTER_IMAGE")]
     router_image: Option<String>,
+    /// Host part of the addresses worker and router pods listen on: `0.0.0.0` in a cluster,
+    /// `$(POD_IP)` where all pods share one network namespace (the development control plane).
+    #[arg(long, env = "BLAZE_LISTEN_HOST", default_value = "0.0.0.0")]
+    listen_host: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,7 +90,7 @@ fn init_logs(format: LogFormat) {
 }
 
 async fn run(a: RunArgs) -> anyhow::Result<()> {
-    let mut defaults = Defaults::default();
+    let mut defaults = Defaults { listen_host: a.listen_host, ..Defaults::default() };
     if let Some(i) = a.worker_image {
         defaults.worker_image = i;
     }

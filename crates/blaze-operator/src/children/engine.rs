@@ -35,7 +35,7 @@ pub fn deployment(engine: &BlazeEngine, replicas: i32, defaults: &Defaults) -> R
     let name = name_of(engine)?;
     let selector = labels::engine_selector(&name);
     let image = engine.spec.image.clone().unwrap_or_else(|| defaults.worker_image.clone());
-    let pod_spec = pod::worker_pod_spec(&engine.spec, &image, &selector)?;
+    let pod_spec = pod::worker_pod_spec(&engine.spec, &image, &defaults.listen_host, &selector)?;
     let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels::engine_labels(&name)),

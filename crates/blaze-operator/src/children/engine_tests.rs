@@ -112,7 +112,7 @@ fn cpu_engine_from_a_claim_has_no_gpu_and_mounts_the_claim_read_only() {
     assert_eq!(arg(w, "--max-batch-size"), Some("16"));
     assert_eq!(
         arg(w, "--model"),
-        Some("file:///mnt/models/blaze-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        Some("/mnt/models/blaze-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     );
     let m = w
         .volume_mounts
@@ -214,6 +214,19 @@ fn pod_template_override_merges_but_cannot_take_over_managed_fields() {
     assert_eq!(limits["ephemeral-storage"].0, "10Gi");
     assert_eq!(limits["memory"].0, "1Gi");
     assert_eq!(t.spec.as_ref().unwrap().containers.len(), 2);
+}
+
+#[test]
+fn a_shared_network_namespace_listens_on_the_pod_ip() {
+    let defaults = Defaults { listen_host: "$(POD_IP)".into(), ..Defaults::default() };
+    let d = deployment(&cpu_pvc(), 1, &defaults).unwrap();
+    let w = worker_of(&d);
+    assert_eq!(arg(w, "--listen"), Some("$(POD_IP):8000"));
+    let env = &w.env.as_ref().unwrap()[0];
+    assert_eq!(env.name, "POD_IP");
+    let field = env.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+    assert_eq!(field.field_path, "status.podIP");
+    assert!(worker_of(&deployment(&cpu_pvc(), 1, &Defaults::default()).unwrap()).env.is_none());
 }
 
 #[test]

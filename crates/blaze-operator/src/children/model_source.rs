@@ -3,7 +3,8 @@
 //!
 //! - `file:///PATH` is passed as is (a path in the image or on the node).
 //! - `pvc://CLAIM/PATH` mounts the claim read-only at [`PVC_MOUNT`]`/CLAIM` (the worker's
-//!   default `--pvc-root` layout) and passes `file://` + the in-pod path.
+//!   default `--pvc-root` layout) and passes the in-pod path (a plain path, which the
+//!   development control plane rewrites to its own mount directories).
 //! - `hf://ORG/NAME` is passed as `hf://ORG/NAME@REVISION[/FILE]` (the worker's form, with
 //!   `spec.model.revision` folded in) and gets a cache volume named [`HF_CACHE_VOLUME`] (an emptyDir unless
 //!   `spec.podTemplate` declares a volume of that name, such as a shared ReadWriteMany claim)
@@ -99,9 +100,9 @@ pub fn plan(source: &str, revision: Option<&str>) -> Result<SourcePlan> {
         Source::File(_) => SourcePlan { model_arg: source.to_owned(), ..Default::default() },
         Source::Pvc { claim, path } => SourcePlan {
             model_arg: if path.is_empty() {
-                format!("file://{PVC_MOUNT}/{claim}")
+                format!("{PVC_MOUNT}/{claim}")
             } else {
-                format!("file://{PVC_MOUNT}/{claim}/{path}")
+                format!("{PVC_MOUNT}/{claim}/{path}")
             },
             hf_cache: None,
             volumes: vec![Volume {
@@ -144,13 +145,13 @@ mod tests {
     #[test]
     fn pvc_sources_mount_the_claim_read_only_and_pass_the_in_pod_path() {
         let p = plan("pvc://blaze-models/smollm2/model.gguf", None).unwrap();
-        assert_eq!(p.model_arg, "file:///mnt/models/blaze-models/smollm2/model.gguf");
+        assert_eq!(p.model_arg, "/mnt/models/blaze-models/smollm2/model.gguf");
         let pvc = p.volumes[0].persistent_volume_claim.as_ref().unwrap();
         assert_eq!(pvc.claim_name, "blaze-models");
         assert_eq!(pvc.read_only, Some(true));
         assert_eq!(p.mounts[0].read_only, Some(true));
         assert_eq!(p.mounts[0].mount_path, "/mnt/models/blaze-models");
-        assert_eq!(plan("pvc://models", None).unwrap().model_arg, "file:///mnt/models/models");
+        assert_eq!(plan("pvc://models", None).unwrap().model_arg, "/mnt/models/models");
     }
 
     #[test]

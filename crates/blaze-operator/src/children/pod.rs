@@ -33,6 +33,7 @@ const STARTUP_PERIOD_SECONDS: i32 = 10;
 pub fn worker_pod_spec(
     spec: &BlazeEngineSpec,
     image: &str,
+    listen_host: &str,
     selector: &BTreeMap<String, String>,
 ) -> Result<PodSpec> {
     let plan = model_source::plan(&spec.model.source, spec.model.revision.as_deref())?;
@@ -54,11 +55,13 @@ pub fn worker_pod_spec(
         });
         mounts.push(mount("response-cache", RESPONSE_CACHE_MOUNT, false));
     }
-    let args = worker_flags::worker_args(spec, &plan.model_arg, plan.hf_cache.as_deref());
+    let args =
+        worker_flags::worker_args(spec, &plan.model_arg, plan.hf_cache.as_deref(), listen_host);
     let worker = Container {
         name: WORKER.into(),
         image: Some(image.to_owned()),
         args: Some(args),
+        env: super::pod_ip_env(listen_host),
         ports: Some(vec![ContainerPort {
             name: Some(HTTP_PORT_NAME.into()),
             container_port: WORKER_PORT,

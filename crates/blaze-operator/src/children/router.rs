@@ -54,12 +54,12 @@ pub fn config_map(router: &BlazeRouter, config: &RoutingConfig) -> Result<Config
 }
 
 /// The router's arguments; every flag here must match `blaze-router --help`.
-pub fn router_args(router: &BlazeRouter) -> Vec<String> {
+pub fn router_args(router: &BlazeRouter, listen_host: &str) -> Vec<String> {
     let mut a: Vec<String> = [
         "--listen",
-        &format!("0.0.0.0:{ROUTER_PORT}"),
+        &format!("{listen_host}:{ROUTER_PORT}"),
         "--admin-listen",
-        &format!("0.0.0.0:{ADMIN_PORT}"),
+        &format!("{listen_host}:{ADMIN_PORT}"),
         "--config",
         &format!("{CONFIG_DIR}/{CONFIG_KEY}"),
         "--log-format",
@@ -118,7 +118,8 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
     let container = Container {
         name: ROUTER.into(),
         image: Some(router.spec.image.clone().unwrap_or_else(|| defaults.router_image.clone())),
-        args: Some(router_args(router)),
+        args: Some(router_args(router, &defaults.listen_host)),
+        env: super::pod_ip_env(&defaults.listen_host),
         ports: Some(vec![port("http", ROUTER_PORT), port("admin", ADMIN_PORT)]),
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(probe("/livez")),

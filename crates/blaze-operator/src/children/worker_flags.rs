@@ -68,13 +68,19 @@ pub const RESPONSE_CACHE_MOUNT: &str = "/var/cache/blaze/responses";
 
 /// The worker's arguments for `spec`, with `model` the source as the pod sees it and
 /// `hf_cache` the hub cache directory when the source is `hf://`.
-pub fn worker_args(spec: &BlazeEngineSpec, model: &str, hf_cache: Option<&str>) -> Vec<String> {
+/// `listen_host` is the host part of `--listen` (see [`super::Defaults::listen_host`]).
+pub fn worker_args(
+    spec: &BlazeEngineSpec,
+    model: &str,
+    hf_cache: Option<&str>,
+    listen_host: &str,
+) -> Vec<String> {
     let mut a = Args::default();
     a.kv(flag::MODEL, model);
     if let Some(dir) = hf_cache {
         a.kv(flag::CACHE_DIR, dir);
     }
-    a.kv(flag::LISTEN, format!("0.0.0.0:{WORKER_PORT}"));
+    a.kv(flag::LISTEN, format!("{listen_host}:{WORKER_PORT}"));
     a.kv(flag::KIND, kind_str(spec.kind));
     a.kv(flag::MODEL_FORMAT, format_str(spec.model.effective_format()));
     a.kv(flag::DTYPE, dtype_str(spec.model.dtype));
