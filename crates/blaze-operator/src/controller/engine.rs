@@ -123,10 +123,13 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
         };
         ctx.publish(engine.as_ref(), "Recover", &note).await;
     }
-    let status = engine_status(
+    let mut status = engine_status(
         &engine,
         &Observation { deployment: Some(&deployment), pods: &facts, desired, now },
     );
+    if let Some(m) = ctx.scrapes.metrics_due(&key(engine.as_ref())) {
+        status.metrics = Some(m);
+    }
     if engine.status.as_ref() != Some(&status) {
         write_status(&engine, &ns, &status, &ctx).await?;
         for note in engine_events(engine.status.as_ref(), &status) {
@@ -154,12 +157,11 @@ fn desired_replicas(engine: &BlazeEngine, current: Option<&Deployment>, ctx: &Co
         return engine.spec.replicas;
     }
     let ready = current.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas);
-    let now_replicas = current.and_then(|d| d.spec.replicas);
     // A new engine starts at one worker (Knative's initial scale), within the bounds.
-    let base = now_replicas.unwrap_or(1).max(ready.unwrap_or(0));
+    let asked = current.and_then(|d| d.spec.replicas).unwrap_or(1);
     let mut scalers = ctx.autoscalers.lock();
     let scaler = scalers.entry(key(engine)).or_default();
-    scaler.decide(a, base, clock()).desired
+    scaler.decide(a, asked, ready.unwrap_or(0), clock()).desired
 }
 
 /// Server-side applies `obj` with the engine controller's field manager.

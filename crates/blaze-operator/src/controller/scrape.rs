@@ -28,6 +28,9 @@ use crate::policy::prom;
 
 /// Time between scrapes. Short enough for the 6 s panic window to see a burst.
 pub const INTERVAL: Duration = Duration::from_secs(2);
+/// Least time between two writes of an engine's status metrics, so load that moves all the
+/// time does not turn into a status write every few seconds.
+pub const STATUS_METRICS_PERIOD: Duration = Duration::from_secs(30);
 /// Longest wait for one worker's `/metrics`.
 pub const TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -78,12 +81,26 @@ type Snapshot = (Instant, BTreeMap<String, PodLoad>);
 pub struct Scrapes {
     last: Mutex<HashMap<String, Snapshot>>,
     metrics: Mutex<HashMap<String, EngineMetrics>>,
+    published: Mutex<HashMap<String, Instant>>,
 }
 
 impl Scrapes {
-    /// The latest metrics of an engine, for its status.
-    pub fn metrics(&self, engine: &str) -> Option<EngineMetrics> {
-        self.metrics.lock().get(engine).cloned()
+    /// The latest metrics of an engine for its status, if the last ones were published at
+    /// least [`STATUS_METRICS_PERIOD`] ago (and then they count as published now).
+    pub fn metrics_due(&self, engine: &str) -> Option<EngineMetrics> {
+        let m = self.metrics.lock().get(engine).cloned()?;
+        let mut published = self.published.lock();
+        let now = Instant::now();
+        if published.get(engine).is_some_and(|t| now.duration_since(*t) < STATUS_METRICS_PERIOD) {
+            return None;
+        }
+        published.insert(engine.to_owned(), now);
+        Some(m)
+    }
+
+    /// Records the latest metrics of an engine.
+    pub fn set_metrics(&self, engine: &str, m: EngineMetrics) {
+        self.metrics.lock().insert(engine.to_owned(), m);
     }
 }
 
@@ -146,7 +163,7 @@ async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()>
     let Some((then, before)) = before else { return Ok(()) };
     let secs = at.duration_since(then).as_secs_f64();
     let (sample, metrics) = aggregate(&before, &now, secs, super::engine::clock());
-    ctx.scrapes.metrics.lock().insert(k.clone(), metrics);
+    ctx.scrapes.set_metrics(&k, metrics);
     ctx.autoscalers.lock().entry(k).or_default().record(sample);
     Ok(())
 }
@@ -154,6 +171,18 @@ async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_metrics_are_published_at_most_once_per_period() {
+        let s = Scrapes::default();
+        assert!(s.metrics_due("ns/a").is_none(), "nothing scraped yet");
+        s.set_metrics("ns/a", EngineMetrics { in_flight: Some(3.0), ..Default::default() });
+        assert_eq!(s.metrics_due("ns/a").unwrap().in_flight, Some(3.0));
+        s.set_metrics("ns/a", EngineMetrics { in_flight: Some(4.0), ..Default::default() });
+        assert!(s.metrics_due("ns/a").is_none(), "published a moment ago");
+        s.set_metrics("ns/b", EngineMetrics::default());
+        assert!(s.metrics_due("ns/b").is_some(), "engines are independent");
+    }
 
     #[tokio::test]
     async fn fetches_metrics_over_http_and_reports_failures() {

@@ -50,8 +50,15 @@ impl Autoscaler {
         self.samples.push_back(s);
     }
 
-    /// Decides the number of workers at `now`, given `ready` workers.
-    pub fn decide(&mut self, spec: &AutoscalingSpec, ready: i32, now: f64) -> Decision {
+    /// Decides the number of workers at `now`, with `current` workers asked for and `ready`
+    /// of them serving. Without measurements the current size stays.
+    pub fn decide(
+        &mut self,
+        spec: &AutoscalingSpec,
+        current: i32,
+        ready: i32,
+        now: f64,
+    ) -> Decision {
         let stable_w = f64::from(spec.stable_window_seconds);
         while self.samples.front().is_some_and(|s| s.at <= now - stable_w) {
             self.samples.pop_front();
@@ -59,7 +66,7 @@ impl Autoscaler {
         let max = spec.max_replicas.unwrap_or(i32::MAX).max(spec.min_replicas);
         let clamp = |n: i32| n.clamp(spec.min_replicas, max);
         if self.samples.is_empty() {
-            return Decision { desired: clamp(ready), panicking: self.panic_until.is_some() };
+            return Decision { desired: clamp(current), panicking: self.panic_until.is_some() };
         }
         let stable = self.want(spec, ready, now - stable_w);
         let panic = self.want(spec, ready, now - f64::from(spec.panic_window_seconds));
@@ -78,8 +85,10 @@ impl Autoscaler {
         } else {
             stable
         };
+        // The rate limit counts ready workers, so workers still loading do not compound it;
+        // a size already asked for is not withdrawn just because its workers are slow.
         let cap = (base * spec.max_scale_up_rate).ceil() as i32;
-        desired = desired.min(cap.max(ready));
+        desired = desired.min(cap.max(current));
         desired = self.delay_scale_down(spec, desired, now);
         Decision { desired: clamp(desired), panicking }
     }

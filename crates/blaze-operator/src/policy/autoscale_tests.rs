@@ -26,7 +26,7 @@ fn simulate(
     let mut t = start;
     while t < start + secs {
         a.record(Sample { at: t, in_flight: load(t), p95_ms: None });
-        let d = a.decide(s, *ready, t);
+        let d = a.decide(s, *ready, *ready, t);
         *ready = d.desired;
         out.push(d);
         t += 2.0;
@@ -98,7 +98,7 @@ fn latency_above_target_adds_workers_in_proportion() {
     for i in 0..30 {
         a.record(Sample { at: f64::from(i) * 2.0, in_flight: 5.0, p95_ms: Some(3000.0) });
     }
-    assert_eq!(a.decide(&s, 2, 60.0).desired, 3, "2 x 3000/2000");
+    assert_eq!(a.decide(&s, 2, 2, 60.0).desired, 3, "2 x 3000/2000");
 }
 
 #[test]
@@ -109,6 +109,19 @@ fn bounds_hold_and_no_data_keeps_the_current_size() {
     assert_eq!(ready, 5);
     simulate(&mut a, &s, &mut ready, 200.0, 400.0, |_| 0.0);
     assert_eq!(ready, 2);
-    assert_eq!(Autoscaler::default().decide(&s, 3, 0.0).desired, 3);
-    assert_eq!(Autoscaler::default().decide(&s, 9, 0.0).desired, 5);
+    assert_eq!(Autoscaler::default().decide(&s, 3, 1, 0.0).desired, 3);
+    assert_eq!(Autoscaler::default().decide(&s, 9, 9, 0.0).desired, 5);
+}
+
+#[test]
+fn workers_still_loading_do_not_compound_the_rate_limit() {
+    let s = spec(1, 100);
+    let mut a = Autoscaler::default();
+    for i in 0..10 {
+        a.record(Sample { at: f64::from(i), in_flight: 500.0, p95_ms: None });
+    }
+    // 2 asked for, 1 ready: at most 2 x 1 ready, but the 2 already asked for stay.
+    assert_eq!(a.decide(&s, 2, 1, 10.0).desired, 2);
+    assert_eq!(a.decide(&s, 2, 2, 11.0).desired, 4);
+    assert_eq!(a.decide(&s, 4, 0, 12.0).desired, 4, "none ready: nothing withdrawn, nothing added");
 }
