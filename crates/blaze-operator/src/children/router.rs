@@ -29,8 +29,13 @@ pub const ADMIN_PORT: i32 = 9090;
 pub const CONFIG_DIR: &str = "/etc/blaze/router";
 /// Key of the routing file in the ConfigMap.
 pub const CONFIG_KEY: &str = "routing.yaml";
-/// Where the API-key Secret is mounted.
+/// Where the API-key Secret is mounted (one file per key; the router does not read it yet).
 pub const API_KEYS_DIR: &str = "/etc/blaze/api-keys";
+
+/// Name of the ConfigMap carrying a router's `routing.yaml`.
+pub fn config_map_name(router: &str) -> String {
+    format!("{router}-routing")
+}
 
 /// Metadata of a child of `router`.
 pub fn child_meta(router: &BlazeRouter) -> Result<ObjectMeta> {
@@ -46,16 +51,18 @@ pub fn child_meta(router: &BlazeRouter) -> Result<ObjectMeta> {
 
 /// The ConfigMap with the routing configuration.
 pub fn config_map(router: &BlazeRouter, config: &RoutingConfig) -> Result<ConfigMap> {
+    let mut metadata = child_meta(router)?;
+    metadata.name = Some(config_map_name(&name_of(router)?));
     Ok(ConfigMap {
-        metadata: child_meta(router)?,
+        metadata,
         data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), serde_yaml::to_string(config)?)])),
         ..Default::default()
     })
 }
 
 /// The router's arguments; every flag here must match `blaze-router --help`.
-pub fn router_args(router: &BlazeRouter, listen_host: &str) -> Vec<String> {
-    let mut a: Vec<String> = [
+pub fn router_args(listen_host: &str) -> Vec<String> {
+    [
         "--listen",
         &format!("{listen_host}:{ROUTER_PORT}"),
         "--admin-listen",
@@ -67,11 +74,7 @@ pub fn router_args(router: &BlazeRouter, listen_host: &str) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    if router.spec.auth.is_some() {
-        a.extend(["--api-keys-dir".to_owned(), API_KEYS_DIR.to_owned()]);
-    }
-    a
+    .collect()
 }
 
 /// The router Deployment. Rolling updates surge one pod and keep all others serving.
@@ -81,7 +84,7 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
     let mut volumes = vec![Volume {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
-            name: labels::router_child_name(&name),
+            name: config_map_name(&name),
             ..Default::default()
         }),
         ..Default::default()
@@ -118,7 +121,7 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
     let container = Container {
         name: ROUTER.into(),
         image: Some(router.spec.image.clone().unwrap_or_else(|| defaults.router_image.clone())),
-        args: Some(router_args(router, &defaults.listen_host)),
+        args: Some(router_args(&defaults.listen_host)),
         env: super::pod_ip_env(&defaults.listen_host),
         ports: Some(vec![port("http", ROUTER_PORT), port("admin", ADMIN_PORT)]),
         readiness_probe: Some(probe("/readyz")),

@@ -1,16 +1,20 @@
 //! What a router is told: the endpoints of the engines it selects and their weights, with the
 //! traffic settings of its spec.
 //!
-//! `crates/blaze-api` has no routing wire format yet, so the format here is this crate's: it is
-//! the router's `--config` file (YAML), delivered in a ConfigMap the router pods mount. When
-//! the router settles its in-cluster delivery (DESIGN.md asks for changes on every replica
-//! within 2 s, which a mounted ConfigMap does not guarantee), this type moves to blaze-api and
-//! the delivery follows; the endpoint and weight computations stay.
+//! The document is the router's `routing.yaml` (its `--config` file), in the same field names
+//! and layout as the router's configuration format (being added to blaze-api as
+//! `blaze_api::routing`; once it lands, [`RoutingConfig`] becomes that type). It is delivered
+//! in the ConfigMap `ROUTER-routing`, key `routing.yaml`, which router pods mount; the router's
+//! planned in-cluster mode watches that ConfigMap through the API instead, since a mounted
+//! ConfigMap reaches pods only after the kubelet's sync period and DESIGN.md asks for 2 s.
 
 use std::collections::BTreeMap;
 
 use blaze_api::BlazeRouter;
-use blaze_api::router::{EngineSelection, WeightsMode};
+use blaze_api::router::{
+    CircuitBreakerSpec, EngineSelection, HealthCheckSpec, RetriesSpec, SessionAffinity, Strategy,
+    TimeoutsSpec, WeightsMode,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
@@ -20,14 +24,36 @@ use crate::labels;
 use crate::policy::weights::{self, EndpointStats};
 
 /// The router's configuration file.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoutingConfig {
-    /// The router's traffic settings (strategy, affinity, breaker, health checks, retries,
-    /// timeouts, auth) as its spec states them, in the spec's own field names.
-    pub traffic: serde_json::Value,
+    /// How a request picks an endpoint.
+    pub strategy: Strategy,
+    /// Where a session key comes from.
+    pub session_affinity: SessionAffinity,
     /// Every worker endpoint with its weight, sorted by engine then pod.
     pub endpoints: Vec<Endpoint>,
+    /// Seconds over which a new endpoint's share ramps up.
+    pub slow_start_seconds: u32,
+    /// Per-endpoint circuit breaker.
+    pub circuit_breaker: CircuitBreakerSpec,
+    /// Active health checks.
+    pub health_check: Option<HealthCheckSpec>,
+    /// Retries.
+    pub retries: RetriesSpec,
+    /// Per-phase timeouts.
+    pub timeouts: TimeoutsSpec,
+    /// API keys: the header to read (the keys come from the mounted Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<RoutingAuth>,
+}
+
+/// API-key settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingAuth {
+    /// Header carrying the key.
+    pub header: String,
 }
 
 /// One worker.
@@ -41,7 +67,7 @@ pub struct Endpoint {
     /// `IP:PORT`.
     pub address: String,
     /// Traffic weight (0 sends nothing).
-    pub weight: i32,
+    pub weight: u32,
 }
 
 /// Whether `router` selects the engine named `name` with labels `engine_labels`.
@@ -133,21 +159,22 @@ pub fn config(
         .collect();
     let w = weights::weights(&s, &spec.weights);
     for (e, w) in eps.iter_mut().zip(w) {
-        e.weight = w;
+        e.weight = u32::try_from(w).unwrap_or(0);
     }
     if spec.weights.mode == WeightsMode::Manual {
         eps.retain(|e| e.weight > 0);
     }
-    let traffic = serde_json::json!({
-        "strategy": spec.strategy,
-        "sessionAffinity": spec.session_affinity,
-        "circuitBreaker": spec.circuit_breaker,
-        "healthCheck": spec.health_check,
-        "retries": spec.retries,
-        "timeouts": spec.timeouts,
-        "auth": spec.auth,
-    });
-    RoutingConfig { traffic, endpoints: eps }
+    RoutingConfig {
+        strategy: spec.strategy,
+        session_affinity: spec.session_affinity.clone(),
+        endpoints: eps,
+        slow_start_seconds: u32::try_from(spec.weights.slow_start_seconds).unwrap_or(0),
+        circuit_breaker: spec.circuit_breaker.clone(),
+        health_check: Some(spec.health_check.clone()),
+        retries: spec.retries.clone(),
+        timeouts: spec.timeouts.clone(),
+        auth: spec.auth.as_ref().map(|a| RoutingAuth { header: a.header.clone() }),
+    }
 }
 
 #[cfg(test)]

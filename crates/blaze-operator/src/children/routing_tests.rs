@@ -92,10 +92,14 @@ fn config_carries_weights_and_traffic_settings_and_renders_into_the_config_map()
     ]);
     let c = config(&r, eps, &stats);
     assert_eq!(c.endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(), [100, 25]);
-    assert_eq!(c.traffic["strategy"], "adaptive");
-    assert_eq!(c.traffic["circuitBreaker"]["consecutiveFailures"], 5);
+    assert_eq!(c.strategy, blaze_api::router::Strategy::Adaptive);
+    assert_eq!(c.circuit_breaker.consecutive_failures, 5);
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&serde_yaml::to_string(&c).unwrap()).unwrap();
+    assert_eq!(yaml["endpoints"][1]["address"].as_str(), Some("10.0.0.2:8000"));
+    assert_eq!(yaml["slowStartSeconds"].as_u64(), Some(30));
     let cm = router::config_map(&r, &c).unwrap();
-    assert_eq!(cm.metadata.name.as_deref(), Some("quickstart-router"));
+    assert_eq!(cm.metadata.name.as_deref(), Some("quickstart-routing"));
     let back: RoutingConfig = serde_yaml::from_str(&cm.data.unwrap()[router::CONFIG_KEY]).unwrap();
     assert_eq!(back, c);
 }
@@ -112,10 +116,11 @@ fn router_deployment_and_service_follow_the_spec() {
     let args = c.args.as_ref().unwrap();
     assert_eq!(args[..2], ["--listen".to_owned(), "0.0.0.0:8080".to_owned()]);
     assert!(args.contains(&"/etc/blaze/router/routing.yaml".to_owned()));
-    assert!(args.contains(&"--api-keys-dir".to_owned()));
+    assert!(!args.iter().any(|a| a.contains("api-keys")), "the router has no such flag");
     assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
     let vols = pod.volumes.as_ref().unwrap();
-    assert_eq!(vols[0].config_map.as_ref().unwrap().name, "quickstart-router");
+    assert_eq!(vols[0].config_map.as_ref().unwrap().name, "quickstart-routing");
+    assert_eq!(d.metadata.name.as_deref(), Some("quickstart-router"));
     assert_eq!(vols[1].secret.as_ref().unwrap().secret_name.as_deref(), Some("keys"));
     let s = router::service(&r).unwrap();
     let ss = s.spec.unwrap();

@@ -6,14 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blaze_api::conditions::{ConditionStatus, Observed, set_condition};
-use blaze_api::router::EndpointStatus;
-use blaze_api::{BlazeEngine, BlazeRouter, BlazeRouterStatus};
+use blaze_api::{BlazeEngine, BlazeRouter};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -25,8 +22,9 @@ use tracing::{instrument, warn};
 use super::engine::scoped;
 use super::{Context, ROUTER_MANAGER, key};
 use crate::children::router as build;
-use crate::children::routing::{self, Endpoint};
+use crate::children::routing;
 use crate::labels;
+use crate::status::router::router_status;
 use crate::{Error, Result};
 
 const CONTROLLER: &str = "router";
@@ -127,8 +125,9 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
     let config = routing::config(&router, eps, &BTreeMap::new());
     let pp = PatchParams::apply(ROUTER_MANAGER).force();
     let cm = build::config_map(&router, &config)?;
-    let name = cm.metadata.name.clone().unwrap_or_default();
-    Api::<ConfigMap>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&cm)).await?;
+    let cm_name = cm.metadata.name.clone().unwrap_or_default();
+    Api::<ConfigMap>::namespaced(c.clone(), &ns).patch(&cm_name, &pp, &Patch::Apply(&cm)).await?;
+    let name = labels::router_child_name(&router.name_any());
     let d = build::deployment(&router, &ctx.defaults)?;
     let deployment =
         Api::<Deployment>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&d)).await?;
@@ -148,81 +147,4 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
     }
     ctx.backoff.succeed(&format!("router:{}", key(router.as_ref())));
     Ok(Action::requeue(RESYNC))
-}
-
-/// The router's status from its Deployment and endpoints.
-pub fn router_status(
-    router: &BlazeRouter,
-    deployment: &Deployment,
-    engines: &[String],
-    eps: &[Endpoint],
-    now: Timestamp,
-) -> BlazeRouterStatus {
-    let old = router.status.clone().unwrap_or_default();
-    let mut st = old.clone();
-    let ds = deployment.status.as_ref();
-    let name = router.name_any();
-    st.observed_generation = router.metadata.generation;
-    st.replicas = ds.and_then(|s| s.replicas).unwrap_or(0);
-    st.ready_replicas = ds.and_then(|s| s.ready_replicas).unwrap_or(0);
-    st.selector = Some(labels::selector_string(&labels::router_selector(&name)));
-    st.endpoints = eps
-        .iter()
-        .map(|e| EndpointStatus {
-            engine: e.engine.clone(),
-            pod: e.pod.clone(),
-            address: e.address.clone(),
-            weight: e.weight,
-            ..Default::default()
-        })
-        .collect();
-    st.ready_endpoints = eps.iter().filter(|e| e.weight > 0).count() as i32;
-    let weights = |s: &BlazeRouterStatus| {
-        s.endpoints.iter().map(|e| (e.address.clone(), e.weight)).collect::<Vec<_>>()
-    };
-    if weights(&old) != weights(&st) {
-        st.last_weight_update = Some(Time(now));
-    }
-    let g = router.metadata.generation;
-    let (ready, reason, msg) = match (st.ready_replicas > 0, st.ready_endpoints > 0) {
-        (true, true) => (
-            true,
-            "Serving",
-            format!("{} router pods ready, {} endpoints", st.ready_replicas, st.ready_endpoints),
-        ),
-        (false, _) => (false, "RouterNotReady", "no router pod is ready yet".to_owned()),
-        (true, false) if engines.is_empty() => {
-            (false, "NoEngines", "spec.engines selects no BlazeEngine in this namespace".to_owned())
-        }
-        (true, false) => {
-            (false, "NoReadyWorkers", format!("no ready worker in {}", engines.join(", ")))
-        }
-    };
-    set_condition(
-        &mut st.conditions,
-        Observed { type_: "Ready", status: ready.into(), reason, message: msg, generation: g },
-        now,
-    );
-    let missing: Vec<&String> =
-        engines.iter().filter(|e| !eps.iter().any(|ep| &ep.engine == *e)).collect();
-    let degraded = if missing.is_empty() || !ready {
-        Observed {
-            type_: "Degraded",
-            status: ConditionStatus::False,
-            reason: "AsExpected",
-            message: "every selected engine has ready workers".into(),
-            generation: g,
-        }
-    } else {
-        let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-        Observed {
-            type_: "Degraded",
-            status: ConditionStatus::True,
-            reason: "EngineWithoutWorkers",
-            message: format!("no ready worker in {}; traffic goes to the others", list.join(", ")),
-            generation: g,
-        }
-    };
-    set_condition(&mut st.conditions, degraded, now);
-    st
 }
