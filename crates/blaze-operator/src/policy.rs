@@ -4,4 +4,5 @@
 pub mod autoscale;
 pub mod load;
 pub mod prom;
+pub mod router_stats;
 pub mod weights;

@@ -177,6 +177,24 @@ pub fn config(
     }
 }
 
+/// Keeps the weights already published when the new ones move too little to matter (see
+/// [`weights::changed_enough`]) and the endpoint set is the same, so measurement noise does
+/// not rewrite the routers' configuration.
+pub fn keep_small_moves(published: &[(String, i32)], eps: &mut [Endpoint]) {
+    let same_set = published.len() == eps.len()
+        && published.iter().zip(eps.iter()).all(|((a, _), e)| *a == e.address);
+    if !same_set {
+        return;
+    }
+    let old: Vec<i32> = published.iter().map(|(_, w)| *w).collect();
+    let new: Vec<i32> = eps.iter().map(|e| i32::try_from(e.weight).unwrap_or(i32::MAX)).collect();
+    if !weights::changed_enough(&old, &new) {
+        for (e, w) in eps.iter_mut().zip(old) {
+            e.weight = u32::try_from(w).unwrap_or(0);
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "routing_tests.rs"]
 mod tests;

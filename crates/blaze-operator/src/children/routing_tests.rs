@@ -105,6 +105,26 @@ fn config_carries_weights_and_traffic_settings_and_renders_into_the_config_map()
 }
 
 #[test]
+fn small_weight_moves_keep_the_published_weights() {
+    let ep = |a: &str, w: u32| Endpoint {
+        engine: "e".into(),
+        pod: a.into(),
+        address: a.into(),
+        weight: w,
+    };
+    let published = vec![("a".to_owned(), 100), ("b".to_owned(), 50)];
+    let mut eps = vec![ep("a", 100), ep("b", 53)];
+    keep_small_moves(&published, &mut eps);
+    assert_eq!(eps[1].weight, 50, "a 6% move is noise");
+    let mut eps = vec![ep("a", 100), ep("b", 70)];
+    keep_small_moves(&published, &mut eps);
+    assert_eq!(eps[1].weight, 70);
+    let mut eps = vec![ep("a", 100), ep("c", 53)];
+    keep_small_moves(&published, &mut eps);
+    assert_eq!(eps[1].weight, 53, "a new endpoint set is always published");
+}
+
+#[test]
 fn router_deployment_and_service_follow_the_spec() {
     let mut r = quickstart_router();
     r.spec.auth = Some(serde_json::from_value(json!({"secretName": "keys"})).unwrap());

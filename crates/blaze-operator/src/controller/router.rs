@@ -9,7 +9,7 @@ use std::time::Duration;
 use blaze_api::{BlazeEngine, BlazeRouter};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -20,10 +20,11 @@ use kube::{Resource, ResourceExt};
 use tracing::{instrument, warn};
 
 use super::engine::scoped;
-use super::{Context, ROUTER_MANAGER, key};
+use super::{Context, ROUTER_MANAGER, key, scrape};
 use crate::children::router as build;
 use crate::children::routing;
 use crate::labels;
+use crate::policy::router_stats::{EndpointView, observe};
 use crate::status::router::router_status;
 use crate::{Error, Result};
 
@@ -120,9 +121,15 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
             .items
     };
     let eps = routing::endpoints(&engines, &slices);
-    // Per-endpoint latency and errors come from scraping; until then every endpoint is
-    // unmeasured and gets the same weight.
-    let config = routing::config(&router, eps, &BTreeMap::new());
+    let observed = observe_endpoints(&router, &ns, &ctx).await?;
+    let stats = observed.iter().map(|(a, o)| (a.clone(), o.stats.clone())).collect();
+    let mut config = routing::config(&router, eps, &stats);
+    let published: Vec<(String, i32)> = router
+        .status
+        .iter()
+        .flat_map(|s| s.endpoints.iter().map(|e| (e.address.clone(), e.weight)))
+        .collect();
+    routing::keep_small_moves(&published, &mut config.endpoints);
     let pp = PatchParams::apply(ROUTER_MANAGER).force();
     let cm = build::config_map(&router, &config)?;
     let cm_name = cm.metadata.name.clone().unwrap_or_default();
@@ -134,7 +141,14 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
     let svc = build::service(&router)?;
     Api::<Service>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&svc)).await?;
 
-    let status = router_status(&router, &deployment, &engines, &config.endpoints, Timestamp::now());
+    let status = router_status(
+        &router,
+        &deployment,
+        &engines,
+        &config.endpoints,
+        &observed,
+        Timestamp::now(),
+    );
     if router.status.as_ref() != Some(&status) {
         let body = serde_json::json!({
             "apiVersion": BlazeRouter::api_version(&()),
@@ -147,4 +161,20 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
     }
     ctx.backoff.succeed(&format!("router:{}", key(router.as_ref())));
     Ok(Action::requeue(RESYNC))
+}
+
+/// Per-endpoint latency, errors and breaker state from the router's own pods, over the time
+/// since the previous reconcile. Empty on the first reconcile and when no pod answers.
+async fn observe_endpoints(
+    router: &BlazeRouter,
+    ns: &str,
+    ctx: &Context,
+) -> Result<BTreeMap<String, EndpointView>> {
+    let selector = labels::selector_string(&labels::router_selector(&router.name_any()));
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let now = scrape::scrape_pods(&scrape::ready_targets(&pods.items, build::ADMIN_PORT)).await;
+    let before = ctx.scrapes.swap_router(&key(router), now.clone());
+    Ok(before.map(|b| observe(&b, &now)).unwrap_or_default())
 }

@@ -73,6 +73,33 @@ async fn fetch(addr: &str) -> Result<String, ScrapeError> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Scrapes `/metrics` of `targets` (pod name, `HOST:PORT`) at once; pods that fail are left
+/// out.
+pub async fn scrape_pods(targets: &[(String, String)]) -> BTreeMap<String, Vec<prom::Sample>> {
+    let results = futures::future::join_all(
+        targets.iter().map(|(_, addr)| async move { fetch_metrics(addr, TIMEOUT).await }),
+    )
+    .await;
+    targets
+        .iter()
+        .zip(results)
+        .filter_map(|((pod, _), r)| Some((pod.clone(), prom::parse(&r.ok()?))))
+        .collect()
+}
+
+/// `HOST:PORT` of a pod's IP (IPv6 in brackets).
+pub fn pod_addr(ip: &str, port: i32) -> String {
+    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
+}
+
+/// Ready pods with an IP, as (name, `HOST:PORT`).
+pub fn ready_targets(pods: &[Pod], port: i32) -> Vec<(String, String)> {
+    pods.iter()
+        .filter(|p| crate::status::pods::facts(p).ready)
+        .filter_map(|p| Some((p.name_any(), pod_addr(p.status.as_ref()?.pod_ip.as_deref()?, port))))
+        .collect()
+}
+
 /// One scrape of an engine: when, and each worker's load.
 type Snapshot = (Instant, BTreeMap<String, PodLoad>);
 
@@ -82,6 +109,7 @@ pub struct Scrapes {
     last: Mutex<HashMap<String, Snapshot>>,
     metrics: Mutex<HashMap<String, EngineMetrics>>,
     published: Mutex<HashMap<String, Instant>>,
+    routers: Mutex<HashMap<String, BTreeMap<String, Vec<prom::Sample>>>>,
 }
 
 impl Scrapes {
@@ -96,6 +124,15 @@ impl Scrapes {
         }
         published.insert(engine.to_owned(), now);
         Some(m)
+    }
+
+    /// Stores the latest scrape of a router's pods and returns the one before.
+    pub fn swap_router(
+        &self,
+        router: &str,
+        now: BTreeMap<String, Vec<prom::Sample>>,
+    ) -> Option<BTreeMap<String, Vec<prom::Sample>>> {
+        self.routers.lock().insert(router.to_owned(), now)
     }
 
     /// Records the latest metrics of an engine.
@@ -135,28 +172,9 @@ async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()>
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default().labels(&selector))
         .await?;
-    let targets: Vec<(String, String)> = pods
-        .items
-        .iter()
-        .filter(|p| crate::status::pods::facts(p).ready)
-        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
-        .collect();
-    let scrapes = futures::future::join_all(targets.iter().map(|(_, ip)| {
-        let addr = if ip.contains(':') {
-            format!("[{ip}]:{WORKER_PORT}")
-        } else {
-            format!("{ip}:{WORKER_PORT}")
-        };
-        async move { fetch_metrics(&addr, TIMEOUT).await }
-    }))
-    .await;
-    let now: BTreeMap<String, PodLoad> = targets
-        .iter()
-        .zip(scrapes)
-        .filter_map(|((pod, _), r)| {
-            Some((pod.clone(), PodLoad::from_samples(&prom::parse(&r.ok()?))))
-        })
-        .collect();
+    let samples = scrape_pods(&ready_targets(&pods.items, WORKER_PORT)).await;
+    let now: BTreeMap<String, PodLoad> =
+        samples.iter().map(|(pod, s)| (pod.clone(), PodLoad::from_samples(s))).collect();
     let k = key(engine);
     let at = Instant::now();
     let before = ctx.scrapes.last.lock().insert(k.clone(), (at, now.clone()));

@@ -86,7 +86,8 @@ fn parse_labels(s: &str) -> Option<(BTreeMap<String, String>, usize)> {
     }
 }
 
-fn parse_value(s: &str) -> Option<f64> {
+/// Parses a sample value (`+Inf`, `-Inf`, `NaN` and numbers).
+pub fn parse_value(s: &str) -> Option<f64> {
     match s {
         "+Inf" => Some(f64::INFINITY),
         "-Inf" => Some(f64::NEG_INFINITY),

@@ -9,8 +9,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use std::collections::BTreeMap;
+
 use crate::children::routing::Endpoint;
 use crate::labels;
+use crate::policy::router_stats::EndpointView;
 
 /// The router's status from its Deployment and endpoints.
 pub fn router_status(
@@ -18,6 +21,7 @@ pub fn router_status(
     deployment: &Deployment,
     engines: &[String],
     eps: &[Endpoint],
+    observed: &BTreeMap<String, EndpointView>,
     now: Timestamp,
 ) -> BlazeRouterStatus {
     let old = router.status.clone().unwrap_or_default();
@@ -35,7 +39,13 @@ pub fn router_status(
             pod: e.pod.clone(),
             address: e.address.clone(),
             weight: i32::try_from(e.weight).unwrap_or(i32::MAX),
-            ..Default::default()
+            breaker: observed.get(&e.address).map(|o| o.breaker).unwrap_or_default(),
+            // Rounded so that noise in the last digits does not rewrite status.
+            p95_latency_ms: observed.get(&e.address).and_then(|o| o.stats.p95_ms).map(f64::round),
+            error_rate: observed
+                .get(&e.address)
+                .and_then(|o| o.stats.error_rate)
+                .map(|r| (r * 1000.0).round() / 1000.0),
         })
         .collect();
     st.ready_endpoints = eps.iter().filter(|e| e.weight > 0).count() as i32;
@@ -127,7 +137,7 @@ mod tests {
         let engines = ["a".to_owned(), "b".to_owned()];
         let eps = [ep("a", "10.0.0.1:8000", 100), ep("b", "10.0.0.2:8000", 50)];
         let mut r = router();
-        let s = router_status(&r, &deploy(2), &engines, &eps, t0);
+        let s = router_status(&r, &deploy(2), &engines, &eps, &BTreeMap::new(), t0);
         assert_eq!(find(&s.conditions, "Ready").unwrap().status, "True");
         assert_eq!(find(&s.conditions, "Degraded").unwrap().status, "False");
         assert_eq!((s.ready_endpoints, s.endpoints[1].weight), (2, 50));
@@ -138,14 +148,18 @@ mod tests {
         assert_eq!(s.last_weight_update, Some(Time(t0)));
         r.status = Some(s.clone());
         let t1: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
-        assert_eq!(router_status(&r, &deploy(2), &engines, &eps, t1), s, "same view, no write");
+        assert_eq!(
+            router_status(&r, &deploy(2), &engines, &eps, &BTreeMap::new(), t1),
+            s,
+            "same view, no write"
+        );
         // Engine b deleted: it is no longer selected and its endpoints are gone.
-        let s2 = router_status(&r, &deploy(2), &engines[..1], &eps[..1], t1);
+        let s2 = router_status(&r, &deploy(2), &engines[..1], &eps[..1], &BTreeMap::new(), t1);
         assert_eq!(find(&s2.conditions, "Ready").unwrap().status, "True");
         assert_eq!(s2.endpoints.len(), 1);
         assert_eq!(s2.last_weight_update, Some(Time(t1)));
         // Engine b still selected but without ready workers: degraded, still serving.
-        let s3 = router_status(&r, &deploy(2), &engines, &eps[..1], t1);
+        let s3 = router_status(&r, &deploy(2), &engines, &eps[..1], &BTreeMap::new(), t1);
         let d = find(&s3.conditions, "Degraded").unwrap();
         assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "EngineWithoutWorkers"));
         assert!(d.message.contains("no ready worker in b"), "{}", d.message);
@@ -155,13 +169,13 @@ mod tests {
     fn not_ready_says_why() {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let r = router();
-        let s = router_status(&r, &deploy(0), &["a".into()], &[], t0);
+        let s = router_status(&r, &deploy(0), &["a".into()], &[], &BTreeMap::new(), t0);
         assert_eq!(find(&s.conditions, "Ready").unwrap().reason, "RouterNotReady");
-        let s = router_status(&r, &deploy(1), &[], &[], t0);
+        let s = router_status(&r, &deploy(1), &[], &[], &BTreeMap::new(), t0);
         let c = find(&s.conditions, "Ready").unwrap();
         assert_eq!(c.reason, "NoEngines");
         assert!(c.message.contains("spec.engines"));
-        let s = router_status(&r, &deploy(1), &["a".into()], &[], t0);
+        let s = router_status(&r, &deploy(1), &["a".into()], &[], &BTreeMap::new(), t0);
         assert_eq!(find(&s.conditions, "Ready").unwrap().reason, "NoReadyWorkers");
     }
 }
