@@ -112,7 +112,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     };
     let http = tokio::spawn(server::serve(listener, health.clone(), stopped(stop_rx.clone())));
     let identity = a.identity.unwrap_or_else(|| format!("blaze-operator-{}", std::process::id()));
-    let mut leading = leader::contend(client.clone(), &a.lease_namespace, &identity)
+    let (mut leading, lease_task) = leader::contend(client.clone(), &a.lease_namespace, &identity)
         .await
         .context("cannot set up leader election")?;
     health.set_ready(true);
@@ -121,7 +121,13 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     tokio::pin!(signal);
     tokio::select! {
         ok = leader::wait_leading(&mut leading) => if !ok { anyhow::bail!("leader election stopped") },
-        () = &mut signal => { let _ = stop_tx.send(true); let _ = http.await; return Ok(()); }
+        () = &mut signal => {
+            drop(leading);
+            leader::release(lease_task).await;
+            let _ = stop_tx.send(true);
+            let _ = http.await;
+            return Ok(());
+        }
     }
     info!("leading: starting controllers");
     let ctx = Context::new(client, defaults, metrics, Some(identity), a.namespace);
@@ -132,7 +138,10 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         () = &mut signal => false,
     };
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(engines, routers, http);
+    let _ = tokio::join!(engines, routers);
+    // The receiver went with the select above: hand the Lease over before the process goes.
+    leader::release(lease_task).await;
+    let _ = http.await;
     if lost {
         error!("lost the leader Lease; exiting so this replica restarts as a stand-by");
         std::process::exit(1);

@@ -16,13 +16,18 @@ pub const LEASE_SECONDS: u64 = 15;
 /// Seconds before expiry the holder renews.
 pub const GRACE_SECONDS: u64 = 5;
 
+/// The task that holds or waits for the Lease.
+pub type LeaseTask =
+    tokio::task::JoinHandle<Result<kube_lease_manager::LeaseManager, LeaseManagerError>>;
+
 /// Starts contending for the Lease in `namespace` as `identity`; the channel says whether
-/// this replica leads. Dropping the receiver releases the Lease.
+/// this replica leads. Dropping the receiver makes the task release the Lease and end, so a
+/// stand-by replica takes over at once instead of after the Lease expires.
 pub async fn contend(
     client: Client,
     namespace: &str,
     identity: &str,
-) -> Result<watch::Receiver<bool>, LeaseManagerError> {
+) -> Result<(watch::Receiver<bool>, LeaseTask), LeaseManagerError> {
     let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
         .with_namespace(namespace)
         .with_identity(identity)
@@ -31,13 +36,22 @@ pub async fn contend(
         .with_field_manager("blaze-operator/leader")
         .build()
         .await?;
-    let (rx, _task) = manager.watch().await;
-    Ok(rx)
+    Ok(manager.watch().await)
 }
 
 /// Waits until `rx` says this replica leads; `false` if the channel closed first.
 pub async fn wait_leading(rx: &mut watch::Receiver<bool>) -> bool {
     rx.wait_for(|l| *l).await.is_ok()
+}
+
+/// After the receiver is dropped, waits (a little) for the task to release the Lease.
+pub async fn release(task: LeaseTask) {
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("released the leader Lease"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not release the leader Lease"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "leader election task failed"),
+        Err(_) => tracing::warn!("timed out releasing the leader Lease; it expires by itself"),
+    }
 }
 
 /// Resolves when leadership is lost (or the channel closes).
