@@ -8,6 +8,7 @@
 //! - [`policy`]: autoscaling, router weights, Prometheus text parsing (no IO, simulated time);
 //! - [`controller`]: the kube-runtime controllers that apply the above (IO).
 
+pub mod bench;
 pub mod children;
 pub mod controller;
 pub mod labels;
@@ -34,6 +35,9 @@ pub enum Error {
     /// An object lacks a field the API server always sets (name, namespace, uid).
     #[error("object lacks {0}")]
     MissingField(&'static str),
+    /// Something did not happen in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// The metrics registry could not be encoded.
     #[error("metrics encoding: {0}")]
     Metrics(#[from] std::fmt::Error),
@@ -50,6 +54,7 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::MissingField(_) => "missing_field",
             Error::Metrics(_) => "metrics",
+            Error::Timeout(_) => "timeout",
         }
     }
 }
