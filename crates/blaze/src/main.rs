@@ -1,22 +1,50 @@
 //! `blaze`: the command line of Blaze.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Blaze runs AI inference engines on Kubernetes.
 #[derive(Debug, Parser)]
 #[command(name = "blaze", version, about)]
 struct Args {
+    /// Log format.
+    #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the Blaze CustomResourceDefinitions as YAML, or write one file per CRD.
     Crds(CrdsArgs),
+    /// The development control plane.
+    #[command(subcommand)]
+    Dev(DevCommand),
+    /// Benchmarks that print numbers.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DevCommand {
+    /// Run the development Kubernetes API server until interrupted.
+    Apiserver(ApiserverArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Creates per second, watch events per second to 10 watchers, memory per 10,000 objects.
+    Apiserver(BenchApiserverArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -26,11 +54,99 @@ struct CrdsArgs {
     output_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+struct ApiserverArgs {
+    /// Address to listen on (loopback by default; plain HTTP, bearer-token auth).
+    #[arg(long, env = "BLAZE_APISERVER_LISTEN", default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Where to write the kubeconfig for kubectl and kube-rs.
+    #[arg(long, env = "BLAZE_KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Keep objects in this directory so they survive a restart.
+    #[arg(long, env = "BLAZE_APISERVER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Bearer token clients must send (random if unset).
+    #[arg(long, env = "BLAZE_APISERVER_TOKEN")]
+    token: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchApiserverArgs {
+    /// Objects to create.
+    #[arg(long, env = "BLAZE_BENCH_OBJECTS", default_value_t = 10_000)]
+    objects: usize,
+    /// Concurrent writers.
+    #[arg(long, env = "BLAZE_BENCH_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Watchers receiving every event.
+    #[arg(long, env = "BLAZE_BENCH_WATCHERS", default_value_t = 10)]
+    watchers: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long, env = "BLAZE_BENCH_OUTPUT")]
+    output: Option<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    init_logs(args.log_format);
     match args.command {
         Command::Crds(a) => crds(a),
+        Command::Dev(DevCommand::Apiserver(a)) => runtime()?.block_on(apiserver(a)),
+        Command::Bench(BenchCommand::Apiserver(a)) => runtime()?.block_on(bench_apiserver(a)),
     }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
+    let config = blaze_devcluster::Config {
+        listen: args.listen,
+        kubeconfig: Some(args.kubeconfig.clone()),
+        data_dir: args.data_dir,
+        token: args.token,
+        ..Default::default()
+    };
+    let server = blaze_devcluster::ApiServer::start(config)
+        .await
+        .with_context(|| format!("--listen {}: cannot start the API server", args.listen))?;
+    eprintln!(
+        "API server on {}; kubeconfig written to {}",
+        server.url(),
+        args.kubeconfig.display()
+    );
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn bench_apiserver(args: BenchApiserverArgs) -> anyhow::Result<()> {
+    let cfg = blaze_devcluster::bench::BenchConfig {
+        objects: args.objects,
+        concurrency: args.concurrency.max(1),
+        watchers: args.watchers,
+    };
+    let report = blaze_devcluster::bench::run(cfg).await.context("benchmark failed")?;
+    println!("{report}");
+    if let Some(path) = args.output {
+        std::fs::write(&path, report.to_json())
+            .with_context(|| format!("--output {}: cannot write it", path.display()))?;
+    }
+    Ok(())
 }
 
 fn crds(args: CrdsArgs) -> anyhow::Result<()> {

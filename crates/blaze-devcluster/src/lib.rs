@@ -1,0 +1,72 @@
+//! Blaze's embedded development control plane: a Kubernetes API server that kube-rs and
+//! kubectl talk to unchanged, for development and tests where no cluster can be had.
+//!
+//! ```no_run
+//! # async fn demo() -> blaze_devcluster::Result<()> {
+//! let server = blaze_devcluster::ApiServer::start(Default::default()).await?;
+//! println!("{}", server.kubeconfig());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+mod api;
+pub mod apply;
+pub mod bench;
+mod bootstrap;
+pub mod crd;
+mod defaults;
+mod discovery;
+pub mod fields;
+mod gc;
+pub mod lists;
+pub mod meta;
+mod patch;
+pub mod persist;
+mod reads;
+pub mod resources;
+pub mod schema;
+pub mod selectors;
+mod server;
+pub mod status;
+pub mod store;
+pub mod strategic;
+mod table;
+mod watch;
+pub mod writes;
+
+pub use server::{ApiServer, Config, State, kubeconfig_yaml};
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    /// A file could not be read or written.
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    /// A saved object could not be read back.
+    #[error("{0}: corrupt saved object: {1}")]
+    Corrupt(PathBuf, String),
+}
+
+impl Error {
+    fn io(path: &Path, e: std::io::Error) -> Self {
+        Self::Io(path.to_owned(), e)
+    }
+
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Bind(..) => "bind",
+            Self::Io(..) => "io",
+            Self::Corrupt(..) => "corrupt",
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

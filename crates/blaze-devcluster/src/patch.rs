@@ -1,0 +1,154 @@
+//! PATCH: JSON patch, JSON merge patch, strategic merge patch and server-side apply.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::Value;
+
+use crate::api::{Ctx, parse_json, parse_yaml};
+use crate::apply::{self, Shape};
+use crate::reads::{from_scale, internal, refresh_if_crd, to_scale};
+use crate::resources::ResourceInfo;
+use crate::server::State;
+use crate::status::{ApiError, ApiResult};
+use crate::store::Inner;
+use crate::writes::{Managed, Writer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+/// Applies a patch to `name` (or its `status` / `scale` subresource).
+pub fn patch(
+    st: &State,
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    ns: &str,
+    name: &str,
+    sub: &str,
+) -> ApiResult<(StatusCode, Arc<Value>)> {
+    let ct = ctx.content_type();
+    let kind = match ct.as_str() {
+        "application/json-patch+json" => Kind::Json,
+        "application/merge-patch+json" => Kind::Merge,
+        "application/strategic-merge-patch+json" if !info.custom => Kind::Strategic,
+        "application/apply-patch+yaml" => Kind::Apply,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    let body = match kind {
+        Kind::Apply => parse_yaml(&ctx.body)?,
+        _ => parse_json(&ctx.body)?,
+    };
+    let w = ctx.writer(st, info);
+    if kind == Kind::Apply && ctx.query.get("fieldManager").is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request(format!(
+            "PATCH {}: fieldManager is required for apply requests",
+            ctx.path
+        )));
+    }
+    let force = ctx.query.flag("force");
+    let out = st
+        .store
+        .write(|inner| match kind {
+            Kind::Apply => server_side_apply(&w, inner, ns, name, sub, body, force),
+            _ => {
+                let old = inner.get(&info.storage_key(), ns, name);
+                let old =
+                    old.ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))?;
+                let mut doc = if sub == "scale" { to_scale(info, &old) } else { (*old).clone() };
+                patch_doc(kind, &mut doc, &body)?;
+                let new = if sub == "scale" { from_scale(info, &old, &doc)? } else { doc };
+                w.update(inner, ns, name, new, sub, Managed::Record).map(|o| (StatusCode::OK, o))
+            }
+        })
+        .map_err(internal)??;
+    refresh_if_crd(st, info);
+    Ok(out)
+}
+
+fn patch_doc(kind: Kind, doc: &mut Value, body: &Value) -> ApiResult<()> {
+    match kind {
+        Kind::Json => {
+            let p: json_patch::Patch = serde_json::from_value(body.clone()).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ))
+            })?;
+            json_patch::patch(doc, &p).map_err(|e| {
+                ApiError::unprocessable(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ))
+            })
+        }
+        Kind::Merge => {
+            if !body.is_object() {
+                return Err(ApiError::bad_request(
+                    "the body of a merge patch must be a JSON object",
+                ));
+            }
+            json_patch::merge(doc, body);
+            Ok(())
+        }
+        Kind::Strategic => {
+            if !body.is_object() {
+                return Err(ApiError::bad_request(
+                    "the body of a strategic merge patch must be a JSON object",
+                ));
+            }
+            crate::strategic::merge(doc, body);
+            Ok(())
+        }
+        Kind::Apply => Ok(()),
+    }
+}
+
+fn server_side_apply(
+    w: &Writer<'_>,
+    inner: &mut Inner,
+    ns: &str,
+    name: &str,
+    sub: &str,
+    mut applied: Value,
+    force: bool,
+) -> ApiResult<(StatusCode, Arc<Value>)> {
+    let info = w.info;
+    w.check_type(&mut applied)?;
+    let body_name = applied["metadata"]["name"].as_str().unwrap_or_default();
+    if body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let shape = Shape { schema: info.schema.as_deref(), custom: info.custom };
+    let old = inner.get(&info.storage_key(), ns, name);
+    let conflict = |causes| ApiError::apply_conflict(&info.group, &info.plural, name, causes);
+    match old {
+        None if sub.is_empty() => {
+            let mut merged =
+                apply::apply(None, &applied, &w.manager, force, sub, &info.api_version(), shape)
+                    .map_err(conflict)?;
+            if info.namespaced {
+                merged["metadata"]["namespace"] = Value::String(ns.to_owned());
+            }
+            w.create(inner, ns, merged, Managed::Keep).map(|o| (StatusCode::CREATED, o))
+        }
+        None => Err(ApiError::not_found(&info.group, &info.plural, name)),
+        Some(old) => {
+            let merged = apply::apply(
+                Some(&old),
+                &applied,
+                &w.manager,
+                force,
+                sub,
+                &info.api_version(),
+                shape,
+            )
+            .map_err(conflict)?;
+            w.update(inner, ns, name, merged, sub, Managed::Keep).map(|o| (StatusCode::OK, o))
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! `meta.k8s.io/v1` Table output, which `kubectl get` asks for: printer columns of CRDs,
+//! and a few useful columns of built-in kinds.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::meta::{at_path, human_age};
+use crate::resources::{PrinterColumn, ResourceInfo};
+
+fn col(name: &str, type_: &str, path: &str) -> PrinterColumn {
+    PrinterColumn {
+        name: name.into(),
+        type_: type_.into(),
+        json_path: path.into(),
+        description: String::new(),
+        priority: 0,
+    }
+}
+
+fn columns(info: &ResourceInfo) -> Vec<PrinterColumn> {
+    if info.custom {
+        let mut c = info.columns.clone();
+        if c.is_empty() {
+            c.push(col("Age", "date", ".metadata.creationTimestamp"));
+        }
+        return c;
+    }
+    let age = col("Age", "date", ".metadata.creationTimestamp");
+    match info.plural.as_str() {
+        "pods" | "namespaces" => vec![col("Status", "string", ".status.phase"), age],
+        "deployments" | "replicasets" | "statefulsets" => {
+            vec![
+                col("Ready", "string", "$ready"),
+                col("Available", "integer", ".status.availableReplicas"),
+                age,
+            ]
+        }
+        "services" => vec![
+            col("Type", "string", ".spec.type"),
+            col("Cluster-IP", "string", ".spec.clusterIP"),
+            age,
+        ],
+        "customresourcedefinitions" => {
+            vec![col("Created At", "date", ".metadata.creationTimestamp")]
+        }
+        _ => vec![age],
+    }
+}
+
+fn cell(c: &PrinterColumn, obj: &Value) -> Value {
+    if c.json_path == "$ready" {
+        let r = |p: &str| at_path(obj, p).and_then(Value::as_i64).unwrap_or(0);
+        return json!(format!("{}/{}", r(".status.readyReplicas"), r(".spec.replicas")));
+    }
+    let v = at_path(obj, &c.json_path).cloned().unwrap_or(Value::Null);
+    match (c.type_.as_str(), &v) {
+        (_, Value::Null) => Value::Null,
+        ("date", Value::String(s)) => json!(human_age(s)),
+        ("integer" | "number" | "boolean", _) => v,
+        (_, Value::String(_)) => v,
+        _ => json!(v.to_string()),
+    }
+}
+
+/// A Table of `objs`. `include` is the `includeObject` parameter (`None`, `Metadata` by default,
+/// or `Object`).
+pub fn table(info: &ResourceInfo, objs: &[Arc<Value>], rv: &str, include: Option<&str>) -> Value {
+    let cols = columns(info);
+    let mut defs = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
+    defs.extend(cols.iter().map(|c| json!({"name": c.name, "type": c.type_, "format": "", "description": c.description, "priority": c.priority})));
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| {
+            let mut cells = vec![o["metadata"]["name"].clone()];
+            cells.extend(cols.iter().map(|c| cell(c, o)));
+            let object = match include {
+                Some("None") => Value::Null,
+                Some("Object") => crate::reads::versioned(info, o),
+                _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}),
+            };
+            json!({"cells": cells, "object": object})
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv}, "columnDefinitions": defs, "rows": rows})
+}

@@ -1,0 +1,14 @@
+//! Conformance suite: every behaviour of the development API server driven through kube-rs
+//! (typed and dynamic `Api`), asserting what the Kubernetes API concepts and conventions say.
+
+mod conformance {
+    pub mod apply;
+    pub mod common;
+    pub mod controller;
+    pub mod crds;
+    pub mod crud;
+    pub mod deletion;
+    pub mod garbage;
+    pub mod kubectl;
+    pub mod watch;
+}

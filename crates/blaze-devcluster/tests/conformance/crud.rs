@@ -1,0 +1,174 @@
+//! CRUD, optimistic concurrency, selectors, pagination, discovery, auth and Status errors.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::discovery::Discovery;
+use serde_json::json;
+
+use super::common::{client_for, start, status_of};
+
+fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name,
+        "labels": labels.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>()},
+        "data": {"k": "v"}}))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn configmap_lifecycle_and_errors() {
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let created = api.create(&PostParams::default(), &cm("a", &[("app", "web")])).await.unwrap();
+    let meta = &created.metadata;
+    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some());
+    assert_eq!(meta.namespace.as_deref(), Some("default"));
+
+    let dup = status_of(api.create(&PostParams::default(), &cm("a", &[])).await);
+    assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(dup.message, "configmaps \"a\" already exists");
+
+    // A replace with a stale resourceVersion is a 409 Conflict.
+    let mut changed = created.clone();
+    changed.data = Some(BTreeMap::from([("k".into(), "v2".into())]));
+    let updated = api.replace("a", &PostParams::default(), &changed).await.unwrap();
+    let rv = |c: &ConfigMap| c.metadata.resource_version.clone().unwrap().parse::<u64>().unwrap();
+    assert!(rv(&updated) > rv(&created));
+    let stale = status_of(api.replace("a", &PostParams::default(), &changed).await);
+    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+
+    // A no-op update keeps the version (no churn for watchers).
+    let same = api.replace("a", &PostParams::default(), &updated).await.unwrap();
+    assert_eq!(rv(&same), rv(&updated));
+
+    let missing = status_of(api.get("nope").await);
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+    let in_missing_ns: Api<ConfigMap> = Api::namespaced(client.clone(), "nowhere");
+    let e = status_of(in_missing_ns.create(&PostParams::default(), &cm("x", &[])).await);
+    assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"nowhere\" not found"));
+
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    assert_eq!(status_of(api.get("a").await).code, 404);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn selectors_and_pagination() {
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..7 {
+        let tier = if i % 2 == 0 { "even" } else { "odd" };
+        api.create(&PostParams::default(), &cm(&format!("c{i}"), &[("tier", tier)])).await.unwrap();
+    }
+    let even = api.list(&ListParams::default().labels("tier=even")).await.unwrap();
+    assert_eq!(even.items.len(), 4);
+    let notin = api.list(&ListParams::default().labels("tier notin (even)")).await.unwrap();
+    assert_eq!(notin.items.len(), 3);
+    let one = api.list(&ListParams::default().fields("metadata.name=c3")).await.unwrap();
+    assert_eq!(one.items.len(), 1);
+    let bad = status_of(api.list(&ListParams::default().labels("tier in (a")).await);
+    assert_eq!((bad.code, bad.reason.as_str()), (400, "BadRequest"));
+
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(3);
+    loop {
+        let page = api.list(&lp).await.unwrap();
+        assert!(page.items.len() <= 3);
+        names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+    // An exact resourceVersion that is not the newest is gone.
+    let old = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    api.create(&PostParams::default(), &cm("later", &[])).await.unwrap();
+    let exact = ListParams::default().at(&old).matching(kube::api::VersionMatch::Exact);
+    assert_eq!(status_of(api.list(&exact).await).code, 410);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn deployment_generation_status_and_scale() {
+    let (server, client) = start().await;
+    let api: Api<Deployment> = Api::namespaced(client, "default");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}},
+        "status": {"replicas": 9}})).unwrap();
+    let d = api.create(&PostParams::default(), &d).await.unwrap();
+    assert_eq!(d.metadata.generation, Some(1));
+    assert_eq!(d.spec.replicas, Some(1), "replicas defaults to 1");
+    assert!(d.status.is_none(), "status is not set through the main endpoint");
+
+    let st = api
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"replicas": 1, "readyReplicas": 1}, "spec": {"replicas": 5}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.status.as_ref().unwrap().ready_replicas, Some(1));
+    assert_eq!(st.spec.replicas, Some(1), "the status endpoint ignores spec");
+    assert_eq!(st.metadata.generation, Some(1), "status writes do not bump generation");
+
+    let scaled = api
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scaled.spec.unwrap().replicas, Some(3));
+    assert_eq!(scaled.status.unwrap().selector.as_deref(), Some("app=web"));
+    let after = api.get("web").await.unwrap();
+    assert_eq!(after.metadata.generation, Some(2), "a spec change bumps generation");
+    assert_eq!(after.status.unwrap().ready_replicas, Some(1), "the main endpoint keeps status");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn discovery_dynamic_api_and_auth() {
+    let (server, client) = start().await;
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let (ar, caps) =
+        discovery.resolve_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment")).unwrap();
+    assert_eq!(ar.plural, "deployments");
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(s, _)| s.plural == "deployments/scale" || s.plural == "scale")
+    );
+    assert!(
+        discovery
+            .resolve_gvk(&GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"))
+            .is_some()
+    );
+
+    let lease = ApiResource::from_gvk(&GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &lease);
+    let obj: DynamicObject =
+        serde_json::from_value(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "leader"}, "spec": {"holderIdentity": "me"}}))
+        .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    let got = api.get("leader").await.unwrap();
+    assert_eq!(got.data["spec"]["holderIdentity"], "me");
+
+    let version = client.apiserver_version().await.unwrap();
+    assert_eq!(version.major, "1");
+
+    let bad = server.kubeconfig().replace(server.token(), "wrong-token");
+    let intruder = client_for(&bad).await;
+    let e = status_of(Api::<Namespace>::all(intruder).list(&ListParams::default()).await);
+    assert_eq!((e.code, e.reason.as_str()), (401, "Unauthorized"));
+    server.shutdown().await;
+}

@@ -1,0 +1,138 @@
+//! kubectl against the server: server-side and client-side apply, get with printer columns,
+//! describe, explain, scale, delete and get -w.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blaze_devcluster::{ApiServer, Config};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("kubectl is on the PATH (the machine image carries it)");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn ok(kubeconfig: &Path, args: &[&str]) -> String {
+    let (success, text) = kubectl(kubeconfig, args);
+    assert!(success, "kubectl {}: {text}", args.join(" "));
+    text
+}
+
+// kubectl (client-go) does not send the bearer token to a plain-HTTP server, so this needs
+// the TLS listener that is still to come; run it with `--ignored` to see how far it gets.
+#[ignore = "kubectl sends no bearer token over plain HTTP; needs the TLS listener"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_works_against_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    let server = ApiServer::start(Config { kubeconfig: Some(kc.clone()), ..Config::default() })
+        .await
+        .unwrap();
+    let kc2 = kc.clone();
+    tokio::task::spawn_blocking(move || scenario(&kc2)).await.unwrap();
+    server.shutdown().await;
+}
+
+fn scenario(kc: &Path) {
+    let out = ok(kc, &["version", "-o", "json"]);
+    assert!(out.contains("\"minor\": \"33\""), "{out}");
+    ok(kc, &["apply", "--server-side", "-f", "crds/"]);
+    ok(kc, &["wait", "--for=condition=Established", "crd/blazeengines.blaze.ai", "--timeout=20s"]);
+    let applied = ok(kc, &["apply", "--server-side", "-f", "manifests/examples/"]);
+    assert!(applied.contains("serverside-applied"), "{applied}");
+    // A second apply is a no-op, not a conflict.
+    ok(kc, &["apply", "--server-side", "-f", "manifests/examples/"]);
+
+    let table = ok(kc, &["get", "blazeengines"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "KIND", "MODEL", "READY", "DESIRED", "P95", "AGE"], "{table}");
+    let name = table.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let listed = ok(kc, &["get", "blaze"]);
+    assert!(listed.contains("blazerouter.blaze.ai/"), "the category lists both kinds: {listed}");
+
+    let described = ok(kc, &["describe", "be", &name]);
+    assert!(
+        described.contains("Kind:         BlazeEngine") || described.contains("BlazeEngine"),
+        "{described}"
+    );
+    let explained = ok(kc, &["explain", "blazeengine.spec.autoscaling"]);
+    assert!(explained.contains("minReplicas"), "{explained}");
+
+    ok(kc, &["scale", "be", &name, "--replicas=3"]);
+    let replicas = ok(kc, &["get", "be", &name, "-o", "jsonpath={.spec.replicas}"]);
+    assert_eq!(replicas.trim(), "3");
+
+    let cm = dir_file(
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\ndata:\n  a: \"1\"\n",
+    );
+    ok(kc, &["apply", "-f", cm.to_str().unwrap()]);
+    let cm2 = dir_file(
+        "cm2.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\ndata:\n  a: \"2\"\n",
+    );
+    ok(kc, &["apply", "-f", cm2.to_str().unwrap()]);
+    assert_eq!(ok(kc, &["get", "cm", "plain", "-o", "jsonpath={.data.a}"]).trim(), "2");
+
+    watch_sees_a_new_object(kc);
+    ok(kc, &["delete", "be", &name]);
+    let (found, text) = kubectl(kc, &["get", "be", &name]);
+    assert!(!found && text.contains("NotFound"), "{text}");
+}
+
+fn dir_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("blaze-devcluster-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn watch_sees_a_new_object(kc: &Path) {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kc)
+        .args(["get", "cm", "-w", "--request-timeout=20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Wait for the initial listing before creating.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while !lines.iter().any(|l: &String| l.starts_with("plain")) {
+        assert!(Instant::now() < deadline, "no listing: {lines:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    ok(kc, &["create", "configmap", "watched", "--from-literal=a=b"]);
+    while !lines.iter().any(|l: &String| l.starts_with("watched")) {
+        assert!(Instant::now() < deadline, "kubectl get -w did not show the new object: {lines:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
