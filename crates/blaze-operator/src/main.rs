@@ -50,6 +50,10 @@ struct RunArgs {
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, env = "BLAZE_LEASE_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// Take part in leader election through a Lease (`false` for a single replica, or where
+    /// the API server lacks Leases).
+    #[arg(long, env = "BLAZE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
     /// This replica's identity in the Lease and in events (the pod name in a cluster).
     #[arg(long, env = "BLAZE_POD_NAME")]
     identity: Option<String>,
@@ -112,18 +116,26 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     };
     let http = tokio::spawn(server::serve(listener, health.clone(), stopped(stop_rx.clone())));
     let identity = a.identity.unwrap_or_else(|| format!("blaze-operator-{}", std::process::id()));
-    let (mut leading, lease_task) = leader::contend(client.clone(), &a.lease_namespace, &identity)
-        .await
-        .context("cannot set up leader election")?;
+    let (mut leading, lease_task) = if a.leader_elect {
+        let (rx, task) = leader::contend(client.clone(), &a.lease_namespace, &identity)
+            .await
+            .context("cannot set up leader election")?;
+        (Some(rx), Some(task))
+    } else {
+        (None, None)
+    };
     health.set_ready(true);
-    info!(%identity, "waiting to lead");
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    tokio::select! {
-        ok = leader::wait_leading(&mut leading) => if !ok { anyhow::bail!("leader election stopped") },
-        () = &mut signal => {
+    if let Some(rx) = leading.as_mut() {
+        info!(%identity, "waiting to lead");
+        let stop = tokio::select! {
+            ok = leader::wait_leading(rx) => if ok { false } else { anyhow::bail!("leader election stopped") },
+            () = &mut signal => true,
+        };
+        if stop {
             drop(leading);
-            leader::release(lease_task).await;
+            release(lease_task).await;
             let _ = stop_tx.send(true);
             let _ = http.await;
             return Ok(());
@@ -134,13 +146,18 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let engines = tokio::spawn(controller::engine::run(Arc::clone(&ctx), stopped(stop_rx.clone())));
     let routers = tokio::spawn(controller::router::run(ctx, stopped(stop_rx.clone())));
     let lost = tokio::select! {
-        () = leader::lost(leading) => true,
+        () = async move {
+            match leading {
+                Some(rx) => leader::lost(rx).await,
+                None => std::future::pending().await,
+            }
+        } => true,
         () = &mut signal => false,
     };
     let _ = stop_tx.send(true);
     let _ = tokio::join!(engines, routers);
     // The receiver went with the select above: hand the Lease over before the process goes.
-    leader::release(lease_task).await;
+    release(lease_task).await;
     let _ = http.await;
     if lost {
         error!("lost the leader Lease; exiting so this replica restarts as a stand-by");
@@ -148,6 +165,12 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+async fn release(task: Option<leader::LeaseTask>) {
+    if let Some(t) = task {
+        leader::release(t).await;
+    }
 }
 
 async fn shutdown_signal() {

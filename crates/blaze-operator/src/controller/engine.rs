@@ -17,7 +17,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::{Context, ENGINE_MANAGER, key};
 use crate::children::{self, engine as build};
@@ -57,9 +57,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .owns(scoped::<PodDisruptionBudget>(c, ns), children)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                warn!(error = %e, "engine controller");
+        .for_each(|r| {
+            let ctx = ctx.clone();
+            async move {
+                match r {
+                    // A child's event after its engine went: forget the engine's state.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                        let k = format!("{}/{}", obj.namespace.as_deref().unwrap_or(""), obj.name);
+                        ctx.autoscalers.lock().remove(&k);
+                        ctx.scrapes.forget(&k);
+                        ctx.backoff.succeed(&k);
+                        debug!(engine = %k, "engine deleted");
+                    }
+                    Err(e) => warn!(error = %e, "engine controller"),
+                    Ok(_) => {}
+                }
             }
         })
         .await;
@@ -184,6 +196,7 @@ async fn write_status(
     let body = serde_json::json!({
         "apiVersion": BlazeEngine::api_version(&()),
         "kind": BlazeEngine::kind(&()),
+        "metadata": {"name": engine.name_any(), "namespace": ns},
         "status": status,
     });
     let pp = PatchParams::apply(ENGINE_MANAGER).force();

@@ -17,7 +17,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use tracing::{instrument, warn};
+use tracing::{debug, instrument, warn};
 
 use super::engine::scoped;
 use super::{Context, ROUTER_MANAGER, key, scrape};
@@ -62,8 +62,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
-            if let Err(e) = r {
-                warn!(error = %e, "router controller");
+            match r {
+                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                    debug!(router = %obj.name, "router deleted");
+                }
+                Err(e) => warn!(error = %e, "router controller"),
+                Ok(_) => {}
             }
         })
         .await;
@@ -153,6 +157,7 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
         let body = serde_json::json!({
             "apiVersion": BlazeRouter::api_version(&()),
             "kind": BlazeRouter::kind(&()),
+            "metadata": {"name": router.name_any(), "namespace": ns},
             "status": status,
         });
         Api::<BlazeRouter>::namespaced(c, &ns)

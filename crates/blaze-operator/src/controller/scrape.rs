@@ -135,6 +135,14 @@ impl Scrapes {
         self.routers.lock().insert(router.to_owned(), now)
     }
 
+    /// Forgets everything about a deleted engine or router.
+    pub fn forget(&self, key: &str) {
+        self.last.lock().remove(key);
+        self.metrics.lock().remove(key);
+        self.published.lock().remove(key);
+        self.routers.lock().remove(key);
+    }
+
     /// Records the latest metrics of an engine.
     pub fn set_metrics(&self, engine: &str, m: EngineMetrics) {
         self.metrics.lock().insert(engine.to_owned(), m);

@@ -78,11 +78,16 @@ pub fn router_status(
     let missing: Vec<&String> =
         engines.iter().filter(|e| !eps.iter().any(|ep| &ep.engine == *e)).collect();
     let degraded = if missing.is_empty() || !ready {
+        let message = if ready {
+            "every selected engine has ready workers".into()
+        } else {
+            "not serving; see the Ready condition".into()
+        };
         Observed {
             type_: "Degraded",
             status: ConditionStatus::False,
             reason: "AsExpected",
-            message: "every selected engine has ready workers".into(),
+            message,
             generation: g,
         }
     } else {
