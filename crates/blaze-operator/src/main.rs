@@ -37,6 +37,22 @@ enum Command {
     Run(RunArgs),
     /// Print the Blaze CustomResourceDefinitions as YAML (the same as `blaze crds`).
     Crds,
+    /// Create many BlazeEngines with no workers, reconcile them in this process, and print the
+    /// time until all are reconciled and the peak memory (needs a cluster or `blaze dev`).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Engines to create.
+    #[arg(long, env = "BLAZE_BENCH_ENGINES", default_value_t = 1000)]
+    engines: usize,
+    /// Namespace to create them in (it must exist; they are deleted afterwards).
+    #[arg(long, env = "BLAZE_BENCH_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Give up after this many seconds.
+    #[arg(long, env = "BLAZE_BENCH_TIMEOUT_SECONDS", default_value_t = 300)]
+    timeout_seconds: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +96,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(a) => tokio::runtime::Runtime::new()?.block_on(run(a)),
+        Command::Bench(a) => tokio::runtime::Runtime::new()?.block_on(bench(a)),
     }
 }
 
@@ -171,6 +188,20 @@ async fn release(task: Option<leader::LeaseTask>) {
     if let Some(t) = task {
         leader::release(t).await;
     }
+}
+
+async fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (kubeconfig or in-cluster config)")?;
+    let timeout = std::time::Duration::from_secs(a.timeout_seconds);
+    let r = blaze_operator::bench::run(client, &a.namespace, a.engines, timeout).await?;
+    let mib =
+        r.peak_rss_bytes.map_or("unknown".to_owned(), |b| format!("{:.1}", b as f64 / 1048576.0));
+    println!("engines: {}", r.engines);
+    println!("reconciled_seconds: {:.2}", r.seconds);
+    println!("peak_rss_mib: {mib}");
+    Ok(())
 }
 
 async fn shutdown_signal() {
