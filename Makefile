@@ -4,8 +4,9 @@ CARGO ?= cargo
 
 .PHONY: test lint crds check
 
-## Run every test of the workspace.
+## Run every test of the workspace (after putting the real test models in .dev/models).
 test:
+	scripts/fetch-test-models.sh
 	$(CARGO) test --workspace
 
 ## Formatting and lints, as CI runs them.

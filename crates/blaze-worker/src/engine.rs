@@ -1,0 +1,128 @@
+//! The contract between the servers (HTTP, gRPC) and whatever executes requests. An LLM
+//! engine implements it today; embedding and diffusion engines plug in behind the same trait.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::sampling::{SamplingParams, TokenLogprob};
+
+/// Where the engine is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Loading weights or warming up: not ready.
+    Loading,
+    /// Serving.
+    Ready,
+    /// Finishing in-flight work before shutdown: not ready, no new admissions.
+    Draining,
+    /// The execution thread died.
+    Failed,
+}
+
+/// One generation request, already tokenized and validated.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// The prompt's token ids.
+    pub prompt: Vec<u32>,
+    /// The most tokens to generate.
+    pub max_tokens: usize,
+    /// Sampling settings.
+    pub sampling: SamplingParams,
+    /// Generation stops before the first of these strings.
+    pub stop: Vec<String>,
+    /// After this instant the request is ended with [`FinishReason::Deadline`].
+    pub deadline: Option<Instant>,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence token or a stop string.
+    Stop,
+    /// `max_tokens` or the context length.
+    Length,
+    /// The request's deadline passed.
+    Deadline,
+}
+
+impl FinishReason {
+    /// The name OpenAI's API uses (`stop`, `length`); a deadline reads as `length`.
+    pub fn as_openai(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length | FinishReason::Deadline => "length",
+        }
+    }
+}
+
+/// What the engine streams back for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A generated token and the text it completes (possibly empty, or held back while it
+    /// could be the start of a stop string).
+    Token {
+        /// The token id.
+        id: u32,
+        /// Text to append.
+        text: String,
+        /// Its log-probability, when asked for.
+        logprob: Option<TokenLogprob>,
+    },
+    /// The last event.
+    Done {
+        /// Why it ended.
+        reason: FinishReason,
+        /// Prompt length in tokens.
+        prompt_tokens: usize,
+        /// Tokens generated.
+        completion_tokens: usize,
+    },
+    /// The engine failed on this request; the last event.
+    Error(String),
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitError {
+    /// The admission queue is full: retry later (HTTP 429, gRPC `RESOURCE_EXHAUSTED`).
+    #[error("the server is at capacity: {0} requests are already waiting")]
+    QueueFull(usize),
+    /// The engine is not accepting work (loading, draining or failed; HTTP 503).
+    #[error("the engine is not accepting requests ({0:?})")]
+    Unavailable(Health),
+    /// The request cannot be served as given (HTTP 400, gRPC `INVALID_ARGUMENT`).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The request field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Executes requests and reports health. Implementations own their model off the async
+/// runtime; `submit` never blocks.
+pub trait Engine: Send + Sync + 'static {
+    /// The name clients use for the served model.
+    fn model_name(&self) -> &str;
+    /// Current health.
+    fn health(&self) -> Health;
+    /// Longest prompt plus completion, in tokens.
+    fn context_length(&self) -> usize;
+    /// Token ids of `text` (for a raw completion prompt).
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, SubmitError>;
+    /// Token ids of a chat conversation rendered with the model's chat template.
+    fn tokenize_chat(&self, messages: &[crate::chat::Message]) -> Result<Vec<u32>, SubmitError>;
+    /// The text of one token, for logprobs.
+    fn token_text(&self, id: u32) -> String;
+    /// Queues a request. Dropping the returned receiver cancels it.
+    fn submit(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<mpsc::UnboundedReceiver<Event>, SubmitError>;
+    /// Stops admitting requests; those in flight run to completion.
+    fn drain(&self);
+    /// Requests queued or running.
+    fn in_flight(&self) -> usize;
+}

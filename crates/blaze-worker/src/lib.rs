@@ -1,0 +1,19 @@
+//! Blaze's inference worker: loads a model with candle, schedules requests on a thread that
+//! owns it, and serves the OpenAI-compatible HTTP API, a streaming gRPC service, health and
+//! Prometheus metrics.
+
+pub mod args;
+pub mod chat;
+pub mod engine;
+pub mod error;
+pub mod grpc;
+pub mod metrics;
+pub mod model;
+pub mod sampling;
+pub mod scheduler;
+pub mod server;
+pub mod source;
+pub mod testing;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

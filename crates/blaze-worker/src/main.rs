@@ -1,0 +1,151 @@
+//! `blaze-worker`: loads a model and serves it over HTTP and gRPC until SIGTERM.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use blaze_worker::args::{Args, LogFormat};
+use blaze_worker::engine::Engine;
+use blaze_worker::grpc::GenerateService;
+use blaze_worker::metrics::Metrics;
+use blaze_worker::scheduler::{LlmEngine, SchedulerConfig};
+use blaze_worker::server::{self, AppState};
+use blaze_worker::source::{HubOptions, ModelSource};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Err(message) = args.validate() {
+        eprintln!("error: {message}");
+        std::process::exit(2);
+    }
+    init_tracing(args.log_format);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let state = AppState {
+        engine: Arc::new(OnceLock::new()),
+        draining: Arc::default(),
+        registry: Arc::new(registry),
+        request_timeout: Duration::from_secs(args.request_timeout_seconds),
+        default_max_tokens: args.default_max_tokens,
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::NotServing).await;
+    let grpc = tonic::service::Routes::new(GenerateService::server(state.clone()))
+        .add_service(health_service)
+        .into_axum_router();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut http = server::router(state.clone());
+    let mut servers = Vec::new();
+    match args.grpc_listen {
+        Some(addr) if addr == args.listen => http = http.merge(grpc),
+        Some(addr) => servers.push(serve(addr, grpc, stop_rx.clone()).await?),
+        None => {}
+    }
+    servers.push(serve(args.listen, http, stop_rx).await?);
+    tracing::info!(listen = %args.listen, grpc = ?args.grpc_listen, model = %args.model, "serving; loading the model");
+
+    let loader = tokio::spawn(load(args.clone(), state.clone(), metrics, health.clone()));
+    tokio::select! {
+        loaded = loader => loaded.context("model loader panicked")?.context("loading the model")?,
+        () = shutdown_signal() => {
+            tracing::info!("signal during load; exiting");
+            return Ok(());
+        }
+    }
+    shutdown_signal().await;
+    drain(&state, &health, Duration::from_secs(args.grace_period_seconds)).await;
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn load(
+    args: Args,
+    state: AppState,
+    metrics: Metrics,
+    health: HealthReporter,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let source = ModelSource::parse(&args.model)?;
+    let mut hub = HubOptions::from_env();
+    if let Some(dir) = &args.cache_dir {
+        hub.cache_dir = dir.clone();
+    }
+    let path = blaze_worker::source::resolve(&source, &args.pvc_root, &hub).await?;
+    let device = blaze_worker::model::default_device();
+    let model =
+        tokio::task::spawn_blocking(move || blaze_worker::model::load(&path, &device)).await??;
+    let config = SchedulerConfig {
+        max_batch_size: args.max_batch_size,
+        max_queue: args.max_queue,
+        max_batch_tokens: args.max_batch_tokens,
+    };
+    let engine: Arc<dyn Engine> =
+        Arc::new(LlmEngine::start(args.model_name(), model, config, metrics));
+    let _ = state.engine.set(engine);
+    health.set_service_status("", ServingStatus::Serving).await;
+    health
+        .set_serving::<blaze_proto::generate::generate_server::GenerateServer<GenerateService>>()
+        .await;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), name = %args.model_name(), "model ready");
+    Ok(())
+}
+
+/// Stops admissions and waits (bounded by `grace`) for in-flight requests to finish.
+async fn drain(state: &AppState, health: &HealthReporter, grace: Duration) {
+    state.draining.store(true, Ordering::SeqCst);
+    health.set_service_status("", ServingStatus::NotServing).await;
+    let Some(engine) = state.engine.get() else { return };
+    engine.drain();
+    let deadline = Instant::now() + grace;
+    tracing::info!(in_flight = engine.in_flight(), "draining");
+    while engine.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!(left = engine.in_flight(), "drained");
+}
+
+async fn serve(
+    addr: std::net::SocketAddr,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, %addr, "server failed");
+        }
+    }))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

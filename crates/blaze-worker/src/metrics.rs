@@ -1,0 +1,108 @@
+//! The worker's Prometheus metrics. Names follow vLLM's (`vllm:` prefix) where vLLM has one,
+//! so its dashboards, KEDA triggers and the Gateway API Inference Extension read Blaze
+//! unchanged; the rest are `blaze_`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Label set for counters split by finish reason.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FinishLabels {
+    /// `stop`, `length`, `deadline`, `cancelled` or `error`.
+    pub finished_reason: String,
+}
+
+/// Handles to every metric the engine updates.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Sequences in the running batch.
+    pub running: Gauge,
+    /// Requests admitted but not yet prefilled.
+    pub waiting: Gauge,
+    /// Fraction (0..1) of the KV token budget in use.
+    pub kv_cache_usage: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Seconds from admission to the first token.
+    pub ttft: Histogram,
+    /// Seconds between output tokens.
+    pub tpot: Histogram,
+    /// Seconds from admission to the last token.
+    pub e2e: Histogram,
+    /// Prompt tokens prefilled.
+    pub prompt_tokens: Counter,
+    /// Tokens generated.
+    pub generation_tokens: Counter,
+    /// Finished requests by reason.
+    pub finished: Family<FinishLabels, Counter>,
+    /// Requests refused because the queue was full.
+    pub rejected: Counter,
+    /// Sequences per decode step.
+    pub batch_size: Histogram,
+}
+
+/// Latency buckets from 5 ms to 60 s: a 135M model's decode step on CPU is ~10 ms, a large
+/// model's prefill under load can take tens of seconds.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.0, 10.0, 20.0, 60.0].into_iter()
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            running: Gauge::default(),
+            waiting: Gauge::default(),
+            kv_cache_usage: Gauge::default(),
+            ttft: Histogram::new(latency_buckets()),
+            tpot: Histogram::new(latency_buckets()),
+            e2e: Histogram::new(latency_buckets()),
+            prompt_tokens: Counter::default(),
+            generation_tokens: Counter::default(),
+            finished: Family::default(),
+            rejected: Counter::default(),
+            batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        };
+        let r = registry;
+        r.register(
+            "vllm:num_requests_running",
+            "Sequences in the running batch",
+            m.running.clone(),
+        );
+        r.register(
+            "vllm:num_requests_waiting",
+            "Requests waiting to be scheduled",
+            m.waiting.clone(),
+        );
+        r.register(
+            "vllm:kv_cache_usage_perc",
+            "Fraction of the KV token budget in use",
+            m.kv_cache_usage.clone(),
+        );
+        r.register("vllm:time_to_first_token_seconds", "Time to first token", m.ttft.clone());
+        r.register(
+            "vllm:time_per_output_token_seconds",
+            "Time between output tokens",
+            m.tpot.clone(),
+        );
+        r.register("vllm:e2e_request_latency_seconds", "Request latency", m.e2e.clone());
+        // prometheus-client appends `_total` to counters.
+        r.register("vllm:prompt_tokens", "Prompt tokens processed", m.prompt_tokens.clone());
+        r.register("vllm:generation_tokens", "Tokens generated", m.generation_tokens.clone());
+        r.register("vllm:request_success", "Finished requests by reason", m.finished.clone());
+        r.register(
+            "blaze_requests_rejected",
+            "Requests refused with a full queue",
+            m.rejected.clone(),
+        );
+        r.register("blaze_batch_size", "Sequences per decode step", m.batch_size.clone());
+        m
+    }
+
+    /// Counts a finished request.
+    pub fn finish(&self, reason: &str) {
+        self.finished.get_or_create(&FinishLabels { finished_reason: reason.to_string() }).inc();
+    }
+}

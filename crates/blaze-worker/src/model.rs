@@ -1,0 +1,145 @@
+//! One production path from a model's files on disk to something that generates: weights,
+//! tokenizer, chat template and stop tokens.
+
+pub mod gguf;
+pub mod llama;
+pub mod safetensors;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use serde_json::Value;
+
+use crate::chat::ChatTemplate;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+pub use llama::{KvCache, Llama, SeqInput};
+
+/// A model ready to serve.
+pub struct LoadedModel {
+    /// The weights and forward pass.
+    pub llama: Llama,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The chat template.
+    pub chat: ChatTemplate,
+    /// Token ids that end generation.
+    pub eos_ids: Vec<u32>,
+    /// Prepended to every prompt when the model asks for it.
+    pub bos_id: Option<u32>,
+}
+
+impl LoadedModel {
+    /// Token ids of a prompt, with the BOS token when the model wants one.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if let Some(bos) = self.bos_id {
+            ids.push(bos);
+        }
+        ids.extend(self.tokenizer.encode(text)?);
+        Ok(ids)
+    }
+}
+
+/// Picks the device: CUDA when built with the `cuda` feature and a GPU is there, else CPU.
+pub fn default_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+/// Loads the model at `path`: a `.gguf` file, a folder holding one, or a Hugging Face
+/// folder (`config.json`, `*.safetensors`, `tokenizer.json`).
+pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
+    match find_gguf(path)? {
+        Some(file) => load_gguf(&file, device),
+        None => load_hf_folder(path, device),
+    }
+}
+
+fn find_gguf(path: &Path) -> Result<Option<PathBuf>> {
+    if path.is_file() {
+        return Ok(path.extension().is_some_and(|e| e == "gguf").then(|| path.to_path_buf()));
+    }
+    if !path.is_dir() {
+        return Err(Error::Unsupported(format!(
+            "{} is neither a file nor a folder",
+            path.display()
+        )));
+    }
+    let mut ggufs: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    ggufs.sort();
+    Ok(ggufs.into_iter().next())
+}
+
+fn load_gguf(file: &Path, device: &Device) -> Result<LoadedModel> {
+    let gguf::GgufModel { llama, content } = gguf::load(file, device)?;
+    let tokenizer = Tokenizer::from_gguf(&content)?;
+    let id = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
+    let eos = id("tokenizer.ggml.eos_token_id");
+    let bos = id("tokenizer.ggml.bos_token_id");
+    let add_bos =
+        content.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok());
+    let template =
+        content.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+    let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_token(i)).unwrap_or_default();
+    let chat = ChatTemplate::new(template, token(bos), token(eos))?;
+    let eos_ids = stop_ids(&tokenizer, eos.into_iter().collect());
+    Ok(LoadedModel {
+        llama,
+        chat,
+        eos_ids,
+        bos_id: if add_bos == Some(true) { bos } else { None },
+        tokenizer,
+    })
+}
+
+fn load_hf_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
+    let llama = safetensors::load(dir, DType::F32, device)?;
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+    let tok_config: Value = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+    let special = |key: &str| -> Option<String> {
+        match &tok_config[key] {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        }
+    };
+    let template = tok_config["chat_template"].as_str().map(str::to_string);
+    let (bos, eos) = (special("bos_token"), special("eos_token"));
+    let mut eos_ids: Vec<u32> = eos.iter().filter_map(|t| tokenizer.token_id(t)).collect();
+    let generation: Value = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
+    match &generation["eos_token_id"] {
+        Value::Number(n) => eos_ids.extend(n.as_u64().map(|n| n as u32)),
+        Value::Array(a) => eos_ids.extend(a.iter().filter_map(Value::as_u64).map(|n| n as u32)),
+        _ => {}
+    }
+    let add_bos = tok_config["add_bos_token"].as_bool().unwrap_or(false);
+    let bos_id = bos.as_deref().and_then(|t| tokenizer.token_id(t)).filter(|_| add_bos);
+    let chat = ChatTemplate::new(template, bos.unwrap_or_default(), eos.unwrap_or_default())?;
+    let eos_ids = stop_ids(&tokenizer, eos_ids);
+    Ok(LoadedModel { llama, tokenizer, chat, eos_ids, bos_id })
+}
+
+/// The model's EOS ids plus the end-of-turn tokens chat models emit.
+fn stop_ids(tokenizer: &Tokenizer, mut ids: Vec<u32>) -> Vec<u32> {
+    for token in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"] {
+        ids.extend(tokenizer.token_id(token));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,92 @@
+//! Loading a quantized llama-family model from a GGUF file, tokenizer and chat template
+//! included (they live in the file's metadata).
+
+use std::path::Path;
+
+use candle_core::quantized::{QMatMul, gguf_file};
+use candle_core::{DType, Device};
+
+use super::llama::{Block, Llama, LlamaConfig};
+use crate::{Error, Result};
+
+/// What a GGUF file holds: the model and the metadata the tokenizer and chat template need.
+pub struct GgufModel {
+    /// The model.
+    pub llama: Llama,
+    /// The file's metadata.
+    pub content: gguf_file::Content,
+}
+
+/// GGUF architectures whose tensor layout is llama's.
+const LLAMA_LIKE: &[&str] = &["llama", "mistral"];
+
+/// Reads a GGUF file into a [`Llama`].
+pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
+    let mut file = std::fs::File::open(path)?;
+    let content = gguf_file::Content::read(&mut file)?;
+    let arch = metadata_str(&content, "general.architecture")?;
+    if !LLAMA_LIKE.contains(&arch.as_str()) {
+        return Err(Error::Unsupported(format!(
+            "GGUF architecture {arch} (supported: {LLAMA_LIKE:?})"
+        )));
+    }
+    let num = |key: &str| -> Result<u32> {
+        content
+            .metadata
+            .get(&format!("{arch}.{key}"))
+            .ok_or_else(|| Error::Unsupported(format!("GGUF metadata {arch}.{key} missing")))?
+            .to_u32()
+            .map_err(Error::from)
+    };
+    let float = |key: &str, default: f32| -> f32 {
+        content
+            .metadata
+            .get(&format!("{arch}.{key}"))
+            .and_then(|v| v.to_f32().ok())
+            .unwrap_or(default)
+    };
+    let config = LlamaConfig {
+        hidden_size: num("embedding_length")? as usize,
+        num_heads: num("attention.head_count")? as usize,
+        num_kv_heads: num("attention.head_count_kv").unwrap_or(num("attention.head_count")?)
+            as usize,
+        rms_eps: f64::from(float("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta: float("rope.freq_base", 10_000.0),
+        max_seq_len: num("context_length")? as usize,
+        rope_interleaved: true,
+    };
+    let layers = num("block_count")? as usize;
+    let mut tensor = |name: &str| content.tensor(&mut file, name, device);
+    let embed_q = tensor("token_embd.weight")?;
+    let embed = embed_q.dequantize(device)?;
+    let norm = tensor("output_norm.weight")?.dequantize(device)?;
+    let lm_head = match tensor("output.weight") {
+        Ok(w) => QMatMul::from_qtensor(w)?,
+        // Tied embeddings: the output projection is the embedding matrix.
+        Err(_) => QMatMul::from_qtensor(embed_q)?,
+    };
+    let mut blocks = Vec::with_capacity(layers);
+    for i in 0..layers {
+        let mut q = |name: &str| -> Result<QMatMul> {
+            Ok(QMatMul::from_qtensor(tensor(&format!("blk.{i}.{name}.weight"))?)?)
+        };
+        let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
+        let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
+        let attn_norm = tensor(&format!("blk.{i}.attn_norm.weight"))?.dequantize(device)?;
+        let ffn_norm = tensor(&format!("blk.{i}.ffn_norm.weight"))?.dequantize(device)?;
+        blocks.push(Block { attn_norm, wq, wk, wv, wo, ffn_norm, gate, up, down });
+    }
+    let llama = Llama::new(config, embed.to_dtype(DType::F32)?, blocks, norm, lm_head, device)?;
+    Ok(GgufModel { llama, content })
+}
+
+/// A string metadata value.
+pub fn metadata_str(content: &gguf_file::Content, key: &str) -> Result<String> {
+    content
+        .metadata
+        .get(key)
+        .ok_or_else(|| Error::Unsupported(format!("GGUF metadata {key} missing")))?
+        .to_string()
+        .cloned()
+        .map_err(Error::from)
+}

@@ -1,0 +1,243 @@
+//! The scheduler thread: admits queued requests, prefills them, and decodes every running
+//! sequence together, one token per step.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::stop::StopMatcher;
+use super::{Admission, SchedulerConfig, Shared};
+use crate::engine::{Event, FinishReason};
+use crate::metrics::Metrics;
+use crate::model::{KvCache, LoadedModel, SeqInput};
+use crate::sampling::Sampler;
+use crate::tokenizer::StreamDecoder;
+
+/// How long an idle scheduler waits for work before it looks at its state again.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// One sequence in the running batch.
+struct Sequence {
+    sink: UnboundedSender<Event>,
+    sampler: Sampler,
+    cache: KvCache,
+    prompt: Vec<u32>,
+    last: u32,
+    generated: usize,
+    max_tokens: usize,
+    decoder: StreamDecoder,
+    stop: StopMatcher,
+    deadline: Option<Instant>,
+    admitted_at: Instant,
+    last_token_at: Instant,
+    done: bool,
+}
+
+pub(crate) struct Worker {
+    model: Arc<LoadedModel>,
+    queue: Receiver<Admission>,
+    shared: Arc<Shared>,
+    metrics: Metrics,
+    config: SchedulerConfig,
+    running: Vec<Sequence>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        model: Arc<LoadedModel>,
+        queue: Receiver<Admission>,
+        shared: Arc<Shared>,
+        metrics: Metrics,
+        config: SchedulerConfig,
+    ) -> Self {
+        Self { model, queue, shared, metrics, config, running: Vec::new() }
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            if self.running.is_empty() {
+                match self.queue.recv_timeout(IDLE_POLL) {
+                    Ok(first) => self.prefill(vec![first]),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            let mut new = Vec::new();
+            let mut budget = self.config.max_batch_tokens;
+            while self.running.len() + new.len() < self.config.max_batch_size && budget > 0 {
+                match self.queue.try_recv() {
+                    Ok(a) => {
+                        budget = budget.saturating_sub(a.request.prompt.len());
+                        new.push(a);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !new.is_empty() {
+                self.prefill(new);
+            }
+            self.decode();
+        }
+    }
+
+    /// Prefills newly admitted requests together and emits each one's first token.
+    fn prefill(&mut self, admissions: Vec<Admission>) {
+        let start = self.running.len();
+        for a in admissions {
+            self.metrics.waiting.dec();
+            if a.sink.is_closed() {
+                self.finished("cancelled");
+                continue;
+            }
+            let r = a.request;
+            self.metrics.prompt_tokens.inc_by(r.prompt.len() as u64);
+            self.running.push(Sequence {
+                sink: a.sink,
+                sampler: Sampler::new(r.sampling, &r.prompt),
+                cache: KvCache::default(),
+                last: 0,
+                generated: 0,
+                max_tokens: r.max_tokens,
+                decoder: StreamDecoder::default(),
+                stop: StopMatcher::new(r.stop),
+                deadline: r.deadline,
+                admitted_at: a.admitted_at,
+                last_token_at: a.admitted_at,
+                prompt: r.prompt,
+                done: false,
+            });
+        }
+        self.step(start, true);
+    }
+
+    /// One decode step over every running sequence.
+    fn decode(&mut self) {
+        self.running.retain(|s| !s.done);
+        let now = Instant::now();
+        for s in &mut self.running {
+            if s.sink.is_closed() {
+                s.done = true;
+                self.metrics.finish("cancelled");
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            } else if s.deadline.is_some_and(|d| now >= d) {
+                let done = Event::Done {
+                    reason: FinishReason::Deadline,
+                    prompt_tokens: s.prompt.len(),
+                    completion_tokens: s.generated,
+                };
+                let _ = s.sink.send(done);
+                s.done = true;
+                self.metrics.finish("deadline");
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.running.retain(|s| !s.done);
+        if !self.running.is_empty() {
+            self.metrics.batch_size.observe(self.running.len() as f64);
+            self.step(0, false);
+        }
+        self.running.retain(|s| !s.done);
+        self.update_gauges();
+    }
+
+    /// Runs the forward pass for `running[from..]` (whole prompts when `prefill`, else the
+    /// last token) and handles each sampled token.
+    fn step(&mut self, from: usize, prefill: bool) {
+        if from >= self.running.len() {
+            return;
+        }
+        let last: Vec<[u32; 1]> = self.running[from..].iter().map(|s| [s.last]).collect();
+        let mut inputs: Vec<SeqInput<'_>> = self.running[from..]
+            .iter_mut()
+            .zip(&last)
+            .map(|(s, l)| SeqInput {
+                tokens: if prefill { &s.prompt } else { l },
+                cache: &mut s.cache,
+            })
+            .collect();
+        let logits = self.model.llama.forward(&mut inputs).and_then(|l| Ok(l.to_vec2::<f32>()?));
+        drop(inputs);
+        match logits {
+            Ok(rows) => {
+                for (i, mut row) in rows.into_iter().enumerate() {
+                    self.emit(from + i, &mut row);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "forward pass failed");
+                for s in &mut self.running[from..] {
+                    let _ = s.sink.send(Event::Error(e.to_string()));
+                    s.done = true;
+                    self.metrics.finish("error");
+                    self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// Samples sequence `i`'s next token from `logits` and sends it.
+    fn emit(&mut self, i: usize, logits: &mut [f32]) {
+        let context = self.model.llama.config().max_seq_len;
+        let s = &mut self.running[i];
+        let (token, logprob) = s.sampler.sample(logits);
+        let now = Instant::now();
+        if s.generated == 0 {
+            self.metrics.ttft.observe((now - s.admitted_at).as_secs_f64());
+        } else {
+            self.metrics.tpot.observe((now - s.last_token_at).as_secs_f64());
+        }
+        s.last_token_at = now;
+        s.generated += 1;
+        s.last = token;
+        self.metrics.generation_tokens.inc();
+        let mut reason = None;
+        let text = if self.model.eos_ids.contains(&token) {
+            reason = Some(FinishReason::Stop);
+            s.stop.push("", true).0
+        } else {
+            let piece = s.decoder.push(&self.model.tokenizer, token).unwrap_or_default();
+            let at_limit = s.generated >= s.max_tokens || s.cache.len() + 1 >= context;
+            let (text, hit) = s.stop.push(&piece, at_limit);
+            if hit {
+                reason = Some(FinishReason::Stop);
+            } else if at_limit {
+                reason = Some(FinishReason::Length);
+            }
+            text
+        };
+        let sent = s.sink.send(Event::Token { id: token, text, logprob }).is_ok();
+        if let Some(reason) = reason.filter(|_| sent) {
+            let done = Event::Done {
+                reason,
+                prompt_tokens: s.prompt.len(),
+                completion_tokens: s.generated,
+            };
+            let _ = s.sink.send(done);
+            self.metrics.e2e.observe((now - s.admitted_at).as_secs_f64());
+            self.metrics.finish(reason.as_openai());
+        } else if !sent {
+            self.metrics.finish("cancelled");
+        }
+        if reason.is_some() || !sent {
+            s.done = true;
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn finished(&self, reason: &str) {
+        self.metrics.finish(reason);
+        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn update_gauges(&self) {
+        let live = self.running.iter().filter(|s| !s.done);
+        let tokens: usize = live.clone().map(|s| s.cache.len()).sum();
+        self.metrics.running.set(live.count() as i64);
+        let budget = (self.config.max_batch_size * self.model.llama.config().max_seq_len).max(1);
+        self.metrics.kv_cache_usage.set(tokens as f64 / budget as f64);
+    }
+}

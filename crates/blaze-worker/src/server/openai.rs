@@ -1,0 +1,234 @@
+//! `/v1/completions`, `/v1/chat/completions` (plain and SSE-streamed) and `/v1/models`.
+
+use std::convert::Infallible;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::AppState;
+use super::error::ApiError;
+use super::request::{Parsed, Prompt, parse_chat, parse_completion};
+use crate::engine::{Engine, Event, GenerateRequest};
+use crate::sampling::TokenLogprob;
+
+pub(super) async fn models(State(state): State<AppState>) -> Response {
+    let Some(engine) = state.engine.get() else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading")
+            .into_response();
+    };
+    Json(json!({"object": "list", "data": [{
+        "id": engine.model_name(), "object": "model", "created": now(), "owned_by": "blaze",
+        "max_model_len": engine.context_length(),
+    }]}))
+    .into_response()
+}
+
+pub(super) async fn completions(State(state): State<AppState>, body: Bytes) -> Response {
+    serve(state, parse_completion(&body), false).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(super) async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Response {
+    serve(state, parse_chat(&body), true).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Everything the response builders need to know about the request.
+struct Reply {
+    id: String,
+    model: String,
+    chat: bool,
+    include_usage: bool,
+    logprobs: bool,
+}
+
+async fn serve(
+    state: AppState,
+    parsed: Result<Parsed, ApiError>,
+    chat: bool,
+) -> Result<Response, ApiError> {
+    let parsed = parsed?;
+    let engine = state
+        .ready_engine()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the worker is not ready (loading or draining)",
+            )
+        })?
+        .clone();
+    if let Some(model) = parsed.common.model.as_deref().filter(|m| *m != engine.model_name()) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "model: {model:?} is not served here; this worker serves {:?}",
+                engine.model_name()
+            ),
+            param: Some("model".into()),
+        });
+    }
+    let prompt = match &parsed.prompt {
+        Prompt::Text(t) => engine.tokenize(t)?,
+        Prompt::Chat(m) => engine.tokenize_chat(m)?,
+    };
+    let context = engine.context_length();
+    let room = context.saturating_sub(prompt.len());
+    let max_tokens = parsed.common.max_tokens.unwrap_or(state.default_max_tokens.min(room));
+    if max_tokens > room {
+        let msg = format!(
+            "{max_tokens} tokens do not fit: the prompt has {} and the context is {context}",
+            prompt.len()
+        );
+        return Err(ApiError::invalid("max_tokens", msg));
+    }
+    let request = GenerateRequest {
+        prompt,
+        max_tokens,
+        sampling: parsed.common.sampling.clone(),
+        stop: parsed.common.stop.clone(),
+        deadline: Some(Instant::now() + state.request_timeout),
+    };
+    let events = engine.submit(request)?;
+    let reply = Reply {
+        id: format!("{}-{}", if chat { "chatcmpl" } else { "cmpl" }, uuid::Uuid::new_v4().simple()),
+        model: engine.model_name().to_string(),
+        chat,
+        include_usage: parsed.common.include_usage,
+        logprobs: parsed.common.sampling.logprobs.is_some(),
+    };
+    if parsed.common.stream {
+        Ok(Sse::new(stream(reply, engine, events)).into_response())
+    } else {
+        whole(reply, engine, events).await
+    }
+}
+
+async fn whole(
+    reply: Reply,
+    engine: std::sync::Arc<dyn Engine>,
+    mut events: UnboundedReceiver<Event>,
+) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    let mut logprobs = Vec::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Token { id, text: piece, logprob } => {
+                text.push_str(&piece);
+                logprobs.extend(logprob.map(|l| (id, l)));
+            }
+            Event::Error(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
+            Event::Done { reason, prompt_tokens, completion_tokens } => {
+                let lp = reply.logprobs.then(|| logprobs_json(&*engine, &logprobs, reply.chat));
+                let choice = if reply.chat {
+                    json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": reason.as_openai()})
+                } else {
+                    json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": reason.as_openai()})
+                };
+                return Ok(Json(json!({
+                    "id": reply.id, "object": if reply.chat { "chat.completion" } else { "text_completion" },
+                    "created": now(), "model": reply.model, "choices": [choice],
+                    "usage": usage(prompt_tokens, completion_tokens),
+                }))
+                .into_response());
+            }
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the engine ended the request without a result",
+    ))
+}
+
+fn stream(
+    reply: Reply,
+    engine: std::sync::Arc<dyn Engine>,
+    mut events: UnboundedReceiver<Event>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    async_stream::stream! {
+        let created = now();
+        let object = if reply.chat { "chat.completion.chunk" } else { "text_completion" };
+        let chunk = |choice: Value, usage: Value| {
+            let mut body = json!({"id": reply.id, "object": object, "created": created, "model": reply.model, "choices": choice});
+            if !usage.is_null() { body["usage"] = usage; }
+            SseEvent::default().data(body.to_string())
+        };
+        if reply.chat {
+            yield Ok(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null));
+        }
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::Token { id, text, logprob } => {
+                    if text.is_empty() && logprob.is_none() { continue; }
+                    let lp = logprob.map(|l| logprobs_json(&*engine, &[(id, l)], reply.chat));
+                    let choice = if reply.chat {
+                        json!([{"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}])
+                    } else {
+                        json!([{"index": 0, "text": text, "logprobs": lp, "finish_reason": null}])
+                    };
+                    yield Ok(chunk(choice, Value::Null));
+                }
+                Event::Done { reason, prompt_tokens, completion_tokens } => {
+                    let choice = if reply.chat {
+                        json!([{"index": 0, "delta": {}, "finish_reason": reason.as_openai()}])
+                    } else {
+                        json!([{"index": 0, "text": "", "finish_reason": reason.as_openai()}])
+                    };
+                    yield Ok(chunk(choice, Value::Null));
+                    if reply.include_usage {
+                        yield Ok(chunk(json!([]), usage(prompt_tokens, completion_tokens)));
+                    }
+                    break;
+                }
+                Event::Error(message) => {
+                    yield Ok(SseEvent::default().data(json!({"error": {"message": message, "type": "server_error"}}).to_string()));
+                    break;
+                }
+            }
+        }
+        yield Ok(SseEvent::default().data("[DONE]"));
+    }
+}
+
+fn logprobs_json(engine: &dyn Engine, tokens: &[(u32, TokenLogprob)], chat: bool) -> Value {
+    let name = |id: u32| engine.token_text(id);
+    if chat {
+        let content: Vec<Value> = tokens
+            .iter()
+            .map(|(id, l)| {
+                let top: Vec<Value> = l.top.iter().map(|(t, lp)| json!({"token": name(*t), "logprob": lp, "bytes": name(*t).into_bytes()})).collect();
+                json!({"token": name(*id), "logprob": l.logprob, "bytes": name(*id).into_bytes(), "top_logprobs": top})
+            })
+            .collect();
+        json!({"content": content})
+    } else {
+        let top: Vec<Value> = tokens
+            .iter()
+            .map(|(_, l)| {
+                l.top
+                    .iter()
+                    .map(|(t, lp)| (name(*t), json!(lp)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            })
+            .collect();
+        json!({
+            "tokens": tokens.iter().map(|(id, _)| name(*id)).collect::<Vec<_>>(),
+            "token_logprobs": tokens.iter().map(|(_, l)| l.logprob).collect::<Vec<_>>(),
+            "top_logprobs": top,
+        })
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,111 @@
+//! Helpers for tests and benchmarks: a tiny random-weight llama in the Hugging Face layout
+//! (config.json, model.safetensors, tokenizer.json), and where the real test models live.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::json;
+
+use crate::Result;
+
+/// Shape of the tiny model: big enough to have grouped-query attention, several layers and
+/// a causal mask that matters, small enough to decode thousands of tokens a second on CPU.
+const HIDDEN: usize = 64;
+const INTERMEDIATE: usize = 128;
+const LAYERS: usize = 2;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+
+/// Writes a random-weight llama with a byte-level tokenizer (256 byte tokens, no merges, no
+/// end-of-sequence token, so generation always runs to `max_tokens`) into `dir`.
+pub fn write_tiny_llama(dir: &Path, context: usize) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let vocab = 256;
+    let config = json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "vocab_size": vocab,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": context,
+        "tie_word_embeddings": false, "torch_dtype": "float32",
+    });
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    std::fs::write(dir.join("tokenizer.json"), serde_json::to_vec(&byte_tokenizer())?)?;
+    let device = Device::Cpu;
+    let mut weights: HashMap<String, Tensor> = HashMap::new();
+    let mut add = |name: String, shape: (usize, usize)| -> Result<()> {
+        let scale = 1.0 / (shape.1 as f64).sqrt();
+        weights.insert(name, (Tensor::randn(0f32, 1f32, shape, &device)? * scale)?);
+        Ok(())
+    };
+    add("model.embed_tokens.weight".into(), (vocab, HIDDEN))?;
+    add("lm_head.weight".into(), (vocab, HIDDEN))?;
+    let head_dim = HIDDEN / HEADS;
+    for i in 0..LAYERS {
+        let p = format!("model.layers.{i}");
+        add(format!("{p}.self_attn.q_proj.weight"), (HIDDEN, HIDDEN))?;
+        add(format!("{p}.self_attn.k_proj.weight"), (KV_HEADS * head_dim, HIDDEN))?;
+        add(format!("{p}.self_attn.v_proj.weight"), (KV_HEADS * head_dim, HIDDEN))?;
+        add(format!("{p}.self_attn.o_proj.weight"), (HIDDEN, HIDDEN))?;
+        add(format!("{p}.mlp.gate_proj.weight"), (INTERMEDIATE, HIDDEN))?;
+        add(format!("{p}.mlp.up_proj.weight"), (INTERMEDIATE, HIDDEN))?;
+        add(format!("{p}.mlp.down_proj.weight"), (HIDDEN, INTERMEDIATE))?;
+    }
+    let mut norms = vec!["model.norm.weight".to_string()];
+    for i in 0..LAYERS {
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            norms.push(format!("model.layers.{i}.{norm}.weight"));
+        }
+    }
+    for name in norms {
+        weights.insert(name, Tensor::ones(HIDDEN, DType::F32, &device)?);
+    }
+    candle_core::safetensors::save(&weights, dir.join("model.safetensors"))?;
+    Ok(())
+}
+
+/// GPT-2's reversible map from bytes to printable characters.
+fn byte_chars() -> Vec<char> {
+    let mut extra = 0;
+    (0u32..256)
+        .map(|b| {
+            let printable =
+                (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+            if printable {
+                char::from_u32(b).unwrap_or('?')
+            } else {
+                extra += 1;
+                char::from_u32(255 + extra).unwrap_or('?')
+            }
+        })
+        .collect()
+}
+
+fn byte_tokenizer() -> serde_json::Value {
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        byte_chars().into_iter().enumerate().map(|(i, c)| (c.to_string(), json!(i))).collect();
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null, "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "vocab": vocab, "merges": []},
+    })
+}
+
+/// The folder real test models are cached in: `$BLAZE_TEST_MODELS`, else `.dev/models` at
+/// the workspace root (filled by `scripts/fetch-test-models.sh`).
+pub fn test_models_dir() -> PathBuf {
+    match std::env::var_os("BLAZE_TEST_MODELS") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev/models"),
+    }
+}
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF, panicking with the fix when it is missing.
+pub fn smollm2_gguf() -> PathBuf {
+    let path = test_models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(path.is_file(), "{} is missing: run scripts/fetch-test-models.sh", path.display());
+    path
+}

@@ -1,0 +1,194 @@
+//! Tokenizers from `tokenizer.json` or from GGUF metadata, and incremental detokenization
+//! for streaming.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use tokenizers::decoders::byte_level::ByteLevel;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper};
+
+use crate::{Error, Result};
+
+/// A tokenizer plus the ids generation stops at.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl Tokenizer {
+    /// Reads a Hugging Face `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let inner =
+            tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(Self { inner })
+    }
+
+    /// Builds the tokenizer a GGUF file describes in its `tokenizer.ggml.*` metadata.
+    /// Supports byte-level BPE (`tokenizer.ggml.model = gpt2`), what llama 3, qwen, SmolLM
+    /// and most recent models use.
+    pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
+        let get = |key: &str| {
+            content
+                .metadata
+                .get(key)
+                .ok_or_else(|| Error::Tokenizer(format!("GGUF metadata {key} missing")))
+        };
+        let model = get("tokenizer.ggml.model")?.to_string()?.clone();
+        if model != "gpt2" {
+            return Err(Error::Tokenizer(format!(
+                "GGUF tokenizer model {model:?} (supported: gpt2 byte-level BPE)"
+            )));
+        }
+        let tokens: Vec<String> = get("tokenizer.ggml.tokens")?
+            .to_vec()?
+            .iter()
+            .map(|v| v.to_string().cloned())
+            .collect::<Result<_, _>>()?;
+        let merges: Vec<(String, String)> = get("tokenizer.ggml.merges")?
+            .to_vec()?
+            .iter()
+            .map(|v| {
+                let m = v.to_string()?;
+                let (a, b) = m.split_once(' ').unwrap_or((m.as_str(), ""));
+                Ok((a.to_string(), b.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        let types: Vec<i32> = match content.metadata.get("tokenizer.ggml.token_type") {
+            Some(v) => v.to_vec()?.iter().map(|t| t.to_i32()).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        let byte_level = ByteLevel::new(false, true, true);
+        let pre =
+            content.metadata.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned();
+        let pre_tokenizer: PreTokenizerWrapper = if pre.as_deref() == Some("smollm") {
+            // SmolLM splits digits one by one before the byte-level split.
+            Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+        } else {
+            byte_level.into()
+        };
+        inner.with_pre_tokenizer(Some(pre_tokenizer));
+        inner.with_decoder(Some(byte_level));
+        // Control (3) and user-defined (4) tokens are matched whole, never split by BPE.
+        let special: Vec<AddedToken> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == 3 || **t == 4)
+            .map(|(i, t)| AddedToken::from(tokens[i].clone(), *t == 3))
+            .collect();
+        inner.add_special_tokens(special).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(Self { inner })
+    }
+
+    /// Token ids of `text`; special tokens written in the text are recognised.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, special tokens left out.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, true).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// The id of a token string, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The token string of an id.
+    pub fn id_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}
+
+/// Turns a growing list of token ids into text pieces, holding back bytes that do not yet
+/// form whole UTF-8 characters.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    prefix: usize,
+    read: usize,
+}
+
+impl StreamDecoder {
+    /// Adds a token and returns the text it completes, if any.
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let now = tokenizer.decode(&self.ids[self.prefix..])?;
+        // A UTF-8 character spans at most 4 tokens of byte-level BPE; past that, the
+        // replacement character is what the model really produced.
+        let incomplete = now.ends_with('\u{fffd}') && self.ids.len() - self.read < 4;
+        if now.len() > before.len() && !incomplete {
+            // Replacement characters may decode differently once more bytes arrive, so
+            // cut at the longest common prefix rather than at `before.len()`.
+            let common: usize = before
+                .chars()
+                .zip(now.chars())
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| a.len_utf8())
+                .sum();
+            let piece = now[common..].to_string();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            Ok(piece)
+        } else {
+            Ok(String::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_decoder_survives_invalid_utf8_from_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::testing::write_tiny_llama(dir.path(), 16).unwrap();
+        let tok = Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+        let mut d = StreamDecoder::default();
+        let mut text = String::new();
+        // Lone continuation bytes, a truncated 3-byte sequence, then ASCII.
+        for id in [
+            tok.token_id("Ģ").unwrap_or(130),
+            0xe2,
+            0x82,
+            0xcf,
+            0xa3,
+            0xe2,
+            b'6' as u32,
+            b'A' as u32,
+        ] {
+            text.push_str(&d.push(&tok, id).unwrap());
+        }
+        assert!(text.ends_with("6A") || text.ends_with('A'), "{text:?}");
+    }
+
+    #[test]
+    fn stream_decoder_emits_multibyte_characters_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::testing::write_tiny_llama(dir.path(), 16).unwrap();
+        let tok = Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+        let ids = tok.encode("é€x").unwrap();
+        let mut d = StreamDecoder::default();
+        let pieces: Vec<String> = ids.iter().map(|id| d.push(&tok, *id).unwrap()).collect();
+        assert_eq!(pieces.concat(), "é€x");
+        assert!(pieces.iter().all(|p| !p.contains('\u{fffd}')), "{pieces:?}");
+    }
+}

@@ -1,0 +1,166 @@
+//! The scheduler through the production loading path, with a tiny random-weight llama that
+//! the test writes (config.json, model.safetensors, tokenizer.json).
+
+use std::time::{Duration, Instant};
+
+use blaze_worker::engine::{Engine, Event, FinishReason, GenerateRequest, SubmitError};
+use blaze_worker::metrics::Metrics;
+use blaze_worker::model::{KvCache, Llama, LoadedModel};
+use blaze_worker::sampling::SamplingParams;
+use blaze_worker::scheduler::{LlmEngine, SchedulerConfig};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn tiny_model(context: usize) -> (tempfile::TempDir, LoadedModel) {
+    let dir = tempfile::tempdir().unwrap();
+    blaze_worker::testing::write_tiny_llama(dir.path(), context).unwrap();
+    let model = blaze_worker::model::load(dir.path(), &candle_core::Device::Cpu).unwrap();
+    (dir, model)
+}
+
+fn engine(
+    model: LoadedModel,
+    max_batch_size: usize,
+    max_queue: usize,
+) -> (LlmEngine, prometheus_client::registry::Registry) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let config = SchedulerConfig { max_batch_size, max_queue, max_batch_tokens: 4096 };
+    (LlmEngine::start("tiny".into(), model, config, metrics), registry)
+}
+
+fn greedy(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        prompt,
+        max_tokens,
+        sampling: SamplingParams::default(),
+        stop: vec![],
+        deadline: None,
+    }
+}
+
+/// Collects a request's token ids and finish reason, failing after `within`.
+async fn collect(
+    mut events: UnboundedReceiver<Event>,
+    within: Duration,
+) -> (Vec<u32>, FinishReason) {
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await.expect("request timed out") {
+            Some(Event::Token { id, .. }) => ids.push(id),
+            Some(Event::Done { reason, completion_tokens, .. }) => {
+                assert_eq!(completion_tokens, ids.len());
+                return (ids, reason);
+            }
+            Some(Event::Error(e)) => panic!("engine error: {e}"),
+            None => panic!("stream ended without Done"),
+        }
+    }
+}
+
+/// Plain greedy loop over one sequence: the reference the scheduler must match.
+fn reference(llama: &Llama, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = KvCache::default();
+    let mut out = Vec::new();
+    let mut input = prompt.to_vec();
+    for _ in 0..n {
+        let logits = llama.forward_one(&input, &mut cache).unwrap().to_vec1::<f32>().unwrap();
+        let next = blaze_worker::sampling::argmax(&logits);
+        out.push(next);
+        input = vec![next];
+    }
+    out
+}
+
+#[tokio::test]
+async fn batched_greedy_equals_unbatched_greedy_token_for_token() {
+    let (_dir, model) = tiny_model(512);
+    let prompts: Vec<Vec<u32>> =
+        ["a", "hello there", "the quick brown fox jumps", "xyz 123 and more words here"]
+            .iter()
+            .map(|p| model.encode_prompt(p).unwrap())
+            .collect();
+    let n = 24;
+    let expected: Vec<Vec<u32>> = prompts.iter().map(|p| reference(&model.llama, p, n)).collect();
+    let (engine, registry) = engine(model, 8, 16);
+    let streams: Vec<_> =
+        prompts.iter().map(|p| engine.submit(greedy(p.clone(), n)).unwrap()).collect();
+    for (stream, want) in streams.into_iter().zip(&expected) {
+        let (ids, reason) = collect(stream, Duration::from_secs(60)).await;
+        assert_eq!(&ids, want);
+        assert_eq!(reason, FinishReason::Length);
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let batched = text.lines().find(|l| l.starts_with("blaze_batch_size_sum")).unwrap();
+    let steps = text.lines().find(|l| l.starts_with("blaze_batch_size_count")).unwrap();
+    let value = |l: &str| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    assert!(
+        value(batched) > value(steps),
+        "decode steps ran more than one sequence at a time: {batched} / {steps}"
+    );
+}
+
+#[tokio::test]
+async fn full_queue_refuses_at_once_and_cancellation_frees_the_slot() {
+    let (_dir, model) = tiny_model(100_000);
+    let prompt = model.encode_prompt("hi").unwrap();
+    let (engine, registry) = engine(model, 1, 1);
+    // A takes the only batch slot (it would run for 90k tokens), B waits in the only queue slot.
+    let mut a = engine.submit(greedy(prompt.clone(), 90_000)).unwrap();
+    assert!(matches!(a.recv().await, Some(Event::Token { .. })));
+    let b = engine.submit(greedy(prompt.clone(), 4)).unwrap();
+    let started = Instant::now();
+    assert_eq!(engine.submit(greedy(prompt.clone(), 4)).unwrap_err(), SubmitError::QueueFull(1));
+    assert!(started.elapsed() < Duration::from_millis(100), "refusal must not wait");
+    // Dropping A's receiver (the client went away) must free the slot for B right away.
+    drop(a);
+    let (ids, _) = collect(b, Duration::from_secs(30)).await;
+    assert_eq!(ids.len(), 4);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("vllm:request_success_total{finished_reason=\"cancelled\"} 1"), "{text}");
+    assert!(text.contains("blaze_requests_rejected_total 1"), "{text}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.in_flight() > 0 {
+        assert!(Instant::now() < deadline, "in-flight count never returned to 0");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn deadline_ends_a_request_and_stop_strings_cut_text() {
+    let (_dir, model) = tiny_model(100_000);
+    let prompt = model.encode_prompt("hi").unwrap();
+    let (engine, _registry) = engine(model, 4, 4);
+    let mut late = greedy(prompt.clone(), 90_000);
+    late.deadline = Some(Instant::now() + Duration::from_millis(200));
+    let (ids, reason) = collect(engine.submit(late).unwrap(), Duration::from_secs(30)).await;
+    assert_eq!(reason, FinishReason::Deadline);
+    assert!(ids.len() < 90_000);
+
+    // Find what greedy says, then stop on a piece of it.
+    let mut text = String::new();
+    let mut events = engine.submit(greedy(prompt.clone(), 12)).unwrap();
+    while let Some(Event::Token { text: t, .. }) = events.recv().await {
+        text.push_str(&t);
+    }
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 6, "expected some text, got {text:?}");
+    let stop: String = chars[3..5].iter().collect();
+    let mut with_stop = greedy(prompt, 12);
+    with_stop.stop = vec![stop.clone()];
+    let mut events = engine.submit(with_stop).unwrap();
+    let mut cut = String::new();
+    let mut reason = None;
+    while let Some(e) = events.recv().await {
+        match e {
+            Event::Token { text, .. } => cut.push_str(&text),
+            Event::Done { reason: r, .. } => reason = Some(r),
+            Event::Error(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(reason, Some(FinishReason::Stop));
+    assert_eq!(cut, text[..text.find(&stop).unwrap()]);
+}

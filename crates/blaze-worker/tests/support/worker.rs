@@ -1,0 +1,73 @@
+//! Runs the real `blaze-worker` binary on a free loopback port for a test.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A worker process, killed when dropped.
+pub struct Worker {
+    pub child: Child,
+    pub base: String,
+    pub port: u16,
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Worker {
+    /// Starts the worker with `args` (plus `--listen`) and waits until `/readyz` says 200.
+    pub async fn start(args: &[&str], ready_within: Duration) -> Worker {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_blaze-worker"))
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting blaze-worker");
+        let mut worker = Worker { child, base: format!("http://127.0.0.1:{port}"), port };
+        let deadline = Instant::now() + ready_within;
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", worker.base)).send().await
+                && r.status() == 200
+            {
+                return worker;
+            }
+            if let Ok(Some(status)) = worker.child.try_wait() {
+                panic!("blaze-worker exited before it was ready: {status}");
+            }
+            assert!(Instant::now() < deadline, "blaze-worker not ready within {ready_within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `within`.
+    pub async fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "blaze-worker did not exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
