@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod crds;
 pub mod engine;
 pub mod router;
+pub mod routing;
 mod schema;
 
 pub use engine::{BlazeEngine, BlazeEngineSpec, BlazeEngineStatus};

@@ -1,0 +1,251 @@
+//! `blaze-router-bench`: the router against HAProxy under the same `wrk` load.
+//!
+//! Starts four `blaze-test-upstream` processes, HAProxy (Debian's `haproxy`) and the router,
+//! both round robin over the same four upstreams with keep-alive and the same thread count,
+//! then runs `wrk` against one upstream directly, through HAProxy and through the router, and
+//! prints requests/s and p50/p99 latency for each plus the router-to-HAProxy ratios. Needs
+//! `wrk` and `haproxy` on the PATH (`apt-get install -y wrk haproxy`).
+//!
+//! `cargo run --release -p blaze-router --bin blaze-router-bench -- --duration 10`
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+/// Benchmark the router against HAProxy.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Worker threads for the router and HAProxy alike.
+    #[arg(long, env = "BLAZE_BENCH_THREADS", default_value_t = 1)]
+    threads: usize,
+    /// wrk threads.
+    #[arg(long, env = "BLAZE_BENCH_WRK_THREADS", default_value_t = 1)]
+    wrk_threads: usize,
+    /// wrk connections.
+    #[arg(long, env = "BLAZE_BENCH_CONNECTIONS", default_value_t = 32)]
+    connections: usize,
+    /// Seconds per wrk run.
+    #[arg(long, env = "BLAZE_BENCH_DURATION", default_value_t = 10)]
+    duration: u64,
+    /// Where to write the results (text) besides stdout.
+    #[arg(long, env = "BLAZE_BENCH_OUT", default_value = "target/blaze-router-bench.txt")]
+    out: PathBuf,
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    for tool in ["wrk", "haproxy"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()?
+            .code()
+            != Some(0)
+        {
+            bail!("{tool} is not installed: apt-get install -y wrk haproxy");
+        }
+    }
+    let bin_dir = std::env::current_exe()?.parent().context("binary directory")?.to_path_buf();
+    let mut keep = Vec::new();
+    let mut ups = Vec::new();
+    for i in 0..4 {
+        let (child, addr) = upstream(&bin_dir, i)?;
+        keep.push(child);
+        ups.push(addr);
+    }
+    let dir = std::env::temp_dir().join(format!("blaze-router-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let haproxy_addr = free_addr()?;
+    let router_addr = free_addr()?;
+    keep.push(haproxy(&dir, &haproxy_addr, &ups, args.threads)?);
+    keep.push(router(&bin_dir, &dir, &router_addr, &ups, args.threads)?);
+    for a in [&haproxy_addr, &router_addr] {
+        wait_ready(a)?;
+    }
+    let mut report = format!(
+        "wrk -t{} -c{} -d{}s, router and haproxy with {} thread(s), 4 upstreams, round robin, keep-alive\n",
+        args.wrk_threads, args.connections, args.duration, args.threads
+    );
+    let mut results = Vec::new();
+    for (name, addr) in [
+        ("direct (1 upstream)", &ups[0]),
+        ("haproxy", &haproxy_addr),
+        ("blaze-router", &router_addr),
+    ] {
+        // A short warm-up fills connection pools.
+        wrk(addr, &args, 2)?;
+        let r = wrk(addr, &args, args.duration)?;
+        report.push_str(&format!(
+            "{name:<22} {:>10.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms\n",
+            r.rps, r.p50_ms, r.p99_ms
+        ));
+        results.push(r);
+    }
+    let (direct, hap, rtr) = (results[0], results[1], results[2]);
+    report.push_str(&format!(
+        "router/haproxy throughput ratio {:.3}; added p99 over direct: haproxy {:.3} ms, router {:.3} ms\n",
+        rtr.rps / hap.rps,
+        hap.p99_ms - direct.p99_ms,
+        rtr.p99_ms - direct.p99_ms
+    ));
+    print!("{report}");
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, &report)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn upstream(bin_dir: &Path, i: usize) -> anyhow::Result<(Kill, String)> {
+    let mut child = Command::new(bin_dir.join("blaze-test-upstream"))
+        .args(["--listen", "127.0.0.1:0", "--name", &format!("u{i}"), "--threads", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context(
+            "starting blaze-test-upstream (build it: cargo build --release -p blaze-router)",
+        )?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let addr = line.trim().strip_prefix("listening on ").context("upstream address")?.to_owned();
+    Ok((Kill(child), addr))
+}
+
+fn free_addr() -> anyhow::Result<String> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+}
+
+fn haproxy(dir: &Path, listen: &str, ups: &[String], threads: usize) -> anyhow::Result<Kill> {
+    let servers: String =
+        ups.iter().enumerate().map(|(i, a)| format!("    server u{i} {a}\n")).collect();
+    let cfg = format!(
+        "global\n    nbthread {threads}\n    maxconn 100000\n\
+         defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n\
+         \x20   timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
+         frontend fe\n    bind {listen}\n    default_backend be\n\
+         backend be\n    balance roundrobin\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg)?;
+    let child = Command::new("haproxy")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting haproxy")?;
+    Ok(Kill(child))
+}
+
+fn router(
+    bin_dir: &Path,
+    dir: &Path,
+    listen: &str,
+    ups: &[String],
+    threads: usize,
+) -> anyhow::Result<Kill> {
+    let eps: String = ups.iter().map(|a| format!("- address: {a}\n")).collect();
+    let path = dir.join("routing.yaml");
+    std::fs::write(&path, format!("strategy: roundRobin\nendpoints:\n{eps}"))?;
+    let child = Command::new(bin_dir.join("blaze-router"))
+        .args(["--listen", listen, "--worker-threads", &threads.to_string(), "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .context("starting blaze-router")?;
+    Ok(Kill(child))
+}
+
+fn wait_ready(addr: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("{addr} did not come up");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn wrk(addr: &str, a: &Args, secs: u64) -> anyhow::Result<Run> {
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            &a.wrk_threads.to_string(),
+            "-c",
+            &a.connections.to_string(),
+            "-d",
+            &format!("{secs}s"),
+            "--latency",
+        ])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Option<Run> {
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+    };
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        eprintln!("warning: wrk saw errors:\n{text}");
+    }
+    Some(Run { rps, p50_ms: ms(field("50%")?)?, p99_ms: ms(field("99%")?)? })
+}
+
+fn ms(v: &str) -> Option<f64> {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let t = "Running 1s test\n  Latency Distribution\n     50%  512.00us\n     75%    1.00ms\n     99%    2.50ms\n\
+                 12345 requests in 1.00s\nRequests/sec:  12345.67\nTransfer/sec: 1MB\n";
+        let r = parse_wrk(t).unwrap();
+        assert_eq!(r.rps, 12345.67);
+        assert!((r.p50_ms - 0.512).abs() < 1e-9);
+        assert_eq!(r.p99_ms, 2.5);
+    }
+}

@@ -1,0 +1,76 @@
+//! Active health checks: every `intervalSeconds`, a GET of `path` on every endpoint, with
+//! `timeoutSeconds`; `unhealthyThreshold` failures in a row take an endpoint out of balancing,
+//! `healthyThreshold` passes in a row bring it back. The breaker handles failures seen in
+//! traffic; health checks find endpoints that fail without traffic and confirm recovery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use http::{Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::Upstream;
+use crate::endpoint::Endpoint;
+use crate::routes::Table;
+
+/// Runs health checks forever over whatever endpoints the table holds.
+pub async fn run(table: Arc<Table>) {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(Duration::from_secs(1)));
+    let client: Client<HttpConnector, Upstream> = Client::builder(TokioExecutor::new()).build(conn);
+    loop {
+        let routes = table.load();
+        let Some(hc) = routes.config.health_check.clone() else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let interval = Duration::from_secs(u64::try_from(hc.interval_seconds).unwrap_or(1).max(1));
+        let timeout = Duration::from_secs(u64::try_from(hc.timeout_seconds).unwrap_or(1).max(1));
+        let (up, down) = (
+            u32::try_from(hc.healthy_threshold).unwrap_or(1),
+            u32::try_from(hc.unhealthy_threshold).unwrap_or(1),
+        );
+        let checks = routes.endpoints.iter().map(|ep| {
+            let client = &client;
+            let path = hc.path.as_str();
+            async move {
+                let ok = probe(client, ep, path, timeout).await;
+                if let Some(healthy) = ep.record_health(ok, up, down) {
+                    if healthy {
+                        tracing::info!(endpoint = %ep.address, "health checks pass again");
+                    } else {
+                        tracing::warn!(endpoint = %ep.address, "health checks fail: endpoint taken out");
+                    }
+                }
+            }
+        });
+        // The next round starts one interval after this one started, however long it took.
+        let next = tokio::time::Instant::now() + interval;
+        join_all(checks).await;
+        tokio::time::sleep_until(next).await;
+    }
+}
+
+async fn probe(
+    client: &Client<HttpConnector, Upstream>,
+    ep: &Endpoint,
+    path: &str,
+    timeout: Duration,
+) -> bool {
+    let Ok(uri) =
+        Uri::builder().scheme("http").authority(ep.address.as_str()).path_and_query(path).build()
+    else {
+        return false;
+    };
+    let mut req = Request::new(Upstream::full(Bytes::new()));
+    *req.uri_mut() = uri;
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(resp)) => resp.status().is_success(),
+        _ => false,
+    }
+}

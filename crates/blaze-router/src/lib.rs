@@ -1,0 +1,100 @@
+//! `blaze-router`: the data-plane proxy in front of Blaze inference workers.
+//!
+//! Every inference request passes through it. It proxies HTTP/1.1 and HTTP/2 (cleartext, prior
+//! knowledge; gRPC included) with bodies streamed both ways, picks an endpoint with one of the
+//! [`balance`] strategies, ejects failing endpoints with per-endpoint circuit [`breaker`]s and
+//! active [`health`] checks, and retries only what is safe to retry within a retry
+//! [`budget`]. A request counts as in flight until its response body ends, so a long token
+//! stream weighs on its endpoint for as long as it runs.
+//!
+//! # How endpoints and weights reach the router
+//!
+//! Decision: **the operator renders one routing document per BlazeRouter**
+//! ([`blaze_api::routing::RoutingConfig`]: endpoints with weights plus every balancing, breaker,
+//! health, retry and timeout setting) into the ConfigMap
+//! [`blaze_api::routing::config_map_name`] under the key `routing.yaml`, and **every router
+//! replica watches that one ConfigMap through the API server** (a watch, not a volume mount:
+//! the kubelet refreshes mounted ConfigMaps only every minute or so). Outside Kubernetes the
+//! same document is a YAML file (`--config FILE`) that the router reloads when it changes.
+//!
+//! Why this rather than each router watching the BlazeRouter and the EndpointSlices itself:
+//! - The operator must compute the endpoint set and the automatic weights anyway (it reports
+//!   them in the BlazeRouter status); rendering them once keeps a single source of truth, and
+//!   endpoints and weights change together, atomically, in one object.
+//! - Each router needs one watch on one object (RBAC: get/list/watch on one ConfigMap) instead
+//!   of watches on BlazeRouters, BlazeEngines and EndpointSlices, so the API server carries
+//!   N watches rather than 3N, and a router never needs to understand engine selection.
+//! - The standalone file and the in-cluster document are the same format, so the file mode
+//!   exercises every code path the cluster mode uses.
+//! - The two-second budget holds: a watch event reaches every replica in milliseconds, and
+//!   the operator reconciles on EndpointSlice events without delay.
+//!
+//! The cost is a dependency on the operator for endpoint changes: if it is down, routers keep
+//! routing with the last document they saw. Dead endpoints are still ejected within a second
+//! by the breakers and health checks, which need no control plane.
+//!
+//! In this release the router implements the file mode; the ConfigMap watch is the next step
+//! (see `config` for the reload path both share).
+
+pub mod admin;
+pub mod auth;
+pub mod balance;
+pub mod body;
+pub mod breaker;
+pub mod budget;
+pub mod config;
+pub mod endpoint;
+pub mod health;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+
+/// Errors of the router.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration {path}: {source}")]
+    ReadConfig {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration does not parse.
+    #[error("invalid configuration {path}: {source}")]
+    ParseConfig {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// The configuration parses but makes no sense.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::ReadConfig { .. } => "read_config",
+            Error::ParseConfig { .. } => "parse_config",
+            Error::InvalidConfig(_) => "invalid_config",
+            Error::Bind { .. } => "bind",
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

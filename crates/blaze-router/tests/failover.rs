@@ -1,0 +1,88 @@
+//! Killing one of three upstreams under load: no request is lost, the dead one is ejected
+//! within a second, and it returns once it is back.
+
+#[path = "support/process.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_loses_nothing_ejects_fast_and_recovers() {
+    let mut ups: Vec<Proc> = (0..3).map(|i| upstream(&format!("u{i}"), "127.0.0.1:0")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    let addrs: Vec<String> = ups.iter().map(|u| u.addr.clone()).collect();
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let doc = format!(
+        "strategy: roundRobin\nslowStartSeconds: 0\n\
+         circuitBreaker: {{consecutiveFailures: 3, openSeconds: 1, maxOpenSeconds: 2, maxEjectionPercent: 50}}\n\
+         healthCheck: {{path: /readyz, intervalSeconds: 1, timeoutSeconds: 1, healthyThreshold: 1, unhealthyThreshold: 2}}\n\
+         retries: {{attempts: 2, budgetPercent: 50}}\n{}",
+        endpoints_yaml(&refs)
+    );
+    write_config(&cfg, &doc);
+    let r = router(&cfg, &["--breaker-open-ms", "300"]).await;
+    let url = format!("http://{}/", r.addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (c, url, stop, ok, failed) =
+            (client(), url.clone(), stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            // Bounded: at most 20,000 requests per task.
+            for _ in 0..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match get(&c, &url).await {
+                    Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("lost: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    let c = client();
+    poll(Duration::from_secs(5), || async { ok.load(Ordering::Relaxed) > 200 }).await;
+
+    let victim = addrs[1].clone();
+    ups[1].kill();
+    let killed = Instant::now();
+    let state = format!("blaze_router_endpoint_breaker_state{{endpoint=\"{victim}\",engine=\"\"}}");
+    let healthy = format!("blaze_router_endpoint_healthy{{endpoint=\"{victim}\",engine=\"\"}}");
+    poll(Duration::from_secs(1), || async {
+        metric(&c, &r.addr, &state).await == Some(1.0)
+            || metric(&c, &r.addr, &healthy).await == Some(0.0)
+    })
+    .await;
+    eprintln!("ejected {:?} after the kill", killed.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Back on the same address: health checks and breaker probes let it in again.
+    ups[1] = upstream("u1-again", &victim);
+    let requests =
+        format!("blaze_router_endpoint_requests_total{{endpoint=\"{victim}\",engine=\"\"}}");
+    let before = metric(&c, &r.addr, &requests).await.unwrap_or(0.0);
+    let back = poll(Duration::from_secs(10), || async {
+        metric(&c, &r.addr, &state).await == Some(0.0)
+            && metric(&c, &r.addr, &healthy).await == Some(1.0)
+            && metric(&c, &r.addr, &requests).await.unwrap_or(0.0) > before + 50.0
+    })
+    .await;
+    eprintln!("serving again {back:?} after the restart");
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests lost");
+    assert!(ok.load(Ordering::Relaxed) > 500);
+    let retries = metric(&c, &r.addr, "blaze_router_retries_total").await.unwrap_or(0.0);
+    assert!(retries >= 1.0, "the kill must have needed retries");
+}

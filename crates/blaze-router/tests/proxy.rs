@@ -1,0 +1,189 @@
+//! The router as a process in front of real upstream processes: balancing, headers, reloads,
+//! API keys, server-sent events and gRPC server streams.
+
+#[path = "support/process.rs"]
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use support::*;
+
+const FAST: &str = "healthCheck:\n  path: /readyz\n  intervalSeconds: 1\n  timeoutSeconds: 1\n";
+
+#[tokio::test]
+async fn round_robin_spreads_evenly_and_headers_are_forwarded() {
+    let ups: Vec<Proc> = (0..3).map(|i| upstream(&format!("u{i}"), "127.0.0.1:0")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    let addrs: Vec<&str> = ups.iter().map(|u| u.addr.as_str()).collect();
+    write_config(&cfg, &format!("strategy: roundRobin\n{FAST}{}", endpoints_yaml(&addrs)));
+    let r = router(&cfg, &[]).await;
+    let c = client();
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..30 {
+        let (s, body) = get(&c, &format!("http://{}/", r.addr)).await.unwrap();
+        assert_eq!(s, 200);
+        *seen.entry(body).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 10), "{seen:?}");
+
+    let req = http::Request::get(format!("http://{}/headers", r.addr))
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header("connection", "x-secret")
+        .header("x-secret", "hop")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    let id = resp.headers().get("x-request-id").cloned().expect("a request id on the response");
+    let body =
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(
+        body.contains("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        "{body}"
+    );
+    assert!(body.contains("x-forwarded-for: 127.0.0.1"), "{body}");
+    assert!(body.contains(&format!("x-request-id: {}", id.to_str().unwrap())), "{body}");
+    assert!(!body.contains("x-secret"), "hop-by-hop header leaked: {body}");
+}
+
+#[tokio::test]
+async fn a_config_change_is_live_within_two_seconds() {
+    let a = upstream("alpha", "127.0.0.1:0");
+    let b = upstream("beta", "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    write_config(&cfg, &format!("strategy: roundRobin\n{}", endpoints_yaml(&[&a.addr])));
+    let r = router(&cfg, &[]).await;
+    let c = client();
+    let url = format!("http://{}/", r.addr);
+    assert_eq!(get(&c, &url).await.unwrap().1, "hello from alpha\n");
+    write_config(&cfg, &format!("strategy: roundRobin\n{}", endpoints_yaml(&[&b.addr])));
+    let took = poll(Duration::from_secs(2), || async {
+        get(&c, &url).await.unwrap().1 == "hello from beta\n"
+    })
+    .await;
+    eprintln!("new endpoint set live after {took:?}");
+    // A broken document is refused and the last good one keeps serving.
+    write_config(&cfg, "endpoints: [broken\n");
+    poll(Duration::from_secs(2), || async {
+        metric(&c, &r.addr, "blaze_router_config_reloads_total{result=\"Error\"}").await
+            == Some(1.0)
+    })
+    .await;
+    assert_eq!(get(&c, &url).await.unwrap().1, "hello from beta\n");
+}
+
+#[tokio::test]
+async fn api_keys_are_required_when_configured() {
+    let a = upstream("alpha", "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    let auth = "auth:\n  keys:\n    team-a: sk-123456\n";
+    write_config(&cfg, &format!("{auth}{}", endpoints_yaml(&[&a.addr])));
+    let r = router(&cfg, &[]).await;
+    let c = client();
+    let call = |key: Option<&'static str>| {
+        let mut b = http::Request::get(format!("http://{}/", r.addr));
+        if let Some(k) = key {
+            b = b.header("authorization", k);
+        }
+        send(&c, b.body(Full::new(Bytes::new())).unwrap())
+    };
+    assert_eq!(call(None).await.unwrap(), (401, "unauthorized\n".into()));
+    assert_eq!(call(Some("Bearer sk-12345")).await.unwrap(), (401, "unauthorized\n".into()));
+    assert_eq!(call(Some("Bearer sk-123456")).await.unwrap(), (200, "hello from alpha\n".into()));
+    let n = metric(&c, &r.addr, "blaze_router_api_key_requests_total{key=\"team-a\"}").await;
+    assert_eq!(n, Some(1.0));
+}
+
+#[tokio::test]
+async fn server_sent_events_stream_through_and_count_in_flight_until_the_end() {
+    let a = upstream("alpha", "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    write_config(&cfg, &endpoints_yaml(&[&a.addr]));
+    let r = router(&cfg, &[]).await;
+    let c = client();
+    let in_flight =
+        format!("blaze_router_endpoint_in_flight{{endpoint=\"{}\",engine=\"\"}}", a.addr);
+    let req = http::Request::get(format!("http://{}/sse/5/150", r.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut got = String::new();
+    let mut checked_mid_stream = false;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            got.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        if !checked_mid_stream && got.contains("data: alpha 1\n") {
+            assert_eq!(
+                metric(&c, &r.addr, &in_flight).await,
+                Some(1.0),
+                "in flight while streaming"
+            );
+            checked_mid_stream = true;
+        }
+    }
+    assert!(checked_mid_stream);
+    let want: String = (0..5).map(|i| format!("id: {i}\ndata: alpha {i}\n\n")).collect();
+    assert_eq!(got, want);
+    poll(Duration::from_secs(2), || async { metric(&c, &r.addr, &in_flight).await == Some(0.0) })
+        .await;
+}
+
+#[tokio::test]
+async fn grpc_server_streams_pass_with_trailers_over_http2() {
+    let a = upstream("alpha", "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    write_config(&cfg, &endpoints_yaml(&[&a.addr]));
+    let r = router(&cfg, &[]).await;
+    let h2: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let c = client();
+    let in_flight =
+        format!("blaze_router_endpoint_in_flight{{endpoint=\"{}\",engine=\"\"}}", a.addr);
+    let req = http::Request::post(format!("http://{}/grpc/stream/4/150", r.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let mut body = resp.into_body();
+    let (mut data, mut trailers) = (Vec::new(), None);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        if let Some(t) = frame.trailers_ref() {
+            trailers = Some(t.clone());
+        } else if let Ok(d) = frame.into_data() {
+            data.extend_from_slice(&d);
+            if data.len() == 12 {
+                assert_eq!(
+                    metric(&c, &r.addr, &in_flight).await,
+                    Some(1.0),
+                    "in flight while streaming"
+                );
+            }
+        }
+    }
+    let mut msgs = Vec::new();
+    let mut rest = &data[..];
+    while rest.len() >= 5 {
+        let n = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        msgs.push(String::from_utf8(rest[5..5 + n].to_vec()).unwrap());
+        rest = &rest[5 + n..];
+    }
+    assert_eq!(msgs, vec!["alpha:0", "alpha:1", "alpha:2", "alpha:3"]);
+    assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
+    poll(Duration::from_secs(2), || async { metric(&c, &r.addr, &in_flight).await == Some(0.0) })
+        .await;
+}

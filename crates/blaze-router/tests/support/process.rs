@@ -1,0 +1,131 @@
+//! Real processes for the integration tests: test upstreams and the router.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a test upstream on `listen` (port 0 for any) and waits for its address.
+pub fn upstream(name: &str, listen: &str) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blaze-test-upstream"))
+        .args(["--listen", listen, "--name", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start blaze-test-upstream");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").expect("address line").to_owned();
+    Proc { child, addr }
+}
+
+/// A free loopback port (bound and released; the router binds it right after).
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Starts the router on a free port with `config` and waits until `/livez` answers.
+pub async fn router(config: &Path, extra: &[&str]) -> Proc {
+    let addr = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_blaze-router"))
+        .args(["--listen", &addr, "--config"])
+        .arg(config)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start blaze-router");
+    let p = Proc { child, addr };
+    let c = client();
+    let url = format!("http://{}/livez", p.addr);
+    poll(Duration::from_secs(20), || async {
+        get(&c, &url).await.ok().map(|(s, _)| s == 200).unwrap_or(false)
+    })
+    .await;
+    p
+}
+
+pub type Http = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> Http {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// GET returning status and body text.
+pub async fn get(c: &Http, url: &str) -> Result<(u16, String), String> {
+    let req = http::Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    send(c, req).await
+}
+
+pub async fn send(c: &Http, req: http::Request<Full<Bytes>>) -> Result<(u16, String), String> {
+    let resp = c.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Polls `check` every 20 ms until it holds, panicking after `deadline`.
+pub async fn poll<F, Fut>(deadline: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < deadline, "condition not met within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of a metric line that starts with `prefix` in the router's `/metrics`.
+pub async fn metric(c: &Http, router: &str, prefix: &str) -> Option<f64> {
+    let (_, text) = get(c, &format!("http://{router}/metrics")).await.ok()?;
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Writes a routing file.
+pub fn write_config(path: &Path, body: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The `endpoints:` YAML list for upstreams.
+pub fn endpoints_yaml(addrs: &[&str]) -> String {
+    let mut s = String::from("endpoints:\n");
+    for a in addrs {
+        s.push_str(&format!("- address: {a}\n  weight: 1\n"));
+    }
+    s
+}
