@@ -112,7 +112,12 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
     let name = engine.name_any();
     let client = ctx.client.clone();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let current = deployments.get_opt(&labels::engine_child_name(&name)).await?;
+    // Only the autoscaler needs the Deployment as it is before the apply.
+    let current = if engine.spec.autoscaling.mode == AutoscalingMode::Blaze {
+        deployments.get_opt(&labels::engine_child_name(&name)).await?
+    } else {
+        None
+    };
     let desired = desired_replicas(&engine, current.as_ref(), &ctx);
     let deployment =
         apply(&deployments, &build::deployment(&engine, desired, &ctx.defaults)?).await?;
