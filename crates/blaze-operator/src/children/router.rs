@@ -28,14 +28,11 @@ pub const ADMIN_PORT: i32 = 9090;
 /// Where the routing ConfigMap is mounted.
 pub const CONFIG_DIR: &str = "/etc/blaze/router";
 /// Key of the routing file in the ConfigMap.
-pub const CONFIG_KEY: &str = "routing.yaml";
+pub const CONFIG_KEY: &str = blaze_api::routing::CONFIG_MAP_KEY;
 /// Where the API-key Secret is mounted (one file per key; the router does not read it yet).
 pub const API_KEYS_DIR: &str = "/etc/blaze/api-keys";
 
-/// Name of the ConfigMap carrying a router's `routing.yaml`.
-pub fn config_map_name(router: &str) -> String {
-    format!("{router}-routing")
-}
+pub use blaze_api::routing::config_map_name;
 
 /// Metadata of a child of `router`.
 pub fn child_meta(router: &BlazeRouter) -> Result<ObjectMeta> {

@@ -1,74 +1,24 @@
 //! What a router is told: the endpoints of the engines it selects and their weights, with the
 //! traffic settings of its spec.
 //!
-//! The document is the router's `routing.yaml` (its `--config` file), in the same field names
-//! and layout as the router's configuration format (being added to blaze-api as
-//! `blaze_api::routing`; once it lands, [`RoutingConfig`] becomes that type). It is delivered
-//! in the ConfigMap `ROUTER-routing`, key `routing.yaml`, which router pods mount; the router's
-//! planned in-cluster mode watches that ConfigMap through the API instead, since a mounted
-//! ConfigMap reaches pods only after the kubelet's sync period and DESIGN.md asks for 2 s.
+//! The document is `blaze_api::routing::RoutingConfig`, the router's `routing.yaml`. It is
+//! delivered in the ConfigMap `ROUTER-routing` (key `routing.yaml`), which router pods mount
+//! and read with `--config`; the router's planned in-cluster mode watches that ConfigMap
+//! through the API instead, since a mounted ConfigMap reaches pods only after the kubelet's
+//! sync period and DESIGN.md asks for 2 s.
 
 use std::collections::BTreeMap;
 
 use blaze_api::BlazeRouter;
-use blaze_api::router::{
-    CircuitBreakerSpec, EngineSelection, HealthCheckSpec, RetriesSpec, SessionAffinity, Strategy,
-    TimeoutsSpec, WeightsMode,
-};
+use blaze_api::router::{EngineSelection, WeightsMode};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use serde::{Deserialize, Serialize};
 
 use super::worker_flags::WORKER_PORT;
 use crate::labels;
 use crate::policy::weights::{self, EndpointStats};
 
-/// The router's configuration file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoutingConfig {
-    /// How a request picks an endpoint.
-    pub strategy: Strategy,
-    /// Where a session key comes from.
-    pub session_affinity: SessionAffinity,
-    /// Every worker endpoint with its weight, sorted by engine then pod.
-    pub endpoints: Vec<Endpoint>,
-    /// Seconds over which a new endpoint's share ramps up.
-    pub slow_start_seconds: u32,
-    /// Per-endpoint circuit breaker.
-    pub circuit_breaker: CircuitBreakerSpec,
-    /// Active health checks.
-    pub health_check: Option<HealthCheckSpec>,
-    /// Retries.
-    pub retries: RetriesSpec,
-    /// Per-phase timeouts.
-    pub timeouts: TimeoutsSpec,
-    /// API keys: the header to read (the keys come from the mounted Secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<RoutingAuth>,
-}
-
-/// API-key settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoutingAuth {
-    /// Header carrying the key.
-    pub header: String,
-}
-
-/// One worker.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Endpoint {
-    /// The BlazeEngine.
-    pub engine: String,
-    /// The worker pod.
-    pub pod: String,
-    /// `IP:PORT`.
-    pub address: String,
-    /// Traffic weight (0 sends nothing).
-    pub weight: u32,
-}
+pub use blaze_api::routing::{RoutingConfig, RoutingEndpoint as Endpoint};
 
 /// Whether `router` selects the engine named `name` with labels `engine_labels`.
 pub fn selects(
@@ -133,7 +83,7 @@ pub fn endpoints(engines: &[String], slices: &[EndpointSlice]) -> Vec<Endpoint> 
             }
         }
     }
-    out.sort();
+    out.sort_by(|a, b| (&a.engine, &a.pod, &a.address).cmp(&(&b.engine, &b.pod, &b.address)));
     out.dedup_by(|a, b| a.address == b.address && a.engine == b.engine);
     out
 }
@@ -164,17 +114,7 @@ pub fn config(
     if spec.weights.mode == WeightsMode::Manual {
         eps.retain(|e| e.weight > 0);
     }
-    RoutingConfig {
-        strategy: spec.strategy,
-        session_affinity: spec.session_affinity.clone(),
-        endpoints: eps,
-        slow_start_seconds: u32::try_from(spec.weights.slow_start_seconds).unwrap_or(0),
-        circuit_breaker: spec.circuit_breaker.clone(),
-        health_check: Some(spec.health_check.clone()),
-        retries: spec.retries.clone(),
-        timeouts: spec.timeouts.clone(),
-        auth: spec.auth.as_ref().map(|a| RoutingAuth { header: a.header.clone() }),
-    }
+    RoutingConfig::from_spec(spec, eps)
 }
 
 /// Keeps the weights already published when the new ones move too little to matter (see
