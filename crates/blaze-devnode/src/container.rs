@@ -95,7 +95,7 @@ pub struct ContainerConfig {
 pub struct ContainerHandle {
     status: watch::Receiver<ContainerStatus>,
     stop: watch::Sender<Option<Duration>>,
-    task: JoinHandle<()>,
+    task: parking_lot::Mutex<Option<JoinHandle<()>>>,
     log_dir: PathBuf,
 }
 
@@ -107,7 +107,7 @@ impl ContainerHandle {
         let log_dir = config.log_dir.clone();
         let supervisor = Supervisor { config, events, status: status_tx, stop: stop_rx };
         let task = tokio::spawn(supervisor.run());
-        Self { status, stop, task, log_dir }
+        Self { status, stop, task: parking_lot::Mutex::new(Some(task)), log_dir }
     }
 
     /// The current status.
@@ -128,10 +128,23 @@ impl ContainerHandle {
     }
 
     /// Terminates the container (SIGTERM, then SIGKILL after `grace`) and waits for it.
-    pub async fn stop(self, grace: Duration) -> ContainerStatus {
+    /// Later calls return at once.
+    pub async fn stop(&self, grace: Duration) -> ContainerStatus {
         let _ = self.stop.send(Some(grace));
-        let _ = self.task.await;
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
         self.status.borrow().clone()
+    }
+}
+
+impl Drop for ContainerHandle {
+    /// A handle dropped without [`ContainerHandle::stop`] kills its process group at once.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().take() {
+            task.abort();
+        }
     }
 }
 

@@ -29,6 +29,9 @@ pub enum Error {
     /// The loopback address pool is exhausted.
     #[error("no free loopback address for a pod")]
     NoFreeAddress,
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
     /// A filesystem or process operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -49,6 +52,7 @@ impl Error {
             Error::MissingSource { .. } => "missing_source",
             Error::NoFreeAddress => "no_free_address",
             Error::Io { .. } => "io",
+            Error::Kube(_) => "kube",
         }
     }
 

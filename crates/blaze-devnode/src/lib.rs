@@ -13,7 +13,10 @@
 //! - [`backoff`], [`process`], [`probe`], [`container`], [`pod`]: running and supervising
 //!   containers as processes, with probes, restarts and graceful termination;
 //! - [`quantity`], [`scheduler`], [`devices`]: which node a pod fits on, and which GPUs it
-//!   gets there.
+//!   gets there;
+//! - [`rollout`], [`replicas`], [`endpoints`]: the controllers' arithmetic, pure;
+//! - [`k8s`]: the loops that talk to an API server (scheduler, Deployment, ReplicaSet and
+//!   EndpointSlice controllers, kubelet), through kube-rs only.
 
 pub mod backoff;
 pub mod container;
@@ -24,6 +27,7 @@ pub mod error;
 pub mod expand;
 pub mod image;
 pub mod ipam;
+pub mod k8s;
 pub mod pod;
 pub mod probe;
 pub mod process;

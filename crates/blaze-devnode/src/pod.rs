@@ -170,9 +170,9 @@ impl PodRun {
 
     /// Terminates every container (SIGTERM, then SIGKILL after the grace period, the pod's own
     /// `terminationGracePeriodSeconds` unless `grace` overrides it) and frees the address.
-    pub async fn stop(self, grace: Option<Duration>) -> PodStatus {
+    pub async fn stop(&self, grace: Option<Duration>) -> PodStatus {
         let grace = grace.unwrap_or(self.grace);
-        let stops = self.containers.into_iter().map(|c| c.stop(grace));
+        let stops = self.containers.iter().map(|c| c.stop(grace));
         let containers = futures::future::join_all(stops).await;
         status::pod_status(&self.identity, containers, self.restart_policy, &self.start_time)
     }

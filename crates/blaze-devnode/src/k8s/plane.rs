@@ -1,0 +1,78 @@
+//! Everything on the node side at once: the scheduler, the controllers and one kubelet per
+//! node, as tasks on the current runtime.
+
+use tokio::task::JoinHandle;
+
+use crate::error::Result;
+use crate::ipam::AddressPool;
+use crate::k8s::kubelet::{Kubelet, KubeletConfig};
+use crate::k8s::node::NodeConfig;
+use crate::pod::RuntimeConfig;
+
+/// The running node side of the control plane.
+pub struct NodeSide {
+    kubelets: Vec<Kubelet>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeSide {
+    /// Registers `nodes` and starts their kubelets, the scheduler and the Deployment,
+    /// ReplicaSet and EndpointSlice controllers.
+    pub async fn start(
+        client: kube::Client,
+        nodes: Vec<NodeConfig>,
+        runtime: RuntimeConfig,
+    ) -> Result<Self> {
+        let addresses = AddressPool::default();
+        let mut kubelets = Vec::new();
+        let mut tasks = Vec::new();
+        for node in nodes {
+            let config =
+                KubeletConfig { node, runtime: runtime.clone(), addresses: addresses.clone() };
+            let kubelet = Kubelet::new(client.clone(), config).await?;
+            let k = kubelet.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = k.run().await {
+                    tracing::error!(error = %e, "kubelet stopped");
+                }
+            }));
+            kubelets.push(kubelet);
+        }
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::k8s::scheduler::run(c).await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        }));
+        tasks.push(tokio::spawn(crate::k8s::replicaset::run(client.clone())));
+        tasks.push(tokio::spawn(crate::k8s::deployment::run(client.clone())));
+        tasks.push(tokio::spawn(crate::k8s::endpointslice::run(client)));
+        Ok(Self { kubelets, tasks })
+    }
+
+    /// The kubelets, one per node.
+    pub fn kubelets(&self) -> &[Kubelet] {
+        &self.kubelets
+    }
+
+    /// A pod's log from whichever kubelet runs it (see [`Kubelet::logs`]).
+    pub fn logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        previous: bool,
+    ) -> Option<Vec<u8>> {
+        self.kubelets.iter().find_map(|k| k.logs(namespace, pod, container, previous))
+    }
+
+    /// Stops the loops, then every pod, gracefully.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for k in &self.kubelets {
+            k.shutdown().await;
+        }
+    }
+}
