@@ -54,6 +54,10 @@ pub struct Args {
     /// Hub cache folder for hf:// sources (default: HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub).
     #[arg(long, env = "BLAZE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Expand quantized GGUF weights to f32 at load: more memory, faster batched decoding on
+    /// CPUs for quantizations candle has no SIMD kernel for (see the benchmark).
+    #[arg(long, env = "BLAZE_DEQUANTIZE")]
+    pub dequantize: bool,
     /// Most sequences decoded together.
     #[arg(long, env = "BLAZE_MAX_BATCH_SIZE", default_value_t = 16)]
     pub max_batch_size: usize,

@@ -83,8 +83,11 @@ async fn load(
     }
     let path = blaze_worker::source::resolve(&source, &args.pvc_root, &hub).await?;
     let device = blaze_worker::model::default_device();
-    let model =
-        tokio::task::spawn_blocking(move || blaze_worker::model::load(&path, &device)).await??;
+    let options = blaze_worker::model::LoadOptions { dequantize: args.dequantize };
+    let model = tokio::task::spawn_blocking(move || {
+        blaze_worker::model::load_with(&path, &device, options)
+    })
+    .await??;
     let config = SchedulerConfig {
         max_batch_size: args.max_batch_size,
         max_queue: args.max_queue,

@@ -50,11 +50,23 @@ pub fn default_device() -> Device {
     Device::Cpu
 }
 
+/// How to load a model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Expand quantized GGUF weights to f32 at load (see [`gguf::load`]).
+    pub dequantize: bool,
+}
+
 /// Loads the model at `path`: a `.gguf` file, a folder holding one, or a Hugging Face
 /// folder (`config.json`, `*.safetensors`, `tokenizer.json`).
 pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
+    load_with(path, device, LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(path: &Path, device: &Device, options: LoadOptions) -> Result<LoadedModel> {
     match find_gguf(path)? {
-        Some(file) => load_gguf(&file, device),
+        Some(file) => load_gguf(&file, device, options),
         None => load_hf_folder(path, device),
     }
 }
@@ -77,8 +89,8 @@ fn find_gguf(path: &Path) -> Result<Option<PathBuf>> {
     Ok(ggufs.into_iter().next())
 }
 
-fn load_gguf(file: &Path, device: &Device) -> Result<LoadedModel> {
-    let gguf::GgufModel { llama, content } = gguf::load(file, device)?;
+fn load_gguf(file: &Path, device: &Device, options: LoadOptions) -> Result<LoadedModel> {
+    let gguf::GgufModel { llama, content } = gguf::load(file, device, options.dequantize)?;
     let tokenizer = Tokenizer::from_gguf(&content)?;
     let id = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
     let eos = id("tokenizer.ggml.eos_token_id");

@@ -140,18 +140,50 @@ fn bandwidth() -> f64 {
     (4 * buf.len() * 8) as f64 / start.elapsed().as_secs_f64()
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let path = args.model.clone().unwrap_or_else(blaze_worker::testing::smollm2_gguf);
-    let model = blaze_worker::model::load(&path, &Device::Cpu)?;
+/// Runs the scheduler at each concurrency over a model loaded with `options`.
+async fn sweep(
+    label: &str,
+    path: &std::path::Path,
+    options: blaze_worker::model::LoadOptions,
+    args: &Args,
+    base: &Run,
+    report: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    let model = blaze_worker::model::load_with(path, &Device::Cpu, options)?;
     let prompt = model.tokenizer.encode(PROMPT)?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = blaze_worker::metrics::Metrics::register(&mut registry);
     let config = SchedulerConfig { max_batch_size: 16, max_queue: 64, max_batch_tokens: 4096 };
     let engine = LlmEngine::start("bench".into(), model, config, metrics);
+    scheduler(&engine, &prompt, 4, 1).await?; // warm-up
+    for c in [1, 4, 16] {
+        let run = scheduler(&engine, &prompt, args.tokens, c).await?;
+        let (p50, p95) = (percentile(&run.ttft, 0.5) * 1e3, percentile(&run.ttft, 0.95) * 1e3);
+        // The plain loop serves concurrent requests one after another.
+        let per_request = base.ttft[0] + (args.tokens - 1) as f64 / base.decode_tps;
+        let queued: Vec<f64> = (0..c).map(|i| i as f64 * per_request + base.ttft[0]).collect();
+        let (b50, b95) = (percentile(&queued, 0.5) * 1e3, percentile(&queued, 0.95) * 1e3);
+        println!(
+            "{label:<12} c={c:<2} decode {:7.1} tok/s ({:.2}x plain loop {:.1})  TTFT p50 {p50:7.1} ms p95 {p95:7.1} ms (plain loop p50 {b50:7.1} p95 {b95:7.1})",
+            run.decode_tps,
+            run.decode_tps / base.decode_tps,
+            base.decode_tps,
+        );
+        report[format!("{label}_c{c}")] = serde_json::json!({
+            "decode_tps": run.decode_tps, "ttft_p50_ms": p50, "ttft_p95_ms": p95,
+            "plain_loop_ttft_p50_ms": b50, "plain_loop_ttft_p95_ms": b95,
+        });
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let path = args.model.clone().unwrap_or_else(blaze_worker::testing::smollm2_gguf);
+    let tokenizer = blaze_worker::model::load(&path, &Device::Cpu)?.tokenizer;
+    let prompt = tokenizer.encode(PROMPT)?;
     let base = baseline(&path, &prompt, args.tokens)?;
-    scheduler(&engine, &prompt, 8, 1).await?; // warm-up
     let mut report = serde_json::json!({"model": path.display().to_string(), "prompt_tokens": prompt.len(), "tokens": args.tokens});
     println!(
         "model {} | prompt {} tokens | {} generated per request",
@@ -160,34 +192,28 @@ async fn main() -> anyhow::Result<()> {
         args.tokens
     );
     println!(
-        "plain loop      decode {:7.1} tok/s  TTFT {:6.1} ms",
+        "plain loop   c=1  decode {:7.1} tok/s  TTFT {:6.1} ms",
         base.decode_tps,
         base.ttft[0] * 1e3
     );
-    report["baseline"] =
+    report["plain_loop"] =
         serde_json::json!({"decode_tps": base.decode_tps, "ttft_ms": base.ttft[0] * 1e3});
-    for c in [1, 4, 16] {
-        let run = scheduler(&engine, &prompt, args.tokens, c).await?;
-        let (p50, p95) = (percentile(&run.ttft, 0.5) * 1e3, percentile(&run.ttft, 0.95) * 1e3);
-        println!(
-            "scheduler c={c:<2}  decode {:7.1} tok/s  TTFT p50 {p50:6.1} ms p95 {p95:6.1} ms  ({:.2}x plain loop)",
-            run.decode_tps,
-            run.decode_tps / base.decode_tps
-        );
-        report[format!("concurrency_{c}")] = serde_json::json!({"decode_tps": run.decode_tps, "ttft_p50_ms": p50, "ttft_p95_ms": p95});
-    }
+    let quantized = blaze_worker::model::LoadOptions { dequantize: false };
+    sweep("quantized", &path, quantized, &args, &base, &mut report).await?;
+    let dequantized = blaze_worker::model::LoadOptions { dequantize: true };
+    sweep("dequantized", &path, dequantized, &args, &base, &mut report).await?;
     let bytes = weight_bytes(&path)?;
     let bw = bandwidth();
     let bound = bw / bytes as f64;
     println!(
-        "bandwidth bound: {:.1} MB read per token / {:.1} GB/s measured = {bound:.1} tok/s at batch 1 (plain loop at {:.0}%)",
+        "bandwidth bound: {:.1} MB of weights read per decode step / {:.1} GB/s measured = {bound:.1} steps/s; plain loop at {:.0}% of it",
         bytes as f64 / 1e6,
         bw / 1e9,
         100.0 * base.decode_tps / bound
     );
     report["bound"] = serde_json::json!({"bytes_per_token": bytes, "bandwidth_bytes_per_s": bw, "tokens_per_s": bound});
-    if let Some(out) = args.output {
-        std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
+    if let Some(out) = &args.output {
+        std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(())
 }

@@ -20,8 +20,11 @@ pub struct GgufModel {
 /// GGUF architectures whose tensor layout is llama's.
 const LLAMA_LIKE: &[&str] = &["llama", "mistral"];
 
-/// Reads a GGUF file into a [`Llama`].
-pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
+/// Reads a GGUF file into a [`Llama`]. With `dequantize`, the projection weights are
+/// expanded to f32 at load: more memory and bandwidth per token, but f32 GEMM kernels, which
+/// on CPU beat candle's scalar kernels for some quantizations (Q4_1) once several sequences
+/// share a decode step.
+pub fn load(path: &Path, device: &Device, dequantize: bool) -> Result<GgufModel> {
     let mut file = std::fs::File::open(path)?;
     let content = gguf_file::Content::read(&mut file)?;
     let arch = metadata_str(&content, "general.architecture")?;
@@ -60,16 +63,22 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     let embed_q = tensor("token_embd.weight")?;
     let embed = embed_q.dequantize(device)?;
     let norm = tensor("output_norm.weight")?.dequantize(device)?;
+    let matmul = |w: candle_core::quantized::QTensor| -> Result<QMatMul> {
+        Ok(if dequantize {
+            QMatMul::Tensor(w.dequantize(device)?)
+        } else {
+            QMatMul::from_qtensor(w)?
+        })
+    };
     let lm_head = match tensor("output.weight") {
-        Ok(w) => QMatMul::from_qtensor(w)?,
+        Ok(w) => matmul(w)?,
         // Tied embeddings: the output projection is the embedding matrix.
-        Err(_) => QMatMul::from_qtensor(embed_q)?,
+        Err(_) => matmul(embed_q)?,
     };
     let mut blocks = Vec::with_capacity(layers);
     for i in 0..layers {
-        let mut q = |name: &str| -> Result<QMatMul> {
-            Ok(QMatMul::from_qtensor(tensor(&format!("blk.{i}.{name}.weight"))?)?)
-        };
+        let mut q =
+            |name: &str| -> Result<QMatMul> { matmul(tensor(&format!("blk.{i}.{name}.weight"))?) };
         let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
         let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
         let attn_norm = tensor(&format!("blk.{i}.attn_norm.weight"))?.dequantize(device)?;
