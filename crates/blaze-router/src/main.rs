@@ -5,26 +5,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use blaze_api::routing::RoutingConfig;
 use blaze_router::admin::{Admin, serve_admin};
 use blaze_router::auth::Auth;
 use blaze_router::config::{self, FileWatch};
+use blaze_router::kube_watch;
 use blaze_router::metrics::{Metrics, ReloadLabels, ReloadResult};
 use blaze_router::proxy::{Proxy, serve};
 use blaze_router::routes::Table;
 use clap::{Parser, ValueEnum};
+use k8s_openapi::api::core::v1::ConfigMap;
 use prometheus_client::registry::Registry;
 
 /// The Blaze router: proxies HTTP/1.1, HTTP/2 and gRPC (cleartext, one port) to inference
 /// workers with balancing strategies, circuit breakers, health checks and retries.
 #[derive(Parser, Debug)]
 #[command(version)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "config_map"])))]
 struct Args {
     /// Address the proxy listens on (HTTP/1.1 and HTTP/2 with prior knowledge).
     #[arg(long, env = "BLAZE_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: String,
     /// Routing configuration (YAML, the `routing.yaml` format); reloaded when it changes.
+    /// Standalone mode; give this or `--config-map`.
     #[arg(long, env = "BLAZE_ROUTER_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// In a cluster: the ConfigMap the operator renders for this router (`NAME-routing`),
+    /// watched through the API server.
+    #[arg(long, env = "BLAZE_ROUTER_CONFIG_MAP")]
+    config_map: Option<String>,
+    /// Namespace of `--config-map` (default: the client's namespace, the pod's own in a
+    /// cluster).
+    #[arg(long, env = "BLAZE_ROUTER_NAMESPACE")]
+    namespace: Option<String>,
     /// Address for `/metrics`, `/livez` and `/readyz`. Without it they are served on the
     /// proxy port.
     #[arg(long, env = "BLAZE_ROUTER_ADMIN_LISTEN")]
@@ -67,10 +80,30 @@ fn main() -> anyhow::Result<()> {
     rt.build().context("starting the runtime")?.block_on(run(args))
 }
 
+enum Source {
+    File(PathBuf),
+    ConfigMap(Box<kube::Api<ConfigMap>>, String),
+}
+
+async fn initial(args: &Args) -> anyhow::Result<(RoutingConfig, Source)> {
+    if let Some(path) = &args.config {
+        let cfg = config::load(path).with_context(|| format!("--config {}", path.display()))?;
+        return Ok((cfg, Source::File(path.clone())));
+    }
+    let name = args.config_map.clone().context("--config or --config-map is required")?;
+    let client = kube::Client::try_default().await.context("--config-map: no Kubernetes client")?;
+    let ns = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+    let api = kube::Api::namespaced(client, &ns);
+    let cfg = kube_watch::fetch(&api, &name)
+        .await
+        .with_context(|| format!("--config-map {ns}/{name}"))?;
+    Ok((cfg, Source::ConfigMap(Box::new(api), name)))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = config::load(&args.config)
-        .with_context(|| format!("--config {}", args.config.display()))?;
-    let auth = cfg.auth.as_ref().map(Auth::from_config).transpose().context("--config: auth")?;
+    let (cfg, source) = initial(&args).await?;
+    let auth =
+        cfg.auth.as_ref().map(Auth::from_config).transpose().context("configuration: auth")?;
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let open = args
@@ -89,31 +122,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => Some(admin),
     };
     let proxy = Proxy::new(table.clone(), auth, proxy_admin);
-    let watch_proxy = proxy.clone();
-    let watch_table = table.clone();
-    let watch_metrics = metrics.clone();
-    tokio::spawn(FileWatch::new(args.config.clone()).run(
-        move |cfg| {
-            let auth = match cfg.auth.as_ref().map(Auth::from_config).transpose() {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(error = %e, "new configuration rejected: auth");
-                    watch_metrics
-                        .reloads
-                        .get_or_create(&ReloadLabels { result: ReloadResult::Error })
-                        .inc();
-                    return;
-                }
-            };
-            watch_proxy.set_auth(auth);
-            watch_table.apply(cfg);
-            watch_metrics.reloads.get_or_create(&ReloadLabels { result: ReloadResult::Ok }).inc();
-        },
-        move |e| {
-            tracing::error!(error = %e, "new configuration rejected; keeping the last good one");
-            metrics.reloads.get_or_create(&ReloadLabels { result: ReloadResult::Error }).inc();
-        },
-    ));
+    let (apply, on_error) = reloader(proxy.clone(), table.clone(), metrics);
+    match source {
+        Source::File(path) => tokio::spawn(FileWatch::new(path).run(apply, on_error)),
+        Source::ConfigMap(api, name) => {
+            tokio::spawn(kube_watch::watch(*api, name, apply, on_error))
+        }
+    };
     tokio::spawn(blaze_router::health::run(table));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -121,6 +136,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, "blaze-router serving");
     serve(listener, proxy, shutdown_signal(), Duration::from_secs(args.drain_seconds)).await;
     Ok(())
+}
+
+/// What to do with each new routing document, and with each bad one.
+fn reloader(
+    proxy: Arc<Proxy>,
+    table: Arc<Table>,
+    metrics: Metrics,
+) -> (impl Fn(RoutingConfig) + Send + 'static, impl Fn(&blaze_router::Error) + Send + 'static) {
+    let m = metrics.clone();
+    let apply = move |cfg: RoutingConfig| {
+        let auth = match cfg.auth.as_ref().map(Auth::from_config).transpose() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "new configuration rejected: auth");
+                m.reloads.get_or_create(&ReloadLabels { result: ReloadResult::Error }).inc();
+                return;
+            }
+        };
+        proxy.set_auth(auth);
+        table.apply(cfg);
+        m.reloads.get_or_create(&ReloadLabels { result: ReloadResult::Ok }).inc();
+    };
+    let on_error = move |e: &blaze_router::Error| {
+        tracing::error!(error = %e, "new configuration rejected; keeping the last good one");
+        metrics.reloads.get_or_create(&ReloadLabels { result: ReloadResult::Error }).inc();
+    };
+    (apply, on_error)
 }
 
 async fn shutdown_signal() {
