@@ -32,9 +32,14 @@ fn pod_spec(d: &Deployment) -> &PodSpec {
 fn worker_of(d: &Deployment) -> &Container {
     worker(&d.spec.template).unwrap()
 }
+/// A worker setting, from the command line or else from the `BLAZE_...` environment.
 fn arg<'a>(c: &'a Container, flag: &str) -> Option<&'a str> {
     let args = c.args.as_ref().unwrap();
-    args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str())
+    if let Some(i) = args.iter().position(|a| a == flag) {
+        return Some(args[i + 1].as_str());
+    }
+    let name = crate::children::worker_flags::env_name(flag);
+    c.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.as_deref())
 }
 
 #[test]
@@ -134,7 +139,7 @@ fn gguf_file_engine_passes_the_path_and_batching_flags() {
     let w = worker_of(&d);
     let args = w.args.as_ref().unwrap();
     assert_eq!(
-        &args[..8],
+        &args[..6],
         [
             "--model",
             "file:///models/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -142,15 +147,17 @@ fn gguf_file_engine_passes_the_path_and_batching_flags() {
             "0.0.0.0:8000",
             "--kind",
             "llm",
-            "--model-format",
-            "gguf",
         ]
     );
+    assert_eq!(arg(w, "--model-format"), Some("gguf"));
     assert_eq!(arg(w, "--max-batch-size"), Some("64"));
     assert_eq!(arg(w, "--max-wait-ms"), Some("5"));
     assert_eq!(arg(w, "--max-queue"), Some("512"));
     assert_eq!(arg(w, "--max-batch-tokens"), Some("16384"));
-    assert!(args.contains(&"--prefix-cache=true".to_owned()));
+    assert_eq!(arg(w, "--prefix-cache"), Some("true"));
+    for a in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(crate::children::worker_flags::WORKER_ACCEPTS.contains(&a.as_str()), "{a}");
+    }
     assert_eq!(w.image.as_deref(), Some(Defaults::default().worker_image.as_str()));
 }
 
@@ -209,7 +216,8 @@ fn pod_template_override_merges_but_cannot_take_over_managed_fields() {
     assert_eq!(meta.annotations.as_ref().unwrap()["a"], "b");
     let w = worker_of(&d);
     assert_eq!(arg(w, "--kind"), Some("llm"), "managed args win");
-    assert_eq!(w.env.as_ref().unwrap()[0].name, "HF_ENDPOINT");
+    assert!(w.env.as_ref().unwrap().iter().any(|e| e.name == "HF_ENDPOINT"));
+    assert!(w.env.as_ref().unwrap().iter().any(|e| e.name == "BLAZE_DTYPE"), "ours kept");
     let limits = w.resources.as_ref().unwrap().limits.as_ref().unwrap();
     assert_eq!(limits["ephemeral-storage"].0, "10Gi");
     assert_eq!(limits["memory"].0, "1Gi");
@@ -226,7 +234,8 @@ fn a_shared_network_namespace_listens_on_the_pod_ip() {
     assert_eq!(env.name, "POD_IP");
     let field = env.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
     assert_eq!(field.field_path, "status.podIP");
-    assert!(worker_of(&deployment(&cpu_pvc(), 1, &Defaults::default()).unwrap()).env.is_none());
+    let plain = deployment(&cpu_pvc(), 1, &Defaults::default()).unwrap();
+    assert!(worker_of(&plain).env.iter().flatten().all(|e| e.name != "POD_IP"));
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use blaze_api::engine::{BlazeEngineSpec, SchedulingSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
     PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
     Toleration, Volume,
 };
@@ -55,13 +55,20 @@ pub fn worker_pod_spec(
         });
         mounts.push(mount("response-cache", RESPONSE_CACHE_MOUNT, false));
     }
-    let args =
+    let all =
         worker_flags::worker_args(spec, &plan.model_arg, plan.hf_cache.as_deref(), listen_host);
+    let (args, settings) = worker_flags::split_for_worker(&all);
+    let mut env = super::pod_ip_env(listen_host).unwrap_or_default();
+    env.extend(settings.into_iter().map(|(name, value)| EnvVar {
+        name,
+        value: Some(value),
+        ..Default::default()
+    }));
     let worker = Container {
         name: WORKER.into(),
         image: Some(image.to_owned()),
         args: Some(args),
-        env: super::pod_ip_env(listen_host),
+        env: (!env.is_empty()).then_some(env),
         ports: Some(vec![ContainerPort {
             name: Some(HTTP_PORT_NAME.into()),
             container_port: WORKER_PORT,

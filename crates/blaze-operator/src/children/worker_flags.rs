@@ -60,6 +60,56 @@ pub mod flag {
     pub const LOG_FORMAT: &str = "--log-format";
 }
 
+/// The flags today's `blaze-worker` accepts on its command line. Every other setting goes in
+/// the environment as `BLAZE_<FLAG>` (DESIGN.md: every flag also reads `BLAZE_...`), which a
+/// worker without that flag ignores instead of refusing to start, and which a worker that
+/// gains the flag picks up unchanged. Add a flag here once the worker has it.
+pub const WORKER_ACCEPTS: &[&str] = &[
+    flag::MODEL,
+    flag::CACHE_DIR,
+    flag::LISTEN,
+    flag::KIND,
+    flag::MAX_BATCH_SIZE,
+    flag::MAX_BATCH_TOKENS,
+    flag::MAX_QUEUE,
+    flag::LOG_FORMAT,
+];
+
+/// The environment variable a flag reads (`--max-wait-ms` is `BLAZE_MAX_WAIT_MS`).
+pub fn env_name(flag: &str) -> String {
+    format!("BLAZE_{}", flag.trim_start_matches('-').replace('-', "_").to_ascii_uppercase())
+}
+
+/// Splits `args` into what stays on the command line (flags in [`WORKER_ACCEPTS`], and a
+/// leading subcommand) and `(NAME, VALUE)` environment variables for the rest; a flag without
+/// a value becomes `true`.
+pub fn split_for_worker(args: &[String]) -> (Vec<String>, Vec<(String, String)>) {
+    let (mut keep, mut env) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if !a.starts_with("--") {
+            keep.push(a.clone());
+            i += 1;
+            continue;
+        }
+        let (flag, value, used) = match a.split_once('=') {
+            Some((f, v)) => (f.to_owned(), v.to_owned(), 1),
+            None => match args.get(i + 1).filter(|v| !v.starts_with("--")) {
+                Some(v) => (a.clone(), v.clone(), 2),
+                None => (a.clone(), "true".to_owned(), 1),
+            },
+        };
+        if WORKER_ACCEPTS.contains(&flag.as_str()) {
+            keep.extend(args[i..i + used].iter().cloned());
+        } else {
+            env.push((env_name(&flag), value));
+        }
+        i += used;
+    }
+    (keep, env)
+}
+
 /// The worker subcommand the init container runs to fill the hub cache.
 pub const DOWNLOAD_SUBCOMMAND: &str = "download";
 
@@ -173,5 +223,40 @@ fn dtype_str(d: Dtype) -> &'static str {
         Dtype::F32 => "f32",
         Dtype::F16 => "f16",
         Dtype::Bf16 => "bf16",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_the_worker_lacks_move_to_its_environment() {
+        let args = strings(&[
+            "download",
+            "--model",
+            "hf://a/b@main",
+            "--dtype",
+            "bf16",
+            "--prefix-cache=false",
+            "--attention-slicing",
+            "--max-queue",
+            "8",
+        ]);
+        let (keep, env) = split_for_worker(&args);
+        assert_eq!(keep, strings(&["download", "--model", "hf://a/b@main", "--max-queue", "8"]));
+        assert_eq!(
+            env,
+            vec![
+                ("BLAZE_DTYPE".to_owned(), "bf16".to_owned()),
+                ("BLAZE_PREFIX_CACHE".to_owned(), "false".to_owned()),
+                ("BLAZE_ATTENTION_SLICING".to_owned(), "true".to_owned()),
+            ]
+        );
+        assert_eq!(env_name(flag::MAX_WAIT_MS), "BLAZE_MAX_WAIT_MS");
     }
 }
