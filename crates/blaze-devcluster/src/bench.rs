@@ -127,7 +127,8 @@ fn watchers(
 /// Runs the benchmark against an in-process server.
 pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
     let server =
-        ApiServer::start(Config { history: cfg.objects + 1000, ..Config::default() }).await?;
+        ApiServer::start(Config { history: cfg.objects + 1000, tls: false, ..Config::default() })
+            .await?;
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(cfg.concurrency * 2)
         .build_http();

@@ -34,6 +34,7 @@ pub mod status;
 pub mod store;
 pub mod strategic;
 mod table;
+pub mod tls;
 mod watch;
 pub mod writes;
 
@@ -48,6 +49,9 @@ pub enum Error {
     /// A file could not be read or written.
     #[error("{0}: {1}")]
     Io(PathBuf, #[source] std::io::Error),
+    /// The TLS certificate or configuration could not be made.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A saved object could not be read back.
     #[error("{0}: corrupt saved object: {1}")]
     Corrupt(PathBuf, String),
@@ -64,6 +68,7 @@ impl Error {
             Self::Bind(..) => "bind",
             Self::Io(..) => "io",
             Self::Corrupt(..) => "corrupt",
+            Self::Tls(..) => "tls",
         }
     }
 }

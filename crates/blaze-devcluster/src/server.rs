@@ -26,6 +26,9 @@ pub struct Config {
     /// Watch events kept for watches that resume from an older version; older ones get
     /// `410 Gone`.
     pub history: usize,
+    /// Serve HTTPS with a certificate made at start (the default). kubectl sends its bearer
+    /// token only over TLS; plain HTTP suits in-process clients and benchmarks.
+    pub tls: bool,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             token: None,
             // About a minute of a busy operator's writes, as etcd's compaction would keep.
             history: 50_000,
+            tls: true,
         }
     }
 }
@@ -116,6 +120,7 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 pub struct ApiServer {
     state: Arc<State>,
     kubeconfig: Option<PathBuf>,
+    ca_pem: Option<String>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -147,22 +152,23 @@ impl ApiServer {
         });
         crate::bootstrap::ensure_namespaces(&state)?;
         state.refresh_registry();
+        let tls = if config.tls {
+            Some(crate::tls::load_or_generate(config.data_dir.as_deref(), addr.ip())?)
+        } else {
+            None
+        };
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
         if let Some(path) = &config.kubeconfig {
-            crate::persist::atomic_write(path, kubeconfig_yaml(addr, &state.token).as_bytes())?;
+            crate::persist::atomic_write(
+                path,
+                kubeconfig_yaml(addr, &state.token, ca_pem.as_deref()).as_bytes(),
+            )?;
         }
         tokio::spawn(crate::gc::run(state.clone()));
         let app = crate::api::router(state.clone());
-        let mut stop_rx = state.shutdown.clone();
-        let task = tokio::spawn(async move {
-            let signal = async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
-                tracing::error!(error = %e, "API server stopped");
-            }
-        });
+        let task = tokio::spawn(serve(listener, app, tls, state.shutdown.clone()));
         tracing::info!(%addr, "API server listening");
-        Ok(Self { state, kubeconfig: config.kubeconfig, stop, task })
+        Ok(Self { state, kubeconfig: config.kubeconfig, ca_pem, stop, task })
     }
 
     /// The address it listens on.
@@ -170,9 +176,10 @@ impl ApiServer {
         self.state.addr
     }
 
-    /// `http://ADDR`.
+    /// `https://ADDR`, or `http://ADDR` without TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.state.addr)
+        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.state.addr)
     }
 
     /// The bearer token.
@@ -187,7 +194,7 @@ impl ApiServer {
 
     /// A kubeconfig for this server.
     pub fn kubeconfig(&self) -> String {
-        kubeconfig_yaml(self.state.addr, &self.state.token)
+        kubeconfig_yaml(self.state.addr, &self.state.token, self.ca_pem.as_deref())
     }
 
     /// The shared state, for in-process components (kubelet, controllers).
@@ -210,12 +217,65 @@ impl ApiServer {
     }
 }
 
-/// A kubeconfig pointing at `addr` with a bearer token. Plain HTTP on loopback: kube-rs and
-/// kubectl accept an `http://` server, and no certificate has to be trusted.
-pub fn kubeconfig_yaml(addr: SocketAddr, token: &str) -> String {
+/// A kubeconfig pointing at `addr` with a bearer token, trusting `ca_pem` over HTTPS, or
+/// plain HTTP when there is no CA (kube-rs accepts that; kubectl then sends no token).
+pub fn kubeconfig_yaml(addr: SocketAddr, token: &str, ca_pem: Option<&str>) -> String {
+    use base64::Engine;
+    let cluster = match ca_pem {
+        Some(pem) => format!(
+            "    server: https://{addr}\n    certificate-authority-data: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(pem)
+        ),
+        None => format!("    server: http://{addr}\n"),
+    };
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: blaze-dev\n  cluster:\n    server: http://{addr}\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: blaze-dev\n  cluster:\n{cluster}\
          users:\n- name: blaze-dev\n  user:\n    token: {token}\ncontexts:\n- name: blaze-dev\n  context:\n\
          \x20   cluster: blaze-dev\n    user: blaze-dev\n    namespace: default\ncurrent-context: blaze-dev\n"
     )
+}
+
+/// Accepts connections (TLS or plain) until shutdown, then lets open ones finish for a while.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<crate::tls::Tls>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config));
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let svc = hyper_util::service::TowerToHyperService::new(app);
+            let builder = auto::Builder::new(TokioExecutor::new());
+            match acceptor {
+                Some(a) => {
+                    let Ok(stream) = a.accept(tcp).await else { return };
+                    let _ = watcher
+                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc))
+                        .await;
+                }
+                None => {
+                    let _ = watcher
+                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc))
+                        .await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
 }

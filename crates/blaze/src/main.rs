@@ -56,7 +56,7 @@ struct CrdsArgs {
 
 #[derive(Debug, clap::Args)]
 struct ApiserverArgs {
-    /// Address to listen on (loopback by default; plain HTTP, bearer-token auth).
+    /// Address to listen on (loopback by default; HTTPS, bearer-token auth).
     #[arg(long, env = "BLAZE_APISERVER_LISTEN", default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
     /// Where to write the kubeconfig for kubectl and kube-rs.
@@ -68,6 +68,10 @@ struct ApiserverArgs {
     /// Bearer token clients must send (random if unset).
     #[arg(long, env = "BLAZE_APISERVER_TOKEN")]
     token: Option<String>,
+    /// Serve plain HTTP instead of HTTPS with a certificate made at start. kube-rs accepts
+    /// it; kubectl then sends no bearer token.
+    #[arg(long, env = "BLAZE_APISERVER_PLAIN_HTTP")]
+    plain_http: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +123,7 @@ async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
         kubeconfig: Some(args.kubeconfig.clone()),
         data_dir: args.data_dir,
         token: args.token,
+        tls: !args.plain_http,
         ..Default::default()
     };
     let server = blaze_devcluster::ApiServer::start(config)
