@@ -126,3 +126,32 @@ async fn batched_greedy_equals_unbatched_greedy_on_smollm2() {
         assert!(!ids.is_empty());
     }
 }
+
+#[test]
+fn forward_matches_candle_transformers_quantized_llama() {
+    use candle_core::quantized::gguf_file;
+    use candle_core::{Device, Tensor};
+    let path = blaze_worker::testing::smollm2_gguf();
+    let model = blaze_worker::model::load(&path, &Device::Cpu).unwrap();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut stock = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+        content,
+        &mut file,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let prompt = model.encode_prompt("The capital of France is").unwrap();
+    let mut cache = KvCache::default();
+    let mut input = prompt.clone();
+    let mut pos = 0;
+    for _ in 0..3 {
+        let ours = model.llama.forward_one(&input, &mut cache).unwrap().to_vec1::<f32>().unwrap();
+        let x = Tensor::new(input.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let theirs = stock.forward(&x, pos).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+        let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-3, "logits differ by {diff} at position {pos}");
+        pos += input.len();
+        input = vec![blaze_worker::sampling::argmax(&ours)];
+    }
+}

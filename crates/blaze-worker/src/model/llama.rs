@@ -202,13 +202,24 @@ impl Llama {
                 None => (k, v),
             };
             seq.cache.layers[layer] = Some((k.clone(), v.clone()));
-            let k = candle_transformers::utils::repeat_kv(k, nh / nkv)?;
-            let v = candle_transformers::utils::repeat_kv(v, nh / nkv)?;
+            // Grouped-query attention without copying the cache per query head: the query
+            // heads that share a KV head become extra rows, [1, kv, groups * n, hd].
+            let groups = nh / nkv;
+            let q = q.reshape((1, nkv, groups * n, hd))?;
             let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-            let scores =
-                if n > 1 { scores.broadcast_add(&self.causal_mask(pos, n)?)? } else { scores };
+            let scores = if n > 1 {
+                let mask = self.causal_mask(pos, n)?;
+                let mask = if groups > 1 { mask.repeat((groups, 1))? } else { mask };
+                scores.broadcast_add(&mask)?
+            } else {
+                scores
+            };
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let out = probs.matmul(&v.contiguous()?)?.transpose(1, 2)?.reshape((n, nh * hd))?;
+            let out = probs
+                .matmul(&v)?
+                .reshape((1, nh, n, hd))?
+                .transpose(1, 2)?
+                .reshape((n, nh * hd))?;
             outputs.push(out);
             offset += n;
         }
