@@ -169,9 +169,9 @@ async fn handle(
     if !authorized && !public {
         return ApiError::unauthorized().into_response();
     }
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::too_large().into_response(),
+    let body = match read_body(body).await {
+        Some(b) => b,
+        None => return ApiError::too_large().into_response(),
     };
     let ctx = Ctx {
         method: parts.method,
@@ -238,6 +238,28 @@ fn target(reg: &crate::resources::Registry, g: &str, v: &str, rest: &[&str]) -> 
         Some(_) => false,
     };
     sub_ok.then_some(Target { info, ns, name, sub })
+}
+
+/// How much of an oversized body is read (and dropped) before answering 413, so that the
+/// client sees the answer rather than a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The body, or `None` when it is larger than [`MAX_BODY`] (or unreadable).
+async fn read_body(body: Body) -> Option<bytes::Bytes> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.ok()?.into_data() else { continue };
+        seen += data.len();
+        if seen <= MAX_BODY {
+            buf.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            return None;
+        }
+    }
+    (seen <= MAX_BODY).then(|| buf.freeze())
 }
 
 /// A plain streaming body.

@@ -44,6 +44,15 @@ pub fn accept(obj: &mut Value) -> Result<(), Vec<Cause>> {
         ));
     }
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    for (i, v) in versions.iter().enumerate() {
+        let schema = &v["schema"]["openAPIV3Schema"];
+        check_defaults(
+            schema,
+            &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+            "",
+            &mut causes,
+        );
+    }
     let storage: Vec<&str> = versions
         .iter()
         .filter(|v| v["storage"] == json!(true))
@@ -77,6 +86,30 @@ pub fn accept(obj: &mut Value) -> Result<(), Vec<Cause>> {
         "storedVersions": stored,
     });
     Ok(())
+}
+
+/// Every `default` must itself be valid against its schema (a real server refuses the CRD
+/// otherwise: "Defaulting" in the CRD docs).
+fn check_defaults(schema: &Value, at: &str, data_path: &str, out: &mut Vec<Cause>) {
+    if let Some(d) = schema.get("default") {
+        let mut found = Vec::new();
+        crate::schema::check(schema, d, data_path, &mut found);
+        for c in found {
+            out.push(cause(&format!("{at}.default"), c.message));
+        }
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (k, p) in props {
+            let dp = if data_path.is_empty() { k.clone() } else { format!("{data_path}.{k}") };
+            check_defaults(p, &format!("{at}.properties[{k}]"), &dp, out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        check_defaults(items, &format!("{at}.items"), &format!("{data_path}[0]"), out);
+    }
+    if let Some(add) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        check_defaults(add, &format!("{at}.additionalProperties"), data_path, out);
+    }
 }
 
 /// The resources a CRD serves, one per served version.
@@ -147,5 +180,32 @@ pub fn remove_served(inner: &mut Inner, crd: &Value) {
         inner.objects(&key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
     for (ns, name) in names {
         inner.remove(&key, &ns, &name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd(default: Value) -> Value {
+        json!({"metadata": {"name": "things.example.com"}, "spec": {"group": "example.com",
+            "names": {"plural": "things", "kind": "Thing"}, "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                    "mode": {"type": "string", "default": default}}}}}}}]}})
+    }
+
+    #[test]
+    fn a_default_of_the_wrong_type_is_refused() {
+        // What YAML 1.1 readers (kubectl) make of an unquoted `default: off`.
+        let causes = accept(&mut crd(json!(false))).unwrap_err();
+        assert_eq!(
+            causes[0].field,
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[mode].default"
+        );
+        assert!(causes[0].message.contains("must be of type string"), "{}", causes[0].message);
+        let mut ok = crd(json!("off"));
+        accept(&mut ok).unwrap();
+        assert_eq!(ok["status"]["conditions"][1]["type"], "Established");
     }
 }

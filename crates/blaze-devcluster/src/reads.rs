@@ -93,7 +93,10 @@ pub fn respond(ctx: &Ctx, info: &ResourceInfo, code: StatusCode, obj: &Value) ->
             &crate::table::table(info, &objs, &rv, ctx.query.get("includeObject")),
         );
     }
-    json_response(code, &versioned(info, obj))
+    if info.custom && obj["apiVersion"].as_str() != Some(info.api_version().as_str()) {
+        return json_response(code, &versioned(info, obj));
+    }
+    json_response(code, obj)
 }
 
 /// `obj` with the apiVersion of the version served.

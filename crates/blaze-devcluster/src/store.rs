@@ -45,6 +45,9 @@ pub struct Event {
     pub kind: EventType,
     /// The object after the change (before removal for deletions, with the new version).
     pub object: Arc<Value>,
+    /// The object before a modification, so selector watches can turn a change in or out of
+    /// the selection into ADDED or DELETED.
+    pub previous: Option<Arc<Value>>,
     /// The watch-event line, encoded once for every watcher.
     pub encoded: std::sync::OnceLock<bytes::Bytes>,
 }
@@ -103,11 +106,9 @@ impl Inner {
         let (ns, name) = ns_name(&obj);
         let obj = Arc::new(obj);
         let map = self.objects.entry(key.to_owned()).or_default();
-        let kind = match map.insert((ns.clone(), name), obj.clone()) {
-            Some(_) => EventType::Modified,
-            None => EventType::Added,
-        };
-        self.record(key, ns, kind, obj.clone());
+        let previous = map.insert((ns.clone(), name), obj.clone());
+        let kind = if previous.is_some() { EventType::Modified } else { EventType::Added };
+        self.record(key, ns, kind, obj.clone(), previous);
         obj
     }
 
@@ -118,17 +119,25 @@ impl Inner {
         let mut last = (*old).clone();
         last["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let last = Arc::new(last);
-        self.record(key, ns.to_owned(), EventType::Deleted, last.clone());
+        self.record(key, ns.to_owned(), EventType::Deleted, last.clone(), None);
         Some(last)
     }
 
-    fn record(&mut self, key: &str, ns: String, kind: EventType, object: Arc<Value>) {
+    fn record(
+        &mut self,
+        key: &str,
+        ns: String,
+        kind: EventType,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
+    ) {
         let event = Arc::new(Event {
             rv: self.rv,
             key: key.to_owned(),
             ns,
             kind,
             object,
+            previous,
             encoded: Default::default(),
         });
         self.history.push_back(event.clone());

@@ -33,10 +33,26 @@ struct Filter {
 }
 
 impl Filter {
-    fn wants(&self, e: &Event) -> bool {
-        e.key == self.key
-            && self.ns.as_ref().is_none_or(|n| *n == e.ns)
-            && matches(&e.object, &self.labels, &self.fields)
+    fn selects(&self, obj: &Value) -> bool {
+        matches(obj, &self.labels, &self.fields)
+    }
+
+    /// The event this watcher sees, if any: a modification that moves an object into the
+    /// selection is ADDED, one that moves it out is DELETED, as the real watch cache does.
+    fn view(&self, e: &Event) -> Option<EventType> {
+        if e.key != self.key || self.ns.as_ref().is_some_and(|n| *n != e.ns) {
+            return None;
+        }
+        let now = self.selects(&e.object);
+        match (e.kind, &e.previous) {
+            (EventType::Modified, Some(prev)) => match (self.selects(prev), now) {
+                (true, true) => Some(EventType::Modified),
+                (false, true) => Some(EventType::Added),
+                (true, false) => Some(EventType::Deleted),
+                (false, false) => None,
+            },
+            (kind, _) => now.then_some(kind),
+        }
     }
 
     fn encode_obj(&self, kind: &str, obj: &Value) -> bytes::Bytes {
@@ -53,17 +69,17 @@ impl Filter {
         line(&json!({"type": kind, "object": object}))
     }
 
-    fn encode(&self, e: &Event) -> bytes::Bytes {
+    fn encode(&self, e: &Event, kind: EventType) -> bytes::Bytes {
         let plain = !self.table
             && (!self.info.custom
                 || e.object["apiVersion"].as_str() == Some(self.info.api_version().as_str()));
-        if plain {
+        if plain && kind == e.kind {
             return e
                 .encoded
                 .get_or_init(|| line(&json!({"type": e.kind.as_str(), "object": &*e.object})))
                 .clone();
         }
-        self.encode_obj(e.kind.as_str(), &e.object)
+        self.encode_obj(kind.as_str(), &e.object)
     }
 }
 
@@ -181,7 +197,9 @@ async fn pump(
     }
     for e in backlog {
         last_rv = e.rv;
-        if filter.wants(&e) && tx.send(filter.encode(&e)).await.is_err() {
+        if let Some(kind) = filter.view(&e)
+            && tx.send(filter.encode(&e, kind)).await.is_err()
+        {
             return;
         }
     }
@@ -207,7 +225,9 @@ async fn pump(
                         continue;
                     }
                     last_rv = e.rv;
-                    if filter.wants(&e) && tx.send(filter.encode(&e)).await.is_err() {
+                    if let Some(kind) = filter.view(&e)
+                        && tx.send(filter.encode(&e, kind)).await.is_err()
+                    {
                         return;
                     }
                 }

@@ -3,7 +3,9 @@
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
@@ -20,11 +22,15 @@ async fn watch_from_a_version_sees_changes_in_order() {
     let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
     api.create(&PostParams::default(), &cm("a", "web")).await.unwrap();
     api.create(&PostParams::default(), &cm("b", "db")).await.unwrap();
+    // Relabelling moves an object out of and back into the selection.
+    let relabel = |app: &str| Patch::Merge(json!({"metadata": {"labels": {"app": app}}}));
+    api.patch("a", &PatchParams::default(), &relabel("db")).await.unwrap();
+    api.patch("a", &PatchParams::default(), &relabel("web")).await.unwrap();
     api.delete("a", &DeleteParams::default()).await.unwrap();
     let wp = WatchParams::default().labels("app=web").timeout(5);
     let mut stream = api.watch(&wp, &rv).await.unwrap().boxed();
     let mut seen = Vec::new();
-    while seen.len() < 2 {
+    while seen.len() < 4 {
         match stream.try_next().await.unwrap().unwrap() {
             WatchEvent::Added(c) => seen.push(format!("ADDED {}", c.metadata.name.unwrap())),
             WatchEvent::Deleted(c) => seen.push(format!("DELETED {}", c.metadata.name.unwrap())),
@@ -32,7 +38,7 @@ async fn watch_from_a_version_sees_changes_in_order() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(seen, ["ADDED a", "DELETED a"]);
+    assert_eq!(seen, ["ADDED a", "DELETED a", "ADDED a", "DELETED a"]);
     server.shutdown().await;
 }
 
