@@ -172,3 +172,29 @@ async fn discovery_dynamic_api_and_auth() {
     assert_eq!((e.code, e.reason.as_str()), (401, "Unauthorized"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn dry_run_stores_nothing_and_pod_logs_come_from_the_log_source() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::LogParams;
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams { dry_run: true, ..Default::default() };
+    let dry = api.create(&pp, &cm("dry", &[])).await.unwrap();
+    assert_eq!(dry.metadata.name.as_deref(), Some("dry"));
+    assert_eq!(status_of(api.get("dry").await).code, 404);
+
+    server.state().set_log_source(std::sync::Arc::new(|ns: &str, pod: &str, c: Option<&str>| {
+        Some(format!("{ns}/{pod}/{}: hello\n", c.unwrap_or("-")))
+    }));
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}),
+    )
+    .unwrap();
+    let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert_eq!(created.status.unwrap().phase.as_deref(), Some("Pending"));
+    let lp = LogParams { container: Some("c".into()), ..Default::default() };
+    assert_eq!(pods.logs("p", &lp).await.unwrap(), "default/p/c: hello\n");
+    server.shutdown().await;
+}
