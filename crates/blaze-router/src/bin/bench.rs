@@ -138,7 +138,7 @@ fn haproxy(dir: &Path, listen: &str, ups: &[String], threads: usize) -> anyhow::
     let servers: String =
         ups.iter().enumerate().map(|(i, a)| format!("    server u{i} {a}\n")).collect();
     let cfg = format!(
-        "global\n    nbthread {threads}\n    maxconn 100000\n\
+        "global\n    nbthread {threads}\n    maxconn 4096\n\
          defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n\
          \x20   timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
          frontend fe\n    bind {listen}\n    default_backend be\n\
