@@ -54,10 +54,11 @@ pub struct Args {
     /// Hub cache folder for hf:// sources (default: HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub).
     #[arg(long, env = "BLAZE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Expand quantized GGUF weights to f32 at load: more memory, faster batched decoding on
-    /// CPUs for quantizations candle has no SIMD kernel for (see the benchmark).
-    #[arg(long, env = "BLAZE_DEQUANTIZE")]
-    pub dequantize: bool,
+    /// Expand quantized GGUF weights to f32 at load: more memory, much faster decoding on
+    /// CPU for quantizations candle has only scalar kernels for. `auto`: on CPU when the
+    /// f32 weights stay under 2 GiB.
+    #[arg(long, env = "BLAZE_DEQUANTIZE", value_enum, default_value = "auto")]
+    pub dequantize: crate::model::Dequantize,
     /// Most sequences decoded together.
     #[arg(long, env = "BLAZE_MAX_BATCH_SIZE", default_value_t = 16)]
     pub max_batch_size: usize,

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use blaze_worker::engine::{Engine, Event, GenerateRequest};
-use blaze_worker::model::KvCache;
+use blaze_worker::model::{Dequantize, KvCache, LoadOptions};
 use blaze_worker::sampling::SamplingParams;
 use blaze_worker::scheduler::{LlmEngine, SchedulerConfig};
 use support::Worker;
@@ -59,9 +59,19 @@ async fn answers_paris_through_the_openai_python_client_streamed_and_not() {
 
 #[tokio::test]
 async fn batched_greedy_equals_unbatched_greedy_on_smollm2() {
-    let model = blaze_worker::model::load(
+    batched_equals_unbatched(Dequantize::Off).await;
+}
+
+#[tokio::test]
+async fn batched_greedy_equals_unbatched_greedy_on_smollm2_with_f32_weights() {
+    batched_equals_unbatched(Dequantize::On).await;
+}
+
+async fn batched_equals_unbatched(dequantize: Dequantize) {
+    let model = blaze_worker::model::load_with(
         &blaze_worker::testing::smollm2_gguf(),
         &candle_core::Device::Cpu,
+        LoadOptions { dequantize },
     )
     .unwrap();
     let prompts: Vec<Vec<u32>> = [

@@ -198,9 +198,11 @@ async fn main() -> anyhow::Result<()> {
     );
     report["plain_loop"] =
         serde_json::json!({"decode_tps": base.decode_tps, "ttft_ms": base.ttft[0] * 1e3});
-    let quantized = blaze_worker::model::LoadOptions { dequantize: false };
+    let quantized =
+        blaze_worker::model::LoadOptions { dequantize: blaze_worker::model::Dequantize::Off };
     sweep("quantized", &path, quantized, &args, &base, &mut report).await?;
-    let dequantized = blaze_worker::model::LoadOptions { dequantize: true };
+    let dequantized =
+        blaze_worker::model::LoadOptions { dequantize: blaze_worker::model::Dequantize::On };
     sweep("dequantized", &path, dequantized, &args, &base, &mut report).await?;
     let bytes = weight_bytes(&path)?;
     let bw = bandwidth();
@@ -211,6 +213,9 @@ async fn main() -> anyhow::Result<()> {
         bw / 1e9,
         100.0 * base.decode_tps / bound
     );
+    let f32_bound = bw / blaze_worker::model::gguf::f32_bytes(&path)? as f64;
+    println!("bandwidth bound with f32 weights: {f32_bound:.1} steps/s");
+    report["f32_bound_steps_per_s"] = serde_json::json!(f32_bound);
     report["bound"] = serde_json::json!({"bytes_per_token": bytes, "bandwidth_bytes_per_s": bw, "tokens_per_s": bound});
     if let Some(out) = &args.output {
         std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;

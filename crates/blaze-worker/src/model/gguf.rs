@@ -89,6 +89,12 @@ pub fn load(path: &Path, device: &Device, dequantize: bool) -> Result<GgufModel>
     Ok(GgufModel { llama, content })
 }
 
+/// Bytes the file's tensors take as f32.
+pub fn f32_bytes(path: &Path) -> Result<u64> {
+    let content = gguf_file::Content::read(&mut std::fs::File::open(path)?)?;
+    Ok(content.tensor_infos.values().map(|t| t.shape.elem_count() as u64 * 4).sum())
+}
+
 /// A string metadata value.
 pub fn metadata_str(content: &gguf_file::Content, key: &str) -> Result<String> {
     content
