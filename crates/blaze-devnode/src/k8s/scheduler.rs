@@ -55,9 +55,14 @@ pub async fn run(client: Client) -> Result<()> {
     ));
     let recorder = Recorder::new(client.clone(), SCHEDULER_NAME.into());
     let mut reported: HashMap<String, String> = HashMap::new();
-    pods.wait_until_ready().await.ok();
-    nodes.wait_until_ready().await.ok();
+    // The stores fill as the trigger stream is polled; a pass on a partial view could call a
+    // pod unschedulable only because its node has not been seen yet.
     while triggers.next().await.is_some() {
+        let pods_ready = futures::FutureExt::now_or_never(pods.wait_until_ready()).is_some();
+        let nodes_ready = futures::FutureExt::now_or_never(nodes.wait_until_ready()).is_some();
+        if !pods_ready || !nodes_ready {
+            continue;
+        }
         if let Err(e) = schedule_pending(&client, &pods, &nodes, &recorder, &mut reported).await {
             tracing::warn!(error = %e, "scheduling pass failed");
         }

@@ -1,0 +1,204 @@
+//! The node side against the development API server, in-process, with real test app
+//! processes: Deployments scale and delete cleanly, pods that fit nowhere stay Pending.
+
+use std::time::{Duration, Instant};
+
+use blaze_devcluster::{ApiServer, Config};
+use blaze_devnode::backoff::BackoffConfig;
+use blaze_devnode::image::ImageMap;
+use blaze_devnode::k8s::node::NodeConfig;
+use blaze_devnode::k8s::plane::NodeSide;
+use blaze_devnode::pod::RuntimeConfig;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+const APP: &str = env!("CARGO_BIN_EXE_blaze-devnode-testapp");
+
+struct Cluster {
+    server: ApiServer,
+    client: Client,
+    nodes: NodeSide,
+    _root: tempfile::TempDir,
+}
+
+async fn start(gpus: u32) -> Cluster {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let kc = Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    let client = Client::try_from(config).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut images = ImageMap::empty();
+    images.insert("testapp", APP);
+    let runtime = RuntimeConfig {
+        root: root.path().to_path_buf(),
+        images,
+        backoff: BackoffConfig::default().scaled_down(20),
+    };
+    let nodes = NodeSide::start(client.clone(), vec![NodeConfig::new("node-0", gpus)], runtime)
+        .await
+        .unwrap();
+    let kubelet = nodes.kubelets()[0].clone();
+    server.state().set_log_source(kubelet.log_fn());
+    Cluster { server, client, nodes, _root: root }
+}
+
+async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn deployment(replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{
+                    "name": "app", "image": "testapp:v1",
+                    "args": ["--listen=$(POD_IP):8080"],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1}
+                }]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+fn pids(pods: &[Pod]) -> Vec<u32> {
+    pods.iter()
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .filter_map(|c| c.container_id.as_deref()?.strip_prefix("process://")?.parse().ok())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+async fn ready_pods(api: &Api<Pod>) -> Vec<Pod> {
+    let pods = api.list(&ListParams::default().labels("app=web")).await.unwrap().items;
+    pods.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_scales_0_3_1_and_deleting_it_leaves_no_process() {
+    let c = start(2).await;
+    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    deploys.create(&PostParams::default(), &deployment(0)).await.unwrap();
+    let scale = |n: i32| json!({"spec": {"replicas": n}});
+    deploys.patch("web", &PatchParams::default(), &Patch::Merge(scale(3))).await.unwrap();
+    let three = poll("3 ready pods", async || {
+        let ready = ready_pods(&pods).await;
+        (ready.len() == 3).then_some(ready)
+    })
+    .await;
+    let mut ips: Vec<_> = three.iter().filter_map(|p| p.status.as_ref()?.pod_ip.clone()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "each pod has its own address");
+    let first_pids = pids(&three);
+    assert!(first_pids.iter().all(|p| alive(*p)));
+    let d = poll("deployment status", async || {
+        let d = deploys.get("web").await.ok()?;
+        (d.status.as_ref()?.available_replicas == Some(3)).then_some(d)
+    })
+    .await;
+    let available = d
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_.as_deref() == Some("Available"));
+    assert_eq!(available.and_then(|c| c.status), Some("True".into()));
+
+    let log = c.nodes.logs("default", &three[0].name_any(), None, false).unwrap();
+    assert!(String::from_utf8_lossy(&log).contains("listening on"));
+
+    deploys.patch("web", &PatchParams::default(), &Patch::Merge(scale(1))).await.unwrap();
+    poll("1 pod left", async || {
+        let all = pods.list(&ListParams::default().labels("app=web")).await.ok()?.items;
+        (all.len() == 1).then_some(())
+    })
+    .await;
+    let still = first_pids.iter().filter(|p| alive(**p)).count();
+    assert_eq!(still, 1, "scaled-down pods' processes are gone");
+
+    deploys.delete("web", &DeleteParams::foreground()).await.unwrap();
+    poll("no pods", async || {
+        let all = pods.list(&ListParams::default().labels("app=web")).await.ok()?.items;
+        all.is_empty().then_some(())
+    })
+    .await;
+    poll("no processes", async || first_pids.iter().all(|p| !alive(*p)).then_some(())).await;
+    c.nodes.shutdown().await;
+    c.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_asking_for_too_many_gpus_stays_pending_with_a_reason_and_an_event() {
+    let c = start(4).await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "greedy", "namespace": "default"},
+        "spec": {"containers": [{"name": "app", "image": "testapp:v1",
+            "resources": {"limits": {"nvidia.com/gpu": "8"}}}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let condition = poll("PodScheduled=False", async || {
+        let p = pods.get("greedy").await.ok()?;
+        let conds = p.status?.conditions?;
+        conds.into_iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    })
+    .await;
+    assert_eq!(condition.reason.as_deref(), Some("Unschedulable"));
+    assert_eq!(
+        condition.message.as_deref(),
+        Some("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+    );
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    let event = poll("FailedScheduling event", async || {
+        let list = events.list(&ListParams::default()).await.ok()?.items;
+        list.into_iter().find(|e| e.reason.as_deref() == Some("FailedScheduling"))
+    })
+    .await;
+    assert_eq!(event.regarding.and_then(|r| r.name).as_deref(), Some("greedy"));
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let p = pods.get("greedy").await.unwrap();
+    assert!(p.spec.unwrap().node_name.is_none());
+    c.nodes.shutdown().await;
+    c.server.shutdown().await;
+}
