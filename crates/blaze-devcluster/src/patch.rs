@@ -117,6 +117,11 @@ fn server_side_apply(
 ) -> ApiResult<(StatusCode, Arc<Value>)> {
     let info = w.info;
     w.check_type(&mut applied)?;
+    // An apply body may leave the name out: the object is named by the URL (what the lease
+    // client of kube-lease-manager relies on). A name that is there must match it.
+    if applied["metadata"]["name"].as_str().is_none_or(str::is_empty) && applied.is_object() {
+        applied["metadata"]["name"] = Value::String(name.to_owned());
+    }
     let body_name = applied["metadata"]["name"].as_str().unwrap_or_default();
     if body_name != name {
         return Err(ApiError::bad_request(format!(

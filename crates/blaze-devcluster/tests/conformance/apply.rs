@@ -55,6 +55,22 @@ async fn server_side_apply_owns_conflicts_and_removes() {
     server.shutdown().await;
 }
 
+/// An apply body without `metadata.name` names the object by the URL; a different name is a
+/// 400, as on a real server.
+#[tokio::test]
+async fn apply_takes_the_name_from_the_url() {
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let nameless = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v"}});
+    let cm = api.patch("cfg", &PatchParams::apply("m"), &Patch::Apply(nameless)).await.unwrap();
+    assert_eq!(cm.metadata.name.as_deref(), Some("cfg"));
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+    let e = status_of(api.patch("cfg", &PatchParams::apply("m"), &Patch::Apply(other)).await);
+    assert_eq!(e.code, 400);
+    assert!(e.message.contains("does not match the name on the URL"), "{}", e.message);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn merge_json_and_strategic_patches() {
     let (server, client) = start().await;
