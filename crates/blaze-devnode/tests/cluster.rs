@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use blaze_devcluster::{ApiServer, Config};
 use blaze_devnode::backoff::BackoffConfig;
 use blaze_devnode::image::ImageMap;
+use blaze_devnode::ipam::AddressPool;
 use blaze_devnode::k8s::node::NodeConfig;
 use blaze_devnode::k8s::plane::NodeSide;
 use blaze_devnode::pod::RuntimeConfig;
@@ -16,6 +17,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use std::net::Ipv4Addr;
 
 const APP: &str = env!("CARGO_BIN_EXE_blaze-devnode-testapp");
 
@@ -26,7 +28,9 @@ struct Cluster {
     _root: tempfile::TempDir,
 }
 
-async fn start(gpus: u32) -> Cluster {
+/// A control plane whose pods get addresses 127.0.`octet`.1 to .254, so tests running at
+/// the same time never share one.
+async fn start(gpus: u32, octet: u8) -> Cluster {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -44,9 +48,11 @@ async fn start(gpus: u32) -> Cluster {
         images,
         backoff: BackoffConfig::default().scaled_down(20),
     };
-    let nodes = NodeSide::start(client.clone(), vec![NodeConfig::new("node-0", gpus)], runtime)
-        .await
-        .unwrap();
+    let pool = AddressPool::new(Ipv4Addr::new(127, 0, octet, 1), Ipv4Addr::new(127, 0, octet, 254));
+    let nodes =
+        NodeSide::start(client.clone(), vec![NodeConfig::new("node-0", gpus)], runtime, pool)
+            .await
+            .unwrap();
     let kubelet = nodes.kubelets()[0].clone();
     server.state().set_log_source(kubelet.log_fn());
     Cluster { server, client, nodes, _root: root }
@@ -112,7 +118,7 @@ async fn ready_pods(api: &Api<Pod>) -> Vec<Pod> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_scales_0_3_1_and_deleting_it_leaves_no_process() {
-    let c = start(2).await;
+    let c = start(2, 201).await;
     let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     deploys.create(&PostParams::default(), &deployment(0)).await.unwrap();
@@ -168,7 +174,7 @@ async fn a_deployment_scales_0_3_1_and_deleting_it_leaves_no_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_asking_for_too_many_gpus_stays_pending_with_a_reason_and_an_event() {
-    let c = start(4).await;
+    let c = start(4, 202).await;
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -199,6 +205,56 @@ async fn a_pod_asking_for_too_many_gpus_stays_pending_with_a_reason_and_an_event
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     let p = pods.get("greedy").await.unwrap();
     assert!(p.spec.unwrap().node_name.is_none());
+    c.nodes.shutdown().await;
+    c.server.shutdown().await;
+}
+
+async fn post(addr: &str, path: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_takes_a_pod_out_of_the_endpointslice_and_puts_it_back() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let c = start(0, 203).await;
+    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    deploys.create(&PostParams::default(), &deployment(1)).await.unwrap();
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(c.client.clone(), "default")
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(c.client.clone(), "default");
+    let ready_of = async |want: bool| {
+        poll(&format!("endpoint ready={want}"), async || {
+            let list = slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
+                .await
+                .ok()?;
+            let ep = list.items.first()?.endpoints.clone()?.into_iter().next()?;
+            let ready = ep.conditions.as_ref()?.ready?;
+            (ready == want).then(|| ep.addresses[0].clone())
+        })
+        .await
+    };
+    let ip = ready_of(true).await;
+    post(&format!("{ip}:8080"), "/control/fail-ready").await;
+    assert_eq!(ready_of(false).await, ip);
+    post(&format!("{ip}:8080"), "/control/pass-ready").await;
+    assert_eq!(ready_of(true).await, ip);
     c.nodes.shutdown().await;
     c.server.shutdown().await;
 }

@@ -17,13 +17,15 @@ pub struct NodeSide {
 
 impl NodeSide {
     /// Registers `nodes` and starts their kubelets, the scheduler and the Deployment,
-    /// ReplicaSet and EndpointSlice controllers.
+    /// ReplicaSet and EndpointSlice controllers. Pod addresses come from `addresses`
+    /// ([`AddressPool::default`] normally); two control planes on one machine need disjoint
+    /// pools.
     pub async fn start(
         client: kube::Client,
         nodes: Vec<NodeConfig>,
         runtime: RuntimeConfig,
+        addresses: AddressPool,
     ) -> Result<Self> {
-        let addresses = AddressPool::default();
         let mut kubelets = Vec::new();
         let mut tasks = Vec::new();
         for node in nodes {
