@@ -45,6 +45,11 @@ fn quote_yaml11_booleans(line: &str) -> String {
     }
 }
 
+/// Every CRD as YAML, with the file name each is checked in under.
+pub fn render_all() -> Result<Vec<(String, String)>> {
+    all().iter().map(|crd| Ok((file_name(crd), to_yaml(crd)?))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,9 +65,4 @@ mod tests {
         assert!(!yaml.contains(": off\n") && !yaml.contains("- off\n"));
         assert!(yaml.contains("default: 'off'"));
     }
-}
-
-/// Every CRD as YAML, with the file name each is checked in under.
-pub fn render_all() -> Result<Vec<(String, String)>> {
-    all().iter().map(|crd| Ok((file_name(crd), to_yaml(crd)?))).collect()
 }
