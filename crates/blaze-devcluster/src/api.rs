@@ -234,7 +234,7 @@ fn target(reg: &crate::resources::Registry, g: &str, v: &str, rest: &[&str]) -> 
         None => true,
         Some("status") => info.status,
         Some("scale") => info.scale.is_some(),
-        Some("log") => info.log,
+        Some("log") | Some("binding") => info.log,
         Some(_) => false,
     };
     sub_ok.then_some(Target { info, ns, name, sub })

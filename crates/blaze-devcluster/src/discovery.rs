@@ -93,6 +93,7 @@ fn resource_list(reg: &Registry, g: &str, v: &str) -> Value {
         }
         if r.log {
             out.push(sub("log", "Pod", &["get"]));
+            out.push(sub("binding", "Binding", &["create"]));
         }
     }
     let gv = if g.is_empty() { v.to_owned() } else { format!("{g}/{v}") };

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 mod api;
 pub mod apply;
 pub mod bench;
+mod binding;
 mod bootstrap;
 pub mod crd;
 mod defaults;

@@ -47,10 +47,13 @@ pub async fn dispatch(st: &Arc<State>, ctx: &Ctx, t: Target) -> ApiResult<Respon
                 Err(ApiError::method_not_allowed("POST", &ctx.path))
             }
         }
-        (&Method::PUT, Some(name), sub) => {
+        (&Method::POST, Some(name), Some("binding")) => {
+            crate::binding::bind(st, ctx, &info, &ns, name)
+        }
+        (&Method::PUT, Some(name), sub) if sub != Some("binding") => {
             update(st, ctx, &info, &ns, name, sub.unwrap_or_default())
         }
-        (&Method::PATCH, Some(name), sub) if sub != Some("log") => {
+        (&Method::PATCH, Some(name), sub) if !matches!(sub, Some("log" | "binding")) => {
             let (code, obj) =
                 crate::patch::patch(st, ctx, &info, &ns, name, sub.unwrap_or_default())?;
             if sub == Some("scale") {

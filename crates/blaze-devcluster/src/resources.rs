@@ -54,7 +54,7 @@ pub struct ResourceInfo {
     pub status: bool,
     /// Scale subresource.
     pub scale: Option<ScalePaths>,
-    /// Has a `log` subresource (pods).
+    /// Has the `log` and `binding` subresources (pods).
     pub log: bool,
     /// Served from a CRD: schema validation applies, strategic merge patch does not.
     pub custom: bool,

@@ -198,3 +198,40 @@ async fn dry_run_stores_nothing_and_pod_logs_come_from_the_log_source() {
     assert_eq!(pods.logs("p", &lp).await.unwrap(), "default/p/c: hello\n");
     server.shutdown().await;
 }
+
+/// `pods/NAME/binding` sets `spec.nodeName` once; a second binding, or one whose uid names
+/// another pod, is a 409.
+#[tokio::test]
+async fn pods_are_bound_once_through_the_binding_subresource() {
+    use k8s_openapi::api::core::v1::Pod;
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "app:1"}]}}))
+    .unwrap();
+    let uid = pods.create(&PostParams::default(), &pod).await.unwrap().metadata.uid.unwrap();
+    let binding = |node: &str, uid: &str| {
+        json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p", "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
+    };
+    let pp = PostParams::default();
+    let wrong = binding("n1", "nope");
+    let e = status_of(
+        pods.create_subresource::<_, serde_json::Value>("binding", "p", &pp, &wrong).await,
+    );
+    assert_eq!(e.code, 409);
+    assert!(e.message.contains("Precondition failed: UID in precondition"), "{}", e.message);
+
+    pods.create_subresource::<_, serde_json::Value>("binding", "p", &pp, &binding("n1", &uid))
+        .await
+        .unwrap();
+    assert_eq!(pods.get("p").await.unwrap().spec.unwrap().node_name.as_deref(), Some("n1"));
+
+    let again = binding("n2", &uid);
+    let e = status_of(
+        pods.create_subresource::<_, serde_json::Value>("binding", "p", &pp, &again).await,
+    );
+    assert_eq!(e.code, 409);
+    assert!(e.message.contains("is already assigned to node \"n1\""), "{}", e.message);
+    server.shutdown().await;
+}
