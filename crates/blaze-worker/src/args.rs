@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// What kind of model the worker serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,14 +28,20 @@ pub enum LogFormat {
 /// Blaze's inference worker. Serves the OpenAI-compatible HTTP API, /livez, /readyz and
 /// /metrics on --listen, and the gRPC generate service with grpc.health.v1 on --grpc-listen
 /// (give both the same address to serve HTTP and gRPC on one port).
+///
+/// `blaze-worker download --model hf://... --cache-dir DIR` fills the hub cache and exits,
+/// so that a worker started later with the same --model and --cache-dir needs no network.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "blaze-worker", version)]
+#[command(name = "blaze-worker", version, subcommand_negates_reqs = true)]
 pub struct Args {
+    /// Something other than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// The model: hf://org/name[@revision][/file.gguf], pvc://claim/path, file:///path or a
     /// path. A .gguf file (or a folder holding one) or a Hugging Face folder (config.json,
     /// *.safetensors, tokenizer.json).
-    #[arg(long, env = "BLAZE_MODEL")]
-    pub model: String,
+    #[arg(long, env = "BLAZE_MODEL", required = true)]
+    pub model: Option<String>,
     /// The name clients use for the model (default: the source's last path component).
     #[arg(long, env = "BLAZE_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
@@ -82,7 +88,39 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Download an hf:// model into the hub cache and exit.
+    ///
+    /// Exits 0 once every file is in place (at once, without network, when the cache
+    /// already is complete), non-zero with a message naming the repository and file
+    /// otherwise. Files land under a temporary name
+    /// and are renamed when complete; an interrupted download resumes. Reads HF_ENDPOINT
+    /// and HF_TOKEN.
+    Download(DownloadArgs),
+}
+
+/// `blaze-worker download`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DownloadArgs {
+    /// The model: hf://org/name[@revision][/file]. Other sources need no download.
+    #[arg(long, env = "BLAZE_MODEL")]
+    pub model: String,
+    /// Hub cache folder (default: HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub).
+    #[arg(long, env = "BLAZE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
 impl Args {
+    /// The model source (clap makes --model required when serving).
+    pub fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or_default()
+    }
+
     /// Checks values clap cannot; the message names the flag.
     pub fn validate(&self) -> Result<(), String> {
         if self.kind != Kind::Llm {
@@ -102,14 +140,14 @@ impl Args {
         if self.default_max_tokens == 0 {
             return Err("--default-max-tokens must be at least 1".into());
         }
-        crate::source::ModelSource::parse(&self.model).map_err(|e| format!("--model: {e}"))?;
+        crate::source::ModelSource::parse(self.model()).map_err(|e| format!("--model: {e}"))?;
         Ok(())
     }
 
     /// The served model name.
     pub fn model_name(&self) -> String {
         self.served_model_name.clone().unwrap_or_else(|| {
-            let trimmed = self.model.trim_end_matches('/');
+            let trimmed = self.model().trim_end_matches('/');
             let last = trimmed.rsplit('/').next().unwrap_or(trimmed);
             last.split('@').next().unwrap_or(last).to_string()
         })

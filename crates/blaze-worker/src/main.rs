@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use blaze_worker::args::{Args, LogFormat};
+use blaze_worker::args::{Args, Command, DownloadArgs, LogFormat};
 use blaze_worker::engine::Engine;
 use blaze_worker::grpc::GenerateService;
 use blaze_worker::metrics::Metrics;
@@ -21,6 +21,10 @@ use tonic_health::server::HealthReporter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Download(download_args)) = &args.command {
+        init_tracing(download_args.log_format);
+        return download(download_args).await;
+    }
     if let Err(message) = args.validate() {
         eprintln!("error: {message}");
         std::process::exit(2);
@@ -49,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     servers.push(serve(args.listen, http, stop_rx).await?);
-    tracing::info!(listen = %args.listen, grpc = ?args.grpc_listen, model = %args.model, "serving; loading the model");
+    tracing::info!(listen = %args.listen, grpc = ?args.grpc_listen, model = %args.model(), "serving; loading the model");
 
     let loader = tokio::spawn(load(args.clone(), state.clone(), metrics, health.clone()));
     tokio::select! {
@@ -76,11 +80,8 @@ async fn load(
     health: HealthReporter,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let source = ModelSource::parse(&args.model)?;
-    let mut hub = HubOptions::from_env();
-    if let Some(dir) = &args.cache_dir {
-        hub.cache_dir = dir.clone();
-    }
+    let source = ModelSource::parse(args.model())?;
+    let hub = hub_options(args.cache_dir.as_ref());
     let path = blaze_worker::source::resolve(&source, &args.pvc_root, &hub).await?;
     let device = blaze_worker::model::default_device();
     let options = blaze_worker::model::LoadOptions { dequantize: args.dequantize };
@@ -102,6 +103,36 @@ async fn load(
         .await;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), name = %args.model_name(), "model ready");
     Ok(())
+}
+
+/// `blaze-worker download`: fills the hub cache for an `hf://` source and exits.
+async fn download(args: &DownloadArgs) -> anyhow::Result<()> {
+    let source = ModelSource::parse(&args.model).context("--model")?;
+    let ModelSource::Hub { repo, revision, file } = &source else {
+        tracing::info!(model = %args.model, "not an hf:// source; nothing to download");
+        return Ok(());
+    };
+    let hub = hub_options(args.cache_dir.as_ref());
+    let started = Instant::now();
+    match blaze_worker::source::hub::download(repo, revision, file.as_deref(), &hub).await {
+        Ok(path) => {
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(model = %args.model, path = %path.display(), seconds, "model in the cache");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(model = %args.model, error = %e, "download failed");
+            Err(anyhow::Error::new(e).context(format!("downloading {}", args.model)))
+        }
+    }
+}
+
+fn hub_options(cache_dir: Option<&std::path::PathBuf>) -> HubOptions {
+    let mut hub = HubOptions::from_env();
+    if let Some(dir) = cache_dir {
+        hub.cache_dir = dir.clone();
+    }
+    hub
 }
 
 /// Stops admissions and waits (bounded by `grace`) for in-flight requests to finish.

@@ -1,5 +1,6 @@
 //! The HTTP server: OpenAI-compatible API, health and metrics.
 
+mod body;
 pub mod error;
 mod openai;
 pub mod request;

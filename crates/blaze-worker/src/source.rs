@@ -2,21 +2,16 @@
 //! (downloaded from the Hugging Face hub, or any server with its file layout, into a cache),
 //! or a plain path.
 
+pub mod hub;
+
 use std::path::{Path, PathBuf};
+
+pub use hub::HubOptions;
 
 use crate::{Error, Result};
 
 /// Where `pvc://` claims are mounted unless `--pvc-root` says otherwise.
 pub const DEFAULT_PVC_ROOT: &str = "/mnt/models";
-
-/// Files fetched for a Hugging Face repository in the safetensors layout; missing optional
-/// ones are skipped.
-const HF_FILES: &[(&str, bool)] = &[
-    ("config.json", true),
-    ("tokenizer.json", true),
-    ("tokenizer_config.json", false),
-    ("generation_config.json", false),
-];
 
 /// A parsed model source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,128 +73,15 @@ impl ModelSource {
     }
 }
 
-/// How hub downloads are done.
-#[derive(Debug, Clone)]
-pub struct HubOptions {
-    /// Base URL (`HF_ENDPOINT`, default `https://huggingface.co`).
-    pub endpoint: String,
-    /// The cache folder (`HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`).
-    pub cache_dir: PathBuf,
-    /// Bearer token (`HF_TOKEN`).
-    pub token: Option<String>,
-}
-
-impl HubOptions {
-    /// Settings from the environment, as the Hugging Face tools read them.
-    pub fn from_env() -> Self {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let cache_dir = env("HF_HUB_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| env("HF_HOME").map(|h| Path::new(&h).join("hub")))
-            .or_else(|| env("HOME").map(|h| Path::new(&h).join(".cache/huggingface/hub")))
-            .unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"));
-        let endpoint = env("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into());
-        Self {
-            endpoint: endpoint.trim_end_matches('/').to_string(),
-            cache_dir,
-            token: env("HF_TOKEN"),
-        }
-    }
-}
-
 /// Turns a source into a local path, downloading hub files into the cache when needed.
 pub async fn resolve(source: &ModelSource, pvc_root: &Path, hub: &HubOptions) -> Result<PathBuf> {
     match source {
         ModelSource::Path(p) => Ok(p.clone()),
         ModelSource::Pvc { claim, path } => Ok(pvc_root.join(claim).join(path)),
         ModelSource::Hub { repo, revision, file } => {
-            download(repo, revision, file.as_deref(), hub).await
+            hub::download(repo, revision, file.as_deref(), hub).await
         }
     }
-}
-
-async fn download(
-    repo: &str,
-    revision: &str,
-    file: Option<&str>,
-    hub: &HubOptions,
-) -> Result<PathBuf> {
-    let dir = hub
-        .cache_dir
-        .join(format!("models--{}", repo.replace('/', "--")))
-        .join("snapshots")
-        .join(revision);
-    // Written after every file of a snapshot is in place: a later start (or a restart
-    // without network) uses the cache and asks the hub nothing.
-    let complete = dir.join(".blaze-complete");
-    let client = reqwest::Client::new();
-    if let Some(file) = file {
-        fetch(&client, hub, repo, revision, file, &dir, true).await?;
-        return Ok(dir.join(file));
-    }
-    if complete.is_file() {
-        return Ok(dir);
-    }
-    for (name, required) in HF_FILES {
-        fetch(&client, hub, repo, revision, name, &dir, *required).await?;
-    }
-    let index = "model.safetensors.index.json";
-    if fetch(&client, hub, repo, revision, index, &dir, false).await? {
-        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(index))?)?;
-        let mut shards: Vec<String> = index["weight_map"]
-            .as_object()
-            .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        shards.sort();
-        shards.dedup();
-        for shard in shards {
-            fetch(&client, hub, repo, revision, &shard, &dir, true).await?;
-        }
-    } else {
-        fetch(&client, hub, repo, revision, "model.safetensors", &dir, true).await?;
-    }
-    std::fs::write(&complete, b"")?;
-    Ok(dir)
-}
-
-/// Downloads one file unless the cache has it; returns whether the file is there.
-async fn fetch(
-    client: &reqwest::Client,
-    hub: &HubOptions,
-    repo: &str,
-    revision: &str,
-    name: &str,
-    dir: &Path,
-    required: bool,
-) -> Result<bool> {
-    let target = dir.join(name);
-    if target.is_file() {
-        return Ok(true);
-    }
-    let url = format!("{}/{repo}/resolve/{revision}/{name}", hub.endpoint);
-    let err =
-        |message: String| Error::Source { source_name: format!("hf://{repo}@{revision}"), message };
-    let mut request = client.get(&url);
-    if let Some(token) = &hub.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.map_err(|e| err(format!("GET {url}: {e}")))?;
-    if response.status() == reqwest::StatusCode::NOT_FOUND && !required {
-        return Ok(false);
-    }
-    if !response.status().is_success() {
-        return Err(err(format!("GET {url}: HTTP {}", response.status())));
-    }
-    let bytes = response.bytes().await.map_err(|e| err(format!("GET {url}: {e}")))?;
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    // Write then rename, so an interrupted download never looks complete.
-    let partial = target.with_extension("partial");
-    std::fs::write(&partial, &bytes)?;
-    std::fs::rename(&partial, &target)?;
-    tracing::info!(%url, bytes = bytes.len(), "downloaded");
-    Ok(true)
 }
 
 #[cfg(test)]

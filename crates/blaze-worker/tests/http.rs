@@ -84,17 +84,20 @@ async fn openai_api_health_errors_and_metrics() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    // The server answers 413 without reading the rest of the body and then closes the
-    // connection, so this request gets a client of its own: reusing that connection from the
-    // shared pool would race with the close.
-    let huge = vec![b'a'; 5 * 1024 * 1024];
-    let r = reqwest::Client::new()
+    // An oversized body gets 413, and the server reads the rest of it, so the connection
+    // stays usable: the next request on the same connection is answered.
+    let (status, reused) = oversized_then_livez(&worker, 5 * 1024 * 1024).await;
+    assert_eq!(status, 413);
+    assert_eq!(reused.as_deref(), Some("ok"), "the connection serves the next request");
+    let r = client
         .post(format!("{}/v1/completions", worker.base))
-        .body(huge)
+        .body(vec![b'a'; 5 * 1024 * 1024])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    let err: Value = r.json().await.unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains("larger than"), "{err}");
 
     let metrics =
         client.get(format!("{}/metrics", worker.base)).send().await.unwrap().text().await.unwrap();
@@ -181,4 +184,57 @@ async fn full_queue_is_429_and_sigterm_drains_then_exits_zero() {
         "the queued request was dropped: {waited}"
     );
     assert!(worker.wait(Duration::from_secs(30)).await.success());
+}
+
+/// On one raw HTTP/1.1 connection: POSTs a body of `size` bytes to /v1/completions, then
+/// GETs /livez. Returns the POST's status and the /livez body, if the server answered it.
+async fn oversized_then_livez(worker: &Worker, size: usize) -> (u16, Option<String>) {
+    use tokio::io::{AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", worker.port)).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+    );
+    write.write_all(head.as_bytes()).await.unwrap();
+    // Write the body while reading: the server may answer before it has read all of it.
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&vec![b'a'; size]).await;
+        let _ = write.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        write
+    });
+    let mut read = BufReader::new(read);
+    let (status, _) = read_response(&mut read).await.expect("a response to the POST");
+    let _write = writer.await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), read_response(&mut read))
+        .await
+        .ok()
+        .flatten()
+        .map(|(_, body)| body);
+    (status, second)
+}
+
+/// One HTTP/1.1 response with a content-length body: status and body.
+async fn read_response(
+    read: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut line = String::new();
+    read.read_line(&mut line).await.ok()?;
+    let status = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut length = 0;
+    loop {
+        line.clear();
+        read.read_line(&mut line).await.ok()?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    read.read_exact(&mut body).await.ok()?;
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
 }

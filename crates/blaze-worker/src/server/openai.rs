@@ -4,8 +4,7 @@ use std::convert::Infallible;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::AppState;
+use super::body::read_limited;
 use super::error::ApiError;
 use super::request::{Parsed, Prompt, parse_chat, parse_completion};
 use crate::engine::{Engine, Event, GenerateRequest};
@@ -31,11 +31,19 @@ pub(super) async fn models(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-pub(super) async fn completions(State(state): State<AppState>, body: Bytes) -> Response {
+pub(super) async fn completions(State(state): State<AppState>, request: Request) -> Response {
+    let body = match read_limited(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     serve(state, parse_completion(&body), false).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub(super) async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Response {
+pub(super) async fn chat_completions(State(state): State<AppState>, request: Request) -> Response {
+    let body = match read_limited(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     serve(state, parse_chat(&body), true).await.unwrap_or_else(IntoResponse::into_response)
 }
 

@@ -1,0 +1,277 @@
+//! Downloads from the Hugging Face hub, or any server with its file layout
+//! (`{endpoint}/{org}/{name}/resolve/{revision}/{file}`), into a cache folder.
+//!
+//! A file is streamed to `NAME.partial` and renamed into place only once all of it is on
+//! disk (and synced), so a crash or a killed init container never leaves a file that a later
+//! start trusts; the next run resumes the partial file with an HTTP range request. A
+//! repository in the safetensors layout is complete once `.blaze-complete` is written, after
+//! its last file. A cache that is complete is used without asking the hub anything, so the
+//! worker starts offline from what `blaze-worker download` fetched.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use tokio::io::AsyncWriteExt;
+
+use crate::{Error, Result};
+
+/// Files fetched for a Hugging Face repository in the safetensors layout; missing optional
+/// ones are skipped.
+const HF_FILES: &[(&str, bool)] = &[
+    ("config.json", true),
+    ("tokenizer.json", true),
+    ("tokenizer_config.json", false),
+    ("generation_config.json", false),
+];
+
+/// Marks a snapshot folder whose every file is in place.
+const COMPLETE_MARKER: &str = ".blaze-complete";
+
+/// Tries per file. Large downloads from a CDN do get cut off; each retry resumes where the
+/// last one stopped, so a few are cheap.
+const ATTEMPTS: u32 = 4;
+
+/// First wait between tries, doubled after each.
+const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+/// How hub downloads are done.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Base URL (`HF_ENDPOINT`, default `https://huggingface.co`).
+    pub endpoint: String,
+    /// The cache folder (`HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`).
+    pub cache_dir: PathBuf,
+    /// Bearer token (`HF_TOKEN`).
+    pub token: Option<String>,
+}
+
+impl HubOptions {
+    /// Settings from the environment, as the Hugging Face tools read them.
+    pub fn from_env() -> Self {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let cache_dir = env("HF_HUB_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| env("HF_HOME").map(|h| Path::new(&h).join("hub")))
+            .or_else(|| env("HOME").map(|h| Path::new(&h).join(".cache/huggingface/hub")))
+            .unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"));
+        let endpoint = env("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into());
+        Self {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            cache_dir,
+            token: env("HF_TOKEN"),
+        }
+    }
+}
+
+/// The cache folder of one repository revision.
+pub fn snapshot_dir(hub: &HubOptions, repo: &str, revision: &str) -> PathBuf {
+    hub.cache_dir
+        .join(format!("models--{}", repo.replace('/', "--")))
+        .join("snapshots")
+        .join(revision)
+}
+
+/// Makes sure the cache holds `file` of `repo` at `revision` (or, without `file`, the
+/// safetensors layout: config, tokenizer, weights and their shards) and returns its path.
+/// Asks the hub nothing when the cache is complete.
+pub async fn download(
+    repo: &str,
+    revision: &str,
+    file: Option<&str>,
+    hub: &HubOptions,
+) -> Result<PathBuf> {
+    let dir = snapshot_dir(hub, repo, revision);
+    let client = Fetcher::new(hub, repo, revision)?;
+    if let Some(file) = file {
+        client.fetch(file, &dir, true).await?;
+        return Ok(dir.join(file));
+    }
+    let complete = dir.join(COMPLETE_MARKER);
+    if complete.is_file() {
+        return Ok(dir);
+    }
+    for (name, required) in HF_FILES {
+        client.fetch(name, &dir, *required).await?;
+    }
+    let index = "model.safetensors.index.json";
+    if client.fetch(index, &dir, false).await? {
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(index))?)?;
+        let mut shards: Vec<String> = index["weight_map"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        shards.sort();
+        shards.dedup();
+        for shard in shards {
+            client.fetch(&shard, &dir, true).await?;
+        }
+    } else {
+        client.fetch("model.safetensors", &dir, true).await?;
+    }
+    std::fs::write(&complete, b"")?;
+    Ok(dir)
+}
+
+/// One try's outcome.
+enum Failure {
+    /// Worth another try (connection trouble, 5xx, 429, a cut-off body).
+    Transient(String),
+    /// Not (404, 401, a full disk, ...).
+    Permanent(String),
+}
+
+struct Fetcher<'a> {
+    client: reqwest::Client,
+    hub: &'a HubOptions,
+    repo: &'a str,
+    revision: &'a str,
+}
+
+impl<'a> Fetcher<'a> {
+    fn new(hub: &'a HubOptions, repo: &'a str, revision: &'a str) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            // Between bytes, not for the whole body: multi-GB files take as long as they take.
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| Error::Source {
+                source_name: format!("hf://{repo}@{revision}"),
+                message: format!("HTTP client: {e}"),
+            })?;
+        Ok(Self { client, hub, repo, revision })
+    }
+
+    fn error(&self, name: &str, message: String) -> Error {
+        Error::Source {
+            source_name: format!("hf://{}@{}/{name}", self.repo, self.revision),
+            message,
+        }
+    }
+
+    /// Downloads `name` into `dir` unless it is there; returns whether the file is there
+    /// (false only for a missing optional file).
+    async fn fetch(&self, name: &str, dir: &Path, required: bool) -> Result<bool> {
+        if !is_relative_inside(name) {
+            return Err(self.error(name, "file name leaves the repository".into()));
+        }
+        let target = dir.join(name);
+        if target.is_file() {
+            return Ok(true);
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let url = format!("{}/{}/resolve/{}/{name}", self.hub.endpoint, self.repo, self.revision);
+        let partial = PathBuf::from(format!("{}.partial", target.display()));
+        let mut wait = RETRY_BACKOFF;
+        for attempt in 1..=ATTEMPTS {
+            match self.try_once(&url, &partial).await {
+                Ok(Some(bytes)) => {
+                    std::fs::rename(&partial, &target)?;
+                    tracing::info!(%url, bytes, "downloaded");
+                    return Ok(true);
+                }
+                Ok(None) if !required => return Ok(false),
+                Ok(None) => return Err(self.error(name, format!("GET {url}: HTTP 404 Not Found"))),
+                Err(Failure::Permanent(message)) => return Err(self.error(name, message)),
+                Err(Failure::Transient(message)) if attempt < ATTEMPTS => {
+                    tracing::warn!(%url, attempt, error = %message, "download failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(Failure::Transient(message)) => {
+                    return Err(self.error(name, format!("{message} (after {ATTEMPTS} tries)")));
+                }
+            }
+        }
+        unreachable!("the last try returns")
+    }
+
+    /// One GET into `partial`, resuming what is there. `Ok(None)` is a 404.
+    async fn try_once(&self, url: &str, partial: &Path) -> Result<Option<u64>, Failure> {
+        let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+        let mut request = self.client.get(url);
+        if let Some(token) = &self.hub.token {
+            request = request.bearer_auth(token);
+        }
+        if have > 0 {
+            request = request.header(RANGE, format!("bytes={have}-"));
+        }
+        let transient = |e: &dyn std::fmt::Display| Failure::Transient(format!("GET {url}: {e}"));
+        let mut response = request.send().await.map_err(|e| transient(&e))?;
+        let status = response.status();
+        let resumed = match status {
+            StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::PARTIAL_CONTENT if resumes_at(&response) == Some(have) => true,
+            StatusCode::PARTIAL_CONTENT => {
+                let _ = std::fs::remove_file(partial);
+                return Err(transient(&"HTTP 206 for another range; restarting the file"));
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                // The partial file is not a prefix of this file: start over.
+                let _ = std::fs::remove_file(partial);
+                return Err(transient(&"HTTP 416; restarting the file"));
+            }
+            s if s.is_success() => false,
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                return Err(transient(&format!("HTTP {s}")));
+            }
+            s if s == StatusCode::UNAUTHORIZED || s == StatusCode::FORBIDDEN => {
+                let hint = if self.hub.token.is_some() { "" } else { " (set HF_TOKEN)" };
+                return Err(Failure::Permanent(format!("GET {url}: HTTP {s}{hint}")));
+            }
+            s => return Err(Failure::Permanent(format!("GET {url}: HTTP {s}"))),
+        };
+        let expected = response.content_length().map(|n| n + if resumed { have } else { 0 });
+        let io =
+            |e: std::io::Error| Failure::Permanent(format!("writing {}: {e}", partial.display()));
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(resumed)
+            .truncate(!resumed)
+            .open(partial)
+            .await
+            .map_err(io)?;
+        let mut size = if resumed { have } else { 0 };
+        while let Some(chunk) = response.chunk().await.map_err(|e| transient(&e))? {
+            file.write_all(&chunk).await.map_err(io)?;
+            size += chunk.len() as u64;
+        }
+        file.flush().await.map_err(io)?;
+        file.sync_all().await.map_err(io)?;
+        match expected {
+            Some(expected) if expected != size => {
+                Err(transient(&format!("body ended at {size} of {expected} bytes")))
+            }
+            _ => Ok(Some(size)),
+        }
+    }
+}
+
+/// Where a 206 response's body starts (`Content-Range: bytes START-END/TOTAL`).
+fn resumes_at(response: &reqwest::Response) -> Option<u64> {
+    let range = response.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    range.strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
+}
+
+/// True for a plain relative path that stays inside the folder it is joined to.
+fn is_relative_inside(name: &str) -> bool {
+    !name.is_empty() && Path::new(name).components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_stay_inside_the_snapshot() {
+        assert!(is_relative_inside("model.safetensors"));
+        assert!(is_relative_inside("onnx/model.onnx"));
+        for bad in ["", "../x", "/etc/passwd", "a/../../b"] {
+            assert!(!is_relative_inside(bad), "{bad}");
+        }
+    }
+}
