@@ -148,6 +148,12 @@ pub struct RoutingAuth {
     /// A file (a mounted Secret, say) with one `NAME: KEY` entry per key, YAML.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_file: Option<String>,
+    /// A directory with one file per key, as Kubernetes mounts a Secret: the file name is the
+    /// key's name and its content (without a trailing newline) the key. Dotfiles, such as the
+    /// kubelet's `..data` link, are skipped; symbolic links are followed. Reloaded when the
+    /// files change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_dir: Option<String>,
     /// Keys given inline, by name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub keys: std::collections::BTreeMap<String, String>,
@@ -160,7 +166,7 @@ fn default_auth_header() -> String {
 impl RoutingConfig {
     /// The configuration for a `BlazeRouter` spec and the endpoints (with their weights) the
     /// operator selected. API keys are left out: the operator mounts the Secret and sets
-    /// `auth.keysFile`.
+    /// `auth.keysDir`.
     pub fn from_spec(spec: &BlazeRouterSpec, endpoints: Vec<RoutingEndpoint>) -> Self {
         Self {
             strategy: spec.strategy,
@@ -174,6 +180,7 @@ impl RoutingConfig {
             auth: spec.auth.as_ref().map(|a| RoutingAuth {
                 header: a.header.clone(),
                 keys_file: None,
+                keys_dir: None,
                 keys: Default::default(),
             }),
             ..Self::default()
@@ -233,5 +240,16 @@ mod tests {
         assert_eq!(cfg.endpoints, vec![ep]);
         assert_eq!(cfg.auth.unwrap().header, "authorization");
         assert_eq!(config_map_name("r"), "r-routing");
+    }
+
+    #[test]
+    fn keys_dir_is_optional_and_camel_case() {
+        let old: RoutingAuth = serde_yaml::from_str("keysFile: /k.yaml\n").unwrap();
+        assert_eq!(old.keys_dir, None);
+        assert!(!serde_yaml::to_string(&old).unwrap().contains("keysDir"));
+        let new: RoutingAuth = serde_yaml::from_str("keysDir: /etc/blaze/api-keys\n").unwrap();
+        assert_eq!(new.keys_dir.as_deref(), Some("/etc/blaze/api-keys"));
+        assert_eq!(new.header, "authorization");
+        assert!(serde_yaml::to_string(&new).unwrap().contains("keysDir: /etc/blaze/api-keys"));
     }
 }

@@ -5,7 +5,12 @@
 //! [`MIN_RETRIES_PER_SECOND`] tokens per second, a retry takes one whole token, and the bucket
 //! holds at most what [`WINDOW`] of traffic would deposit, so a long quiet spell cannot bank
 //! a burst of retries. Pure, with the clock passed in.
+//!
+//! Every request deposits, so a deposit is one atomic add; the bucket itself (behind a lock,
+//! with an exponential) is brought up to date at most every [`SETTLE_EVERY`], or when a retry
+//! asks for a token.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -15,6 +20,10 @@ use parking_lot::Mutex;
 pub const MIN_RETRIES_PER_SECOND: f64 = 10.0;
 /// How far back the budget remembers deposits.
 pub const WINDOW: Duration = Duration::from_secs(10);
+/// Longest time deposits wait to be counted into the bucket: short beside [`WINDOW`], so the
+/// budget is as exact as one updated per request, and long beside a request, so the lock is
+/// taken a few dozen times a second rather than once per request.
+pub const SETTLE_EVERY: Duration = Duration::from_millis(20);
 
 #[derive(Debug)]
 struct Bucket {
@@ -28,6 +37,11 @@ struct Bucket {
 #[derive(Debug)]
 pub struct RetryBudget {
     ratio: f64,
+    /// Deposits not yet counted into the bucket.
+    pending: AtomicU64,
+    /// When the bucket was last brought up to date, in nanoseconds since `epoch`.
+    settled_ns: AtomicU64,
+    epoch: Instant,
     bucket: Mutex<Bucket>,
 }
 
@@ -36,24 +50,40 @@ impl RetryBudget {
     pub fn new(percent: u32, now: Instant) -> Self {
         Self {
             ratio: f64::from(percent.min(100)) / 100.0,
+            pending: AtomicU64::new(0),
+            settled_ns: AtomicU64::new(0),
+            epoch: now,
             bucket: Mutex::new(Bucket { tokens: MIN_RETRIES_PER_SECOND, last: now, rate: 0.0 }),
         }
     }
 
     /// Records a first try.
     pub fn deposit(&self, now: Instant) {
-        let mut b = self.bucket.lock();
-        self.refill(&mut b, now);
-        b.tokens += self.ratio;
-        b.rate += 1.0 / WINDOW.as_secs_f64();
-        let cap = self.cap(&b);
-        b.tokens = b.tokens.min(cap);
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let due = self.settled_ns.load(Ordering::Relaxed) + SETTLE_EVERY.as_nanos() as u64;
+        if self.nanos(now) >= due {
+            self.settle(&mut self.bucket.lock(), now);
+        }
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts pending deposits into the bucket.
+    fn settle(&self, b: &mut Bucket, now: Instant) {
+        self.settled_ns.store(self.nanos(now), Ordering::Relaxed);
+        self.refill(b, now);
+        let n = self.pending.swap(0, Ordering::Relaxed) as f64;
+        b.tokens += self.ratio * n;
+        b.rate += n / WINDOW.as_secs_f64();
+        b.tokens = b.tokens.min(self.cap(b));
     }
 
     /// Takes a token for a retry; false when the budget is spent.
     pub fn try_withdraw(&self, now: Instant) -> bool {
         let mut b = self.bucket.lock();
-        self.refill(&mut b, now);
+        self.settle(&mut b, now);
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             true

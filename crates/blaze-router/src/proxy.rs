@@ -7,43 +7,49 @@
 //! budget last. Once response headers go to the client nothing is retried. There is no total
 //! timeout: headers must come within the per-try timeout, and after that bodies may flow for
 //! as long as bytes keep moving within the idle timeout.
+//!
+//! HTTP/1.1 tries go out on this thread's own keep-alive connections ([`pool`]); HTTP/2 tries
+//! (gRPC) share multiplexed connections through hyper's pooling client.
 
 mod headers;
+mod pool;
+mod request;
 mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blaze_api::router::{SessionAffinityMode, Strategy};
-use blaze_api::routing::{RoutingConfig, UpstreamProtocol};
+use blaze_api::routing::UpstreamProtocol;
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
+use http::header::{CONTENT_TYPE, HeaderName};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use headers::{REQUEST_ID, prepare_request, strip_hop_by_hop};
+pub use pool::{CONNECT_TIMEOUT, Lease, SendError};
 pub use server::serve;
 
 use crate::auth::Auth;
-use crate::balance::{PickContext, hash_bytes};
-use crate::body::{Downstream, Idle, Upstream, grpc_failure};
+use crate::balance::PickContext;
+use crate::body::{Downstream, Upstream, grpc_failure};
 use crate::routes::{Routes, Table};
+use request::{ReqBody, read_small, session_key, upstream_request};
 
 /// Largest request body read in full so the request can be retried. Inference requests
 /// (prompts, chat histories) are well under it; larger or unsized bodies are streamed.
 pub const MAX_BUFFERED: u64 = 1 << 20;
-/// Time to establish a connection to an endpoint. Endpoints are on the cluster network: a
-/// connection that takes longer is as good as refused, and the try moves on.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Endpoints a request is tried on at most, whatever `retries.attempts` says.
+pub const MAX_TRIES: usize = 16;
+
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// The proxy's shared state.
 pub struct Proxy {
     table: Arc<Table>,
-    h1: Client<HttpConnector, Upstream>,
     h2: Client<HttpConnector, Upstream>,
     auth: arc_swap::ArcSwapOption<Auth>,
     admin: Option<Arc<crate::admin::Admin>>,
@@ -73,18 +79,22 @@ pub enum RetryType {
     Never,
 }
 
-fn client(http2: bool) -> Client<HttpConnector, Upstream> {
+fn h2_client() -> Client<HttpConnector, Upstream> {
     let mut conn = HttpConnector::new();
     conn.set_nodelay(true);
     conn.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let mut b = Client::builder(TokioExecutor::new());
-    b.pool_idle_timeout(Duration::from_secs(90))
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(pool::IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new());
-    if http2 {
-        b.http2_only(true).http2_adaptive_window(true);
-    }
-    b.build(conn)
+        .timer(TokioTimer::new())
+        .http2_only(true)
+        .http2_adaptive_window(true)
+        .build(conn)
+}
+
+/// Milliseconds from the configuration as a duration of at least 1 ms.
+fn millis(ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(1).max(1))
 }
 
 impl Proxy {
@@ -97,8 +107,7 @@ impl Proxy {
     ) -> Arc<Self> {
         Arc::new(Self {
             table,
-            h1: client(false),
-            h2: client(true),
+            h2: h2_client(),
             auth: arc_swap::ArcSwapOption::from(auth.map(Arc::new)),
             admin,
         })
@@ -128,10 +137,8 @@ impl Proxy {
         let routes = self.table.load();
         let (mut parts, body) = req.into_parts();
         let request_id = prepare_request(&mut parts.headers, peer.ip());
-        let idle = Duration::from_millis(
-            u64::try_from(routes.config.timeouts.idle_timeout_ms).unwrap_or(60_000),
-        );
-        let mut body = match read_small(body, idle).await {
+        let mut body = match read_small(body, millis(routes.config.timeouts.idle_timeout_ms)).await
+        {
             Ok(b) => b,
             Err(e) => {
                 return local(StatusCode::BAD_REQUEST, format!("reading the request body: {e}\n"));
@@ -152,18 +159,20 @@ impl Proxy {
     ) -> Response<Downstream> {
         let cfg = &routes.config;
         let metrics = self.table.metrics();
-        let retryable = matches!(body, ReqBody::Buffered(_));
-        let max_tries = if retryable { 1 + cfg.retries.attempts.max(0) as usize } else { 1 };
+        let max_tries = match body {
+            ReqBody::Buffered(_) => (1 + cfg.retries.attempts.max(0) as usize).min(MAX_TRIES),
+            ReqBody::Streamed(_) => 1,
+        };
         let now = Instant::now();
         self.table.budget.deposit(now);
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = [0usize; MAX_TRIES];
         let mut last = TryFailure {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "no endpoint available".into(),
             retry: RetryType::Never,
         };
         for attempt in 0..max_tries {
-            let now = Instant::now();
+            let now = if attempt == 0 { now } else { Instant::now() };
             if attempt > 0 {
                 if !self.table.budget.try_withdraw(now) {
                     metrics.budget_exhausted.inc();
@@ -172,20 +181,23 @@ impl Proxy {
                 metrics.retries.inc();
             }
             let cx = PickContext { now, key };
-            let Some(choice) = routes.choose(&cx, &tried, metrics) else {
+            let Some(choice) = routes.choose(&cx, &tried[..attempt], metrics) else {
                 if attempt == 0 {
                     metrics.no_endpoint.inc();
                 }
                 break;
             };
-            tried.push(choice.index);
+            tried[attempt] = choice.index;
             let try_ = TryGuard {
                 routes: routes.clone(),
                 index: choice.index,
                 probe: choice.probe,
                 armed: true,
             };
-            match self.one_try(routes, parts, body, try_, attempt + 1 == max_tries).await {
+            // Boxed: a try's future is large, and moving it through every enclosing future
+            // (down to the server's slot for the handler) would copy it several times.
+            let one = Box::pin(self.one_try(routes, parts, body, try_, attempt + 1 == max_tries));
+            match one.await {
                 Ok(resp) => return resp,
                 Err(f) => {
                     let again = f.retry == RetryType::Safe;
@@ -202,97 +214,79 @@ impl Proxy {
     async fn one_try(
         &self,
         routes: &Arc<Routes>,
-        parts: &http::request::Parts,
+        parts: &mut http::request::Parts,
         body: &mut ReqBody,
         try_: TryGuard,
         last_try: bool,
     ) -> Result<Response<Downstream>, TryFailure> {
         let cfg = &routes.config;
-        let ep = routes.endpoints[try_.index].clone();
+        let ep = &routes.endpoints[try_.index];
         let em = &routes.endpoint_metrics[try_.index];
         let use_h2 = match cfg.upstream_protocol {
             UpstreamProtocol::Auto => parts.version == Version::HTTP_2,
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Http2 => true,
         };
+        let fail = |status, message, retry| Err(TryFailure { status, message, retry });
         let (upstream_body, retry) = match body {
             ReqBody::Buffered(b) => (Upstream::full(b.clone()), RetryType::Safe),
             ReqBody::Streamed(s) => match s.take() {
                 Some(s) => (Upstream::Stream { body: s }, RetryType::Never),
                 None => {
-                    return Err(TryFailure {
-                        status: StatusCode::BAD_GATEWAY,
-                        message: "request body already sent".into(),
-                        retry: RetryType::Never,
-                    });
+                    let m = "request body already sent".into();
+                    return fail(StatusCode::BAD_GATEWAY, m, RetryType::Never);
                 }
             },
         };
-        let req = match upstream_request(parts, &ep.address, use_h2, upstream_body) {
+        // The last try may take the headers; earlier ones leave them for the next.
+        let headers =
+            if last_try { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
+        let req = match upstream_request(parts, headers, &ep.address, use_h2, upstream_body) {
             Ok(r) => r,
-            Err(e) => {
-                return Err(TryFailure {
-                    status: StatusCode::BAD_GATEWAY,
-                    message: e,
-                    retry: RetryType::Never,
-                });
-            }
+            Err(e) => return fail(StatusCode::BAD_GATEWAY, e, RetryType::Never),
         };
         let guard = ep.start();
         em.requests.inc();
-        let per_try = cfg.retries.per_try_timeout_ms.unwrap_or(cfg.timeouts.headers_timeout_ms);
-        let per_try = Duration::from_millis(u64::try_from(per_try).unwrap_or(1).max(1));
+        let per_try =
+            millis(cfg.retries.per_try_timeout_ms.unwrap_or(cfg.timeouts.headers_timeout_ms));
         let started = Instant::now();
-        let client = if use_h2 { &self.h2 } else { &self.h1 };
-        let result = tokio::time::timeout(per_try, client.request(req)).await;
+        let result = tokio::time::timeout(per_try, self.send(&ep.address, req, use_h2)).await;
         let now = Instant::now();
-        let resp = match result {
-            Ok(Ok(resp)) => resp,
+        let (resp, lease) = match result {
+            Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 try_.finish(false, now);
                 // A connection that was never made carries nothing: always safe to try elsewhere.
-                let retry = if e.is_connect() { retry_if_body_kept(body) } else { retry };
+                let retry = if e.is_connect() { body.retry_type() } else { retry };
                 tracing::debug!(endpoint = %ep.address, error = %e, "try failed");
-                return Err(TryFailure {
-                    status: StatusCode::BAD_GATEWAY,
-                    message: format!("endpoint {} failed: {e}", ep.address),
-                    retry,
-                });
+                let m = format!("endpoint {} failed: {e}", ep.address);
+                return fail(StatusCode::BAD_GATEWAY, m, retry);
             }
             Err(_) => {
                 try_.finish(false, now);
-                return Err(TryFailure {
-                    status: StatusCode::GATEWAY_TIMEOUT,
-                    message: format!("no response headers from {} within {per_try:?}", ep.address),
-                    retry,
-                });
+                let m = format!("no response headers from {} within {per_try:?}", ep.address);
+                return fail(StatusCode::GATEWAY_TIMEOUT, m, retry);
             }
         };
         let ttfb = now - started;
         ep.observe_ttfb(ttfb, now);
         em.ttfb.observe(ttfb.as_secs_f64());
         let (mut rparts, rbody) = resp.into_parts();
-        let grpc_status: Option<Vec<u8>> =
-            rparts.headers.get("grpc-status").map(|s| s.as_bytes().to_vec());
+        let grpc_status = rparts.headers.get(&GRPC_STATUS).map(|s| s.as_bytes().to_vec());
         let is_grpc = rparts
             .headers
-            .get(http::header::CONTENT_TYPE)
+            .get(CONTENT_TYPE)
             .is_some_and(|c| c.as_bytes().starts_with(b"application/grpc"));
         let status = rparts.status;
         let unavailable = matches!(status.as_u16(), 502..=504)
             || grpc_status.as_deref() == Some(b"14".as_slice());
         if unavailable && retry == RetryType::Safe && !last_try {
             try_.finish(false, now);
-            return Err(TryFailure {
-                status,
-                message: format!("endpoint {} answered {status}", ep.address),
-                retry,
-            });
+            let m = format!("endpoint {} answered {status}", ep.address);
+            return fail(status, m, retry);
         }
         strip_hop_by_hop(&mut rparts.headers);
         rparts.version = parts.version;
-        let idle =
-            Duration::from_millis(u64::try_from(cfg.timeouts.idle_timeout_ms).unwrap_or(60_000));
         let verdict = match (is_grpc, grpc_status) {
             (true, None) => Some(try_.into_verdict()),
             (_, Some(s)) => {
@@ -304,103 +298,30 @@ impl Proxy {
                 None
             }
         };
-        Ok(Response::from_parts(rparts, Downstream::proxied(rbody, idle, guard, verdict)))
+        let idle = millis(cfg.timeouts.idle_timeout_ms);
+        let body = Downstream::proxied(rbody, idle, guard, verdict, lease);
+        Ok(Response::from_parts(rparts, body))
     }
-}
 
-fn retry_if_body_kept(body: &ReqBody) -> RetryType {
-    match body {
-        ReqBody::Buffered(_) => RetryType::Safe,
-        ReqBody::Streamed(_) => RetryType::Never,
-    }
-}
-
-/// The request body as the tries see it.
-enum ReqBody {
-    Buffered(Bytes),
-    Streamed(Option<Idle<Incoming>>),
-}
-
-async fn read_small(body: Incoming, idle: Duration) -> Result<ReqBody, crate::body::BoxError> {
-    use http_body::Body as _;
-    if body.is_end_stream() {
-        return Ok(ReqBody::Buffered(Bytes::new()));
-    }
-    let small = body.size_hint().upper().is_some_and(|n| n <= MAX_BUFFERED);
-    let body = Idle::new(body, idle);
-    if !small {
-        return Ok(ReqBody::Streamed(Some(body)));
-    }
-    Ok(ReqBody::Buffered(body.collect().await?.to_bytes()))
-}
-
-fn session_key(
-    cfg: &RoutingConfig,
-    h: &HeaderMap,
-    peer: SocketAddr,
-    body: &ReqBody,
-) -> Option<u64> {
-    match cfg.strategy {
-        Strategy::PrefixAware => match body {
-            ReqBody::Buffered(b) if !b.is_empty() => {
-                Some(hash_bytes(&headers::prompt_prefix(b, cfg.prefix_bytes)))
-            }
-            _ => None,
-        },
-        Strategy::ConsistentHash => {
-            let name = cfg.session_affinity.key.as_deref().unwrap_or("");
-            match cfg.session_affinity.mode {
-                SessionAffinityMode::None => None,
-                SessionAffinityMode::Header => h.get(name).map(|v| hash_bytes(v.as_bytes())),
-                SessionAffinityMode::Cookie => {
-                    headers::cookie(h, name).map(|v| hash_bytes(v.as_bytes()))
-                }
-                SessionAffinityMode::ClientIp => Some(hash_bytes(peer.ip().to_string().as_bytes())),
-            }
+    async fn send(
+        &self,
+        address: &str,
+        req: Request<Upstream>,
+        h2: bool,
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        if h2 {
+            return self.h2.request(req).await.map(|r| (r, None)).map_err(SendError::Client);
         }
-        _ => None,
+        pool::send(address, req).await.map(|(r, l)| (r, Some(l)))
     }
-}
-
-fn upstream_request(
-    parts: &http::request::Parts,
-    address: &str,
-    h2: bool,
-    body: Upstream,
-) -> Result<Request<Upstream>, String> {
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(address)
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = uri;
-    *req.headers_mut() = parts.headers.clone();
-    if h2 {
-        *req.version_mut() = Version::HTTP_2;
-        req.headers_mut().remove(http::header::HOST);
-    } else {
-        *req.version_mut() = Version::HTTP_11;
-        if let (None, Some(auth)) = (req.headers().get(http::header::HOST), parts.uri.authority())
-            && let Ok(v) = http::HeaderValue::from_str(auth.as_str())
-        {
-            req.headers_mut().insert(http::header::HOST, v);
-        }
-    }
-    Ok(req)
 }
 
 /// A response made by the router itself.
 pub fn local(status: StatusCode, body: impl Into<Bytes>) -> Response<Downstream> {
     let mut r = Response::new(Downstream::local(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 

@@ -187,3 +187,69 @@ async fn grpc_server_streams_pass_with_trailers_over_http2() {
     poll(Duration::from_secs(2), || async { metric(&c, &r.addr, &in_flight).await == Some(0.0) })
         .await;
 }
+
+#[tokio::test]
+async fn endpoint_connections_are_kept_alive_and_reused() {
+    let a = upstream("alpha", "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    write_config(&cfg, &format!("healthCheck: null\n{}", endpoints_yaml(&[&a.addr])));
+    let r = router(&cfg, &["--worker-threads", "1"]).await;
+    let url = format!("http://{}/", r.addr);
+    // Sequential requests, on fresh client connections each time, then 8 at once, 5 rounds.
+    for _ in 0..20 {
+        assert_eq!(get(&client(), &url).await.unwrap().1, "hello from alpha\n");
+    }
+    let c = client();
+    for _ in 0..5 {
+        let round = (0..8).map(|_| get(&c, &url));
+        for r in futures::future::join_all(round).await {
+            assert_eq!(r.unwrap().1, "hello from alpha\n");
+        }
+    }
+    let direct = client();
+    let (_, n) = get(&direct, &format!("http://{}/connections", a.addr)).await.unwrap();
+    let n: u64 = n.trim().parse().unwrap();
+    // At most one connection per request in flight at once (8), plus this query's own.
+    assert!(n <= 9, "the router opened {n} connections for 60 requests");
+}
+
+#[tokio::test]
+async fn api_keys_from_a_secret_directory_are_required_and_reloaded() {
+    let a = upstream("alpha", "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("api-keys");
+    // The kubelet's layout: key files are links through `..data` into a hidden directory.
+    let data = keys.join("..2026_11_27_00_00_00.1");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("team-a"), "sk-from-secret\n").unwrap();
+    std::os::unix::fs::symlink("..2026_11_27_00_00_00.1", keys.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/team-a", keys.join("team-a")).unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    let auth = format!("auth:\n  keysDir: {}\n", keys.display());
+    write_config(&cfg, &format!("{auth}{}", endpoints_yaml(&[&a.addr])));
+    let r = router(&cfg, &[]).await;
+    let c = client();
+    let call = |key: Option<&'static str>| {
+        let mut b = http::Request::get(format!("http://{}/", r.addr));
+        if let Some(k) = key {
+            b = b.header("authorization", k);
+        }
+        send(&c, b.body(Full::new(Bytes::new())).unwrap())
+    };
+    assert_eq!(call(None).await.unwrap(), (401, "unauthorized\n".into()));
+    assert_eq!(call(Some("Bearer ..data")).await.unwrap().0, 401);
+    assert_eq!(
+        call(Some("Bearer sk-from-secret")).await.unwrap(),
+        (200, "hello from alpha\n".into())
+    );
+    let n = metric(&c, &r.addr, "blaze_router_api_key_requests_total{key=\"team-a\"}").await;
+    assert_eq!(n, Some(1.0));
+    // A key added to the Secret is accepted without a restart.
+    assert_eq!(call(Some("Bearer sk-added")).await.unwrap().0, 401);
+    std::fs::write(keys.join("team-b"), "sk-added").unwrap();
+    poll(Duration::from_secs(3), || async {
+        call(Some("Bearer sk-added")).await.unwrap().0 == 200
+    })
+    .await;
+}

@@ -3,6 +3,7 @@
 //!
 //! - `GET /` : `hello from NAME` (the benchmark's request)
 //! - `GET /readyz` : 200
+//! - `GET /connections` : how many connections this upstream has accepted
 //! - `GET /headers` : the request's headers, one `name: value` per line
 //! - `POST /echo` : the request body back
 //! - `GET /status/CODE` : an empty response with that status
@@ -12,6 +13,7 @@
 //!   with `grpc-status: 0` in the trailers; each message is `NAME:i`.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -37,6 +39,9 @@ struct Args {
 
 type Body = BoxBody<Bytes, Infallible>;
 
+/// Connections accepted so far.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
@@ -56,6 +61,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let name: &'static str = Box::leak(args.name.into_boxed_str());
     loop {
         let (stream, _) = listener.accept().await?;
+        CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(req, name));
@@ -72,6 +78,7 @@ async fn handle(req: Request<Incoming>, name: &'static str) -> Result<Response<B
     let resp = match parts.first().copied().unwrap_or("") {
         "" => Response::new(full(format!("hello from {name}\n"))),
         "readyz" => Response::new(full("ok\n")),
+        "connections" => Response::new(full(format!("{}\n", CONNECTIONS.load(Ordering::Relaxed)))),
         "headers" => Response::new(full(render(req.headers()))),
         "echo" => {
             let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();

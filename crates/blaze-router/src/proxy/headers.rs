@@ -2,8 +2,12 @@
 
 use std::net::IpAddr;
 
+use std::fmt::Write as _;
+
+use bytes::BytesMut;
 use http::header::{
-    CONNECTION, COOKIE, HeaderMap, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, COOKIE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use rand::Rng;
 
@@ -12,19 +16,25 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), besides
-/// those the `Connection` header names.
-const HOP_BY_HOP: [&str; 6] = [
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "trailer",
-    "upgrade",
-];
+/// those the `Connection` header names and `te` (kept when it is `trailers`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [CONNECTION, TRANSFER_ENCODING, UPGRADE, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TRAILER]
+        .iter()
+        .any(|n| n == name)
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
 
 /// Removes hop-by-hop headers. `te: trailers` stays: gRPC needs it end to end.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names, no lookups, finds that out.
+    if !h.keys().any(|k| k == TE || is_hop_by_hop(k)) {
+        return;
+    }
     if let Some(conn) = h.get(CONNECTION).cloned() {
         for name in conn.to_str().unwrap_or("").split(',') {
             let name = name.trim();
@@ -40,11 +50,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if h.contains_key(UPGRADE) {
         h.remove(UPGRADE);
     }
-    for name in HOP_BY_HOP {
-        if h.contains_key(name) {
-            h.remove(name);
-        }
+    for name in [PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TRAILER] {
+        h.remove(name);
     }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
     if let Some(te) = h.get(TE)
         && !te.as_bytes().eq_ignore_ascii_case(b"trailers")
     {
@@ -58,12 +68,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// are.
 pub fn prepare_request(h: &mut HeaderMap, client: IpAddr) -> HeaderValue {
     strip_hop_by_hop(h);
-    let ip = client.to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+    let prev = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    let mut xff = BytesMut::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+    let _ = match prev {
+        Some(prev) => write!(xff, "{prev}, {client}"),
+        None => write!(xff, "{client}"),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !h.contains_key(&X_FORWARDED_PROTO) {

@@ -1,0 +1,176 @@
+//! The request as the tries see it: its body (kept for retries when small), its session key,
+//! and the request each try sends.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use blaze_api::router::{SessionAffinityMode, Strategy};
+use blaze_api::routing::RoutingConfig;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Uri, Version};
+use hyper::body::Incoming;
+
+use super::{MAX_BUFFERED, RetryType, headers};
+use crate::balance::hash_bytes;
+use crate::body::{BoxError, Idle, Upstream};
+
+/// The request body as the tries see it.
+pub(super) enum ReqBody {
+    /// Read in full: every try sends it again.
+    Buffered(Bytes),
+    /// Streamed from the client: only one try can send it.
+    Streamed(Option<Idle<Incoming>>),
+}
+
+impl ReqBody {
+    /// Whether a try that failed without reaching the endpoint may be repeated.
+    pub(super) fn retry_type(&self) -> RetryType {
+        match self {
+            ReqBody::Buffered(_) => RetryType::Safe,
+            ReqBody::Streamed(_) => RetryType::Never,
+        }
+    }
+}
+
+/// Reads a small body of known size in full; streams any other.
+pub(super) async fn read_small(body: Incoming, idle: Duration) -> Result<ReqBody, BoxError> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(ReqBody::Buffered(Bytes::new()));
+    }
+    let small = body.size_hint().upper().is_some_and(|n| n <= MAX_BUFFERED);
+    let body = Idle::new(body, idle);
+    if !small {
+        return Ok(ReqBody::Streamed(Some(body)));
+    }
+    use http_body_util::BodyExt as _;
+    Ok(ReqBody::Buffered(body.collect().await?.to_bytes()))
+}
+
+/// The hash the hashing strategies place the request by, if they apply.
+pub(super) fn session_key(
+    cfg: &RoutingConfig,
+    h: &HeaderMap,
+    peer: SocketAddr,
+    body: &ReqBody,
+) -> Option<u64> {
+    match cfg.strategy {
+        Strategy::PrefixAware => match body {
+            ReqBody::Buffered(b) if !b.is_empty() => {
+                Some(hash_bytes(&headers::prompt_prefix(b, cfg.prefix_bytes)))
+            }
+            _ => None,
+        },
+        Strategy::ConsistentHash => {
+            let name = cfg.session_affinity.key.as_deref().unwrap_or("");
+            match cfg.session_affinity.mode {
+                SessionAffinityMode::None => None,
+                SessionAffinityMode::Header => h.get(name).map(|v| hash_bytes(v.as_bytes())),
+                SessionAffinityMode::Cookie => {
+                    headers::cookie(h, name).map(|v| hash_bytes(v.as_bytes()))
+                }
+                SessionAffinityMode::ClientIp => Some(hash_bytes(peer.ip().to_string().as_bytes())),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The request one try sends to `address`. HTTP/1.1 goes out on a connection of our own
+/// pool, so the target is origin-form (`/path?query`) with the client's `Host`; HTTP/2 goes
+/// through a client that needs the absolute URI and derives `:authority` from it. `headers`
+/// are moved in when no other try will need them.
+pub(super) fn upstream_request(
+    parts: &http::request::Parts,
+    headers: HeaderMap,
+    address: &str,
+    h2: bool,
+    body: Upstream,
+) -> Result<Request<Upstream>, String> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.headers_mut() = headers;
+    if h2 {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() = Uri::builder()
+            .scheme("http")
+            .authority(address)
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| e.to_string())?;
+        *req.version_mut() = Version::HTTP_2;
+        req.headers_mut().remove(http::header::HOST);
+        return Ok(req);
+    }
+    *req.version_mut() = Version::HTTP_11;
+    *req.uri_mut() = match (parts.uri.scheme(), parts.uri.path_and_query()) {
+        // Already origin-form: share the parsed URI.
+        (None, _) => parts.uri.clone(),
+        (Some(_), pq) => {
+            Uri::from(pq.cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")))
+        }
+    };
+    if !req.headers().contains_key(http::header::HOST) {
+        // An HTTP/2 client, or an absolute-form HTTP/1.1 request without `Host`.
+        let host = parts.uri.authority().map_or(address, |a| a.as_str());
+        if let Ok(v) = http::HeaderValue::from_str(host) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, host: Option<&str>) -> http::request::Parts {
+        let mut b = Request::get(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn http1_tries_use_origin_form_and_keep_or_make_the_host() {
+        let p = parts("/v1/models?x=1", Some("api.example"));
+        let r = upstream_request(
+            &p,
+            p.headers.clone(),
+            "10.0.0.1:80",
+            false,
+            Upstream::full(Bytes::new()),
+        )
+        .unwrap();
+        assert_eq!(r.uri(), "/v1/models?x=1");
+        assert_eq!(r.headers()["host"], "api.example");
+        let p = parts("http://api.example/a", None);
+        let r = upstream_request(
+            &p,
+            p.headers.clone(),
+            "10.0.0.1:80",
+            false,
+            Upstream::full(Bytes::new()),
+        )
+        .unwrap();
+        assert_eq!(r.uri(), "/a");
+        assert_eq!(r.headers()["host"], "api.example");
+    }
+
+    #[test]
+    fn http2_tries_use_the_absolute_uri_without_host() {
+        let p = parts("/svc/Method", Some("api.example"));
+        let r = upstream_request(
+            &p,
+            p.headers.clone(),
+            "10.0.0.1:80",
+            true,
+            Upstream::full(Bytes::new()),
+        )
+        .unwrap();
+        assert_eq!(r.uri(), "http://10.0.0.1:80/svc/Method");
+        assert!(r.headers().get("host").is_none());
+        assert_eq!(r.version(), Version::HTTP_2);
+    }
+}
