@@ -114,7 +114,12 @@ pub fn config(
     if spec.weights.mode == WeightsMode::Manual {
         eps.retain(|e| e.weight > 0);
     }
-    RoutingConfig::from_spec(spec, eps)
+    let mut cfg = RoutingConfig::from_spec(spec, eps);
+    // The API-key Secret is mounted there (one file per key), and the router reads it.
+    if let Some(auth) = cfg.auth.as_mut() {
+        auth.keys_dir = Some(super::router::API_KEYS_DIR.to_owned());
+    }
+    cfg
 }
 
 /// Keeps the weights already published when the new ones move too little to matter (see
