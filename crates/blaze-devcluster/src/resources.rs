@@ -108,6 +108,7 @@ const BUILTIN: &[Row] = &[
     ("", "v1", "events", "Event", true, &["ev"], false),
     ("", "v1", "nodes", "Node", false, &["no"], true),
     ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true, &["pvc"], true),
+    ("", "v1", "persistentvolumes", "PersistentVolume", false, &["pv"], true),
     ("apps", "v1", "deployments", "Deployment", true, &["deploy"], true),
     ("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"], true),
     ("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"], true),

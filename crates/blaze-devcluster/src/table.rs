@@ -28,7 +28,15 @@ fn columns(info: &ResourceInfo) -> Vec<PrinterColumn> {
     }
     let age = col("Age", "date", ".metadata.creationTimestamp");
     match info.plural.as_str() {
-        "pods" | "namespaces" => vec![col("Status", "string", ".status.phase"), age],
+        "pods" => vec![
+            col("Ready", "string", "$podready"),
+            col("Status", "string", "$podstatus"),
+            col("Restarts", "integer", "$restarts"),
+            age,
+            PrinterColumn { priority: 1, ..col("IP", "string", ".status.podIP") },
+            PrinterColumn { priority: 1, ..col("Node", "string", ".spec.nodeName") },
+        ],
+        "namespaces" => vec![col("Status", "string", ".status.phase"), age],
         "deployments" | "replicasets" | "statefulsets" => {
             vec![
                 col("Ready", "string", "$ready"),
@@ -48,7 +56,48 @@ fn columns(info: &ResourceInfo) -> Vec<PrinterColumn> {
     }
 }
 
+/// What `kubectl get pods` shows as a pod's status: a waiting or terminated container's
+/// reason (`CrashLoopBackOff`, `ContainerCreating`, `Error`), `Terminating` while it is being
+/// deleted, else the phase.
+fn pod_status(obj: &Value) -> Value {
+    if at_path(obj, ".metadata.deletionTimestamp").is_some() {
+        return json!("Terminating");
+    }
+    let statuses = at_path(obj, ".status.containerStatuses").and_then(Value::as_array);
+    for s in statuses.into_iter().flatten() {
+        for state in ["waiting", "terminated"] {
+            if let Some(reason) = s["state"][state]["reason"].as_str() {
+                return json!(reason);
+            }
+        }
+    }
+    at_path(obj, ".status.phase").cloned().unwrap_or(json!("Pending"))
+}
+
+fn pod_cell(path: &str, obj: &Value) -> Option<Value> {
+    let statuses: Vec<Value> = at_path(obj, ".status.containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    match path {
+        "$podready" => {
+            let total =
+                at_path(obj, ".spec.containers").and_then(Value::as_array).map_or(0, Vec::len);
+            let ready = statuses.iter().filter(|s| s["ready"] == true).count();
+            Some(json!(format!("{ready}/{total}")))
+        }
+        "$restarts" => Some(json!(
+            statuses.iter().map(|s| s["restartCount"].as_i64().unwrap_or(0)).sum::<i64>()
+        )),
+        "$podstatus" => Some(pod_status(obj)),
+        _ => None,
+    }
+}
+
 fn cell(c: &PrinterColumn, obj: &Value) -> Value {
+    if let Some(v) = pod_cell(&c.json_path, obj) {
+        return v;
+    }
     if c.json_path == "$ready" {
         let r = |p: &str| at_path(obj, p).and_then(Value::as_i64).unwrap_or(0);
         return json!(format!("{}/{}", r(".status.readyReplicas"), r(".spec.replicas")));

@@ -93,14 +93,16 @@ pub fn build_slice(service: &Service, pods: &[&Pod]) -> EndpointSlice {
         });
     }
     endpoints.sort_by(|a, b| a.addresses.cmp(&b.addresses));
-    let ports = spec.ports.iter().flatten().map(|p| {
+    // A named target port that no pod declares yet has no number: it is left out until one
+    // does, rather than published as a port without a number.
+    let ports = spec.ports.iter().flatten().filter_map(|p| {
         let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
-        EndpointPort {
+        Some(EndpointPort {
             name: Some(p.name.clone().unwrap_or_default()),
-            port: resolve_target_port(&target, pods),
+            port: Some(resolve_target_port(&target, pods)?),
             protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
             app_protocol: p.app_protocol.clone(),
-        }
+        })
     });
     EndpointSlice {
         address_type: "IPv4".into(),

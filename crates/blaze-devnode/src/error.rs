@@ -19,7 +19,7 @@ pub enum Error {
     /// A referenced ConfigMap, Secret or key is missing.
     #[error("missing {kind} {name:?}{}", key.as_ref().map(|k| format!(" key {k:?}")).unwrap_or_default())]
     MissingSource {
-        /// `ConfigMap` or `Secret`.
+        /// `ConfigMap`, `Secret` or `PersistentVolumeClaim` (missing or not bound).
         kind: &'static str,
         /// The object name.
         name: String,

@@ -10,6 +10,7 @@ pub mod node;
 pub mod plane;
 pub mod replicaset;
 pub mod scheduler;
+pub mod service_proxy;
 
 /// A merge patch with this component's field manager.
 pub(crate) fn merge<T: serde::Serialize>(value: T) -> Patch<T> {

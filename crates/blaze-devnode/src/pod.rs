@@ -29,6 +29,12 @@ pub struct RuntimeConfig {
     pub images: ImageMap,
     /// CrashLoopBackOff timing.
     pub backoff: BackoffConfig,
+    /// Environment every container gets unless it sets the variable itself: where the API
+    /// server is (`KUBERNETES_SERVICE_HOST`/`PORT`, and `KUBECONFIG` with a token, since a
+    /// process cannot read the service-account files a real kubelet mounts at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount`). Pods with
+    /// `automountServiceAccountToken: false` get none of it.
+    pub pod_env: Vec<(String, String)>,
 }
 
 /// A running pod.
@@ -84,13 +90,17 @@ impl PodRun {
         let restart_policy = RestartPolicy::parse(spec.restart_policy.as_deref());
         let grace =
             Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+        let mut extra_env = inputs.extra_env.clone();
+        if spec.automount_service_account_token != Some(false) {
+            extra_env.extend(config.pod_env.iter().cloned());
+        }
         let mut configs = Vec::new();
         for c in &spec.containers {
             let mounts =
                 MountTable::create(&dir, &c.name, c.volume_mounts.as_deref().unwrap_or_default())?;
             let image = c.image.clone().unwrap_or_default();
             let binary = config.images.resolve(&image)?;
-            let env = container_env(&identity, c, &inputs.sources, &inputs.extra_env, &mounts)?;
+            let env = container_env(&identity, c, &inputs.sources, &extra_env, &mounts)?;
             let command = command_line(c, &binary, &env, &mounts);
             let cwd = mounts.working_dir(c.working_dir.as_deref())?;
             configs.push(ContainerConfig {

@@ -1,8 +1,11 @@
-//! ConfigMap, Secret and emptyDir volumes, materialised per pod in a directory.
+//! ConfigMap, Secret, emptyDir, hostPath and PersistentVolumeClaim volumes, materialised per
+//! pod in a directory.
 //!
 //! A pod's files live under `<root>/pods/<uid>/`:
 //! - `volumes/<volume>/` holds each volume's content (one file per ConfigMap or Secret key,
-//!   or an empty directory for `emptyDir`);
+//!   or an empty directory for `emptyDir`), or is a symbolic link to a directory of this
+//!   machine: the `hostPath` path, or for a claim the `hostPath` or `local` path of the
+//!   PersistentVolume it is bound to (`spec.volumeName`);
 //! - `rootfs/<container>/` is a stand-in for the container's filesystem: each `volumeMount`
 //!   is a symbolic link at `rootfs/<container>/<mountPath>` to the volume (or its `subPath`).
 //!
@@ -28,6 +31,8 @@ pub struct PodSources {
     pub config_maps: BTreeMap<String, ConfigMap>,
     /// Secrets by name, in the pod's namespace.
     pub secrets: BTreeMap<String, Secret>,
+    /// PersistentVolumeClaims by name, with the directory of the volume each is bound to.
+    pub claims: BTreeMap<String, PathBuf>,
 }
 
 impl PodSources {
@@ -73,10 +78,16 @@ impl PodSources {
     }
 }
 
-/// Writes every volume of a pod under `pod_dir/volumes/`.
+/// Writes every volume of a pod under `pod_dir/volumes/`. Called again with newer sources it
+/// updates the ConfigMap and Secret files that changed (each replaced atomically), as a
+/// kubelet's periodic sync does; keys removed from the source are left in place.
 pub fn materialise(pod_dir: &Path, volumes: &[Volume], sources: &PodSources) -> Result<()> {
     for volume in volumes {
         let dir = pod_dir.join("volumes").join(&volume.name);
+        if let Some(host) = host_directory(volume, sources)? {
+            link_directory(&dir, &host)?;
+            continue;
+        }
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let (files, items, mode) = if let Some(cm) = &volume.config_map {
             let files = match sources.config_map_files(&cm.name) {
@@ -97,13 +108,50 @@ pub fn materialise(pod_dir: &Path, volumes: &[Volume], sources: &PodSources) -> 
             continue;
         } else {
             return Err(Error::Unsupported(format!(
-                "volume {:?}: only configMap, secret and emptyDir volumes are supported",
+                "volume {:?}: only configMap, secret, emptyDir, hostPath and \
+                 persistentVolumeClaim volumes are supported",
                 volume.name
             )));
         };
         write_files(&dir, files, items.as_deref(), mode)?;
     }
     Ok(())
+}
+
+/// The directory of this machine a `hostPath` or claim volume stands for.
+fn host_directory(volume: &Volume, sources: &PodSources) -> Result<Option<PathBuf>> {
+    if let Some(h) = &volume.host_path {
+        let path = PathBuf::from(&h.path);
+        match h.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => std::fs::create_dir_all(&path)
+                .map_err(io(format!("creating hostPath {}", path.display())))?,
+            "Directory" if !path.is_dir() => {
+                return Err(Error::Unsupported(format!(
+                    "volume {:?}: hostPath {} is not a directory",
+                    volume.name, h.path
+                )));
+            }
+            _ => {}
+        }
+        return Ok(Some(path));
+    }
+    if let Some(c) = &volume.persistent_volume_claim {
+        return match sources.claims.get(&c.claim_name) {
+            Some(path) => Ok(Some(path.clone())),
+            None => Err(missing("PersistentVolumeClaim", &c.claim_name)),
+        };
+    }
+    Ok(None)
+}
+
+fn link_directory(dir: &Path, target: &Path) -> Result<()> {
+    if dir.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    }
+    std::os::unix::fs::symlink(target, dir).map_err(io(format!("linking {}", dir.display())))
 }
 
 fn missing(kind: &'static str, name: &str) -> Error {
@@ -135,9 +183,17 @@ fn write_files(
             std::fs::create_dir_all(parent)
                 .map_err(io(format!("creating {}", parent.display())))?;
         }
-        std::fs::write(&path, data).map_err(io(format!("writing {}", path.display())))?;
+        if std::fs::read(&path).is_ok_and(|old| old == data) {
+            continue;
+        }
+        // Written aside and renamed, so a process reading the file (a router watching its
+        // configuration) sees the old content or the new, never half of it.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = path.with_file_name(format!("..{name}.tmp"));
+        std::fs::write(&tmp, data).map_err(io(format!("writing {}", tmp.display())))?;
         let perms = std::fs::Permissions::from_mode(mode as u32 & 0o777);
-        std::fs::set_permissions(&path, perms).map_err(io(format!("chmod {}", path.display())))?;
+        std::fs::set_permissions(&tmp, perms).map_err(io(format!("chmod {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io(format!("replacing {}", path.display())))?;
     }
     Ok(())
 }

@@ -47,6 +47,7 @@ async fn start(gpus: u32, octet: u8) -> Cluster {
         root: root.path().to_path_buf(),
         images,
         backoff: BackoffConfig::default().scaled_down(20),
+        pod_env: vec![],
     };
     let pool = AddressPool::new(Ipv4Addr::new(127, 0, octet, 1), Ipv4Addr::new(127, 0, octet, 254));
     let nodes =
@@ -255,6 +256,109 @@ async fn readiness_takes_a_pod_out_of_the_endpointslice_and_puts_it_back() {
     assert_eq!(ready_of(false).await, ip);
     post(&format!("{ip}:8080"), "/control/pass-ready").await;
     assert_eq!(ready_of(true).await, ip);
+    c.nodes.shutdown().await;
+    c.server.shutdown().await;
+}
+
+async fn get_text(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_keeps_replicas_minus_max_unavailable_ready_and_ends_on_the_new_version() {
+    let c = start(0, 204).await;
+    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let mut d = deployment(3);
+    let spec = &mut d.spec;
+    spec.strategy = serde_json::from_value(json!({
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}
+    }))
+    .unwrap();
+    // New pods take a moment to become ready, so the rollout really has to wait for them.
+    spec.template.spec.as_mut().unwrap().containers[0].env =
+        serde_json::from_value(json!([{"name": "BLAZE_READY_AFTER_MS", "value": "700"}])).unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let old = poll("3 ready pods", async || {
+        let ready = ready_pods(&pods).await;
+        (ready.len() == 3).then_some(ready)
+    })
+    .await;
+    let old_pids = pids(&old);
+    let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "testapp:v2"}]}}}});
+    deploys.patch("web", &PatchParams::default(), &Patch::Strategic(image)).await.unwrap();
+    let mut lowest = 3;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new = loop {
+        let ready = ready_pods(&pods).await;
+        lowest = lowest.min(ready.len());
+        let on_v2 = ready.iter().filter(|p| pod_image(p) == "testapp:v2").count();
+        let all = pods.list(&ListParams::default().labels("app=web")).await.unwrap().items;
+        if on_v2 == 3 && all.len() == 3 {
+            break ready;
+        }
+        assert!(Instant::now() < deadline, "rollout did not finish: {on_v2}/3 on v2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(lowest >= 2, "ready pods fell to {lowest}, below replicas - maxUnavailable = 2");
+    for p in &new {
+        let ip = p.status.as_ref().unwrap().pod_ip.clone().unwrap();
+        assert_eq!(get_text(&format!("{ip}:8080"), "/version").await, "testapp:v2");
+    }
+    poll("old processes gone", async || old_pids.iter().all(|p| !alive(*p)).then_some(())).await;
+    let status = poll("deployment complete", async || {
+        let s = deploys.get("web").await.ok()?.status?;
+        (s.updated_replicas == Some(3) && s.available_replicas == Some(3)).then_some(s)
+    })
+    .await;
+    let progressing =
+        status.conditions.unwrap().into_iter().find(|c| c.type_.as_deref() == Some("Progressing"));
+    assert_eq!(progressing.and_then(|c| c.reason).as_deref(), Some("NewReplicaSetAvailable"));
+    c.nodes.shutdown().await;
+    c.server.shutdown().await;
+}
+
+fn pod_image(p: &Pod) -> String {
+    p.spec.as_ref().and_then(|s| s.containers[0].image.clone()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_exits_is_restarted_with_backoff_and_its_status_says_why() {
+    let c = start(0, 205).await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "crashy", "namespace": "default"},
+        "spec": {"containers": [{"name": "app", "image": "testapp:v1",
+            "args": ["--listen=$(POD_IP):8080", "--exit-after-ms=200", "--exit-code=3"]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let mut saw_backoff = false;
+    let status = poll("3 restarts", async || {
+        let s = pods.get("crashy").await.ok()?.status?.container_statuses?.remove(0);
+        let waiting = s.state.as_ref().and_then(|st| st.waiting.as_ref());
+        saw_backoff |= waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff");
+        (s.restart_count >= 3).then_some(s)
+    })
+    .await;
+    assert!(saw_backoff, "the container waited in CrashLoopBackOff between restarts");
+    let last = status.last_state.and_then(|s| s.terminated).expect("last termination");
+    assert_eq!(last.exit_code, 3);
+    assert_eq!(last.reason.as_deref(), Some("Error"));
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    let backoff = poll("BackOff event", async || {
+        let list = events.list(&ListParams::default()).await.ok()?.items;
+        list.into_iter().find(|e| e.reason.as_deref() == Some("BackOff"))
+    })
+    .await;
+    assert_eq!(backoff.regarding.and_then(|r| r.name).as_deref(), Some("crashy"));
     c.nodes.shutdown().await;
     c.server.shutdown().await;
 }

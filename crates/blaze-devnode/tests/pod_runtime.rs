@@ -78,6 +78,7 @@ async fn two_pods_share_a_port_on_their_own_addresses_and_leave_no_process() {
         root: root.path().to_path_buf(),
         images,
         backoff: BackoffConfig::default().scaled_down(20),
+        pod_env: vec![],
     };
     let pool = AddressPool::new(Ipv4Addr::new(127, 0, 9, 1), Ipv4Addr::new(127, 0, 9, 20));
     let (tx, _events) = mpsc::unbounded_channel::<RuntimeEvent>();

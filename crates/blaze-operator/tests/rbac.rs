@@ -62,3 +62,56 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
             && docs.iter().any(|d| kind(d) == "RoleBinding")
     );
 }
+
+#[test]
+fn the_install_manifest_carries_the_same_rbac() {
+    let docs = |text: &str| -> Vec<serde_yaml::Value> {
+        serde_yaml::Deserializer::from_str(text)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect()
+    };
+    let install = docs(include_str!("../../../manifests/install.yaml"));
+    for doc in docs(include_str!("../rbac.yaml")) {
+        assert!(
+            install.contains(&doc),
+            "manifests/install.yaml lacks or differs from rbac.yaml's {} {}",
+            doc["kind"].as_str().unwrap_or(""),
+            doc["metadata"]["name"].as_str().unwrap_or("")
+        );
+    }
+    let deployment = install
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("manifests/install.yaml has the operator Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "blaze-operator");
+    let image = pod["containers"][0]["image"].as_str().unwrap();
+    assert!(image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))), "{image}");
+}
+
+/// The chart's templates with every `{{ ... }}` action removed (enough to read plain parts).
+fn without_actions(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        rest = rest[start..].find("}}").map_or("", |end| &rest[start + end + 2..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn the_chart_grants_the_same_rules() {
+    let rules = |text: &str| -> Vec<(String, serde_yaml::Value)> {
+        serde_yaml::Deserializer::from_str(text)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .filter(|d| d["rules"].is_sequence())
+            .map(|d| (d["kind"].as_str().unwrap().to_owned(), d["rules"].clone()))
+            .collect()
+    };
+    let chart = rules(&without_actions(include_str!("../../../charts/blaze/templates/rbac.yaml")));
+    let plain = rules(include_str!("../rbac.yaml"));
+    assert_eq!(chart.len(), 2);
+    assert_eq!(chart, plain, "charts/blaze/templates/rbac.yaml and rbac.yaml differ");
+}

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod dev;
+
 /// Blaze runs AI inference engines on Kubernetes.
 #[derive(Debug, Parser)]
 #[command(name = "blaze", version, about)]
@@ -37,7 +39,14 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DevCommand {
-    /// Run the development Kubernetes API server until interrupted.
+    /// Run Blaze on the development control plane: API server, nodes, the operator as a pod
+    /// and the quickstart, until Ctrl-C or `blaze dev down`.
+    Up(dev::UpArgs),
+    /// Stop a running `blaze dev up`.
+    Down(dev::DirArgs),
+    /// Show what a running `blaze dev up` runs and where to call it.
+    Status(dev::DirArgs),
+    /// Run the development Kubernetes API server alone until interrupted.
     Apiserver(ApiserverArgs),
 }
 
@@ -95,6 +104,9 @@ fn main() -> anyhow::Result<()> {
     init_logs(args.log_format);
     match args.command {
         Command::Crds(a) => crds(a),
+        Command::Dev(DevCommand::Up(a)) => runtime()?.block_on(dev::up(a)),
+        Command::Dev(DevCommand::Down(a)) => runtime()?.block_on(dev::down(a)),
+        Command::Dev(DevCommand::Status(a)) => runtime()?.block_on(dev::status(a)),
         Command::Dev(DevCommand::Apiserver(a)) => runtime()?.block_on(apiserver(a)),
         Command::Bench(BenchCommand::Apiserver(a)) => runtime()?.block_on(bench_apiserver(a)),
     }

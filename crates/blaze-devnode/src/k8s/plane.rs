@@ -68,6 +68,17 @@ impl NodeSide {
         self.kubelets.iter().find_map(|k| k.logs(namespace, pod, container, previous))
     }
 
+    /// [`NodeSide::logs`] in the shape an in-process API server installs as its log source.
+    pub fn log_fn(&self) -> crate::k8s::kubelet::LogFn {
+        let kubelets = self.kubelets.clone();
+        std::sync::Arc::new(move |ns, pod, container| {
+            kubelets
+                .iter()
+                .find_map(|k| k.logs(ns, pod, container, false))
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        })
+    }
+
     /// Stops the loops, then every pod, gracefully.
     pub async fn shutdown(self) {
         for t in &self.tasks {

@@ -105,3 +105,53 @@ fn working_dir_defaults_to_the_rootfs_and_follows_mounts() {
     let other = table.working_dir(Some("/app")).unwrap();
     assert!(other.is_dir());
 }
+
+#[test]
+fn claims_and_host_paths_show_the_directory_of_this_machine_at_the_mount_path() {
+    use k8s_openapi::api::core::v1::{HostPathVolumeSource, PersistentVolumeClaimVolumeSource};
+    let pod_dir = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(store.path().join("models/tiny")).unwrap();
+    std::fs::write(store.path().join("models/tiny/model.gguf"), b"GGUF").unwrap();
+    let mut s = sources();
+    s.claims.insert("blaze-models".into(), store.path().join("models"));
+    let created = store.path().join("made-on-demand");
+    let volumes = vec![
+        Volume {
+            name: "model".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: "blaze-models".into(),
+                read_only: Some(true),
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "host".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: created.display().to_string(),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Default::default()
+        },
+    ];
+    materialise(pod_dir.path(), &volumes, &s).unwrap();
+    assert!(created.is_dir(), "DirectoryOrCreate makes the host directory");
+    let table = MountTable::create(
+        pod_dir.path(),
+        "worker",
+        &[mount("model", "/models/blaze-models"), mount("host", "/data")],
+    )
+    .unwrap();
+    let arg = table.rewrite("--model=/models/blaze-models/tiny/model.gguf");
+    let path = arg.strip_prefix("--model=").unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), b"GGUF");
+    std::fs::write(PathBuf::from(table.rewrite("/data")).join("out"), b"x").unwrap();
+    assert!(created.join("out").is_file(), "writes land in the host directory");
+
+    let mut unbound = sources();
+    unbound.claims.clear();
+    let err = materialise(tempfile::tempdir().unwrap().path(), &volumes[..1], &unbound)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("PersistentVolumeClaim") && err.contains("blaze-models"), "{err}");
+}

@@ -28,6 +28,9 @@ pub fn child_meta(engine: &BlazeEngine) -> Result<ObjectMeta> {
     })
 }
 
+/// The worker's environment variable for the model name clients use (`--served-model-name`).
+pub const SERVED_MODEL_NAME_ENV: &str = "BLAZE_SERVED_MODEL_NAME";
+
 /// The worker Deployment of `engine` with `replicas` workers (the spec's, or the autoscaler's).
 /// Rolling updates surge one worker and take none away, so capacity never drops while a new
 /// model or image rolls out.
@@ -35,7 +38,16 @@ pub fn deployment(engine: &BlazeEngine, replicas: i32, defaults: &Defaults) -> R
     let name = name_of(engine)?;
     let selector = labels::engine_selector(&name);
     let image = engine.spec.image.clone().unwrap_or_else(|| defaults.worker_image.clone());
-    let pod_spec = pod::worker_pod_spec(&engine.spec, &image, &defaults.listen_host, &selector)?;
+    let mut pod_spec =
+        pod::worker_pod_spec(&engine.spec, &image, &defaults.listen_host, &selector)?;
+    // Clients ask for the model by the engine's name, as they would for a KServe service.
+    if let Some(worker) = pod_spec.containers.first_mut() {
+        worker.env.get_or_insert_with(Vec::new).push(k8s_openapi::api::core::v1::EnvVar {
+            name: SERVED_MODEL_NAME_ENV.into(),
+            value: Some(name.clone()),
+            ..Default::default()
+        });
+    }
     let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels::engine_labels(&name)),

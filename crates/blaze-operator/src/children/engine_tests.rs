@@ -131,6 +131,8 @@ fn cpu_engine_from_a_claim_has_no_gpu_and_mounts_the_claim_read_only() {
     let p = pod_spec(&d);
     assert!(p.tolerations.is_none(), "no GPU, no GPU toleration");
     assert!(p.init_containers.is_none());
+    let served = w.env.iter().flatten().find(|e| e.name == "BLAZE_SERVED_MODEL_NAME").unwrap();
+    assert_eq!(served.value.as_deref(), Some(cpu_pvc().metadata.name.unwrap().as_str()));
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! One pod's life on the node: start, status updates, termination.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodCondition, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition, Secret,
+};
 use kube::api::{Api, DeleteParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -60,7 +63,9 @@ pub(super) async fn work(
         if let Some(entry) = inner.pods.lock().get_mut(&uid) {
             entry.run = Some(run.clone());
         }
+        let refresher = tokio::spawn(refresh_volumes(inner.clone(), pod.clone(), run.clone()));
         push_statuses(&api, &pod, run, &mut stop).await;
+        refresher.abort();
         let grace = (*stop.borrow()).flatten().map(|s| Duration::from_secs(s.max(0) as u64));
         let last = run.stop(grace).await;
         let _ = patch_status(&api, &pod, serde_json::to_value(&last).unwrap_or_default()).await;
@@ -89,6 +94,31 @@ async fn start(
         extra_env: visible_devices_env(&devices),
     };
     PodRun::start(&inner.config.runtime, pod, inputs, events)
+}
+
+/// How often mounted ConfigMaps and Secrets are brought up to date (a real kubelet takes up to
+/// its sync period plus a cache TTL, about a minute; here changes show within seconds).
+const VOLUME_SYNC: Duration = Duration::from_secs(2);
+
+/// Keeps the pod's ConfigMap and Secret volumes in step with the API until aborted.
+async fn refresh_volumes(inner: Arc<Inner>, pod: Pod, run: Arc<PodRun>) {
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+    if !volumes.iter().any(|v| v.config_map.is_some() || v.secret.is_some()) {
+        return;
+    }
+    loop {
+        tokio::time::sleep(VOLUME_SYNC).await;
+        let sources = match fetch_sources(&inner, &pod).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(pod = %pod.name_any(), error = %e, "cannot read volume sources");
+                continue;
+            }
+        };
+        if let Err(e) = crate::volumes::materialise(run.dir(), &volumes, &sources) {
+            tracing::warn!(pod = %pod.name_any(), error = %e, "cannot update volumes");
+        }
+    }
 }
 
 /// Reads the ConfigMaps and Secrets the pod refers to; missing ones are left out (the pod
@@ -125,7 +155,29 @@ async fn fetch_sources(inner: &Inner, pod: &Pod) -> Result<PodSources> {
             sources.secrets.insert(name, s);
         }
     }
+    for v in spec.volumes.iter().flatten() {
+        if let Some(c) = &v.persistent_volume_claim
+            && let Some(path) = claim_path(inner, &ns, &c.claim_name).await?
+        {
+            sources.claims.insert(c.claim_name.clone(), path);
+        }
+    }
     Ok(sources)
+}
+
+/// The directory of the PersistentVolume that claim `name` is bound to (`spec.volumeName`),
+/// from the volume's `hostPath` or `local` source; `None` while the claim is missing or
+/// unbound (the pod then waits, as a real kubelet waits to attach a volume).
+async fn claim_path(inner: &Inner, ns: &str, name: &str) -> Result<Option<PathBuf>> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(inner.client.clone(), ns);
+    let Some(claim) = claims.get_opt(name).await? else { return Ok(None) };
+    let Some(volume) = claim.spec.and_then(|s| s.volume_name).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let volumes: Api<PersistentVolume> = Api::all(inner.client.clone());
+    let Some(pv) = volumes.get_opt(&volume).await? else { return Ok(None) };
+    let spec = pv.spec.unwrap_or_default();
+    Ok(spec.host_path.map(|h| h.path).or(spec.local.map(|l| l.path)).map(PathBuf::from))
 }
 
 /// Writes the pod's status whenever a container changes, until a stop is asked for.

@@ -1,0 +1,137 @@
+//! What `blaze dev up` installs: the CRDs, the operator as the install manifest describes it
+//! (with the changes a shared loopback network needs), the model claim and the examples.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use super::apply::{self, MANAGER};
+
+/// The operator's install manifest (`manifests/install.yaml`).
+pub const INSTALL_YAML: &str = include_str!("../../../../manifests/install.yaml");
+/// The quickstart (`manifests/examples/quickstart.yaml`), applied when no file is named.
+pub const QUICKSTART_YAML: &str = include_str!("../../../../manifests/examples/quickstart.yaml");
+/// The claim that holds the local model cache.
+pub const MODELS_CLAIM: &str = "blaze-models";
+
+/// Applies the CRDs and waits until both are established.
+pub async fn crds(client: &Client) -> anyhow::Result<()> {
+    let mut names = Vec::new();
+    for (_, yaml) in blaze_api::crds::render_all()? {
+        let objs = apply::parse(&yaml, "CRD")?;
+        apply::apply_all(client, &objs).await?;
+        names.extend(objs.iter().map(|o| o.name_any()));
+    }
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for name in names {
+        loop {
+            let crd = api.get(&name).await?;
+            let established = crd
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "CRD {name} not established in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the install manifest. All pods here share this machine's network, each on its own
+/// loopback address, so the operator listens on its pod IP and tells workers and routers to do
+/// the same (`0.0.0.0` would take the port on every address).
+pub async fn operator(client: &Client) -> anyhow::Result<()> {
+    let mut objs = apply::parse(INSTALL_YAML, "manifests/install.yaml")?;
+    for obj in &mut objs {
+        if obj.types.as_ref().is_some_and(|t| t.kind == "Deployment") {
+            set_env(obj, "BLAZE_METRICS_LISTEN", "$(POD_IP):8080");
+            // Escaped: the operator passes `$(POD_IP)` on to each worker and router pod, where
+            // the kubelet expands it to that pod's address.
+            set_env(obj, "BLAZE_LISTEN_HOST", "$$(POD_IP)");
+        }
+    }
+    apply::apply_all(client, &objs).await
+}
+
+/// Sets (or replaces) an environment variable of the first container of a Deployment.
+fn set_env(obj: &mut DynamicObject, name: &str, value: &str) {
+    let container = &mut obj.data["spec"]["template"]["spec"]["containers"][0];
+    if !container["env"].is_array() {
+        container["env"] = json!([]);
+    }
+    if let Some(env) = container["env"].as_array_mut() {
+        env.retain(|e| e["name"] != name);
+        env.push(json!({"name": name, "value": value}));
+    }
+}
+
+/// Provides the claim `blaze-models` in `default`, bound to a hostPath volume whose
+/// `smollm2/` folder is the model cache `models`, so the quickstart's
+/// `pvc://blaze-models/smollm2/...` is the cached file.
+pub async fn models_claim(client: &Client, dir: &Path, models: &Path) -> anyhow::Result<()> {
+    let root = std::path::absolute(dir.join("volumes").join(MODELS_CLAIM))?;
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let link = root.join("smollm2");
+    if link.symlink_metadata().is_err() {
+        let target = std::path::absolute(models)?;
+        std::os::unix::fs::symlink(&target, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+    }
+    let pv = json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": MODELS_CLAIM, "labels": {"app.kubernetes.io/part-of": "blaze"}},
+        "spec": {
+            "capacity": {"storage": "10Gi"},
+            "accessModes": ["ReadOnlyMany", "ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": root.display().to_string(), "type": "Directory"},
+            "claimRef": {"namespace": "default", "name": MODELS_CLAIM},
+        },
+    });
+    let pvc = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": MODELS_CLAIM, "namespace": "default"},
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "volumeName": MODELS_CLAIM,
+            "resources": {"requests": {"storage": "10Gi"}},
+        },
+    });
+    for v in [pv, pvc] {
+        let obj: DynamicObject = serde_json::from_value(v)?;
+        apply::apply(client, &obj, Duration::from_secs(10)).await?;
+    }
+    mark_bound(client).await;
+    Ok(())
+}
+
+/// Reports the volume and claim bound, as the volume controller of a cluster would.
+async fn mark_bound(client: &Client) {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let params = PatchParams::apply(MANAGER).force();
+    let pv: Api<PersistentVolume> = Api::all(client.clone());
+    let status =
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "status": {"phase": "Bound"}});
+    if let Err(e) = pv.patch_status(MODELS_CLAIM, &params, &Patch::Apply(status)).await {
+        tracing::debug!(error = %e, "cannot mark the volume bound");
+    }
+    let pvc: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let status: Value = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "status": {
+        "phase": "Bound", "accessModes": ["ReadOnlyMany"], "capacity": {"storage": "10Gi"},
+    }});
+    if let Err(e) = pvc.patch_status(MODELS_CLAIM, &params, &Patch::Apply(status)).await {
+        tracing::debug!(error = %e, "cannot mark the claim bound");
+    }
+}
