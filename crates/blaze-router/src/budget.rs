@@ -133,6 +133,23 @@ mod tests {
     }
 
     #[test]
+    fn deposits_between_settlements_all_count() {
+        let t0 = Instant::now();
+        let budget = RetryBudget::new(50, t0);
+        // 1,000 first tries within one settlement period, then nothing but retries.
+        for i in 0..1000u64 {
+            budget.deposit(t0 + Duration::from_micros(i));
+        }
+        let mut n = 0;
+        while budget.try_withdraw(t0 + Duration::from_millis(1)) {
+            n += 1;
+            assert!(n < 10_000);
+        }
+        // Half of the 1,000 plus the initial floor of 10 (and 1 ms of floor refill).
+        assert_eq!(n, 510);
+    }
+
+    #[test]
     fn a_zero_budget_still_allows_the_floor() {
         let t0 = Instant::now();
         let budget = RetryBudget::new(0, t0);

@@ -7,6 +7,17 @@
 //! [`budget`]. A request counts as in flight until its response body ends, so a long token
 //! stream weighs on its endpoint for as long as it runs.
 //!
+//! # Threads and connections
+//!
+//! `--worker-threads N` (default: one per CPU) runs N single-threaded runtimes that accept
+//! from one shared listener, as HAProxy's `nbthread` does. Each thread keeps its own idle
+//! HTTP/1.1 connections to endpoints (`proxy::pool`), so a request and the endpoint connection
+//! it uses are driven by the same thread: no lock and no cross-thread wake-up on the request
+//! path. A connection goes back to its thread's pool once the response body has been read to
+//! the end. HTTP/2 (gRPC) requests share multiplexed connections through hyper's pooling
+//! client across threads. Configuration watching, health checks and the admin port run on
+//! the first thread.
+//!
 //! # How endpoints and weights reach the router
 //!
 //! Decision: **the operator renders one routing document per BlazeRouter**

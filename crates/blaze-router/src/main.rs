@@ -18,7 +18,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use prometheus_client::registry::Registry;
 
 /// mimalloc: every request allocates a few small, short-lived buffers and headers, the case
-/// it is built for; measured 5 to 10 per cent less CPU per proxied request than glibc's.
+/// it is built for; measured about 7% less user CPU per proxied request than glibc's malloc
+/// (7.8 against 8.4 microseconds, `blaze-router-bench` load, one thread).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

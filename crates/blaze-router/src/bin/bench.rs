@@ -1,10 +1,19 @@
 //! `blaze-router-bench`: the router against HAProxy under the same `wrk` load.
 //!
-//! Starts four `blaze-test-upstream` processes, HAProxy (Debian's `haproxy`) and the router,
-//! both round robin over the same four upstreams with keep-alive and the same thread count,
-//! then runs `wrk` against one upstream directly, through HAProxy and through the router, and
-//! prints requests/s and p50/p99 latency for each plus the router-to-HAProxy ratios. Needs
-//! `wrk` and `haproxy` on the PATH (`apt-get install -y wrk haproxy`).
+//! Starts four `blaze-test-upstream` processes, two HAProxy (Debian's `haproxy`) instances and
+//! the router, all round robin over the same four upstreams with keep-alive and the same
+//! thread count, then runs `wrk` against one upstream directly, through HAProxy and through
+//! the router, and prints requests/s and p50/p99 latency for each plus the router-to-HAProxy
+//! ratios. Needs `wrk` and `haproxy` on the PATH (`apt-get install -y wrk haproxy`).
+//!
+//! Fairness: the same `wrk` threads and connections for every target, the same thread count
+//! for both proxies, both pinned the same way (`--cpus`, default: neither), a warm-up run
+//! before every measured one, and `--rounds` rounds in which the targets take turns, each
+//! reported by its median, so a burst of load from elsewhere on the machine does not land on
+//! one target only. The router adds `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`
+//! to every request (and the request id to every response); HAProxy is measured twice: as
+//! configured by default (`haproxy`) and doing the same header work (`haproxy+headers`:
+//! `option forwardfor`, `X-Forwarded-Proto`, a unique id in `X-Request-ID` both ways).
 //!
 //! `cargo run --release -p blaze-router --bin blaze-router-bench -- --duration 10`
 
@@ -31,6 +40,13 @@ struct Args {
     /// Seconds per wrk run.
     #[arg(long, env = "BLAZE_BENCH_DURATION", default_value_t = 10)]
     duration: u64,
+    /// Rounds; the targets take turns in each, and each is reported by its median.
+    #[arg(long, env = "BLAZE_BENCH_ROUNDS", default_value_t = 3)]
+    rounds: usize,
+    /// CPUs both proxies are pinned to (`taskset -c` syntax, e.g. `0` or `0-1`); by default
+    /// neither is pinned.
+    #[arg(long, env = "BLAZE_BENCH_CPUS")]
+    cpus: Option<String>,
     /// Where to write the results (text) besides stdout.
     #[arg(long, env = "BLAZE_BENCH_OUT", default_value = "target/blaze-router-bench.txt")]
     out: PathBuf,
@@ -74,39 +90,8 @@ fn main() -> anyhow::Result<()> {
     }
     let dir = std::env::temp_dir().join(format!("blaze-router-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let haproxy_addr = free_addr()?;
-    let router_addr = free_addr()?;
-    keep.push(haproxy(&dir, &haproxy_addr, &ups, args.threads)?);
-    keep.push(router(&bin_dir, &dir, &router_addr, &ups, args.threads)?);
-    for a in [&haproxy_addr, &router_addr] {
-        wait_ready(a)?;
-    }
-    let mut report = format!(
-        "wrk -t{} -c{} -d{}s, router and haproxy with {} thread(s), 4 upstreams, round robin, keep-alive\n",
-        args.wrk_threads, args.connections, args.duration, args.threads
-    );
-    let mut results = Vec::new();
-    for (name, addr) in [
-        ("direct (1 upstream)", &ups[0]),
-        ("haproxy", &haproxy_addr),
-        ("blaze-router", &router_addr),
-    ] {
-        // A short warm-up fills connection pools.
-        wrk(addr, &args, 2)?;
-        let r = wrk(addr, &args, args.duration)?;
-        report.push_str(&format!(
-            "{name:<22} {:>10.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms\n",
-            r.rps, r.p50_ms, r.p99_ms
-        ));
-        results.push(r);
-    }
-    let (direct, hap, rtr) = (results[0], results[1], results[2]);
-    report.push_str(&format!(
-        "router/haproxy throughput ratio {:.3}; added p99 over direct: haproxy {:.3} ms, router {:.3} ms\n",
-        rtr.rps / hap.rps,
-        hap.p99_ms - direct.p99_ms,
-        rtr.p99_ms - direct.p99_ms
-    ));
+    let targets = start_proxies(&args, &bin_dir, &dir, &ups, &mut keep)?;
+    let report = measure(&args, &targets)?;
     print!("{report}");
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
@@ -114,6 +99,94 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&args.out, &report)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Starts both HAProxy instances and the router; returns every target by name.
+fn start_proxies(
+    args: &Args,
+    bin_dir: &Path,
+    dir: &Path,
+    ups: &[String],
+    keep: &mut Vec<Kill>,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let (plain, headers, router_addr) = (free_addr()?, free_addr()?, free_addr()?);
+    keep.push(haproxy(args, &dir.join("plain.cfg"), &plain, ups, false)?);
+    keep.push(haproxy(args, &dir.join("headers.cfg"), &headers, ups, true)?);
+    keep.push(router(args, bin_dir, dir, &router_addr, ups)?);
+    for a in [&plain, &headers, &router_addr] {
+        wait_ready(a)?;
+    }
+    Ok(vec![
+        ("direct (1 upstream)", ups[0].clone()),
+        ("haproxy", plain),
+        ("haproxy+headers", headers),
+        ("blaze-router", router_addr),
+    ])
+}
+
+/// Runs every round and renders the report.
+fn measure(args: &Args, targets: &[(&'static str, String)]) -> anyhow::Result<String> {
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+    for round in 0..args.rounds.max(1) {
+        // Rotate who goes first, so no target always follows the same one.
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            // A short warm-up fills connection pools.
+            wrk(&targets[i].1, args, 2)?;
+            runs[i].push(wrk(&targets[i].1, args, args.duration)?);
+        }
+    }
+    let mut report = format!(
+        "wrk -t{} -c{} -d{}s, {} round(s), medians; router and haproxy with {} thread(s), \
+         pinned to {}; 4 upstreams, round robin, keep-alive\n",
+        args.wrk_threads,
+        args.connections,
+        args.duration,
+        args.rounds.max(1),
+        args.threads,
+        args.cpus.as_deref().unwrap_or("no CPU (neither pinned)"),
+    );
+    let med: Vec<Run> = runs.iter().map(|r| median(r)).collect();
+    for ((name, _), (r, all)) in targets.iter().zip(med.iter().zip(&runs)) {
+        let each: Vec<String> = all.iter().map(|r| format!("{:.0}", r.rps)).collect();
+        report.push_str(&format!(
+            "{name:<20} {:>9.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms   (rounds: {})\n",
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            each.join(", ")
+        ));
+    }
+    let (direct, hap, haph, rtr) = (med[0], med[1], med[2], med[3]);
+    report.push_str(&format!(
+        "router/haproxy throughput ratio {:.3} (router/haproxy+headers {:.3}); added p99 over \
+         direct: haproxy {:.3} ms, haproxy+headers {:.3} ms, router {:.3} ms\n",
+        rtr.rps / hap.rps,
+        rtr.rps / haph.rps,
+        hap.p99_ms - direct.p99_ms,
+        haph.p99_ms - direct.p99_ms,
+        rtr.p99_ms - direct.p99_ms
+    ));
+    Ok(report)
+}
+
+/// The run with the median throughput (its latencies with it).
+fn median(runs: &[Run]) -> Run {
+    let mut v = runs.to_vec();
+    v.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    v[v.len() / 2]
+}
+
+/// A command, under `taskset -c CPUS` when pinning is asked for.
+fn pinned(args: &Args, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match &args.cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 fn upstream(bin_dir: &Path, i: usize) -> anyhow::Result<(Kill, String)> {
@@ -134,21 +207,35 @@ fn free_addr() -> anyhow::Result<String> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
 }
 
-fn haproxy(dir: &Path, listen: &str, ups: &[String], threads: usize) -> anyhow::Result<Kill> {
+fn haproxy(
+    args: &Args,
+    path: &Path,
+    listen: &str,
+    ups: &[String],
+    headers: bool,
+) -> anyhow::Result<Kill> {
     let servers: String =
         ups.iter().enumerate().map(|(i, a)| format!("    server u{i} {a}\n")).collect();
+    // The router's header work: the client in x-forwarded-for, x-forwarded-proto, and a
+    // request id kept or made, sent on and returned.
+    let same_work = "    option forwardfor\n\
+         \x20   http-request set-header X-Forwarded-Proto http unless { req.hdr(x-forwarded-proto) -m found }\n\
+         \x20   unique-id-format %{+X}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid\n\
+         \x20   http-request set-header X-Request-ID %[unique-id] unless { req.hdr(x-request-id) -m found }\n\
+         \x20   http-after-response set-header X-Request-ID %[unique-id]\n";
     let cfg = format!(
-        "global\n    nbthread {threads}\n    maxconn 4096\n\
+        "global\n    nbthread {}\n    maxconn 4096\n\
          defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n\
          \x20   timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
-         frontend fe\n    bind {listen}\n    default_backend be\n\
-         backend be\n    balance roundrobin\n{servers}"
+         frontend fe\n    bind {listen}\n{}    default_backend be\n\
+         backend be\n    balance roundrobin\n{servers}",
+        args.threads,
+        if headers { same_work } else { "" },
     );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, cfg)?;
-    let child = Command::new("haproxy")
+    std::fs::write(path, cfg)?;
+    let child = pinned(args, "haproxy")
         .arg("-f")
-        .arg(&path)
+        .arg(path)
         .stdout(Stdio::null())
         .spawn()
         .context("starting haproxy")?;
@@ -156,17 +243,17 @@ fn haproxy(dir: &Path, listen: &str, ups: &[String], threads: usize) -> anyhow::
 }
 
 fn router(
+    args: &Args,
     bin_dir: &Path,
     dir: &Path,
     listen: &str,
     ups: &[String],
-    threads: usize,
 ) -> anyhow::Result<Kill> {
     let eps: String = ups.iter().map(|a| format!("- address: {a}\n")).collect();
     let path = dir.join("routing.yaml");
     std::fs::write(&path, format!("strategy: roundRobin\nendpoints:\n{eps}"))?;
-    let child = Command::new(bin_dir.join("blaze-router"))
-        .args(["--listen", listen, "--worker-threads", &threads.to_string(), "--config"])
+    let child = pinned(args, bin_dir.join("blaze-router"))
+        .args(["--listen", listen, "--worker-threads", &args.threads.to_string(), "--config"])
         .arg(&path)
         .env("RUST_LOG", "warn")
         .spawn()
