@@ -2,6 +2,11 @@
 //! `timeoutSeconds`; `unhealthyThreshold` failures in a row take an endpoint out of balancing,
 //! `healthyThreshold` passes in a row bring it back. The breaker handles failures seen in
 //! traffic; health checks find endpoints that fail without traffic and confirm recovery.
+//!
+//! With `path: /grpc.health.v1.Health/Check` the check is a gRPC health call over HTTP/2
+//! instead ([`grpc`]), passing when the endpoint answers `SERVING`.
+
+pub mod grpc;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +27,11 @@ pub async fn run(table: Arc<Table>) {
     let mut conn = HttpConnector::new();
     conn.set_nodelay(true);
     conn.set_connect_timeout(Some(Duration::from_secs(1)));
-    let client: Client<HttpConnector, Upstream> = Client::builder(TokioExecutor::new()).build(conn);
+    let client: Client<HttpConnector, Upstream> =
+        Client::builder(TokioExecutor::new()).build(conn.clone());
+    let h2: Client<HttpConnector, Upstream> =
+        Client::builder(TokioExecutor::new()).http2_only(true).build(conn);
+    let clients = Clients { http: client, h2 };
     loop {
         let routes = table.load();
         let Some(hc) = routes.config.health_check.clone() else {
@@ -36,7 +45,7 @@ pub async fn run(table: Arc<Table>) {
             u32::try_from(hc.unhealthy_threshold).unwrap_or(1),
         );
         let checks = routes.endpoints.iter().map(|ep| {
-            let client = &client;
+            let client = &clients;
             let path = hc.path.as_str();
             async move {
                 let ok = probe(client, ep, path, timeout).await;
@@ -56,17 +65,28 @@ pub async fn run(table: Arc<Table>) {
     }
 }
 
-async fn probe(
-    client: &Client<HttpConnector, Upstream>,
-    ep: &Endpoint,
-    path: &str,
-    timeout: Duration,
-) -> bool {
+/// The probes' clients: HTTP/1.1 for paths, HTTP/2 for gRPC health.
+struct Clients {
+    http: Client<HttpConnector, Upstream>,
+    h2: Client<HttpConnector, Upstream>,
+}
+
+async fn probe(clients: &Clients, ep: &Endpoint, path: &str, timeout: Duration) -> bool {
     let Ok(uri) =
         Uri::builder().scheme("http").authority(ep.address.as_str()).path_and_query(path).build()
     else {
         return false;
     };
+    if path == grpc::GRPC_HEALTH_PATH {
+        let call = async {
+            match clients.h2.request(grpc::request(uri)).await {
+                Ok(resp) => grpc::serving(resp).await,
+                Err(_) => false,
+            }
+        };
+        return tokio::time::timeout(timeout, call).await.unwrap_or(false);
+    }
+    let client = &clients.http;
     let mut req = Request::new(Upstream::full(Bytes::new()));
     *req.uri_mut() = uri;
     match tokio::time::timeout(timeout, client.request(req)).await {

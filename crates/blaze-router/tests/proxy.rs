@@ -253,3 +253,42 @@ async fn api_keys_from_a_secret_directory_are_required_and_reloaded() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn grpc_health_checks_take_a_not_serving_endpoint_out_and_back() {
+    let a = upstream("alpha", "127.0.0.1:0");
+    let b = upstream("beta", "127.0.0.1:0");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    let hc = "healthCheck: {path: /grpc.health.v1.Health/Check, intervalSeconds: 1, \
+              timeoutSeconds: 1, healthyThreshold: 1, unhealthyThreshold: 1}\n";
+    write_config(
+        &cfg,
+        &format!("strategy: roundRobin\n{hc}{}", endpoints_yaml(&[&a.addr, &b.addr])),
+    );
+    let r = router(&cfg, &[]).await;
+    let c = client();
+    let healthy =
+        |addr: &str| format!("blaze_router_endpoint_healthy{{endpoint=\"{addr}\",engine=\"\"}}");
+    let flip = |addr: &str, to: &str| {
+        let req = http::Request::post(format!("http://{addr}/grpc-health/{to}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        send(&c, req)
+    };
+    assert_eq!(flip(&b.addr, "not-serving").await.unwrap().0, 200);
+    poll(Duration::from_secs(5), || async {
+        metric(&c, &r.addr, &healthy(&b.addr)).await == Some(0.0)
+    })
+    .await;
+    assert_eq!(metric(&c, &r.addr, &healthy(&a.addr)).await, Some(1.0));
+    let url = format!("http://{}/", r.addr);
+    for _ in 0..10 {
+        assert_eq!(get(&c, &url).await.unwrap().1, "hello from alpha\n");
+    }
+    assert_eq!(flip(&b.addr, "serving").await.unwrap().0, 200);
+    poll(Duration::from_secs(5), || async {
+        metric(&c, &r.addr, &healthy(&b.addr)).await == Some(1.0)
+    })
+    .await;
+}

@@ -4,6 +4,8 @@
 //! - `GET /` : `hello from NAME` (the benchmark's request)
 //! - `GET /readyz` : 200
 //! - `GET /connections` : how many connections this upstream has accepted
+//! - `POST /grpc.health.v1.Health/Check` (HTTP/2): gRPC health, `SERVING` until
+//!   `POST /grpc-health/not-serving`, again after `POST /grpc-health/serving`
 //! - `GET /headers` : the request's headers, one `name: value` per line
 //! - `POST /echo` : the request body back
 //! - `GET /status/CODE` : an empty response with that status
@@ -41,6 +43,8 @@ type Body = BoxBody<Bytes, Infallible>;
 
 /// Connections accepted so far.
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+/// What the gRPC health service answers: 1 SERVING, 2 NOT_SERVING.
+static GRPC_HEALTH: AtomicU64 = AtomicU64::new(1);
 
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
@@ -95,6 +99,12 @@ async fn handle(req: Request<Incoming>, name: &'static str) -> Result<Response<B
             Response::new(full("slow\n"))
         }
         "sse" => sse(name, num(1), num(2)),
+        "grpc.health.v1.Health" => grpc_health(),
+        "grpc-health" => {
+            let serving = parts.get(1) == Some(&"serving");
+            GRPC_HEALTH.store(if serving { 1 } else { 2 }, Ordering::Relaxed);
+            Response::new(full("ok\n"))
+        }
         "grpc" => grpc_stream(name, num(2), num(3)),
         _ => {
             let mut r = Response::new(full("not found\n"));
@@ -118,6 +128,18 @@ fn sse(name: &'static str, n: u64, ms: u64) -> Response<Body> {
     );
     let mut r = Response::new(stream);
     r.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream"));
+    r
+}
+
+fn grpc_health() -> Response<Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let status = u8::try_from(GRPC_HEALTH.load(Ordering::Relaxed)).unwrap_or(0);
+    // A HealthCheckResponse with field 1 (status), length-prefixed.
+    let msg = Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]);
+    let stream = async_stream(1, 0, move |_| Frame::data(msg.clone()), Some(trailers));
+    let mut r = Response::new(stream);
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
     r
 }
 
