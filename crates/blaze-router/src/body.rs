@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -26,21 +26,23 @@ pub struct IdleTimeout(pub Duration);
 
 pin_project! {
     /// Wraps a body with an idle timeout: an error if no frame moves for `timeout`.
-    /// The timer is armed only when the inner body is pending, so a busy body costs a clock
-    /// read per frame, not a timer reset.
+    /// The idle time starts when the inner body is first pending after a frame (or at all),
+    /// and the timer is armed only then: a body whose frames are ready when asked for, as
+    /// most short answers are, costs no clock read and no timer.
     pub struct Idle<B> {
         #[pin]
         inner: B,
         sleep: Option<Pin<Box<Sleep>>>,
         timeout: Duration,
-        last: Instant,
+        // When the current idle spell began; `None` after a frame moved.
+        idle_since: Option<tokio::time::Instant>,
     }
 }
 
 impl<B> Idle<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, timeout: Duration) -> Self {
-        Self { inner, sleep: None, timeout, last: Instant::now() }
+        Self { inner, sleep: None, timeout, idle_since: None }
     }
 }
 
@@ -59,15 +61,16 @@ where
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
-                *this.last = Instant::now();
+                *this.idle_since = None;
                 return Poll::Ready(Some(Ok(f)));
             }
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
+        let since = *this.idle_since.get_or_insert_with(tokio::time::Instant::now);
         loop {
-            let deadline = tokio::time::Instant::from_std(*this.last + *this.timeout);
+            let deadline = since + *this.timeout;
             match this.sleep {
                 None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
                 Some(s) if s.deadline() != deadline => s.as_mut().reset(deadline),
@@ -249,5 +252,35 @@ impl Body for Downstream {
             }
             Downstream::Proxied { body, .. } => body.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt as _;
+    use http_body_util::{BodyExt, StreamBody};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_idle_past_the_timeout_ends_in_an_error_and_a_busy_one_does_not() {
+        let frames = futures::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from("a")))])
+            .chain(futures::stream::pending());
+        let mut body = Idle::new(StreamBody::new(frames), Duration::from_secs(5));
+        let start = tokio::time::Instant::now();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "a");
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<IdleTimeout>(), "{err}");
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(6), "{waited:?}");
+
+        // Frames 3 s apart never trip a 5 s idle timeout.
+        let slow = futures::stream::unfold(0, |i| async move {
+            (i < 4).then_some(())?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Some((Ok::<_, BoxError>(Frame::data(Bytes::from("x"))), i + 1))
+        });
+        let all = Idle::new(StreamBody::new(slow), Duration::from_secs(5)).collect().await;
+        assert_eq!(all.unwrap().to_bytes(), "xxxx");
     }
 }

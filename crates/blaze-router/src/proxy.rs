@@ -196,7 +196,8 @@ impl Proxy {
             };
             // Boxed: a try's future is large, and moving it through every enclosing future
             // (down to the server's slot for the handler) would copy it several times.
-            let one = Box::pin(self.one_try(routes, parts, body, try_, attempt + 1 == max_tries));
+            let last_try = attempt + 1 == max_tries;
+            let one = Box::pin(self.one_try(routes, parts, body, try_, now, last_try));
             match one.await {
                 Ok(resp) => return resp,
                 Err(f) => {
@@ -217,6 +218,7 @@ impl Proxy {
         parts: &mut http::request::Parts,
         body: &mut ReqBody,
         try_: TryGuard,
+        started: Instant,
         last_try: bool,
     ) -> Result<Response<Downstream>, TryFailure> {
         let cfg = &routes.config;
@@ -249,7 +251,6 @@ impl Proxy {
         em.requests.inc();
         let per_try =
             millis(cfg.retries.per_try_timeout_ms.unwrap_or(cfg.timeouts.headers_timeout_ms));
-        let started = Instant::now();
         let result = tokio::time::timeout(per_try, self.send(&ep.address, req, use_h2)).await;
         let now = Instant::now();
         let (resp, lease) = match result {
