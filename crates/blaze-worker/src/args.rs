@@ -60,11 +60,18 @@ pub struct Args {
     /// Hub cache folder for hf:// sources (default: HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub).
     #[arg(long, env = "BLAZE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Expand quantized GGUF weights to f32 at load: more memory, much faster decoding on
-    /// CPU for quantizations candle has only scalar kernels for. `auto`: on CPU when the
-    /// f32 weights stay under 2 GiB.
-    #[arg(long, env = "BLAZE_DEQUANTIZE", value_enum, default_value = "auto")]
-    pub dequantize: crate::model::Dequantize,
+    /// How quantized GGUF weights are held: `stored`, `q8_0` (re-quantize types candle has
+    /// only scalar CPU kernels for), `f32`, `dual` (q8_0 for small decode steps, f32 for
+    /// prefill and batches of 8 or more), or `auto` (what decodes fastest: on CPU `dual`
+    /// while the f32 copies stay under 2 GiB, else `q8_0`; on a GPU `stored`).
+    #[arg(long, env = "BLAZE_WEIGHTS", value_enum, default_value = "auto")]
+    pub weights: crate::model::Weights,
+    /// Threads candle computes with (default: the CPUs this process may use; explicit
+    /// CANDLE_NUM_THREADS / RAYON_NUM_THREADS are kept then). Fewer than the CPUs that are
+    /// really free makes decoding slower; more than that makes it much slower (candle's
+    /// quantized kernels spin on a barrier), so on a busy shared node give fewer.
+    #[arg(long, env = "BLAZE_THREADS")]
+    pub threads: Option<usize>,
     /// Most sequences decoded together.
     #[arg(long, env = "BLAZE_MAX_BATCH_SIZE", default_value_t = 16)]
     pub max_batch_size: usize,
@@ -127,6 +134,9 @@ impl Args {
             return Err(
                 format!("--kind {:?}: this build serves only --kind llm", self.kind).to_lowercase()
             );
+        }
+        if self.threads == Some(0) {
+            return Err("--threads must be at least 1".into());
         }
         if self.max_batch_size == 0 {
             return Err("--max-batch-size must be at least 1".into());

@@ -14,6 +14,7 @@ pub mod scheduler;
 pub mod server;
 pub mod source;
 pub mod testing;
+pub mod threads;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -18,9 +18,17 @@ use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // SAFETY: no other thread exists yet; the async runtime starts below.
+    #[allow(unsafe_code)]
+    unsafe {
+        blaze_worker::threads::configure(args.threads);
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Command::Download(download_args)) = &args.command {
         init_tracing(download_args.log_format);
         return download(download_args).await;
@@ -84,7 +92,7 @@ async fn load(
     let hub = hub_options(args.cache_dir.as_ref());
     let path = blaze_worker::source::resolve(&source, &args.pvc_root, &hub).await?;
     let device = blaze_worker::model::default_device();
-    let options = blaze_worker::model::LoadOptions { dequantize: args.dequantize };
+    let options = blaze_worker::model::LoadOptions { weights: args.weights };
     let model = tokio::task::spawn_blocking(move || {
         blaze_worker::model::load_with(&path, &device, options)
     })

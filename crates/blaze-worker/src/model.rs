@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
-pub use llama::{KvCache, Llama, SeqInput};
+pub use llama::{DENSE_MIN_ROWS, KvCache, Llama, SeqInput};
 
 /// A model ready to serve.
 pub struct LoadedModel {
@@ -50,29 +50,57 @@ pub fn default_device() -> Device {
     Device::Cpu
 }
 
-/// Whether quantized GGUF weights are expanded to f32 at load (see [`gguf::load`]).
+/// How a GGUF file's quantized projection weights are held in memory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Dequantize {
-    /// On CPU for models whose f32 weights stay under [`AUTO_DEQUANTIZE_MAX_BYTES`].
-    Auto,
-    /// Always.
-    On,
-    /// Never: weights stay as stored.
+pub enum Weights {
+    /// What decodes fastest on the device: see [`Weights::resolve`].
     #[default]
-    Off,
+    Auto,
+    /// As stored in the file.
+    Stored,
+    /// Quantizations candle has only scalar CPU kernels for (Q4_1, Q5_0, Q5_1) are
+    /// re-quantized to Q8_0 (SIMD kernels; 34 bytes per 32 weights), others kept as stored.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// Expanded to f32: f32 GEMM kernels, 4 bytes per weight.
+    F32,
+    /// Both: `q8_0` for decode steps of fewer than [`llama::DENSE_MIN_ROWS`] sequences,
+    /// `f32` for prefill and larger steps; the faster kernel for each, in about 5.1 bytes
+    /// per weight. A sequence's greedy output can then depend on how many others share its
+    /// decode steps (rarely: the two kernels round differently); the other choices are
+    /// batch-invariant.
+    Dual,
 }
 
-/// Largest f32 weight size `auto` expands to. candle's CPU kernels for several GGUF types
-/// (Q4_1, Q5_0, Q5_1) are scalar: on SmolLM2-135M Q4_1 the f32 path decoded 6.8x faster
-/// at one sequence and 5.6x at sixteen (blaze-worker-bench). Past a couple of GiB the
-/// memory (8x Q4's) matters more than that.
-pub const AUTO_DEQUANTIZE_MAX_BYTES: u64 = 2 << 30;
+/// Largest f32 size of a model's weights for which `auto` adds f32 copies (`dual`): past
+/// a couple of GiB the memory (8x Q4's) matters more than batched speed.
+pub const AUTO_DUAL_MAX_F32_BYTES: u64 = 2 << 30;
+
+impl Weights {
+    /// What `Auto` means for `file` on `device`; other values stay as they are.
+    ///
+    /// Off the CPU the stored quantization is kept (GPU kernels exist for all of them). On
+    /// CPU `dual` while the f32 copies stay under [`AUTO_DUAL_MAX_F32_BYTES`], else `q8_0`.
+    /// Measured with blaze-worker-bench on SmolLM2-135M Q4_1, one thread, a loaded 2-core
+    /// machine (tokens/s at 1 / 16 sequences): stored 35 / 26 (candle's Q4_1 kernel is
+    /// scalar), q8_0 82 / 64, f32 31 / 81, dual 88 / 101; candle's own loop 32 to 44.
+    pub fn resolve(self, file: &Path, device: &Device) -> Result<Weights> {
+        if self != Weights::Auto {
+            return Ok(self);
+        }
+        if !device.is_cpu() {
+            return Ok(Weights::Stored);
+        }
+        let small = gguf::f32_bytes(file)? <= AUTO_DUAL_MAX_F32_BYTES;
+        Ok(if small { Weights::Dual } else { Weights::Q8_0 })
+    }
+}
 
 /// How to load a model.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
-    /// Whether to expand quantized GGUF weights to f32.
-    pub dequantize: Dequantize,
+    /// How quantized GGUF weights are held.
+    pub weights: Weights,
 }
 
 /// Loads the model at `path`: a `.gguf` file, a folder holding one, or a Hugging Face
@@ -108,13 +136,9 @@ fn find_gguf(path: &Path) -> Result<Option<PathBuf>> {
 }
 
 fn load_gguf(file: &Path, device: &Device, options: LoadOptions) -> Result<LoadedModel> {
-    let dequantize = match options.dequantize {
-        Dequantize::On => true,
-        Dequantize::Off => false,
-        Dequantize::Auto => device.is_cpu() && gguf::f32_bytes(file)? <= AUTO_DEQUANTIZE_MAX_BYTES,
-    };
-    tracing::info!(file = %file.display(), dequantize, "loading GGUF");
-    let gguf::GgufModel { llama, content } = gguf::load(file, device, dequantize)?;
+    let weights = options.weights.resolve(file, device)?;
+    tracing::info!(file = %file.display(), ?weights, "loading GGUF");
+    let gguf::GgufModel { llama, content } = gguf::load(file, device, weights)?;
     let tokenizer = Tokenizer::from_gguf(&content)?;
     let id = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
     let eos = id("tokenizer.ggml.eos_token_id");

@@ -20,26 +20,41 @@ const KV_HEADS: usize = 2;
 /// Writes a random-weight llama with a byte-level tokenizer (256 byte tokens, no merges, no
 /// end-of-sequence token, so generation always runs to `max_tokens`) into `dir`.
 pub fn write_tiny_llama(dir: &Path, context: usize) -> Result<()> {
+    write_tiny(dir, context, false)
+}
+
+/// [`write_tiny_llama`] as a Qwen2: biases on the q/k/v projections, tied embeddings.
+pub fn write_tiny_qwen2(dir: &Path, context: usize) -> Result<()> {
+    write_tiny(dir, context, true)
+}
+
+fn write_tiny(dir: &Path, context: usize, qwen2: bool) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let vocab = 256;
+    let (architecture, model_type) =
+        if qwen2 { ("Qwen2ForCausalLM", "qwen2") } else { ("LlamaForCausalLM", "llama") };
     let config = json!({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "architectures": [architecture], "model_type": model_type,
         "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "vocab_size": vocab,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": context,
-        "tie_word_embeddings": false, "torch_dtype": "float32",
+        "tie_word_embeddings": qwen2, "torch_dtype": "float32", "hidden_act": "silu",
+        "sliding_window": context, "max_window_layers": LAYERS, "use_sliding_window": false,
     });
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     std::fs::write(dir.join("tokenizer.json"), serde_json::to_vec(&byte_tokenizer())?)?;
     let device = Device::Cpu;
     let mut weights: HashMap<String, Tensor> = HashMap::new();
+    let mut biases = Vec::new();
     let mut add = |name: String, shape: (usize, usize)| -> Result<()> {
         let scale = 1.0 / (shape.1 as f64).sqrt();
         weights.insert(name, (Tensor::randn(0f32, 1f32, shape, &device)? * scale)?);
         Ok(())
     };
     add("model.embed_tokens.weight".into(), (vocab, HIDDEN))?;
-    add("lm_head.weight".into(), (vocab, HIDDEN))?;
+    if !qwen2 {
+        add("lm_head.weight".into(), (vocab, HIDDEN))?;
+    }
     let head_dim = HIDDEN / HEADS;
     for i in 0..LAYERS {
         let p = format!("model.layers.{i}");
@@ -50,7 +65,16 @@ pub fn write_tiny_llama(dir: &Path, context: usize) -> Result<()> {
         add(format!("{p}.mlp.gate_proj.weight"), (INTERMEDIATE, HIDDEN))?;
         add(format!("{p}.mlp.up_proj.weight"), (INTERMEDIATE, HIDDEN))?;
         add(format!("{p}.mlp.down_proj.weight"), (HIDDEN, INTERMEDIATE))?;
+        if qwen2 {
+            for (name, width) in
+                [("q", HIDDEN), ("k", KV_HEADS * head_dim), ("v", KV_HEADS * head_dim)]
+            {
+                let bias = Tensor::randn(0f32, 0.5f32, width, &device)?;
+                biases.push((format!("{p}.self_attn.{name}_proj.bias"), bias));
+            }
+        }
     }
+    weights.extend(biases);
     let mut norms = vec!["model.norm.weight".to_string()];
     for i in 0..LAYERS {
         for norm in ["input_layernorm", "post_attention_layernorm"] {

@@ -164,3 +164,33 @@ async fn deadline_ends_a_request_and_stop_strings_cut_text() {
     assert_eq!(reason, Some(FinishReason::Stop));
     assert_eq!(cut, text[..text.find(&stop).unwrap()]);
 }
+
+/// A Qwen2 (biases on q/k/v, tied embeddings) through the production loader: its logits
+/// match candle-transformers' own Qwen2 over the same files, prompt and decode steps.
+#[test]
+fn qwen2_forward_matches_candle_transformers_qwen2() {
+    use candle_core::{DType, Device, Tensor};
+    use candle_transformers::models::qwen2;
+    let dir = tempfile::tempdir().unwrap();
+    blaze_worker::testing::write_tiny_qwen2(dir.path(), 256).unwrap();
+    let model = blaze_worker::model::load(dir.path(), &Device::Cpu).unwrap();
+    let config: qwen2::Config =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    let vb =
+        candle_nn::VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu).unwrap();
+    let mut stock = qwen2::ModelForCausalLM::new(&config, vb).unwrap();
+    let mut cache = KvCache::default();
+    let mut input = model.tokenizer.encode("Qwen says hi").unwrap();
+    let mut pos = 0;
+    for _ in 0..3 {
+        let ours = model.llama.forward_one(&input, &mut cache).unwrap().to_vec1::<f32>().unwrap();
+        let x = Tensor::new(input.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let theirs = stock.forward(&x, pos).unwrap().flatten_all().unwrap();
+        let theirs = theirs.to_vec1::<f32>().unwrap();
+        let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-3, "logits differ by {diff} at position {pos}");
+        pos += input.len();
+        input = vec![blaze_worker::sampling::argmax(&ours)];
+    }
+}

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use blaze_worker::engine::{Engine, Event, GenerateRequest};
-use blaze_worker::model::{Dequantize, KvCache, LoadOptions};
+use blaze_worker::model::{KvCache, LoadOptions, Weights};
 use blaze_worker::sampling::SamplingParams;
 use blaze_worker::scheduler::{LlmEngine, SchedulerConfig};
 use support::Worker;
@@ -59,19 +59,31 @@ async fn answers_paris_through_the_openai_python_client_streamed_and_not() {
 
 #[tokio::test]
 async fn batched_greedy_equals_unbatched_greedy_on_smollm2() {
-    batched_equals_unbatched(Dequantize::Off).await;
+    batched_equals_unbatched(Weights::Stored).await;
 }
 
 #[tokio::test]
 async fn batched_greedy_equals_unbatched_greedy_on_smollm2_with_f32_weights() {
-    batched_equals_unbatched(Dequantize::On).await;
+    batched_equals_unbatched(Weights::F32).await;
 }
 
-async fn batched_equals_unbatched(dequantize: Dequantize) {
+#[tokio::test]
+async fn batched_greedy_equals_unbatched_greedy_on_smollm2_with_q8_0_weights() {
+    batched_equals_unbatched(Weights::Q8_0).await;
+}
+
+/// `dual` (what `auto` picks on CPU): prefill on f32, decode steps of fewer than eight
+/// sequences on Q8_0, so four batched sequences take the same kernels as one alone.
+#[tokio::test]
+async fn batched_greedy_equals_unbatched_greedy_on_smollm2_with_dual_weights() {
+    batched_equals_unbatched(Weights::Dual).await;
+}
+
+async fn batched_equals_unbatched(weights: Weights) {
     let model = blaze_worker::model::load_with(
         &blaze_worker::testing::smollm2_gguf(),
         &candle_core::Device::Cpu,
-        LoadOptions { dequantize },
+        LoadOptions { weights },
     )
     .unwrap();
     let prompts: Vec<Vec<u32>> = [
@@ -142,7 +154,8 @@ fn forward_matches_candle_transformers_quantized_llama() {
     use candle_core::quantized::gguf_file;
     use candle_core::{Device, Tensor};
     let path = blaze_worker::testing::smollm2_gguf();
-    let model = blaze_worker::model::load(&path, &Device::Cpu).unwrap();
+    let stored = LoadOptions { weights: Weights::Stored };
+    let model = blaze_worker::model::load_with(&path, &Device::Cpu, stored).unwrap();
     let mut file = std::fs::File::open(&path).unwrap();
     let content = gguf_file::Content::read(&mut file).unwrap();
     let mut stock = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(

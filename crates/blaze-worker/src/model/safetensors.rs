@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
-use super::llama::{Block, Llama, LlamaConfig};
+use super::llama::{Block, Linear, Llama, LlamaConfig};
 use crate::{Error, Result};
 
 /// The fields of `config.json` this loader reads.
@@ -44,8 +43,9 @@ fn default_positions() -> usize {
     4096
 }
 
-/// Model types whose weights and forward pass are llama's.
-const LLAMA_LIKE: &[&str] = &["llama", "mistral"];
+/// Model types whose weights and forward pass are llama's (Qwen2 adds biases to the q/k/v
+/// projections, which are read when present).
+const LLAMA_LIKE: &[&str] = &["llama", "mistral", "qwen2"];
 
 /// Loads `config.json` and the safetensors shards in `dir`, in `dtype`.
 pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
@@ -73,8 +73,13 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
     let mut blocks = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
         let p = format!("model.layers.{i}");
-        let mut lin = |name: &str| -> Result<QMatMul> {
-            Ok(QMatMul::Tensor(take(&format!("{p}.{name}.weight"))?))
+        let mut lin = |name: &str| -> Result<Linear> {
+            let linear = Linear::dense(&take(&format!("{p}.{name}.weight"))?)?;
+            // Qwen2's q/k/v projections have biases; llama's have none.
+            Ok(match take(&format!("{p}.{name}.bias")) {
+                Ok(bias) => linear.with_bias(bias),
+                Err(_) => linear,
+            })
         };
         let (wq, wk, wv, wo) = (
             lin("self_attn.q_proj")?,
@@ -103,5 +108,5 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
         max_seq_len: config.max_position_embeddings,
         rope_interleaved: false,
     };
-    Llama::new(llama_config, embed, blocks, norm, QMatMul::Tensor(lm_head), device)
+    Llama::new(llama_config, embed, blocks, norm, Linear::dense(&lm_head)?, device)
 }
