@@ -81,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let bin_dir = std::env::current_exe()?.parent().context("binary directory")?.to_path_buf();
+    build_siblings(&bin_dir)?;
     let mut keep = Vec::new();
     let mut ups = Vec::new();
     for i in 0..4 {
@@ -187,6 +188,23 @@ fn pinned(args: &Args, program: impl AsRef<std::ffi::OsStr>) -> Command {
         }
         None => Command::new(program),
     }
+}
+
+/// `cargo run --bin blaze-router-bench` builds only this binary: build the router and the
+/// test upstream beside it too, so the benchmark never runs a missing or stale router.
+fn build_siblings(bin_dir: &Path) -> anyhow::Result<()> {
+    let Ok(cargo) = std::env::var("CARGO") else {
+        return Ok(());
+    };
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "blaze-router", "--bin", "blaze-router"]);
+    cmd.args(["--bin", "blaze-test-upstream"]);
+    if bin_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("building blaze-router and blaze-test-upstream")?;
+    anyhow::ensure!(status.success(), "building blaze-router and blaze-test-upstream failed");
+    Ok(())
 }
 
 fn upstream(bin_dir: &Path, i: usize) -> anyhow::Result<(Kill, String)> {
