@@ -2,6 +2,7 @@
 //! tokenizer, chat template and stop tokens.
 
 pub mod gguf;
+pub mod kv_cache;
 pub mod llama;
 pub mod safetensors;
 
@@ -13,7 +14,8 @@ use serde_json::Value;
 use crate::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
-pub use llama::{DENSE_MIN_ROWS, KvCache, Llama, SeqInput};
+pub use kv_cache::KvCache;
+pub use llama::{DENSE_MIN_ROWS, Llama, SeqInput};
 
 /// A model ready to serve.
 pub struct LoadedModel {

@@ -9,6 +9,7 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{D, DType, Device, Module, Tensor};
 
+use super::kv_cache::KvCache;
 use crate::Result;
 
 /// Shape and numerics of a llama-family model.
@@ -161,34 +162,6 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     device: Device,
-}
-
-/// The keys and values one sequence has produced so far, per layer.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    len: usize,
-}
-
-impl KvCache {
-    /// How many positions the cache holds.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True before the first forward pass.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Bytes the cache occupies.
-    pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
-            .sum()
-    }
 }
 
 /// One sequence's share of a forward pass.
@@ -349,14 +322,7 @@ impl Llama {
             let q = self.rope(&heads(&q, nh)?, pos, n)?;
             let k = self.rope(&heads(&k, nkv)?, pos, n)?;
             let v = heads(&v, nkv)?;
-            if seq.cache.layers.len() <= layer {
-                seq.cache.layers.resize(layer + 1, None);
-            }
-            let (k, v) = match seq.cache.layers[layer].take() {
-                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                None => (k, v),
-            };
-            seq.cache.layers[layer] = Some((k.clone(), v.clone()));
+            let (k, v) = seq.cache.append(layer, &k, &v)?;
             // Grouped-query attention without copying the cache per query head: the query
             // heads that share a KV head become extra rows, [1, kv, groups * n, hd].
             let groups = nh / nkv;
