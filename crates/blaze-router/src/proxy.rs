@@ -8,7 +8,7 @@
 //! timeout: headers must come within the per-try timeout, and after that bodies may flow for
 //! as long as bytes keep moving within the idle timeout.
 //!
-//! HTTP/1.1 tries go out on this thread's own keep-alive connections ([`pool`]); HTTP/2 tries
+//! HTTP/1.1 tries go out on this thread's own keep-alive connections (`pool`); HTTP/2 tries
 //! (gRPC) share multiplexed connections through hyper's pooling client.
 
 mod headers;
