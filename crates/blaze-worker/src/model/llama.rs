@@ -41,7 +41,9 @@ impl LlamaConfig {
 /// have them (prefill always does). On CPU, candle's Q8_0 kernel works row by row and is
 /// compute-bound: it decodes one sequence about twice as fast as f32 GEMM (it reads 27% of
 /// the bytes), and f32 GEMM catches up at about eight rows (blaze-worker-bench on
-/// SmolLM2-135M, one thread: 59.5 vs 59.0 tokens/s at eight; 63 vs 84 at sixteen).
+/// SmolLM2-135M, one thread: 59.5 vs 59.0 tokens/s at eight; 63 vs 84 at sixteen). Below
+/// eight, a sequence takes the same kernels batched or alone (the SmolLM2 tests check
+/// that greedy output is equal with four).
 pub const DENSE_MIN_ROWS: usize = 8;
 
 /// A projection's weights: quantized, dense, or both (quantized for decode steps of fewer
