@@ -33,6 +33,11 @@ pub struct UpArgs {
     /// `NVIDIA_VISIBLE_DEVICES`/`CUDA_VISIBLE_DEVICES` naming them.
     #[arg(long, env = "BLAZE_DEV_GPUS_PER_NODE", default_value_t = 4)]
     pub gpus_per_node: u32,
+    /// CPU capacity each node declares. Pods are processes sharing this machine, so this is
+    /// what the scheduler counts requests against, not a limit: the default leaves room for a
+    /// few workers asking for a CPU each on a small machine.
+    #[arg(long, env = "BLAZE_DEV_CPUS_PER_NODE", default_value_t = 16)]
+    pub cpus_per_node: u32,
     /// Model cache that the claim `blaze-models` serves under `smollm2/` (default `DIR/models`).
     #[arg(long, env = "BLAZE_DEV_MODELS")]
     pub models: Option<PathBuf>,

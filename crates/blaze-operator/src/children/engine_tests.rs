@@ -133,6 +133,8 @@ fn cpu_engine_from_a_claim_has_no_gpu_and_mounts_the_claim_read_only() {
     assert!(p.init_containers.is_none());
     let served = w.env.iter().flatten().find(|e| e.name == "BLAZE_SERVED_MODEL_NAME").unwrap();
     assert_eq!(served.value.as_deref(), Some(cpu_pvc().metadata.name.unwrap().as_str()));
+    let threads = w.env.iter().flatten().find(|e| e.name == "BLAZE_THREADS").unwrap();
+    assert_eq!(threads.value.as_deref(), Some("1"), "one thread per requested CPU");
 }
 
 #[test]

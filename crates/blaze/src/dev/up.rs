@@ -52,7 +52,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let nodes = NodeSide::start(
         client.clone(),
         (0..args.nodes.max(1))
-            .map(|i| NodeConfig::new(format!("blaze-dev-{i}"), args.gpus_per_node))
+            .map(|i| NodeConfig {
+                cpu_millis: i64::from(args.cpus_per_node) * 1000,
+                ..NodeConfig::new(format!("blaze-dev-{i}"), args.gpus_per_node)
+            })
             .collect(),
         runtime_config(&dir, &kubeconfig, server.addr())?,
         address_pool(&args.pod_addresses)?,
@@ -178,7 +181,8 @@ fn ready_banner(info: &RunInfo, elapsed: Duration) -> String {
     if let Some((_, url)) = info.routers.first() {
         out.push_str(&format!(
             "\n  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\\n    \
-             -d '{{\"model\": \"smollm2\", \"messages\": [{{\"role\": \"user\", \"content\": \
+             -d '{{\"model\": \"smollm2\", \"messages\": [{{\"role\": \"system\", \"content\": \
+             \"You are a helpful assistant.\"}}, {{\"role\": \"user\", \"content\": \
              \"What is the capital of France?\"}}], \"temperature\": 0, \"max_tokens\": 32}}'\n"
         ));
     }

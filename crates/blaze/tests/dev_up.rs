@@ -1,0 +1,279 @@
+//! `blaze dev up` end to end, as a user runs it: the real binaries (the operator, workers and
+//! router as pods, that is processes), the real SmolLM2 model, kubectl. One long scenario,
+//! since every step needs the model loaded: the quickstart serves a chat completion through
+//! its router, `kubectl scale` gives three workers, a killed worker comes back, an engine
+//! asking for more GPUs than exist is Unschedulable, restarting the operator rewrites nothing,
+//! deleting the engine ends its processes, and `blaze dev down` leaves no process behind.
+//!
+//! Needs the workspace's binaries built (`cargo test --workspace` builds them) and the model in
+//! `.dev/models` (`scripts/fetch-models.sh`; `make test` runs it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use blaze_api::engine::BlazeEngine;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
+
+const BLAZE: &str = env!("CARGO_BIN_EXE_blaze");
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const WORKERS: &str = "blaze.ai/engine=smollm2";
+
+/// Where the other binaries are: beside `blaze` in the target directory.
+fn bin_dir() -> PathBuf {
+    let dir = Path::new(BLAZE).parent().unwrap().to_path_buf();
+    for bin in ["blaze-operator", "blaze-worker", "blaze-router"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{} is missing: build it first (cargo build -p {bin}, or cargo test --workspace)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("BLAZE_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev/models"));
+    assert!(
+        dir.join(MODEL).is_file(),
+        "{} has no {MODEL}: run scripts/fetch-models.sh",
+        dir.display()
+    );
+    dir
+}
+
+async fn poll<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+fn pids(pods: &[Pod]) -> Vec<u32> {
+    pods.iter()
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .filter_map(|c| c.container_id.as_deref()?.strip_prefix("process://")?.parse().ok())
+        .collect()
+}
+
+fn ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn condition(e: &BlazeEngine, type_: &str) -> Option<(String, String)> {
+    let c = e.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+/// A running `blaze dev up`, stopped with `blaze dev down` (or killed) when dropped.
+struct Dev {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = Command::new(BLAZE).args(["dev", "down", "--dir"]).arg(self.dir.path()).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kubectl(dev: &Dev, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", dev.dir.path().join("kubeconfig"))
+        .output()
+        .expect("kubectl must be on the PATH");
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// POSTs a JSON body over HTTP/1.1 and returns the whole response.
+async fn post(url: &str, path: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out
+}
+
+async fn start() -> (Dev, Client, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(BLAZE)
+        .args(["dev", "up", "--listen", "127.0.0.1:0", "--port", "0"])
+        .args(["--pod-addresses", "127.0.60.1-127.0.60.254", "--dir"])
+        .arg(dir.path())
+        .arg("--models")
+        .arg(models_dir())
+        .env("BLAZE_BIN_DIR", bin_dir())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dev = Dev { child, dir };
+    let info_path = dev.dir.path().join("blaze-dev.json");
+    let url = poll("blaze dev up to expose the router", 60, async || {
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&info_path).ok()?).ok()?;
+        info["routers"][0][1].as_str().map(str::to_owned)
+    })
+    .await;
+    let kc = Kubeconfig::read_from(dev.dir.path().join("kubeconfig")).unwrap();
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    (dev, Client::try_from(config).unwrap(), url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_serves_scales_recovers_and_cleans_up() {
+    let (dev, client, url) = start().await;
+    let engines: Api<BlazeEngine> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let ready_workers = async |n: usize| {
+        poll(&format!("{n} ready workers"), 240, async || {
+            let list = pods.list(&ListParams::default().labels(WORKERS)).await.ok()?.items;
+            let ready: Vec<Pod> = list.into_iter().filter(ready).collect();
+            let e = engines.get("smollm2").await.ok()?;
+            let status = e.status.clone()?;
+            (ready.len() == n && status.ready_replicas == n as i32).then_some(ready)
+        })
+        .await
+    };
+
+    // The quickstart: a Ready engine and router, and a chat completion through the router.
+    let first = ready_workers(1).await;
+    poll("router Ready", 120, async || {
+        let r = Api::<blaze_api::router::BlazeRouter>::namespaced(client.clone(), "default")
+            .get("quickstart")
+            .await
+            .ok()?;
+        blaze_api::conditions::is_true(&r.status?.conditions, "Ready").then_some(())
+    })
+    .await;
+    let body = r#"{"model": "smollm2", "messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is the capital of France?"}], "temperature": 0, "max_tokens": 24}"#;
+    let answer = poll("a chat completion through the router", 60, async || {
+        let out = post(&url, "/v1/chat/completions", body).await;
+        out.starts_with("HTTP/1.1 200").then_some(out)
+    })
+    .await;
+    assert!(answer.contains("Paris"), "{answer}");
+    let listing = kubectl(&dev, &["get", "pods", "-A"]);
+    assert!(listing.contains("READY") && listing.contains("STATUS"), "{listing}");
+    assert_eq!(listing.matches("Running").count(), 3, "operator, worker, router:\n{listing}");
+
+    // kubectl scale through the scale subresource.
+    kubectl(&dev, &["scale", "be/smollm2", "--replicas", "3"]);
+    let three = ready_workers(3).await;
+    assert!(pids(&three).contains(&pids(&first)[0]), "scaling up keeps the first worker");
+
+    // A killed worker process is restarted and the engine is whole again.
+    let victim = pids(&three)[1];
+    Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
+    poll("the killed worker restarted", 120, async || {
+        let list = pods.list(&ListParams::default().labels(WORKERS)).await.ok()?.items;
+        let restarted = list
+            .iter()
+            .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+            .any(|c| c.restart_count >= 1);
+        restarted.then_some(())
+    })
+    .await;
+    let recovered = ready_workers(3).await;
+    assert!(!pids(&recovered).contains(&victim));
+
+    // More GPUs than any node has: Unschedulable, said in the engine's status.
+    let greedy: BlazeEngine = serde_yaml::from_str(
+        "apiVersion: blaze.ai/v1alpha1\nkind: BlazeEngine\nmetadata: {name: greedy, namespace: default}\n\
+         spec: {kind: llm, model: {source: 'pvc://blaze-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'}, resources: {gpus: 8}}\n",
+    )
+    .unwrap();
+    engines.create(&Default::default(), &greedy).await.unwrap();
+    let unschedulable = poll("greedy Unschedulable", 60, async || {
+        let e = engines.get("greedy").await.ok()?;
+        condition(&e, "Unschedulable").filter(|(s, _)| s == "True")
+    })
+    .await;
+    assert_eq!(unschedulable.1, "InsufficientGPU");
+
+    // Restarting the operator rewrites nothing that was right.
+    let before = deployments.list(&ListParams::default()).await.unwrap().items;
+    let operator_pods: Api<Pod> = Api::namespaced(client.clone(), "blaze-system");
+    let old = operator_pods.list(&ListParams::default()).await.unwrap().items;
+    operator_pods.delete(&old[0].name_any(), &DeleteParams::default()).await.unwrap();
+    poll("a new operator pod ready", 90, async || {
+        let list = operator_pods.list(&ListParams::default()).await.ok()?.items;
+        list.iter().any(|p| p.name_any() != old[0].name_any() && ready(p)).then_some(())
+    })
+    .await;
+    let lease: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "blaze-system");
+    poll("the new operator to lead", 60, async || {
+        let holder = lease.get("blaze-operator-leader").await.ok()?.spec?.holder_identity?;
+        (holder != old[0].name_any()).then_some(())
+    })
+    .await;
+    // Give the new leader a full pass over every engine and router.
+    poll("the new operator to observe the greedy engine", 60, async || {
+        let e = engines.get("greedy").await.ok()?;
+        condition(&e, "Unschedulable").map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = deployments.list(&ListParams::default()).await.unwrap().items;
+    let ids = |l: &[Deployment]| -> Vec<(String, Option<String>, Option<i64>)> {
+        let mut v: Vec<_> =
+            l.iter().map(|d| (d.name_any(), d.uid(), d.metadata.generation)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&before), ids(&after), "same Deployments, same uids, no spec rewritten");
+
+    // Deleting the engine removes every worker process.
+    let worker_pids = pids(&ready_workers(3).await);
+    engines.delete("smollm2", &DeleteParams::default()).await.unwrap();
+    poll("no worker pods", 90, async || {
+        let list = pods.list(&ListParams::default().labels(WORKERS)).await.ok()?.items;
+        list.is_empty().then_some(())
+    })
+    .await;
+    poll("no worker processes", 30, async || worker_pids.iter().all(|p| !alive(*p)).then_some(()))
+        .await;
+
+    // blaze dev down stops the rest.
+    let all =
+        pids(&Api::<Pod>::all(client.clone()).list(&ListParams::default()).await.unwrap().items);
+    assert!(!all.is_empty());
+    let down =
+        Command::new(BLAZE).args(["dev", "down", "--dir"]).arg(dev.dir.path()).output().unwrap();
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    poll("no pod process left", 30, async || all.iter().all(|p| !alive(*p)).then_some(())).await;
+}
