@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: dev test lint crds check bench-apiserver bench-worker bench-router
+.PHONY: dev test lint crds check bench-apiserver bench-dev bench-worker bench-router bench-operator
 
 ## Run Blaze locally on its embedded development control plane (Ctrl-C stops it).
 dev:
@@ -29,6 +29,14 @@ check: lint test
 ## Benchmarks: each prints its figures and writes them to a file under target/.
 bench-apiserver:
 	$(CARGO) run --release -q -p blaze -- bench apiserver
+
+## The development control plane: time to a ready control plane, memory with 50 pods.
+bench-dev:
+	scripts/bench-dev.sh 50
+
+## The operator: time and peak memory to reconcile 1,000 BlazeEngines (no model processes).
+bench-operator:
+	scripts/bench-operator.sh 1000
 
 bench-worker:
 	scripts/test-deps.sh
