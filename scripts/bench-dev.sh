@@ -7,23 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pods="${1:-50}"
-if [[ -z "${BLAZE_BIN_DIR:-}" ]]; then
-    cargo build --release -q -p blaze -p blaze-devnode --bins
-    target="$(cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-    export BLAZE_BIN_DIR="$target/release"
-fi
-dir="$(mktemp -d)"
-"$BLAZE_BIN_DIR/blaze" dev up --dir "$dir" --no-operator --no-examples \
-    --listen 127.0.0.1:0 --port 0 --pod-addresses 127.0.70.1-127.0.70.254 >"$dir/up.log" 2>&1 &
-up=$!
-trap '"$BLAZE_BIN_DIR/blaze" dev down --dir "$dir" >/dev/null 2>&1; wait $up 2>/dev/null; rm -rf "$dir"' EXIT
-export KUBECONFIG="$dir/kubeconfig"
-deadline=$((SECONDS + 60))
-until grep -q "control plane ready in" "$dir/up.log" 2>/dev/null; do
-    (( SECONDS < deadline )) || { cat "$dir/up.log" >&2; exit 1; }
-    sleep 0.1
-done
+PACKAGES="-p blaze -p blaze-devnode --bins"
+source scripts/dev-background.sh
+start_dev 127.0.70.1-127.0.70.254
 grep -o "control plane ready in [0-9.]* s" "$dir/up.log"
 start=$(date +%s.%N)
 kubectl apply --server-side -f - >/dev/null <<YAML

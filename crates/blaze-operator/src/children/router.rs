@@ -29,7 +29,7 @@ pub const ADMIN_PORT: i32 = 9090;
 pub const CONFIG_DIR: &str = "/etc/blaze/router";
 /// Key of the routing file in the ConfigMap.
 pub const CONFIG_KEY: &str = blaze_api::routing::CONFIG_MAP_KEY;
-/// Where the API-key Secret is mounted (one file per key; the router does not read it yet).
+/// Where the API-key Secret is mounted (one file per key; the router reads it as `auth.keysDir`).
 pub const API_KEYS_DIR: &str = "/etc/blaze/api-keys";
 
 pub use blaze_api::routing::config_map_name;
