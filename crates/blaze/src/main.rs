@@ -101,7 +101,11 @@ struct BenchApiserverArgs {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logs(args.log_format);
+    // `blaze dev up` shows its own progress lines; the controllers' routine logs would drown
+    // them, so only warnings and errors are logged unless RUST_LOG asks for more.
+    let level =
+        if matches!(args.command, Command::Dev(DevCommand::Up(_))) { "warn" } else { "info" };
+    init_logs(args.log_format, level);
     match args.command {
         Command::Crds(a) => crds(a),
         Command::Dev(DevCommand::Up(a)) => runtime()?.block_on(dev::up(a)),
@@ -112,9 +116,9 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_logs(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+fn init_logs(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -64,7 +64,13 @@ pub async fn run(client: Client) -> Result<()> {
             continue;
         }
         if let Err(e) = schedule_pending(&client, &pods, &nodes, &recorder, &mut reported).await {
-            tracing::warn!(error = %e, "scheduling pass failed");
+            // A 409 is a pod bound since the cache was read: the next pass sees it.
+            match &e {
+                crate::Error::Kube(kube::Error::Api(s)) if s.code == 409 => {
+                    tracing::debug!(error = %e, "pod already bound")
+                }
+                _ => tracing::warn!(error = %e, "scheduling pass failed"),
+            }
         }
     }
     Ok(())
