@@ -54,8 +54,7 @@ async fn start(gpus: u32, octet: u8) -> Cluster {
         NodeSide::start(client.clone(), vec![NodeConfig::new("node-0", gpus)], runtime, pool)
             .await
             .unwrap();
-    let kubelet = nodes.kubelets()[0].clone();
-    server.state().set_log_source(kubelet.log_fn());
+    server.state().set_log_source(nodes.log_fn());
     Cluster { server, client, nodes, _root: root }
 }
 

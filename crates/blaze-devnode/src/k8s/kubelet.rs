@@ -11,8 +11,9 @@
 //! Logs: [`Kubelet::logs`] reads `pods/NAME/log`. The contract for an API server that proxies
 //! the log subresource: call it with namespace, pod name, the `container` query parameter and
 //! `previous`; `None` means no such pod or container runs on this node (answer 404),
-//! otherwise answer `200 text/plain` with the bytes. [`Kubelet::log_fn`] wraps it in the
-//! `Fn(namespace, pod, container) -> Option<String>` shape an in-process server can install.
+//! otherwise answer `200 text/plain` with the bytes. [`crate::k8s::plane::NodeSide::log_fn`]
+//! wraps the kubelets' logs in the `Fn(namespace, pod, container) -> Option<String>` shape an
+//! in-process server can install.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -165,17 +166,6 @@ impl Kubelet {
             entry.run.clone()?
         };
         std::fs::read(run.log_path(container, previous)?).ok()
-    }
-
-    /// [`Kubelet::logs`] of the current run, as text, in the shape an in-process API server
-    /// installs as its log source.
-    pub fn log_fn(&self) -> LogFn {
-        let kubelet = self.clone();
-        Arc::new(move |ns, pod, container| {
-            kubelet
-                .logs(ns, pod, container, false)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-        })
     }
 
     /// How many pods run here.

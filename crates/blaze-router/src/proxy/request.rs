@@ -132,28 +132,19 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
+    fn try_of(p: &http::request::Parts, http2: bool) -> Request<Upstream> {
+        upstream_request(p, p.headers.clone(), "10.0.0.1:80", http2, Upstream::full(Bytes::new()))
+            .unwrap()
+    }
+
     #[test]
     fn http1_tries_use_origin_form_and_keep_or_make_the_host() {
         let p = parts("/v1/models?x=1", Some("api.example"));
-        let r = upstream_request(
-            &p,
-            p.headers.clone(),
-            "10.0.0.1:80",
-            false,
-            Upstream::full(Bytes::new()),
-        )
-        .unwrap();
+        let r = try_of(&p, false);
         assert_eq!(r.uri(), "/v1/models?x=1");
         assert_eq!(r.headers()["host"], "api.example");
         let p = parts("http://api.example/a", None);
-        let r = upstream_request(
-            &p,
-            p.headers.clone(),
-            "10.0.0.1:80",
-            false,
-            Upstream::full(Bytes::new()),
-        )
-        .unwrap();
+        let r = try_of(&p, false);
         assert_eq!(r.uri(), "/a");
         assert_eq!(r.headers()["host"], "api.example");
     }
@@ -161,14 +152,7 @@ mod tests {
     #[test]
     fn http2_tries_use_the_absolute_uri_without_host() {
         let p = parts("/svc/Method", Some("api.example"));
-        let r = upstream_request(
-            &p,
-            p.headers.clone(),
-            "10.0.0.1:80",
-            true,
-            Upstream::full(Bytes::new()),
-        )
-        .unwrap();
+        let r = try_of(&p, true);
         assert_eq!(r.uri(), "http://10.0.0.1:80/svc/Method");
         assert!(r.headers().get("host").is_none());
         assert_eq!(r.version(), Version::HTTP_2);
