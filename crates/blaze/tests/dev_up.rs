@@ -109,13 +109,13 @@ fn kubectl(dev: &Dev, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// POSTs a JSON body over HTTP/1.1 and returns the whole response.
-async fn post(url: &str, path: &str, body: &str) -> String {
+/// Sends a request with a JSON body over HTTP/1.1 and returns the whole response.
+async fn request(url: &str, method: &str, path: &str, body: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = url.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -181,7 +181,7 @@ async fn quickstart_serves_scales_recovers_and_cleans_up() {
     .await;
     let body = r#"{"model": "smollm2", "messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is the capital of France?"}], "temperature": 0, "max_tokens": 24}"#;
     let answer = poll("a chat completion through the router", 60, async || {
-        let out = post(&url, "/v1/chat/completions", body).await;
+        let out = request(&url, "POST", "/v1/chat/completions", body).await;
         out.starts_with("HTTP/1.1 200").then_some(out)
     })
     .await;
@@ -241,13 +241,24 @@ async fn quickstart_serves_scales_recovers_and_cleans_up() {
         (holder != old[0].name_any()).then_some(())
     })
     .await;
-    // Give the new leader a full pass over every engine and router.
-    poll("the new operator to observe the greedy engine", 60, async || {
-        let e = engines.get("greedy").await.ok()?;
-        condition(&e, "Unschedulable").map(|_| ())
+    // Wait until the new leader has reconciled both engines and the router (its own metrics
+    // say so), then nothing may have been rewritten.
+    let new_ip = poll("the new operator's address", 30, async || {
+        let list = operator_pods.list(&ListParams::default()).await.ok()?.items;
+        let p = list.into_iter().find(|p| p.name_any() != old[0].name_any())?;
+        p.status?.pod_ip
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    poll("the new operator to reconcile everything", 60, async || {
+        let metrics = request(&format!("http://{new_ip}:8080"), "GET", "/metrics", "").await;
+        let count = |controller: &str| -> u64 {
+            let prefix = format!("blaze_operator_reconciles_total{{controller=\"{controller}\"}} ");
+            let line = metrics.lines().find_map(|l| l.strip_prefix(&prefix));
+            line.and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+        };
+        (count("engine") >= 2 && count("router") >= 1).then_some(())
+    })
+    .await;
     let after = deployments.list(&ListParams::default()).await.unwrap().items;
     let ids = |l: &[Deployment]| -> Vec<(String, Option<String>, Option<i64>)> {
         let mut v: Vec<_> =

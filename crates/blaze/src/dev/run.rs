@@ -1,6 +1,5 @@
 //! `blaze dev down`, `blaze dev status` and the process plumbing they share with `up`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,12 +13,8 @@ use super::{DirArgs, RunInfo};
 /// Whether process `pid` exists and has not exited (a zombie whose parent has not reaped it
 /// yet counts as stopped).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
-        Err(_) => {
-            kill(Pid::from_raw(pid as i32), None).is_ok() && !Path::new("/proc/self").exists()
-        }
-    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
