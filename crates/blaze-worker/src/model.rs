@@ -1,8 +1,17 @@
 //! One production path from a model's files on disk to something that generates: weights,
 //! tokenizer, chat template and stop tokens.
+//!
+//! Families, each checked against candle-transformers' own implementation on a
+//! random-weight model the tests write: safetensors llama, mistral, qwen2, qwen3, phi3 and
+//! gemma ([`family::HF_MODEL_TYPES`]); GGUF llama, qwen2, qwen3 and phi3
+//! ([`family::GGUF_ARCHITECTURES`], which also takes `mistral`). Any other `model_type` or
+//! `general.architecture` fails at load with an error naming it and the supported ones.
 
+pub mod family;
 pub mod gguf;
+mod hf_config;
 pub mod kv_cache;
+mod linear;
 pub mod llama;
 pub mod safetensors;
 
@@ -14,6 +23,7 @@ use serde_json::Value;
 use crate::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
+pub use family::Family;
 pub use kv_cache::KvCache;
 pub use llama::{DENSE_MIN_ROWS, Llama, SeqInput};
 

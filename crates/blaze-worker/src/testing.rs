@@ -42,7 +42,7 @@ fn write_tiny(dir: &Path, context: usize, qwen2: bool) -> Result<()> {
         "sliding_window": context, "max_window_layers": LAYERS, "use_sliding_window": false,
     });
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
-    std::fs::write(dir.join("tokenizer.json"), serde_json::to_vec(&byte_tokenizer())?)?;
+    write_byte_tokenizer(dir)?;
     let device = Device::Cpu;
     let mut weights: HashMap<String, Tensor> = HashMap::new();
     let mut biases = Vec::new();
@@ -86,6 +86,18 @@ fn write_tiny(dir: &Path, context: usize, qwen2: bool) -> Result<()> {
     }
     candle_core::safetensors::save(&weights, dir.join("model.safetensors"))?;
     Ok(())
+}
+
+/// Writes the byte-level BPE `tokenizer.json` of the tiny models (256 byte tokens, no
+/// merges) into `dir`.
+pub fn write_byte_tokenizer(dir: &Path) -> Result<()> {
+    std::fs::write(dir.join("tokenizer.json"), serde_json::to_vec(&byte_tokenizer())?)?;
+    Ok(())
+}
+
+/// The byte-level vocabulary by id, as GGUF's `tokenizer.ggml.tokens` lists it.
+pub fn byte_tokens() -> Vec<String> {
+    byte_chars().into_iter().map(String::from).collect()
 }
 
 /// GPT-2's reversible map from bytes to printable characters.

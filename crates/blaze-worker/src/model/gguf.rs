@@ -1,12 +1,14 @@
-//! Loading a quantized llama-family model from a GGUF file, tokenizer and chat template
+//! Loading a quantized model (llama, mistral, qwen2, qwen3, phi3) from a GGUF file, tokenizer and chat template
 //! included (they live in the file's metadata).
 
+use std::borrow::Cow;
 use std::path::Path;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
-use candle_core::{DType, Device};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor, gguf_file};
+use candle_core::{DType, Device, Tensor};
 
 use super::Weights;
+use super::family::{Activation, Family};
 use super::llama::{Block, Linear, Llama, LlamaConfig};
 use crate::{Error, Result};
 
@@ -26,71 +28,192 @@ const SCALAR_ON_CPU: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDTyp
 /// The decode batch `dual` weighs its kernels at: the default --max-batch-size.
 const DUAL_CHECK_ROWS: usize = 16;
 
-/// GGUF architectures whose tensor layout is llama's.
-const LLAMA_LIKE: &[&str] = &["llama", "mistral"];
-
 /// Reads a GGUF file into a [`Llama`], holding the projection weights as `weights` says
 /// (`Auto` is taken as `Stored`; resolve it first).
 pub fn load(path: &Path, device: &Device, weights: Weights) -> Result<GgufModel> {
     let mut file = std::fs::File::open(path)?;
     let content = gguf_file::Content::read(&mut file)?;
     let arch = metadata_str(&content, "general.architecture")?;
-    if !LLAMA_LIKE.contains(&arch.as_str()) {
+    let family = Family::from_gguf_architecture(&arch)?;
+    if content.tensor_infos.keys().any(|name| name.starts_with("rope_factors")) {
         return Err(Error::Unsupported(format!(
-            "GGUF architecture {arch} (supported: {LLAMA_LIKE:?})"
+            "GGUF architecture {arch} with LongRoPE factors (rope_factors_*)"
         )));
     }
-    let num = |key: &str| -> Result<u32> {
-        content
-            .metadata
-            .get(&format!("{arch}.{key}"))
-            .ok_or_else(|| Error::Unsupported(format!("GGUF metadata {arch}.{key} missing")))?
-            .to_u32()
-            .map_err(Error::from)
-    };
-    let float = |key: &str, default: f32| -> f32 {
-        content
-            .metadata
-            .get(&format!("{arch}.{key}"))
-            .and_then(|v| v.to_f32().ok())
-            .unwrap_or(default)
-    };
-    let config = LlamaConfig {
-        hidden_size: num("embedding_length")? as usize,
-        num_heads: num("attention.head_count")? as usize,
-        num_kv_heads: num("attention.head_count_kv").unwrap_or(num("attention.head_count")?)
-            as usize,
-        rms_eps: f64::from(float("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta: float("rope.freq_base", 10_000.0),
-        max_seq_len: num("context_length")? as usize,
-        rope_interleaved: true,
-    };
-    let layers = num("block_count")? as usize;
-    let mut tensor = |name: &str| content.tensor(&mut file, name, device);
-    let embed_q = tensor("token_embd.weight")?;
+    let meta = Meta { content: &content, arch: &arch };
+    let config = config(&meta, family)?;
+    let layers = meta.num("block_count")?;
+    let mut reader = TensorReader { content: &content, file: &mut file, device, weights };
+    let embed_q = reader.tensor("token_embd.weight")?;
     let embed = embed_q.dequantize(device)?;
-    let norm = tensor("output_norm.weight")?.dequantize(device)?;
-    let matmul = |w: QTensor| -> Result<Linear> { linear(w, weights, device) };
-    let lm_head = match tensor("output.weight") {
-        Ok(w) => matmul(w)?,
+    let norm = reader.tensor("output_norm.weight")?.dequantize(device)?;
+    let lm_head = match reader.tensor("output.weight") {
+        Ok(w) => linear(w, weights, device)?,
         // Tied embeddings: the output projection is the embedding matrix.
-        Err(_) => matmul(embed_q)?,
+        Err(_) => linear(embed_q, weights, device)?,
     };
-    let mut blocks = Vec::with_capacity(layers);
-    for i in 0..layers {
-        let mut q =
-            |name: &str| -> Result<Linear> { matmul(tensor(&format!("blk.{i}.{name}.weight"))?) };
-        let (wq, wk, wv, wo) = (q("attn_q")?, q("attn_k")?, q("attn_v")?, q("attn_output")?);
-        let (gate, up, down) = (q("ffn_gate")?, q("ffn_up")?, q("ffn_down")?);
-        let attn_norm = tensor(&format!("blk.{i}.attn_norm.weight"))?.dequantize(device)?;
-        let ffn_norm = tensor(&format!("blk.{i}.ffn_norm.weight"))?.dequantize(device)?;
-        blocks.push(Block { attn_norm, wq, wk, wv, wo, ffn_norm, gate, up, down });
-    }
+    let blocks = (0..layers).map(|i| reader.block(i, &config)).collect::<Result<Vec<_>>>()?;
     let mut llama = Llama::new(config, embed.to_dtype(DType::F32)?, blocks, norm, lm_head, device)?;
     if weights == Weights::Dual {
         llama.drop_slow_dense_copies(DUAL_CHECK_ROWS)?;
     }
     Ok(GgufModel { llama, content })
+}
+
+/// The `{arch}.*` metadata of a file.
+struct Meta<'a> {
+    content: &'a gguf_file::Content,
+    arch: &'a str,
+}
+
+impl Meta<'_> {
+    fn get(&self, key: &str) -> Option<&gguf_file::Value> {
+        self.content.metadata.get(&format!("{}.{key}", self.arch))
+    }
+
+    fn num(&self, key: &str) -> Result<usize> {
+        let missing = || Error::Unsupported(format!("GGUF metadata {}.{key} missing", self.arch));
+        Ok(self.get(key).ok_or_else(missing)?.to_u32()? as usize)
+    }
+
+    fn float(&self, key: &str, default: f32) -> f32 {
+        self.get(key).and_then(|v| v.to_f32().ok()).unwrap_or(default)
+    }
+}
+
+/// llama.cpp's metadata for a family, read into a [`LlamaConfig`].
+fn config(meta: &Meta<'_>, family: Family) -> Result<LlamaConfig> {
+    let hidden_size = meta.num("embedding_length")?;
+    let num_heads = meta.num("attention.head_count")?;
+    let head_dim = meta.num("attention.key_length").unwrap_or(hidden_size / num_heads);
+    let context = meta.num("context_length")?;
+    // Past a sliding window the model attends to the window only; up to it, attention is
+    // full. Serving up to the window keeps every position's attention exact.
+    let window = meta.num("attention.sliding_window").ok().filter(|&w| w > 0);
+    Ok(LlamaConfig {
+        family,
+        hidden_size,
+        num_heads,
+        num_kv_heads: meta.num("attention.head_count_kv").unwrap_or(num_heads),
+        head_dim,
+        rotary_dim: meta.num("rope.dimension_count").unwrap_or(head_dim),
+        rms_eps: f64::from(meta.float("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta: meta.float("rope.freq_base", 10_000.0),
+        max_seq_len: window.map_or(context, |w| w.min(context)),
+        // llama.cpp permutes llama's q/k rows for interleaved RoPE; qwen and phi3 files
+        // keep the Hugging Face order (rotate halves).
+        rope_interleaved: matches!(family, Family::Llama | Family::Mistral),
+        activation: Activation::Silu,
+        embed_scale: None,
+    })
+}
+
+/// Reads a file's tensors onto the device.
+struct TensorReader<'a> {
+    content: &'a gguf_file::Content,
+    file: &'a mut std::fs::File,
+    device: &'a Device,
+    weights: Weights,
+}
+
+impl TensorReader<'_> {
+    fn tensor(&mut self, name: &str) -> Result<QTensor> {
+        Ok(self.content.tensor(self.file, name, self.device)?)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor> {
+        Ok(self.tensor(name)?.dequantize(self.device)?)
+    }
+
+    fn linear(&self, w: QTensor) -> Result<Linear> {
+        linear(w, self.weights, self.device)
+    }
+
+    /// The projection stored as `name`.
+    fn proj(&mut self, name: &str) -> Result<Linear> {
+        let w = self.tensor(name)?;
+        self.linear(w)
+    }
+
+    /// Block `i`, its fused projections (phi3's `attn_qkv`, `ffn_up`) split.
+    fn block(&mut self, i: usize, config: &LlamaConfig) -> Result<Block> {
+        let p = format!("blk.{i}");
+        let (q_rows, kv_rows) =
+            (config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim);
+        let [wq, wk, wv] = if self.has(&format!("{p}.attn_qkv.weight")) {
+            let qkv = self.tensor(&format!("{p}.attn_qkv.weight"))?;
+            let parts = split_rows(&qkv, &[q_rows, kv_rows, kv_rows], self.device)?;
+            let [q, k, v] = <[QTensor; 3]>::try_from(parts).map_err(|_| split_error())?;
+            [self.linear(q)?, self.linear(k)?, self.linear(v)?]
+        } else {
+            let mut get = |n: &str| -> Result<Linear> {
+                let linear = self.proj(&format!("{p}.{n}.weight"))?;
+                // Qwen2's q/k/v projections have biases; the others have none.
+                let bias = format!("{p}.{n}.bias");
+                Ok(if self.has(&bias) { linear.with_bias(self.dense(&bias)?) } else { linear })
+            };
+            [get("attn_q")?, get("attn_k")?, get("attn_v")?]
+        };
+        let (gate, up) = if self.has(&format!("{p}.ffn_gate.weight")) {
+            (self.proj(&format!("{p}.ffn_gate.weight"))?, self.proj(&format!("{p}.ffn_up.weight"))?)
+        } else {
+            // Gate and up fused in `ffn_up`, gate first.
+            let fused = self.tensor(&format!("{p}.ffn_up.weight"))?;
+            let half = fused.shape().dims2()?.0 / 2;
+            let parts = split_rows(&fused, &[half, half], self.device)?;
+            let [gate, up] = <[QTensor; 2]>::try_from(parts).map_err(|_| split_error())?;
+            (self.linear(gate)?, self.linear(up)?)
+        };
+        let qk_norm = if self.has(&format!("{p}.attn_q_norm.weight")) {
+            let q = self.dense(&format!("{p}.attn_q_norm.weight"))?;
+            Some((q, self.dense(&format!("{p}.attn_k_norm.weight"))?))
+        } else {
+            None
+        };
+        Ok(Block {
+            attn_norm: self.dense(&format!("{p}.attn_norm.weight"))?,
+            wq,
+            wk,
+            wv,
+            wo: self.proj(&format!("{p}.attn_output.weight"))?,
+            ffn_norm: self.dense(&format!("{p}.ffn_norm.weight"))?,
+            gate,
+            up,
+            down: self.proj(&format!("{p}.ffn_down.weight"))?,
+            qk_norm,
+        })
+    }
+}
+
+fn split_error() -> Error {
+    Error::Unsupported("fused GGUF projection of an unexpected shape".into())
+}
+
+/// Splits `w` (`[out, in]`) into consecutive blocks of rows, byte for byte: quantized
+/// blocks run along a row, so rows split without re-quantizing.
+fn split_rows(w: &QTensor, rows: &[usize], device: &Device) -> Result<Vec<QTensor>> {
+    let (total, cols) = w.shape().dims2()?;
+    if rows.iter().sum::<usize>() != total {
+        return Err(Error::Unsupported(format!(
+            "fused GGUF projection has {total} rows, expected {rows:?}"
+        )));
+    }
+    let dtype = w.dtype();
+    let row_bytes = cols / dtype.block_size() * dtype.type_size();
+    let data = w.data()?;
+    let mut start = 0;
+    rows.iter()
+        .map(|&n| {
+            let bytes = &data[start * row_bytes..(start + n) * row_bytes];
+            start += n;
+            let storage = QStorage::from_data(Cow::Borrowed(bytes), device, dtype)?;
+            Ok(QTensor::new(storage, (n, cols))?)
+        })
+        .collect()
 }
 
 /// A projection held as `weights` says.

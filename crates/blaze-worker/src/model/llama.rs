@@ -1,40 +1,51 @@
-//! A llama-family decoder whose forward pass takes a ragged batch: several sequences, each
+//! A llama-shaped decoder whose forward pass takes a ragged batch: several sequences, each
 //! with its own new tokens, positions and KV cache, in one pass. The weight matmuls (where a
 //! decode step spends its memory bandwidth) run once over all the batch's tokens; attention,
 //! which is per sequence anyway, runs sequence by sequence with its own causal mask.
 //!
+//! One forward pass serves every [`Family`]: the families differ in a few numerics the
+//! config carries (q/k norms, activation, embedding scale, partial rotary, head size) and in
+//! checkpoint layout, which the loaders undo (fused projections are split at load).
+//!
 //! Stock candle-transformers models keep one KV cache inside the model and one position for
 //! the whole batch, which is why this module exists.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 
+use super::family::{Activation, Family};
 use super::kv_cache::KvCache;
+pub use super::linear::Linear;
 use crate::Result;
 
-/// Shape and numerics of a llama-family model.
+/// Shape and numerics of a model.
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
+    /// Which family the checkpoint is.
+    pub family: Family,
     /// Model width.
     pub hidden_size: usize,
     /// Attention heads.
     pub num_heads: usize,
     /// Key/value heads (grouped-query attention when fewer than `num_heads`).
     pub num_kv_heads: usize,
+    /// Width of one attention head (`hidden_size / num_heads` unless the config says).
+    pub head_dim: usize,
+    /// Leading dimensions of each head that RoPE rotates (`head_dim` but for partial
+    /// rotary); the rest pass through.
+    pub rotary_dim: usize,
     /// RMS norm epsilon.
     pub rms_eps: f64,
     /// RoPE base frequency.
     pub rope_theta: f32,
     /// Longest sequence (prompt plus generated tokens) the model takes.
     pub max_seq_len: usize,
-    /// GGUF checkpoints store q/k permuted for interleaved RoPE; HF checkpoints use halves.
+    /// GGUF llama checkpoints store q/k permuted for interleaved RoPE; HF checkpoints and
+    /// GGUF files of the other families use halves.
     pub rope_interleaved: bool,
-}
-
-impl LlamaConfig {
-    fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_heads
-    }
+    /// The MLP's gate activation.
+    pub activation: Activation,
+    /// Factor the token embeddings are multiplied by (gemma: `sqrt(hidden_size)`).
+    pub embed_scale: Option<f64>,
 }
 
 /// Decode steps of at least this many sequences use the projections' dense copies when they
@@ -45,100 +56,6 @@ impl LlamaConfig {
 /// eight, a sequence takes the same kernels batched or alone (the SmolLM2 tests check
 /// that greedy output is equal with four).
 pub const DENSE_MIN_ROWS: usize = 8;
-
-/// A projection's weights: quantized, dense, or both (quantized for decode steps of fewer
-/// than [`DENSE_MIN_ROWS`] sequences, dense for prefill and larger steps).
-///
-/// The dense copy is held transposed, `[in, out]` and contiguous, and multiplied as is: the
-/// GEMM then reads it in place. Held `[out, in]` (candle's layout, multiplied through a
-/// transposed view) GEMM packed the whole matrix on every call, a quarter of a 16-sequence
-/// decode step's time.
-pub struct Linear {
-    quantized: Option<QMatMul>,
-    dense_t: Option<Tensor>,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    /// Quantized weights (or any [`QMatMul`]) for every pass.
-    pub(crate) fn quantized(weights: QMatMul) -> Self {
-        Self { quantized: Some(weights), dense_t: None, bias: None }
-    }
-
-    /// Dense `[out, in]` weights for every pass.
-    pub(crate) fn dense(weights: &Tensor) -> Result<Self> {
-        Ok(Self { quantized: None, dense_t: Some(weights.t()?.contiguous()?), bias: None })
-    }
-
-    /// `quantized` for small decode steps, dense `[out, in]` weights for the other passes.
-    pub(crate) fn dual(quantized: QMatMul, weights: &Tensor) -> Result<Self> {
-        let dense_t = Some(weights.t()?.contiguous()?);
-        Ok(Self { quantized: Some(quantized), dense_t, bias: None })
-    }
-
-    /// Adds `bias` (`[out]`) to every output row.
-    pub(crate) fn with_bias(self, bias: Tensor) -> Self {
-        Self { bias: Some(bias), ..self }
-    }
-
-    /// `x` is `[rows, in]`; `dense` prefers the dense copy.
-    fn forward(&self, x: &Tensor, dense: bool) -> Result<Tensor> {
-        let y = self.forward_weights(x, dense)?;
-        match &self.bias {
-            Some(bias) => Ok(y.broadcast_add(bias)?),
-            None => Ok(y),
-        }
-    }
-
-    fn forward_weights(&self, x: &Tensor, dense: bool) -> Result<Tensor> {
-        match (&self.quantized, &self.dense_t) {
-            (Some(q), None) => Ok(q.forward(x)?),
-            (Some(q), Some(_)) if !dense => Ok(q.forward(x)?),
-            (_, Some(w)) => Ok(x.matmul(w)?),
-            (None, None) => unreachable!("a Linear holds weights"),
-        }
-    }
-
-    /// Whether the dense copy beats the quantized weights over `rows` rows (best of three
-    /// alternating timings, so a busy machine misleads it less). True without both copies.
-    fn dense_is_faster(&self, rows: usize) -> Result<bool> {
-        let (Some(q), Some(w)) = (&self.quantized, &self.dense_t) else { return Ok(true) };
-        let x = Tensor::randn(0f32, 1f32, (rows, w.dim(0)?), w.device())?;
-        let (mut quantized, mut dense) = (f64::MAX, f64::MAX);
-        for _ in 0..3 {
-            let start = std::time::Instant::now();
-            q.forward(&x)?;
-            quantized = quantized.min(start.elapsed().as_secs_f64());
-            let start = std::time::Instant::now();
-            x.matmul(w)?;
-            dense = dense.min(start.elapsed().as_secs_f64());
-        }
-        Ok(dense < quantized)
-    }
-
-    /// What the weights are, for logs and for grouping projections of one shape.
-    fn kind(&self) -> String {
-        let quantized = match &self.quantized {
-            Some(QMatMul::QTensor(t)) => format!("{:?} {:?}", t.dtype(), t.shape().dims()),
-            Some(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => format!("{:?}", t.shape().dims()),
-            None => "-".into(),
-        };
-        let dense = self.dense_t.as_ref().map(|t| format!("{:?}", t.shape().dims()));
-        format!("{quantized} / dense {}", dense.unwrap_or_else(|| "-".into()))
-    }
-
-    fn bytes(&self, dense: bool) -> u64 {
-        let tensor = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
-        match (&self.quantized, &self.dense_t) {
-            (Some(q), d) if d.is_none() || !dense => match q {
-                QMatMul::QTensor(t) => t.storage_size_in_bytes() as u64,
-                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor(t),
-            },
-            (_, Some(w)) => tensor(w),
-            (_, None) => 0,
-        }
-    }
-}
 
 /// One transformer block's weights.
 pub struct Block {
@@ -151,6 +68,19 @@ pub struct Block {
     pub(crate) gate: Linear,
     pub(crate) up: Linear,
     pub(crate) down: Linear,
+    /// Qwen3: RMSNorm weights applied to each query and key head before RoPE.
+    pub(crate) qk_norm: Option<(Tensor, Tensor)>,
+}
+
+impl Block {
+    fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        let b = self;
+        [&mut b.wq, &mut b.wk, &mut b.wv, &mut b.wo, &mut b.gate, &mut b.up, &mut b.down]
+    }
+
+    fn linears(&self) -> [&Linear; 7] {
+        [&self.wq, &self.wk, &self.wv, &self.wo, &self.gate, &self.up, &self.down]
+    }
 }
 
 /// A loaded llama-family model. Holds no per-request state, so one model serves any number
@@ -184,9 +114,9 @@ impl Llama {
         lm_head: Linear,
         device: &Device,
     ) -> Result<Self> {
-        let half = config.head_dim() / 2;
+        let half = config.rotary_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f32 / config.head_dim() as f32))
+            .map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f32 / config.rotary_dim as f32))
             .collect();
         let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
         let positions = Tensor::arange(0u32, config.max_seq_len as u32, device)?
@@ -220,9 +150,7 @@ impl Llama {
         let linears = self
             .blocks
             .iter_mut()
-            .flat_map(|b| {
-                [&mut b.wq, &mut b.wk, &mut b.wv, &mut b.wo, &mut b.gate, &mut b.up, &mut b.down]
-            })
+            .flat_map(Block::linears_mut)
             .chain(std::iter::once(&mut self.lm_head));
         for linear in linears {
             let kind = linear.kind();
@@ -235,8 +163,8 @@ impl Llama {
                     keep
                 }
             };
-            if !keep && linear.quantized.is_some() {
-                linear.dense_t = None;
+            if !keep {
+                linear.drop_dense_copy();
             }
         }
         Ok(())
@@ -252,10 +180,11 @@ impl Llama {
             .blocks
             .iter()
             .map(|b| {
-                let projections = [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down];
-                projections.into_iter().map(|l| l.bytes(dense)).sum::<u64>()
+                let norms = b.qk_norm.as_ref().map_or(0, |(q, k)| dense_bytes(q) + dense_bytes(k));
+                b.linears().into_iter().map(|l| l.bytes(dense)).sum::<u64>()
                     + dense_bytes(&b.attn_norm)
                     + dense_bytes(&b.ffn_norm)
+                    + norms
             })
             .sum();
         blocks + self.lm_head.bytes(dense) + dense_bytes(&self.norm)
@@ -273,6 +202,9 @@ impl Llama {
         let total = all.len();
         let ids = Tensor::from_vec(all, total, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?;
+        if let Some(scale) = self.config.embed_scale {
+            x = (x * scale)?;
+        }
         // Prefill, or a decode step big enough for GEMM to beat the row-by-row kernels.
         let dense = seqs.len() >= DENSE_MIN_ROWS || seqs.iter().any(|s| s.tokens.len() > 1);
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -280,8 +212,13 @@ impl Llama {
             let attn = self.attention(layer, block, &h, seqs, dense)?;
             x = (x + block.wo.forward(&attn, dense)?)?;
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, self.config.rms_eps as f32)?;
-            let gated = (candle_nn::ops::silu(&block.gate.forward(&h, dense)?)?
-                * block.up.forward(&h, dense)?)?;
+            let gate = block.gate.forward(&h, dense)?;
+            let gate = match self.config.activation {
+                Activation::Silu => candle_nn::ops::silu(&gate)?,
+                Activation::GeluTanh => gate.gelu()?,
+                Activation::Gelu => gate.gelu_erf()?,
+            };
+            let gated = (gate * block.up.forward(&h, dense)?)?;
             x = (x + block.down.forward(&gated, dense)?)?;
         }
         let mut last = Vec::with_capacity(seqs.len());
@@ -305,10 +242,19 @@ impl Llama {
         seqs: &mut [SeqInput<'_>],
         dense: bool,
     ) -> Result<Tensor> {
-        let (nh, nkv, hd) =
-            (self.config.num_heads, self.config.num_kv_heads, self.config.head_dim());
-        let q = block.wq.forward(h, dense)?;
-        let k = block.wk.forward(h, dense)?;
+        let (nh, nkv, hd) = (self.config.num_heads, self.config.num_kv_heads, self.config.head_dim);
+        let mut q = block.wq.forward(h, dense)?;
+        let mut k = block.wk.forward(h, dense)?;
+        if let Some((q_norm, k_norm)) = &block.qk_norm {
+            let eps = self.config.rms_eps as f32;
+            let rows = h.dim(0)?;
+            let per_head = |t: &Tensor, w: &Tensor, heads: usize| -> Result<Tensor> {
+                let t = t.reshape((rows, heads, hd))?;
+                Ok(candle_nn::ops::rms_norm(&t, w, eps)?.reshape((rows, heads * hd))?)
+            };
+            q = per_head(&q, q_norm, nh)?;
+            k = per_head(&k, k_norm, nkv)?;
+        }
         let v = block.wv.forward(h, dense)?;
         let mut outputs = Vec::with_capacity(seqs.len());
         let mut offset = 0;
@@ -352,11 +298,21 @@ impl Llama {
     fn rope(&self, x: &Tensor, pos: usize, n: usize) -> Result<Tensor> {
         let cos = self.cos.narrow(0, pos, n)?;
         let sin = self.sin.narrow(0, pos, n)?;
-        Ok(if self.config.rope_interleaved {
-            candle_nn::rotary_emb::rope_i(x, &cos, &sin)?
-        } else {
-            candle_nn::rotary_emb::rope(x, &cos, &sin)?
-        })
+        let rotate = |x: &Tensor| -> Result<Tensor> {
+            Ok(if self.config.rope_interleaved {
+                candle_nn::rotary_emb::rope_i(x, &cos, &sin)?
+            } else {
+                candle_nn::rotary_emb::rope(x, &cos, &sin)?
+            })
+        };
+        let (rotary, head) = (self.config.rotary_dim, self.config.head_dim);
+        if rotary == head {
+            return rotate(x);
+        }
+        // Partial rotary: the leading `rotary` dimensions turn, the rest pass through.
+        let turned = rotate(&x.narrow(D::Minus1, 0, rotary)?.contiguous()?)?;
+        let kept = x.narrow(D::Minus1, rotary, head - rotary)?;
+        Ok(Tensor::cat(&[&turned, &kept], D::Minus1)?.contiguous()?)
     }
 
     /// Mask for `n` new queries at positions `pos..pos + n` over `pos + n` keys.

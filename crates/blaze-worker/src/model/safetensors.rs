@@ -1,62 +1,20 @@
-//! Loading a llama-family checkpoint in the Hugging Face layout: `config.json` and one or
-//! more `*.safetensors` files.
+//! Loading a checkpoint in the Hugging Face layout, `config.json` and one or more
+//! `*.safetensors` files: llama, mistral, qwen2, qwen3, phi3 and gemma.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use serde::Deserialize;
 
+use super::family::Family;
+pub use super::hf_config::HfConfig;
 use super::llama::{Block, Linear, Llama, LlamaConfig};
 use crate::{Error, Result};
-
-/// The fields of `config.json` this loader reads.
-#[derive(Debug, Deserialize)]
-pub struct HfConfig {
-    /// `architectures`, e.g. `["LlamaForCausalLM"]`.
-    #[serde(default)]
-    pub architectures: Vec<String>,
-    /// `model_type`, e.g. `llama`.
-    #[serde(default)]
-    pub model_type: Option<String>,
-    hidden_size: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    num_hidden_layers: usize,
-    #[serde(default = "default_eps")]
-    rms_norm_eps: f64,
-    #[serde(default = "default_theta")]
-    rope_theta: f32,
-    #[serde(default = "default_positions")]
-    max_position_embeddings: usize,
-    #[serde(default)]
-    tie_word_embeddings: bool,
-}
-
-fn default_eps() -> f64 {
-    1e-6
-}
-fn default_theta() -> f32 {
-    10_000.0
-}
-fn default_positions() -> usize {
-    4096
-}
-
-/// Model types whose weights and forward pass are llama's (Qwen2 adds biases to the q/k/v
-/// projections, which are read when present).
-const LLAMA_LIKE: &[&str] = &["llama", "mistral", "qwen2"];
 
 /// Loads `config.json` and the safetensors shards in `dir`, in `dtype`.
 pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
     let config: HfConfig = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
-    let model_type = config.model_type.clone().unwrap_or_default();
-    if !LLAMA_LIKE.contains(&model_type.as_str()) {
-        return Err(Error::Unsupported(format!(
-            "model_type {model_type:?} (architectures {:?}); supported: {LLAMA_LIKE:?}",
-            config.architectures
-        )));
-    }
+    let llama_config = config.llama_config()?;
     let mut weights: HashMap<String, Tensor> = HashMap::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -64,49 +22,112 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
             weights.extend(candle_core::safetensors::load(&path, device)?);
         }
     }
-    let mut take = |name: &str| -> Result<Tensor> {
-        let t = weights.remove(name).ok_or_else(|| {
-            Error::Unsupported(format!("weight {name} missing from the safetensors"))
-        })?;
-        Ok(t.to_dtype(dtype)?)
-    };
-    let mut blocks = Vec::with_capacity(config.num_hidden_layers);
-    for i in 0..config.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        let mut lin = |name: &str| -> Result<Linear> {
-            let linear = Linear::dense(&take(&format!("{p}.{name}.weight"))?)?;
-            // Qwen2's q/k/v projections have biases; llama's have none.
-            Ok(match take(&format!("{p}.{name}.bias")) {
-                Ok(bias) => linear.with_bias(bias),
-                Err(_) => linear,
-            })
-        };
-        let (wq, wk, wv, wo) = (
-            lin("self_attn.q_proj")?,
-            lin("self_attn.k_proj")?,
-            lin("self_attn.v_proj")?,
-            lin("self_attn.o_proj")?,
-        );
-        let (gate, up, down) = (lin("mlp.gate_proj")?, lin("mlp.up_proj")?, lin("mlp.down_proj")?);
-        let attn_norm = take(&format!("{p}.input_layernorm.weight"))?;
-        let ffn_norm = take(&format!("{p}.post_attention_layernorm.weight"))?;
-        blocks.push(Block { attn_norm, wq, wk, wv, wo, ffn_norm, gate, up, down });
-    }
-    let embed = take("model.embed_tokens.weight")?;
-    let norm = take("model.norm.weight")?;
-    let lm_head = if config.tie_word_embeddings {
+    let mut weights = Weights { map: weights, dtype, family: llama_config.family };
+    let blocks = (0..config.num_hidden_layers)
+        .map(|i| weights.block(i, &llama_config))
+        .collect::<Result<Vec<_>>>()?;
+    let embed = weights.take("model.embed_tokens.weight")?;
+    let norm = weights.norm("model.norm.weight")?;
+    // Gemma's output head is always the embedding matrix.
+    let lm_head = if config.tie_word_embeddings || llama_config.family == Family::Gemma {
         embed.clone()
     } else {
-        take("lm_head.weight").or_else(|_| Ok::<_, Error>(embed.clone()))?
-    };
-    let llama_config = LlamaConfig {
-        hidden_size: config.hidden_size,
-        num_heads: config.num_attention_heads,
-        num_kv_heads: config.num_key_value_heads.unwrap_or(config.num_attention_heads),
-        rms_eps: config.rms_norm_eps,
-        rope_theta: config.rope_theta,
-        max_seq_len: config.max_position_embeddings,
-        rope_interleaved: false,
+        weights.take("lm_head.weight").or_else(|_| Ok::<_, Error>(embed.clone()))?
     };
     Llama::new(llama_config, embed, blocks, norm, Linear::dense(&lm_head)?, device)
+}
+
+/// A checkpoint's tensors by name, taken out one at a time.
+struct Weights {
+    map: HashMap<String, Tensor>,
+    dtype: DType,
+    family: Family,
+}
+
+impl Weights {
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        let t = self.map.remove(name).ok_or_else(|| {
+            Error::Unsupported(format!("weight {name} missing from the safetensors"))
+        })?;
+        Ok(t.to_dtype(self.dtype)?)
+    }
+
+    /// An RMSNorm weight; gemma's scale by `1 + w`, folded in here.
+    fn norm(&mut self, name: &str) -> Result<Tensor> {
+        let w = self.take(name)?;
+        Ok(if self.family == Family::Gemma { (w + 1.0)? } else { w })
+    }
+
+    /// A projection, with its bias when the checkpoint has one (Qwen2's q/k/v).
+    fn linear(&mut self, name: &str) -> Result<Linear> {
+        let linear = Linear::dense(&self.take(&format!("{name}.weight"))?)?;
+        Ok(match self.take(&format!("{name}.bias")) {
+            Ok(bias) => linear.with_bias(bias),
+            Err(_) => linear,
+        })
+    }
+
+    /// `rows` consecutive row blocks of a fused projection (phi3's `qkv_proj`,
+    /// `gate_up_proj`), each as its own projection.
+    fn split(&mut self, name: &str, rows: &[usize]) -> Result<Vec<Linear>> {
+        let fused = self.take(&format!("{name}.weight"))?;
+        if fused.dim(0)? != rows.iter().sum::<usize>() {
+            return Err(Error::Unsupported(format!(
+                "{name} has {} rows, expected {rows:?}",
+                fused.dim(0)?
+            )));
+        }
+        let mut start = 0;
+        rows.iter()
+            .map(|&n| {
+                let part = fused.narrow(0, start, n)?;
+                start += n;
+                Linear::dense(&part)
+            })
+            .collect()
+    }
+
+    fn block(&mut self, i: usize, config: &LlamaConfig) -> Result<Block> {
+        let p = format!("model.layers.{i}");
+        let (q_rows, kv_rows) =
+            (config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim);
+        let (wq, wk, wv, gate, up) = if self.family == Family::Phi3 {
+            let qkv_rows = [q_rows, kv_rows, kv_rows];
+            let mut qkv = self.split(&format!("{p}.self_attn.qkv_proj"), &qkv_rows)?;
+            // Gate and up fused, gate first.
+            let gate_up = format!("{p}.mlp.gate_up_proj");
+            let rows = self.map.get(&format!("{gate_up}.weight")).map(|t| t.dim(0));
+            let half = rows.transpose()?.unwrap_or(0) / 2;
+            let mut gate_up = self.split(&gate_up, &[half, half])?;
+            let (up, gate) = (gate_up.remove(1), gate_up.remove(0));
+            let (v, k, q) = (qkv.remove(2), qkv.remove(1), qkv.remove(0));
+            (q, k, v, gate, up)
+        } else {
+            (
+                self.linear(&format!("{p}.self_attn.q_proj"))?,
+                self.linear(&format!("{p}.self_attn.k_proj"))?,
+                self.linear(&format!("{p}.self_attn.v_proj"))?,
+                self.linear(&format!("{p}.mlp.gate_proj"))?,
+                self.linear(&format!("{p}.mlp.up_proj"))?,
+            )
+        };
+        let qk_norm = if self.family == Family::Qwen3 {
+            let q = self.take(&format!("{p}.self_attn.q_norm.weight"))?;
+            Some((q, self.take(&format!("{p}.self_attn.k_norm.weight"))?))
+        } else {
+            None
+        };
+        Ok(Block {
+            attn_norm: self.norm(&format!("{p}.input_layernorm.weight"))?,
+            wq,
+            wk,
+            wv,
+            wo: self.linear(&format!("{p}.self_attn.o_proj"))?,
+            ffn_norm: self.norm(&format!("{p}.post_attention_layernorm.weight"))?,
+            gate,
+            up,
+            down: self.linear(&format!("{p}.mlp.down_proj"))?,
+            qk_norm,
+        })
+    }
 }
