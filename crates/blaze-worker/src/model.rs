@@ -13,6 +13,7 @@ mod hf_config;
 pub mod kv_cache;
 mod linear;
 pub mod llama;
+pub mod rope;
 pub mod safetensors;
 
 use std::path::{Path, PathBuf};

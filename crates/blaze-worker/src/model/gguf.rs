@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use super::Weights;
 use super::family::{Activation, Family};
 use super::llama::{Block, Linear, Llama, LlamaConfig};
+use super::rope::RopeScaling;
 use crate::{Error, Result};
 
 /// What a GGUF file holds: the model and the metadata the tokenizer and chat template need.
@@ -41,9 +42,21 @@ pub fn load(path: &Path, device: &Device, weights: Weights) -> Result<GgufModel>
         )));
     }
     let meta = Meta { content: &content, arch: &arch };
-    let config = config(&meta, family)?;
+    let mut config = config(&meta, family)?;
     let layers = meta.num("block_count")?;
     let mut reader = TensorReader { content: &content, file: &mut file, device, weights };
+    if reader.has("rope_freqs.weight") {
+        // Llama 3.1's RoPE rescaling, as llama.cpp stores it: a divisor per frequency.
+        let divisors = reader.dense("rope_freqs.weight")?.to_dtype(DType::F32)?.to_vec1()?;
+        if divisors.len() != config.rotary_dim / 2 {
+            return Err(Error::Unsupported(format!(
+                "rope_freqs.weight has {} factors for {} frequencies",
+                divisors.len(),
+                config.rotary_dim / 2
+            )));
+        }
+        config.rope_scaling = RopeScaling::Divisors(divisors);
+    }
     let embed_q = reader.tensor("token_embd.weight")?;
     let embed = embed_q.dequantize(device)?;
     let norm = reader.tensor("output_norm.weight")?.dequantize(device)?;
@@ -90,6 +103,17 @@ fn config(meta: &Meta<'_>, family: Family) -> Result<LlamaConfig> {
     // Past a sliding window the model attends to the window only; up to it, attention is
     // full. Serving up to the window keeps every position's attention exact.
     let window = meta.num("attention.sliding_window").ok().filter(|&w| w > 0);
+    let scaling = meta.get("rope.scaling.type").and_then(|v| v.to_string().ok());
+    let rope_scaling = match scaling.map(String::as_str) {
+        None | Some("none") => RopeScaling::None,
+        Some("linear") => RopeScaling::Linear(meta.float("rope.scaling.factor", 1.0)),
+        Some(other) => {
+            return Err(Error::Unsupported(format!(
+                "GGUF {}.rope.scaling.type {other:?} (supported: none, linear)",
+                meta.arch
+            )));
+        }
+    };
     Ok(LlamaConfig {
         family,
         hidden_size,
@@ -99,6 +123,7 @@ fn config(meta: &Meta<'_>, family: Family) -> Result<LlamaConfig> {
         rotary_dim: meta.num("rope.dimension_count").unwrap_or(head_dim),
         rms_eps: f64::from(meta.float("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta: meta.float("rope.freq_base", 10_000.0),
+        rope_scaling,
         max_seq_len: window.map_or(context, |w| w.min(context)),
         // llama.cpp permutes llama's q/k rows for interleaved RoPE; qwen and phi3 files
         // keep the Hugging Face order (rotate halves).

@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use super::family::{Activation, Family};
 use super::llama::LlamaConfig;
-use crate::{Error, Result};
+use super::rope::RopeScaling;
+use crate::Result;
 
 /// The fields of `config.json` the loader reads.
 #[derive(Debug, Deserialize)]
@@ -64,17 +65,8 @@ impl HfConfig {
     /// refused as too long for the context instead of being answered with full attention.
     pub fn llama_config(&self) -> Result<LlamaConfig> {
         let family = self.family()?;
-        if !self.rope_scaling.is_null() {
-            // Phi-3's LongRoPE rescales frequencies at every position; serving it without
-            // the factors would be wrong everywhere.
-            if family == Family::Phi3 {
-                return Err(Error::Unsupported(format!(
-                    "phi3 rope_scaling {} (LongRoPE) is not supported",
-                    self.rope_scaling
-                )));
-            }
-            tracing::warn!(rope_scaling = %self.rope_scaling, "rope_scaling is not applied");
-        }
+        // Phi-3.5's LongRoPE (`longrope`) and YaRN fail here, naming the scaling.
+        let rope_scaling = RopeScaling::from_hf(&self.rope_scaling)?;
         let head_dim = self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads);
         let rotary_dim = match self.partial_rotary_factor {
             Some(factor) => (factor * head_dim as f64) as usize,
@@ -105,6 +97,7 @@ impl HfConfig {
             rotary_dim,
             rms_eps: self.rms_norm_eps,
             rope_theta: self.rope_theta,
+            rope_scaling,
             max_seq_len,
             rope_interleaved: false,
             activation,

@@ -15,7 +15,8 @@ use candle_core::{D, DType, Device, Tensor};
 use super::family::{Activation, Family};
 use super::kv_cache::KvCache;
 pub use super::linear::Linear;
-use crate::Result;
+use super::rope::RopeScaling;
+use crate::{Error, Result};
 
 /// Shape and numerics of a model.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct LlamaConfig {
     pub rms_eps: f64,
     /// RoPE base frequency.
     pub rope_theta: f32,
+    /// How the checkpoint rescales RoPE's frequencies.
+    pub rope_scaling: RopeScaling,
     /// Longest sequence (prompt plus generated tokens) the model takes.
     pub max_seq_len: usize,
     /// GGUF llama checkpoints store q/k permuted for interleaved RoPE; HF checkpoints and
@@ -114,10 +117,31 @@ impl Llama {
         lm_head: Linear,
         device: &Device,
     ) -> Result<Self> {
+        let c = &config;
+        if c.num_kv_heads == 0 || !c.num_heads.is_multiple_of(c.num_kv_heads) {
+            return Err(Error::Unsupported(format!(
+                "{} attention heads do not group over {} key/value heads",
+                c.num_heads, c.num_kv_heads
+            )));
+        }
+        if !c.rotary_dim.is_multiple_of(2) || c.rotary_dim > c.head_dim {
+            return Err(Error::Unsupported(format!(
+                "rotary dimension {} of a {}-wide head",
+                c.rotary_dim, c.head_dim
+            )));
+        }
+        tracing::info!(
+            family = c.family.name(),
+            layers = blocks.len(),
+            hidden = c.hidden_size,
+            heads = c.num_heads,
+            kv_heads = c.num_kv_heads,
+            head_dim = c.head_dim,
+            context = c.max_seq_len,
+            "model shape"
+        );
         let half = config.rotary_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f32 / config.rotary_dim as f32))
-            .collect();
+        let inv_freq = config.rope_scaling.inv_freq(config.rotary_dim, config.rope_theta);
         let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
         let positions = Tensor::arange(0u32, config.max_seq_len as u32, device)?
             .to_dtype(DType::F32)?

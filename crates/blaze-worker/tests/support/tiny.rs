@@ -114,12 +114,12 @@ pub fn write_hf(dir: &Path, family: &str, extra: serde_json::Value) {
 }
 
 /// Writes a GGUF file of llama.cpp architecture `arch` (qwen2, qwen3 or phi3) to `path`:
-/// Q8_0 projections and embeddings, f32 norms and biases, a byte-level BPE tokenizer in
-/// the metadata. Qwen2 ties its output head to the embeddings (no `output.weight`).
-pub fn write_gguf(path: &Path, arch: &str) {
+/// projections and embeddings in `dtype`, f32 norms and biases, a byte-level BPE tokenizer
+/// in the metadata. Qwen2 ties its output head to the embeddings (no `output.weight`).
+pub fn write_gguf(path: &Path, arch: &str, dtype: GgmlDType) {
     let a = attention(arch);
     let (q_rows, kv_rows) = (HEADS * a.head_dim, a.kv_heads * a.head_dim);
-    let q8 = |shape| QTensor::quantize(&random(shape), GgmlDType::Q8_0).unwrap();
+    let q8 = |shape| QTensor::quantize(&random(shape), dtype).unwrap();
     let f32 = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32).unwrap();
     let mut tensors: Vec<(String, QTensor)> = vec![
         ("token_embd.weight".into(), q8((VOCAB, HIDDEN))),
@@ -185,4 +185,53 @@ fn gguf_metadata(arch: &str, a: Attention) -> Vec<(String, gguf_file::Value)> {
         ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
         ("tokenizer.ggml.merges".into(), Value::Array(vec![])),
     ]
+}
+
+/// Converts the llama folder `dir` (from [`write_hf`]) into a GGUF file at `path` the way
+/// llama.cpp's converter does: llama.cpp names, q/k rows permuted for interleaved RoPE, f32
+/// tensors, and `rope_divisors` (if any) as `rope_freqs.weight`.
+pub fn llama_hf_to_gguf(dir: &Path, path: &Path, rope_divisors: Option<Vec<f32>>) {
+    let a = attention("llama");
+    let hf = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let f32 = |t: &Tensor| QTensor::quantize(t, GgmlDType::F32).unwrap();
+    // Each head's rows go from [first halves, second halves] to interleaved pairs.
+    let permute = |t: &Tensor, heads: usize| {
+        let (rows, cols) = t.dims2().unwrap();
+        let t = t.reshape((heads, 2, rows / heads / 2, cols)).unwrap();
+        f32(&t.transpose(1, 2).unwrap().contiguous().unwrap().reshape((rows, cols)).unwrap())
+    };
+    let mut tensors: Vec<(String, QTensor)> = vec![
+        ("token_embd.weight".into(), f32(&hf["model.embed_tokens.weight"])),
+        ("output_norm.weight".into(), f32(&hf["model.norm.weight"])),
+        ("output.weight".into(), f32(&hf["lm_head.weight"])),
+    ];
+    if let Some(divisors) = rope_divisors {
+        let n = divisors.len();
+        let t = Tensor::from_vec(divisors, n, &Device::Cpu).unwrap();
+        tensors.push(("rope_freqs.weight".into(), f32(&t)));
+    }
+    for i in 0..LAYERS {
+        let hf_name = |n: &str| format!("model.layers.{i}.{n}.weight");
+        let names = [
+            ("attn_v", "self_attn.v_proj"),
+            ("attn_output", "self_attn.o_proj"),
+            ("ffn_gate", "mlp.gate_proj"),
+            ("ffn_up", "mlp.up_proj"),
+            ("ffn_down", "mlp.down_proj"),
+            ("attn_norm", "input_layernorm"),
+            ("ffn_norm", "post_attention_layernorm"),
+        ];
+        let mut put = |name: &str, t: QTensor| tensors.push((format!("blk.{i}.{name}.weight"), t));
+        for (gguf, hf_n) in names {
+            put(gguf, f32(&hf[&hf_name(hf_n)]));
+        }
+        put("attn_q", permute(&hf[&hf_name("self_attn.q_proj")], HEADS));
+        put("attn_k", permute(&hf[&hf_name("self_attn.k_proj")], a.kv_heads));
+    }
+    let metadata = gguf_metadata("llama", a);
+    let metadata: Vec<(&str, &gguf_file::Value)> =
+        metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut file = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut file, &metadata, &tensors).unwrap();
 }
