@@ -4,6 +4,8 @@
 //! greedy tokens are the same, and a batch of two sequences of different lengths decodes
 //! the same tokens as each sequence alone.
 
+#[path = "support/worker.rs"]
+mod support;
 #[path = "support/tiny.rs"]
 mod tiny;
 
@@ -11,6 +13,7 @@ use std::path::Path;
 
 use blaze_worker::model::rope::RopeScaling;
 use blaze_worker::model::{KvCache, LoadOptions, LoadedModel, SeqInput, Weights};
+use blaze_worker::source::ModelSource;
 use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -42,8 +45,17 @@ fn hf_model(family: &str) -> (tempfile::TempDir, LoadedModel) {
 fn hf_model_with(family: &str, extra: serde_json::Value) -> (tempfile::TempDir, LoadedModel) {
     let dir = tempfile::tempdir().unwrap();
     tiny::write_hf(dir.path(), family, extra);
-    let model = blaze_worker::model::load(dir.path(), &Device::Cpu).unwrap();
+    let model = load_uri(dir.path(), Weights::Auto);
     (dir, model)
+}
+
+/// Loads `path` as the worker does a `--model file://PATH`.
+fn load_uri(path: &Path, weights: Weights) -> LoadedModel {
+    let uri = format!("file://{}", path.display());
+    let ModelSource::Path(path) = ModelSource::parse(&uri).unwrap() else {
+        panic!("{uri} is not a local path")
+    };
+    blaze_worker::model::load_with(&path, &Device::Cpu, LoadOptions { weights }).unwrap()
 }
 
 fn hf_config<T: serde::de::DeserializeOwned>(dir: &Path) -> T {
@@ -60,9 +72,7 @@ fn gguf_model(arch: &str, dtype: GgmlDType, weights: Weights) -> (tempfile::Temp
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("tiny-{arch}.gguf"));
     tiny::write_gguf(&path, arch, dtype);
-    let model =
-        blaze_worker::model::load_with(&path, &Device::Cpu, LoadOptions { weights }).unwrap();
-    (dir, model)
+    (dir, load_uri(&path, weights))
 }
 
 fn gguf_content(dir: &Path) -> (gguf_file::Content, std::fs::File) {
@@ -334,4 +344,40 @@ fn unknown_architectures_fail_at_load_naming_it_and_the_supported_ones() {
     gguf_file::write(&mut file, &[("general.architecture", &arch)], &[]).unwrap();
     let err = blaze_worker::model::load(&path, &Device::Cpu).err().unwrap().to_string();
     assert!(err.contains("falcon") && err.contains("qwen2") && err.contains("phi3"), "{err}");
+}
+
+/// The worker binary serves each new family x format from `--model file://...` (with its
+/// default `--weights auto`): greedy completions of the requested length.
+#[tokio::test]
+async fn the_worker_binary_serves_every_family_from_a_file_uri() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut models = Vec::new();
+    for family in ["qwen3", "phi3", "gemma", "mistral"] {
+        let folder = dir.path().join(family);
+        tiny::write_hf(&folder, family, serde_json::json!({}));
+        models.push(folder);
+    }
+    for arch in ["qwen2", "qwen3", "phi3"] {
+        let file = dir.path().join(format!("{arch}.gguf"));
+        tiny::write_gguf(&file, arch, GgmlDType::Q8_0);
+        models.push(file);
+    }
+    for model in models {
+        let uri = format!("file://{}", model.display());
+        let args = ["--model", uri.as_str(), "--served-model-name", "tiny"];
+        let worker = support::Worker::start(&args, std::time::Duration::from_secs(60)).await;
+        let body = serde_json::json!({
+            "model": "tiny", "prompt": "Hello", "max_tokens": 5, "temperature": 0,
+        });
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/completions", worker.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{uri}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["usage"]["completion_tokens"], 5, "{uri}: {body}");
+        assert_eq!(body["choices"][0]["finish_reason"], "length", "{uri}: {body}");
+    }
 }

@@ -42,7 +42,9 @@ impl RopeScaling {
             })
         };
         match kind {
-            "default" => Ok(RopeScaling::None),
+            // Dynamic NTK changes the base only past `max_position_embeddings`, which is
+            // as far as the worker serves.
+            "default" | "dynamic" => Ok(RopeScaling::None),
             "linear" => Ok(RopeScaling::Linear(num("factor")?)),
             "llama3" => Ok(RopeScaling::Llama3 {
                 factor: num("factor")?,
@@ -51,7 +53,7 @@ impl RopeScaling {
                 original_max_position_embeddings: num("original_max_position_embeddings")?,
             }),
             _ => Err(Error::Unsupported(format!(
-                "rope_scaling {value} (supported: default, linear, llama3)"
+                "rope_scaling {value} (supported: default, dynamic, linear, llama3)"
             ))),
         }
     }
