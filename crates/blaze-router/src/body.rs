@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::endpoint::InFlight;
-use crate::proxy::Lease;
+use crate::proxy::{H1Body, Lease};
 
 /// The error type of every body the router produces.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -43,6 +43,11 @@ impl<B> Idle<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, timeout: Duration) -> Self {
         Self { inner, sleep: None, timeout, idle_since: None }
+    }
+
+    /// The wrapped body.
+    pub fn inner_mut(self: Pin<&mut Self>) -> Pin<&mut B> {
+        self.project().inner
     }
 }
 
@@ -140,6 +145,58 @@ impl Body for Upstream {
     }
 }
 
+pin_project! {
+    /// A response body as it comes from an endpoint.
+    #[project = FromEndpointProj]
+    pub enum FromEndpoint {
+        /// Through hyper's client (HTTP/2, and HTTP/1.1 requests with streamed bodies).
+        Hyper { #[pin] body: hyper::body::Incoming },
+        /// Read by the request's own task from its HTTP/1.1 connection.
+        H1 { body: H1Body },
+    }
+}
+
+impl FromEndpoint {
+    /// Gives the HTTP/1.1 connection back to this thread's pool for `addr` if the body was
+    /// read to the end and the connection may be reused.
+    fn release(self: Pin<&mut Self>, addr: &str) {
+        if let FromEndpointProj::H1 { body } = self.project()
+            && let Some(conn) = body.take_reusable()
+        {
+            crate::proxy::release_conn(addr, conn);
+        }
+    }
+}
+
+impl Body for FromEndpoint {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            FromEndpointProj::Hyper { body } => body.poll_frame(cx).map_err(Into::into),
+            FromEndpointProj::H1 { body } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FromEndpoint::Hyper { body } => body.is_end_stream(),
+            FromEndpoint::H1 { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            FromEndpoint::Hyper { body } => body.size_hint(),
+            FromEndpoint::H1 { body } => body.size_hint(),
+        }
+    }
+}
+
 /// Called once with the outcome of a response decided only at its end (`true`: success).
 pub type Verdict = Box<dyn FnOnce(bool) + Send + Sync>;
 
@@ -152,7 +209,7 @@ pin_project! {
         /// Streamed from an endpoint; holds its in-flight count until it ends or is dropped,
         /// and its HTTP/1.1 connection until the body has been read to the end.
         Proxied {
-            #[pin] body: Idle<hyper::body::Incoming>,
+            #[pin] body: Idle<FromEndpoint>,
             guard: Option<InFlight>,
             verdict: Option<Verdict>,
             lease: Option<Lease>,
@@ -169,10 +226,11 @@ impl Downstream {
 
     /// An endpoint's body. `verdict`, when given, hears whether the stream ended well: a
     /// `grpc-status` of 0 in the trailers, or any clean end when there are no trailers.
-    /// `lease`, the pooled connection the body arrives on, goes back to the pool when the
-    /// body ends (at once when it is empty: the server never polls an empty body).
+    /// The pooled connection the body arrives on (`lease`, or the body's own) goes back to
+    /// the pool when the body ends (at once when it is empty: the server never polls an
+    /// empty body).
     pub fn proxied(
-        body: hyper::body::Incoming,
+        mut body: FromEndpoint,
         idle: Duration,
         guard: InFlight,
         verdict: Option<Verdict>,
@@ -185,6 +243,9 @@ impl Downstream {
             }
             l => l,
         };
+        if body.is_end_stream() {
+            Pin::new(&mut body).release(&guard.endpoint().address);
+        }
         Downstream::Proxied { body: Idle::new(body, idle), guard: Some(guard), verdict, lease }
     }
 }
@@ -214,8 +275,12 @@ impl Body for Downstream {
                     Some(Ok(_)) => body.is_end_stream(),
                     Some(Err(_)) => false,
                 };
-                if complete && let (Some(l), Some(g)) = (lease.take(), guard.as_ref()) {
-                    l.release(&g.endpoint().address);
+                if complete && let Some(g) = guard.as_ref() {
+                    let addr = &g.endpoint().address;
+                    if let Some(l) = lease.take() {
+                        l.release(addr);
+                    }
+                    body.as_mut().inner_mut().release(addr);
                 }
                 let ok = match &frame {
                     Some(Ok(f)) => f

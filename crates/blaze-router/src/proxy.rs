@@ -11,6 +11,7 @@
 //! HTTP/1.1 tries go out on this thread's own keep-alive connections (`pool`); HTTP/2 tries
 //! (gRPC) share multiplexed connections through hyper's pooling client.
 
+mod h1;
 mod headers;
 mod pool;
 mod request;
@@ -29,13 +30,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use headers::{REQUEST_ID, prepare_request, strip_hop_by_hop};
-pub use pool::{CONNECT_TIMEOUT, Lease, SendError};
+pub use h1::Body as H1Body;
+pub use headers::{Forwarding, REQUEST_ID, prepare_request, strip_hop_by_hop};
+pub use pool::{CONNECT_TIMEOUT, Lease, SendError, release_conn};
 pub use server::serve;
 
 use crate::auth::Auth;
 use crate::balance::PickContext;
-use crate::body::{Downstream, Upstream, grpc_failure};
+use crate::body::{Downstream, FromEndpoint, Upstream, grpc_failure};
 use crate::routes::{Routes, Table};
 use request::{ReqBody, read_small, session_key, upstream_request};
 
@@ -136,7 +138,7 @@ impl Proxy {
         }
         let routes = self.table.load();
         let (mut parts, body) = req.into_parts();
-        let request_id = prepare_request(&mut parts.headers, peer.ip());
+        let fwd = prepare_request(&mut parts.headers, peer.ip());
         let mut body = match read_small(body, millis(routes.config.timeouts.idle_timeout_ms)).await
         {
             Ok(b) => b,
@@ -145,8 +147,8 @@ impl Proxy {
             }
         };
         let key = session_key(&routes.config, &parts.headers, peer, &body);
-        let mut resp = self.tries(&routes, &mut parts, &mut body, key).await;
-        resp.headers_mut().insert(REQUEST_ID.clone(), request_id);
+        let mut resp = self.tries(&routes, &mut parts, &fwd, &mut body, key).await;
+        resp.headers_mut().insert(REQUEST_ID.clone(), fwd.request_id().clone());
         resp
     }
 
@@ -154,6 +156,7 @@ impl Proxy {
         &self,
         routes: &Arc<Routes>,
         parts: &mut http::request::Parts,
+        fwd: &Forwarding,
         body: &mut ReqBody,
         key: Option<u64>,
     ) -> Response<Downstream> {
@@ -197,7 +200,7 @@ impl Proxy {
             // Boxed: a try's future is large, and moving it through every enclosing future
             // (down to the server's slot for the handler) would copy it several times.
             let last_try = attempt + 1 == max_tries;
-            let one = Box::pin(self.one_try(routes, parts, body, try_, now, last_try));
+            let one = Box::pin(self.one_try(routes, parts, fwd, body, try_, now, last_try));
             match one.await {
                 Ok(resp) => return resp,
                 Err(f) => {
@@ -212,10 +215,12 @@ impl Proxy {
         local(last.status, format!("{}\n", last.message))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn one_try(
         &self,
         routes: &Arc<Routes>,
         parts: &mut http::request::Parts,
+        fwd: &Forwarding,
         body: &mut ReqBody,
         try_: TryGuard,
         started: Instant,
@@ -230,30 +235,42 @@ impl Proxy {
             UpstreamProtocol::Http2 => true,
         };
         let fail = |status, message, retry| Err(TryFailure { status, message, retry });
-        let (upstream_body, retry) = match body {
-            ReqBody::Buffered(b) => (Upstream::full(b.clone()), RetryType::Safe),
+        let (out, retry) = match &mut *body {
+            // The common case: written and answered by this task on its own connection,
+            // straight from the client's parts.
+            ReqBody::Buffered(b) if !use_h2 => (Outgoing::Buffered(b.clone()), RetryType::Safe),
+            ReqBody::Buffered(b) => (Outgoing::Hyper(Upstream::full(b.clone())), RetryType::Safe),
             ReqBody::Streamed(s) => match s.take() {
-                Some(s) => (Upstream::Stream { body: s }, RetryType::Never),
+                Some(s) => (Outgoing::Hyper(Upstream::Stream { body: s }), RetryType::Never),
                 None => {
                     let m = "request body already sent".into();
                     return fail(StatusCode::BAD_GATEWAY, m, RetryType::Never);
                 }
             },
         };
-        // The last try may take the headers; earlier ones leave them for the next.
-        let headers =
-            if last_try { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
-        let req = match upstream_request(parts, headers, &ep.address, use_h2, upstream_body) {
-            Ok(r) => r,
-            Err(e) => return fail(StatusCode::BAD_GATEWAY, e, RetryType::Never),
+        let out = match out {
+            Outgoing::Hyper(b) => {
+                // The last try may take the headers; earlier ones leave them for the next.
+                let mut headers = if last_try {
+                    std::mem::take(&mut parts.headers)
+                } else {
+                    parts.headers.clone()
+                };
+                fwd.apply(&mut headers);
+                match upstream_request(parts, headers, &ep.address, use_h2, b) {
+                    Ok(r) => TryRequest::Hyper(Box::new(r)),
+                    Err(e) => return fail(StatusCode::BAD_GATEWAY, e, RetryType::Never),
+                }
+            }
+            Outgoing::Buffered(b) => TryRequest::Buffered(parts, b),
         };
         let guard = ep.start();
         em.requests.inc();
         let per_try =
             millis(cfg.retries.per_try_timeout_ms.unwrap_or(cfg.timeouts.headers_timeout_ms));
-        let result = tokio::time::timeout(per_try, self.send(&ep.address, req, use_h2)).await;
+        let result = tokio::time::timeout(per_try, self.send(&ep.address, out, fwd, use_h2)).await;
         let now = Instant::now();
-        let (resp, lease) = match result {
+        let (rparts, rbody, lease) = match result {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 try_.finish(false, now);
@@ -272,7 +289,7 @@ impl Proxy {
         let ttfb = now - started;
         ep.observe_ttfb(ttfb, now);
         em.ttfb.observe(ttfb.as_secs_f64());
-        let (mut rparts, rbody) = resp.into_parts();
+        let mut rparts = rparts;
         let grpc_status = rparts.headers.get(&GRPC_STATUS).map(|s| s.as_bytes().to_vec());
         let is_grpc = rparts
             .headers
@@ -307,14 +324,44 @@ impl Proxy {
     async fn send(
         &self,
         address: &str,
-        req: Request<Upstream>,
+        out: TryRequest<'_>,
+        fwd: &Forwarding,
         h2: bool,
-    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
-        if h2 {
-            return self.h2.request(req).await.map(|r| (r, None)).map_err(SendError::Client);
-        }
-        pool::send(address, req).await.map(|(r, l)| (r, Some(l)))
+    ) -> Result<(http::response::Parts, FromEndpoint, Option<Lease>), SendError> {
+        let req = match out {
+            TryRequest::Buffered(parts, b) => {
+                let resp = pool::send_buffered(address, parts, fwd, &b).await?;
+                let (rparts, body) = resp.into_parts();
+                return Ok((rparts, FromEndpoint::H1 { body }, None));
+            }
+            TryRequest::Hyper(req) => *req,
+        };
+        // Boxed: these futures are large, and the common case above should not carry them.
+        let (resp, lease) = if h2 {
+            (Box::pin(self.h2.request(req)).await.map_err(SendError::Client)?, None)
+        } else {
+            let (r, l) = Box::pin(pool::send(address, req)).await?;
+            (r, Some(l))
+        };
+        let (rparts, body) = resp.into_parts();
+        Ok((rparts, FromEndpoint::Hyper { body }, lease))
     }
+}
+
+/// A try's request body: in memory for this task's own HTTP/1.1 exchange, or a body for
+/// hyper's clients.
+enum Outgoing {
+    Buffered(Bytes),
+    Hyper(Upstream),
+}
+
+/// A try's request, ready to go.
+enum TryRequest<'a> {
+    /// For this task's own HTTP/1.1 exchange: the client's parts (hop-by-hop headers gone)
+    /// and the body.
+    Buffered(&'a http::request::Parts, Bytes),
+    /// For hyper's clients: the whole request, forwarding headers included.
+    Hyper(Box<Request<Upstream>>),
 }
 
 /// A response made by the router itself.

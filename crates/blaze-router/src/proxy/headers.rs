@@ -2,9 +2,6 @@
 
 use std::net::IpAddr;
 
-use std::fmt::Write as _;
-
-use bytes::BytesMut;
 use http::header::{
     CONNECTION, COOKIE, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
@@ -62,30 +59,107 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Prepares a client's request headers for an endpoint: strips hop-by-hop headers, appends
-/// the client to `x-forwarded-for`, sets `x-forwarded-proto` if absent, and makes sure there
-/// is an `x-request-id`. Returns the request id. `traceparent` and `tracestate` pass as they
-/// are.
-pub fn prepare_request(h: &mut HeaderMap, client: IpAddr) -> HeaderValue {
+/// What the router adds to a request on its way to an endpoint: the client appended to
+/// `x-forwarded-for`, `x-forwarded-proto` when absent, and an `x-request-id` when absent.
+/// Kept apart from the header map so the router's own HTTP/1.1 client can write them straight
+/// into the request head; [`Forwarding::apply`] puts them into a map for hyper's clients.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    prev_xff: Option<HeaderValue>,
+    client: IpAddr,
+    add_proto: bool,
+    request_id: HeaderValue,
+    add_id: bool,
+}
+
+impl Forwarding {
+    /// The request id the request travels with (the client's, or a new one).
+    pub fn request_id(&self) -> &HeaderValue {
+        &self.request_id
+    }
+
+    /// The new `x-forwarded-for` value.
+    fn xff_into(&self, dst: &mut Vec<u8>) {
+        if let Some(prev) = &self.prev_xff {
+            dst.extend_from_slice(prev.as_bytes());
+            dst.extend_from_slice(b", ");
+        }
+        push_ip(dst, self.client);
+    }
+
+    /// Puts the headers into `h` (which [`prepare_request`] was given).
+    pub fn apply(&self, h: &mut HeaderMap) {
+        let mut xff = Vec::with_capacity(48);
+        self.xff_into(&mut xff);
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+            h.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        if self.add_proto {
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        if self.add_id {
+            h.insert(REQUEST_ID.clone(), self.request_id.clone());
+        }
+    }
+
+    /// Writes the headers as HTTP/1.1 header lines into `dst`. The caller leaves out any
+    /// `x-forwarded-for` of its own map ([`Forwarding::replaces`]).
+    pub fn encode(&self, dst: &mut Vec<u8>) {
+        dst.extend_from_slice(b"x-forwarded-for: ");
+        self.xff_into(dst);
+        dst.extend_from_slice(b"\r\n");
+        if self.add_proto {
+            dst.extend_from_slice(b"x-forwarded-proto: http\r\n");
+        }
+        if self.add_id {
+            dst.extend_from_slice(b"x-request-id: ");
+            dst.extend_from_slice(self.request_id.as_bytes());
+            dst.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// Whether a header of the client's map is replaced by [`Forwarding::encode`].
+    pub fn replaces(name: &HeaderName) -> bool {
+        name == X_FORWARDED_FOR
+    }
+}
+
+/// Prepares a client's request headers for an endpoint: strips hop-by-hop headers and works
+/// out the [`Forwarding`] headers (the client appended to `x-forwarded-for`,
+/// `x-forwarded-proto` if absent, an `x-request-id` if absent). `traceparent` and
+/// `tracestate` pass as they are.
+pub fn prepare_request(h: &mut HeaderMap, client: IpAddr) -> Forwarding {
     strip_hop_by_hop(h);
-    let prev = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-    let mut xff = BytesMut::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
-    let _ = match prev {
-        Some(prev) => write!(xff, "{prev}, {client}"),
-        None => write!(xff, "{client}"),
+    // A value that is not text cannot be extended; it is replaced, as before.
+    let prev_xff = h.get(&X_FORWARDED_FOR).filter(|v| v.to_str().is_ok()).cloned();
+    let add_proto = !h.contains_key(&X_FORWARDED_PROTO);
+    let (request_id, add_id) = match h.get(&REQUEST_ID) {
+        Some(id) => (id.clone(), false),
+        None => (new_request_id(), true),
     };
-    if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if !h.contains_key(&X_FORWARDED_PROTO) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
-    match h.get(&REQUEST_ID) {
-        Some(id) => id.clone(),
-        None => {
-            let id = new_request_id();
-            h.insert(REQUEST_ID.clone(), id.clone());
-            id
+    Forwarding { prev_xff, client, add_proto, request_id, add_id }
+}
+
+/// Appends `ip` in its usual text form; IPv4 without the formatter.
+fn push_ip(dst: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    dst.push(b'.');
+                }
+                if octet >= 100 {
+                    dst.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    dst.push(b'0' + octet / 10 % 10);
+                }
+                dst.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let _ = write!(dst, "{v6}");
         }
     }
 }
@@ -160,7 +234,9 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("traceparent", "00-abc-def-01"),
         ]);
-        let id = prepare_request(&mut h, "10.1.2.3".parse().unwrap());
+        let fwd = prepare_request(&mut h, "10.1.2.3".parse().unwrap());
+        fwd.apply(&mut h);
+        let id = fwd.request_id().clone();
         assert!(h.get("connection").is_none() && h.get("keep-alive").is_none());
         assert!(h.get("x-private").is_none() && h.get("transfer-encoding").is_none());
         assert_eq!(h["te"], "trailers");
@@ -173,10 +249,30 @@ mod tests {
     #[test]
     fn forwarded_for_appends_and_request_id_is_kept() {
         let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-request-id", "abc"), ("te", "gzip")]);
-        let id = prepare_request(&mut h, "::1".parse().unwrap());
+        let fwd = prepare_request(&mut h, "::1".parse().unwrap());
+        fwd.apply(&mut h);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, ::1");
-        assert_eq!(id, "abc");
+        assert_eq!(fwd.request_id(), "abc");
         assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn forwarding_lines_match_the_map_and_ipv4_prints_plainly() {
+        for ip in ["0.0.0.0", "10.1.2.3", "192.168.100.255", "8.80.9.99"] {
+            let mut v = Vec::new();
+            push_ip(&mut v, ip.parse().unwrap());
+            assert_eq!(v, ip.as_bytes());
+        }
+        let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-proto", "https")]);
+        let fwd = prepare_request(&mut h, "10.0.0.7".parse().unwrap());
+        let mut lines = Vec::new();
+        fwd.encode(&mut lines);
+        let want = format!(
+            "x-forwarded-for: 1.1.1.1, 10.0.0.7\r\nx-request-id: {}\r\n",
+            fwd.request_id().to_str().unwrap()
+        );
+        assert_eq!(String::from_utf8(lines).unwrap(), want);
+        assert!(Forwarding::replaces(&X_FORWARDED_FOR));
     }
 
     #[test]

@@ -1,23 +1,28 @@
-//! HTTP/1.1 connections to endpoints, kept alive and reused, one pool per thread.
+//! HTTP/1.1 connections to endpoints, kept alive and reused, pooled per thread.
 //!
-//! The router runs one single-threaded runtime per worker thread (see `main`), so a
-//! connection's task lives on the thread that opened it. Keeping the idle list per thread
-//! means a request only ever reuses connections whose task runs beside it: no lock, no
-//! cross-thread wake-up per request. A connection goes back to the list when its response
-//! body has been read to the end (see [`Lease`]); one whose response was abandoned half way
-//! is closed instead, since the bytes left on it would poison the next request.
+//! The router runs one single-threaded runtime per worker thread (see `main`), so keeping the
+//! idle lists per thread means a request only ever reuses connections of its own thread: no
+//! lock, no cross-thread wake-up per request. Two kinds are pooled: connections the request's
+//! own task drives ([`h1`], for requests whose bodies are in memory, nearly all of them) and
+//! hyper connections with a task of their own (for bodies streamed from the client). A
+//! connection goes back to its list when its response body has been read to the end; one
+//! whose response was abandoned half way is closed instead, since the bytes left on it would
+//! poison the next request.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::h1;
+use super::headers::Forwarding;
 use crate::body::Upstream;
 
 /// Time to establish a connection to an endpoint. Endpoints are on the cluster network: a
@@ -44,6 +49,9 @@ pub enum SendError {
     /// The pooling HTTP/2 client failed (it says itself whether it connected).
     #[error("{0}")]
     Client(hyper_util::client::legacy::Error),
+    /// An exchange driven by the request's task ([`h1`]) failed after connecting.
+    #[error("{0}")]
+    H1(h1::Error),
 }
 
 impl SendError {
@@ -51,14 +59,32 @@ impl SendError {
     pub fn is_connect(&self) -> bool {
         match self {
             SendError::Connect(_) => true,
-            SendError::Http(_) => false,
+            SendError::Http(_) | SendError::H1(_) => false,
             SendError::Client(e) => e.is_connect(),
         }
     }
 }
 
-struct Idle {
-    tx: SendRequest<Upstream>,
+/// A connection that can wait in a pool.
+trait Pooled {
+    /// Whether it can still carry a request.
+    fn alive(&mut self) -> bool;
+}
+
+impl Pooled for SendRequest<Upstream> {
+    fn alive(&mut self) -> bool {
+        !self.is_closed()
+    }
+}
+
+impl Pooled for h1::Conn {
+    fn alive(&mut self) -> bool {
+        self.is_reusable()
+    }
+}
+
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
@@ -80,37 +106,45 @@ impl Hasher for Fnv {
     }
 }
 
-#[derive(Default)]
-struct Pool {
-    idle: HashMap<Box<str>, Vec<Idle>, BuildHasherDefault<Fnv>>,
+struct Pool<C> {
+    idle: HashMap<Box<str>, Vec<Idle<C>>, BuildHasherDefault<Fnv>>,
     checkouts: u32,
 }
 
-thread_local! {
-    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+impl<C> Default for Pool<C> {
+    fn default() -> Self {
+        Self { idle: HashMap::default(), checkouts: 0 }
+    }
 }
 
-impl Pool {
-    fn take(&mut self, addr: &str) -> Option<SendRequest<Upstream>> {
+thread_local! {
+    /// hyper connections, for requests whose bodies stream from the client.
+    static POOL: RefCell<Pool<SendRequest<Upstream>>> = RefCell::new(Pool::default());
+    /// Connections the request's own task drives ([`h1`]), for buffered requests.
+    static RAW: RefCell<Pool<h1::Conn>> = RefCell::new(Pool::default());
+}
+
+impl<C: Pooled> Pool<C> {
+    fn take(&mut self, addr: &str) -> Option<C> {
         self.checkouts = self.checkouts.wrapping_add(1);
         if self.checkouts.is_multiple_of(SWEEP_EVERY) {
             self.sweep(Instant::now());
         }
         let list = self.idle.get_mut(addr)?;
         // Most recently used first: it is the likeliest to be alive, and the others age out.
-        while let Some(c) = list.pop() {
-            if !c.tx.is_closed() {
-                return Some(c.tx);
+        while let Some(mut c) = list.pop() {
+            if c.conn.alive() {
+                return Some(c.conn);
             }
         }
         None
     }
 
-    fn put(&mut self, addr: &str, tx: SendRequest<Upstream>) {
-        if tx.is_closed() {
+    fn put(&mut self, addr: &str, mut conn: C) {
+        if !conn.alive() {
             return;
         }
-        let idle = Idle { tx, since: Instant::now() };
+        let idle = Idle { conn, since: Instant::now() };
         match self.idle.get_mut(addr) {
             Some(list) if list.len() < MAX_IDLE_PER_ENDPOINT => list.push(idle),
             Some(_) => {}
@@ -122,7 +156,7 @@ impl Pool {
 
     fn sweep(&mut self, now: Instant) {
         for list in self.idle.values_mut() {
-            list.retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT);
+            list.retain_mut(|c| c.conn.alive() && now.duration_since(c.since) < IDLE_TIMEOUT);
         }
         self.idle.retain(|_, list| !list.is_empty());
     }
@@ -140,6 +174,33 @@ impl Lease {
     pub fn release(self, addr: &str) {
         POOL.with_borrow_mut(|p| p.put(addr, self.tx));
     }
+}
+
+/// Returns a connection whose response was read to the end to this thread's pool for `addr`.
+pub fn release_conn(addr: &str, conn: h1::Conn) {
+    RAW.with_borrow_mut(|p| p.put(addr, conn));
+}
+
+/// Sends `req` with its buffered `body` to `addr` on a pooled connection, or a new one, and
+/// reads the response head, all in the caller's task. A pooled connection that fails while
+/// the request is written is replaced by a new one at no risk: an incomplete request is not
+/// acted on.
+pub async fn send_buffered(
+    addr: &str,
+    parts: &http::request::Parts,
+    fwd: &Forwarding,
+    body: &Bytes,
+) -> Result<Response<h1::Body>, SendError> {
+    if let Some(mut conn) = RAW.with_borrow_mut(|p| p.take(addr)) {
+        match conn.write_request(parts, fwd, addr, body).await {
+            Ok(()) => return conn.read_response(&parts.method).await.map_err(SendError::H1),
+            Err(e) => tracing::debug!(endpoint = addr, error = %e, "pooled connection closed"),
+        }
+    }
+    // Boxed: connecting is rare once the pool is warm.
+    let mut conn = h1::Conn::new(Box::pin(tcp(addr)).await?);
+    conn.write_request(parts, fwd, addr, body).await.map_err(SendError::H1)?;
+    conn.read_response(&parts.method).await.map_err(SendError::H1)
 }
 
 /// Sends `req` to `addr` over a pooled connection, or a new one. A pooled connection that
@@ -168,6 +229,18 @@ pub async fn send(
 }
 
 async fn connect(addr: &str) -> Result<SendRequest<Upstream>, SendError> {
+    let stream = tcp(addr).await?;
+    let (tx, conn) = Builder::new().handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "endpoint connection ended with an error");
+        }
+    });
+    Ok(tx)
+}
+
+/// A new TCP connection to `addr`, with `TCP_NODELAY`.
+async fn tcp(addr: &str) -> Result<TcpStream, SendError> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(SendError::Connect(e)),
@@ -179,13 +252,7 @@ async fn connect(addr: &str) -> Result<SendRequest<Upstream>, SendError> {
         }
     };
     stream.set_nodelay(true).map_err(SendError::Connect)?;
-    let (tx, conn) = Builder::new().handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "endpoint connection ended with an error");
-        }
-    });
-    Ok(tx)
+    Ok(stream)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use super::{MAX_BUFFERED, RetryType, headers};
 use crate::balance::hash_bytes;
-use crate::body::{BoxError, Idle, Upstream};
+use crate::body::{BoxError, Idle};
 
 /// The request body as the tries see it.
 pub(super) enum ReqBody {
@@ -80,13 +80,13 @@ pub(super) fn session_key(
 /// pool, so the target is origin-form (`/path?query`) with the client's `Host`; HTTP/2 goes
 /// through a client that needs the absolute URI and derives `:authority` from it. `headers`
 /// are moved in when no other try will need them.
-pub(super) fn upstream_request(
+pub(super) fn upstream_request<B>(
     parts: &http::request::Parts,
     headers: HeaderMap,
     address: &str,
     h2: bool,
-    body: Upstream,
-) -> Result<Request<Upstream>, String> {
+    body: B,
+) -> Result<Request<B>, String> {
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.headers_mut() = headers;
@@ -123,6 +123,7 @@ pub(super) fn upstream_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::Upstream;
 
     fn parts(uri: &str, host: Option<&str>) -> http::request::Parts {
         let mut b = Request::get(uri);

@@ -1,0 +1,349 @@
+//! A small HTTP/1.1 client for the common try: a request whose body is already in memory,
+//! written to a pooled endpoint connection and answered on it, all inside the request's own
+//! task. hyper's client would run every connection as a task of its own, reached through
+//! channels, so each request would hop between two tasks several times; here the request
+//! task writes the request, reads the response head and then (through [`Body`]) the response
+//! body straight from the socket. Requests whose bodies stream from the client still go
+//! through hyper (`pool`), which can send and receive at once.
+//!
+//! Framing follows RFC 9112 section 6.3: no body after `HEAD`, 1xx, 204 and 304; chunked when
+//! `Transfer-Encoding` ends in `chunked`; else `Content-Length`; else until the endpoint
+//! closes. A connection is reused only after a complete, well-framed exchange that neither
+//! side asked to close.
+
+mod body;
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+pub use body::Body;
+
+use super::headers::Forwarding;
+
+/// Most header lines a response head may have (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// Largest response head (or chunk-size line, or trailer block) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+const _: () = assert!(MAX_HEAD < u32::MAX as usize);
+/// Bytes read from the socket at a time at least.
+const READ_SIZE: usize = 8 * 1024;
+/// Bodies up to this size are copied behind the head and go out in one write.
+const COPY_BODY: usize = 16 * 1024;
+
+/// One endpoint connection with the bytes read from it and not yet used.
+#[derive(Debug)]
+pub struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+    wbuf: Vec<u8>,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing the request failed: the endpoint got nothing it could act on.
+    #[error("sending the request: {0}")]
+    Write(io::Error),
+    /// Reading the response failed or the endpoint closed before a full head.
+    #[error("reading the response: {0}")]
+    Read(io::Error),
+    /// The endpoint's answer is not HTTP/1.1 we accept.
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    Eof,
+}
+
+impl Conn {
+    /// Wraps a connected stream.
+    pub fn new(io: TcpStream) -> Self {
+        Self { io, buf: BytesMut::new(), wbuf: Vec::new() }
+    }
+
+    /// Whether an idle connection can carry a request: nothing arrived on it since its last
+    /// exchange (an endpoint that closed it has sent its FIN). Costs no system call unless
+    /// the runtime's readiness flag is set; leaves a no-op waker behind, so an idle
+    /// connection holds no finished request task's waker.
+    pub fn is_reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                // The flag may be stale (the last read filled its buffer exactly): ask the
+                // socket, which clears it when nothing is there.
+                let mut one = [0u8; 1];
+                match self.io.try_read(&mut one) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.io.poll_read_ready(&mut cx).is_pending()
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// Writes the request `parts` describe, with `fwd`'s headers and `body`, to `address`.
+    /// Nothing of the request was acted on if this fails.
+    pub async fn write_request(
+        &mut self,
+        parts: &Parts,
+        fwd: &Forwarding,
+        address: &str,
+        body: &Bytes,
+    ) -> Result<(), Error> {
+        encode(parts, fwd, address, body.len(), &mut self.wbuf);
+        let copy = body.len() <= COPY_BODY;
+        if copy {
+            self.wbuf.extend_from_slice(body);
+        }
+        self.io.write_all(&self.wbuf).await.map_err(Error::Write)?;
+        if !copy {
+            self.io.write_all(body).await.map_err(Error::Write)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the response head (skipping 1xx interim responses) and returns the response
+    /// with a body that reads the rest from this connection.
+    pub async fn read_response(mut self, method: &Method) -> Result<Response<Body>, Error> {
+        loop {
+            let Some((parts, framing, keep_alive)) = self.take_head(method)? else {
+                if self.buf.len() >= MAX_HEAD {
+                    return Err(Error::Invalid("response head too large"));
+                }
+                self.fill().await?;
+                continue;
+            };
+            return Ok(Response::from_parts(parts, Body::new(self, framing, keep_alive)));
+        }
+    }
+
+    /// Splits a complete final response head off the buffer (dropping 1xx interim ones):
+    /// `None` while incomplete. Synchronous, so its scratch arrays never live in a future.
+    fn take_head(
+        &mut self,
+        method: &Method,
+    ) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
+        loop {
+            let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+            let Some(head) = parse_head(&self.buf, &mut slots, &mut spans)? else {
+                return Ok(None);
+            };
+            let bytes = self.buf.split_to(head.len).freeze();
+            if head.status.is_informational() {
+                if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(Error::Invalid("unexpected protocol switch"));
+                }
+                continue;
+            }
+            let headers = head_map(&bytes, &spans[..head.count])?;
+            let (framing, keep_alive) = framing(method, head.status, &headers)?;
+            let keep_alive =
+                keep_alive && head.version == Version::HTTP_11 && !wants_close(&headers);
+            let (mut parts, ()) = Response::new(()).into_parts();
+            parts.status = head.status;
+            parts.version = head.version;
+            parts.headers = headers;
+            return Ok(Some((parts, framing, keep_alive)));
+        }
+    }
+
+    /// Reads more bytes into the buffer; the endpoint closing is an error.
+    async fn fill(&mut self) -> Result<(), Error> {
+        self.buf.reserve(READ_SIZE);
+        match self.io.read_buf(&mut self.buf).await {
+            Ok(0) => Err(Error::Read(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::Read(e)),
+        }
+    }
+
+    /// Polls a read of more bytes into the buffer; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        let read = self.io.read_buf(&mut self.buf);
+        std::pin::pin!(read).poll(cx)
+    }
+}
+
+use std::future::Future as _;
+
+/// Where a header's name and value lie in the head: name start and end, value start and end.
+type Span = (u32, u32, u32, u32);
+
+/// A parsed head; its headers are positions into the buffer, so no value is copied.
+struct Head {
+    len: usize,
+    status: StatusCode,
+    version: Version,
+    count: usize,
+}
+
+/// Parses a response head at the start of `buf`, its headers into `spans`: `None` while
+/// incomplete.
+fn parse_head<'b>(
+    buf: &'b [u8],
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+    spans: &mut [Span],
+) -> Result<Option<Head>, Error> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut resp = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut resp, buf, slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::Invalid("too many headers")),
+        Err(_) => return Err(Error::Invalid("malformed response head")),
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Error::Invalid("bad status code"))?;
+    let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+    let base = buf.as_ptr() as usize;
+    // Offsets fit: the head is at most MAX_HEAD bytes.
+    let at = |part: &[u8]| {
+        let start = (part.as_ptr() as usize).saturating_sub(base) as u32;
+        (start, start + part.len() as u32)
+    };
+    for (slot, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        let (name, value) = (at(h.name.as_bytes()), at(h.value));
+        *slot = (name.0, name.1, value.0, value.1);
+    }
+    Ok(Some(Head { len, status, version, count: resp.headers.len() }))
+}
+
+/// The header map of a head, its values sharing the head's bytes, with room for the
+/// `x-request-id` the router adds.
+fn head_map(bytes: &Bytes, spans: &[Span]) -> Result<HeaderMap, Error> {
+    let mut map = HeaderMap::with_capacity(spans.len() + 1);
+    for &(ns, ne, vs, ve) in spans {
+        let name = HeaderName::from_bytes(&bytes[ns as usize..ne as usize])
+            .map_err(|_| Error::Invalid("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(vs as usize..ve as usize))
+            .map_err(|_| Error::Invalid("bad header value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// The body's framing, and whether it lets the connection be reused.
+fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<(Framing, bool), Error> {
+    if method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, true));
+    }
+    if h.contains_key(TRANSFER_ENCODING) {
+        let last = h.get_all(TRANSFER_ENCODING).iter().next_back();
+        let chunked = last
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+        // With both headers the message is suspect: read it, then close (RFC 9112 6.3).
+        let reuse = !h.contains_key(CONTENT_LENGTH);
+        return Ok(if chunked { (Framing::Chunked, reuse) } else { (Framing::Eof, false) });
+    }
+    let mut len = None;
+    for v in h.get_all(CONTENT_LENGTH) {
+        for part in v.to_str().map_err(|_| Error::Invalid("bad content-length"))?.split(',') {
+            let n: u64 = part.trim().parse().map_err(|_| Error::Invalid("bad content-length"))?;
+            if len.is_some_and(|l| l != n) {
+                return Err(Error::Invalid("conflicting content-length"));
+            }
+            len = Some(n);
+        }
+    }
+    Ok(match len {
+        Some(0) => (Framing::Empty, true),
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::Eof, false),
+    })
+}
+
+/// Whether the endpoint said it will close the connection.
+fn wants_close(h: &HeaderMap) -> bool {
+    h.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+/// Writes the request head into `dst`: origin-form target, the client's headers (hop-by-hop
+/// ones already gone) with the [`Forwarding`] ones, a `host` when the client sent none (an
+/// HTTP/2 client, or an absolute-form request), and a `content-length` for a non-empty body
+/// in place of the client's, which said the same.
+fn encode(parts: &Parts, fwd: &Forwarding, address: &str, body_len: usize, dst: &mut Vec<u8>) {
+    dst.clear();
+    dst.extend_from_slice(parts.method.as_str().as_bytes());
+    dst.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    dst.extend_from_slice(target.as_bytes());
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if (body_len > 0 && name == CONTENT_LENGTH) || Forwarding::replaces(name) {
+            continue;
+        }
+        header_line(dst, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !parts.headers.contains_key(HOST) {
+        let host = parts.uri.authority().map_or(address, |a| a.as_str());
+        header_line(dst, b"host", host.as_bytes());
+    }
+    fwd.encode(dst);
+    if body_len > 0 {
+        dst.extend_from_slice(b"content-length: ");
+        push_decimal(dst, body_len);
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+fn header_line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal, without going through the formatter.
+fn push_decimal(dst: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    dst.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests;
