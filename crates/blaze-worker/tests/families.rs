@@ -1,42 +1,30 @@
-//! Each model family through the production loading path (`model::load` on a folder or a
-//! .gguf file), against candle-transformers' own implementation of that family over the
-//! same tiny random-weight files: logits of a prompt and of greedy decode steps agree, the
-//! greedy tokens are the same, and a batch of two sequences of different lengths decodes
-//! the same tokens as each sequence alone.
+//! Each model family through the production loading path (`file://` folder or .gguf file
+//! to `LoadedModel`), against candle-transformers' own implementation of that family over
+//! the same tiny random-weight files: logits of a prompt and of greedy decode steps agree,
+//! the greedy tokens are the same, and a batch of two sequences of different lengths
+//! decodes the same tokens as each sequence alone. Where candle has no reference (RoPE
+//! factors in GGUF files), a GGUF converted as llama.cpp does is checked against the
+//! safetensors checkpoint it came from.
 
+#[path = "support/compare.rs"]
+mod compare;
 #[path = "support/worker.rs"]
 mod support;
 #[path = "support/tiny.rs"]
 mod tiny;
 
-use std::path::Path;
-
 use blaze_worker::model::rope::RopeScaling;
-use blaze_worker::model::{KvCache, LoadOptions, LoadedModel, SeqInput, Weights};
-use blaze_worker::source::ModelSource;
+use blaze_worker::model::{KvCache, LoadedModel, Weights};
 use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{
     gemma, llama, mistral, phi3, quantized_phi3, quantized_qwen2, quantized_qwen3, qwen3,
 };
-
-/// Largest logit difference allowed. Measured: about 2e-6 for the f32 safetensors models,
-/// 0 for the GGUF ones (the same quantized kernels on both sides).
-const TOLERANCE: f32 = 1e-4;
-
-/// Largest logit difference allowed with Q8_0 weights. Both sides quantize each
-/// activation row to Q8_0 before multiplying, so a 1e-7 difference upstream (candle's
-/// quantized_qwen3 attends with its CPU flash-attention kernel, whose rounding differs
-/// from a plain softmax) can flip one rounding step and move logits by a few hundredths
-/// (0.045 the largest seen); a wrong layout moves them by 0.5 or more.
-const QUANTIZED_TOLERANCE: f32 = 0.2;
-
-/// Greedy steps each check runs after the prompt.
-const STEPS: usize = 6;
-
-/// A reference forward: token ids and the position of the first, to last-token logits.
-type Reference<'a> = Box<dyn FnMut(&[u32], usize) -> Tensor + 'a>;
+use compare::{
+    QUANTIZED_TOLERANCE, TOLERANCE, batch_of_one, batched_equals_alone, gguf_content, hf_config,
+    load_uri, matches_reference, var_builder,
+};
 
 fn hf_model(family: &str) -> (tempfile::TempDir, LoadedModel) {
     hf_model_with(family, serde_json::json!({}))
@@ -49,110 +37,12 @@ fn hf_model_with(family: &str, extra: serde_json::Value) -> (tempfile::TempDir, 
     (dir, model)
 }
 
-/// Loads `path` as the worker does a `--model file://PATH`.
-fn load_uri(path: &Path, weights: Weights) -> LoadedModel {
-    let uri = format!("file://{}", path.display());
-    let ModelSource::Path(path) = ModelSource::parse(&uri).unwrap() else {
-        panic!("{uri} is not a local path")
-    };
-    blaze_worker::model::load_with(&path, &Device::Cpu, LoadOptions { weights }).unwrap()
-}
-
-fn hf_config<T: serde::de::DeserializeOwned>(dir: &Path) -> T {
-    serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap()
-}
-
-fn var_builder(dir: &Path) -> VarBuilder<'static> {
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu).unwrap()
-}
-
 /// Writes `arch` as GGUF with `dtype` projections and loads it with `weights`.
 fn gguf_model(arch: &str, dtype: GgmlDType, weights: Weights) -> (tempfile::TempDir, LoadedModel) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("tiny-{arch}.gguf"));
     tiny::write_gguf(&path, arch, dtype);
     (dir, load_uri(&path, weights))
-}
-
-fn gguf_content(dir: &Path) -> (gguf_file::Content, std::fs::File) {
-    let path = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
-    let mut file = std::fs::File::open(path).unwrap();
-    (gguf_file::Content::read(&mut file).unwrap(), file)
-}
-
-/// `ids` as the `[1, n]` batch candle-transformers' models take.
-fn batch_of_one(ids: &[u32]) -> Tensor {
-    Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap()
-}
-
-fn argmax(logits: &[f32]) -> u32 {
-    blaze_worker::sampling::argmax(logits)
-}
-
-/// Our logits and the reference's agree within `tolerance` for the prompt and each greedy
-/// step, and (if `tokens`) both pick the same greedy tokens.
-fn matches_reference(
-    model: &LoadedModel,
-    mut reference: Reference<'_>,
-    tolerance: f32,
-    tokens: bool,
-) {
-    let mut ours_cache = KvCache::default();
-    let mut input = model.encode_prompt("Tiny families say hello!").unwrap();
-    let (mut ours_tokens, mut theirs_tokens) = (Vec::new(), Vec::new());
-    let mut pos = 0;
-    for step in 0..=STEPS {
-        let ours = model.llama.forward_one(&input, &mut ours_cache).unwrap().to_vec1::<f32>();
-        let ours = ours.unwrap();
-        let theirs = reference(&input, pos).flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(ours.len(), theirs.len(), "vocabulary sizes differ");
-        let diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(diff < tolerance, "logits differ by {diff} at step {step} (position {pos})");
-        ours_tokens.push(argmax(&ours));
-        theirs_tokens.push(argmax(&theirs));
-        pos += input.len();
-        input = vec![argmax(&ours)];
-    }
-    if tokens {
-        assert_eq!(ours_tokens, theirs_tokens, "greedy tokens differ");
-    }
-}
-
-/// Greedy tokens of one sequence decoded alone.
-fn alone(model: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut cache = KvCache::default();
-    let mut input = prompt.to_vec();
-    (0..n)
-        .map(|_| {
-            let logits = model.llama.forward_one(&input, &mut cache).unwrap();
-            let next = argmax(&logits.to_vec1::<f32>().unwrap());
-            input = vec![next];
-            next
-        })
-        .collect()
-}
-
-/// Two prompts of different lengths prefilled and decoded in one batch give the tokens
-/// each gives alone.
-fn batched_equals_alone(model: &LoadedModel) {
-    let prompts = ["Hi", "A much longer prompt, to differ in length"]
-        .map(|p| model.encode_prompt(p).unwrap());
-    let want = prompts.clone().map(|p| alone(model, &p, STEPS));
-    let mut caches = [KvCache::default(), KvCache::default()];
-    let mut inputs = prompts.clone();
-    let mut got: [Vec<u32>; 2] = Default::default();
-    for _ in 0..STEPS {
-        let [a, b] = &mut caches;
-        let mut seqs =
-            [SeqInput { tokens: &inputs[0], cache: a }, SeqInput { tokens: &inputs[1], cache: b }];
-        let logits = model.llama.forward(&mut seqs).unwrap().to_vec2::<f32>().unwrap();
-        for (i, row) in logits.iter().enumerate() {
-            got[i].push(argmax(row));
-            inputs[i] = vec![argmax(row)];
-        }
-    }
-    assert_eq!(got, want, "batched greedy differs from unbatched");
 }
 
 /// Llama 3.1's RoPE rescaling, with a pretraining context short enough that the tiny
@@ -197,7 +87,8 @@ fn llama_gguf_with_rope_freqs_matches_its_safetensors_checkpoint() {
     let blended = divisors.iter().any(|&d| d > 1.01 && d < 7.99);
     assert!(near(1.0) && near(8.0) && blended, "all three bands: {divisors:?}");
     let path = dir.path().join("llama.gguf");
-    tiny::llama_hf_to_gguf(dir.path(), &path, Some(divisors));
+    let rope = vec![("rope_freqs.weight", divisors)];
+    tiny::hf_to_gguf(dir.path(), &path, "llama", dim, vec![], rope);
     let gguf = blaze_worker::model::load(&path, &Device::Cpu).unwrap();
     let mut cache = KvCache::default();
     let reference = move |ids: &[u32], _pos| hf.llama.forward_one(ids, &mut cache).unwrap();
@@ -318,6 +209,69 @@ fn mistral_safetensors_matches_candle_mistral() {
         |config, vb| mistral::Model::new(config, vb).unwrap(),
         |model, x, pos| model.forward(x, pos).unwrap(),
     );
+}
+
+/// Phi-3.5 / Phi-4's LongRoPE: served up to the pretraining context with the short factors.
+/// candle's phi3 multiplies frequencies by the factors where transformers and llama.cpp
+/// divide by them, so it is the reference only with factors of 1 (the loading path and the
+/// partial rotary under it); the factors' direction and the cos/sin scale are checked in
+/// the rope unit tests and against the GGUF conversion below.
+#[test]
+fn phi3_longrope_loads_and_matches_candle_phi3_with_unit_factors() {
+    let ones = vec![1.0; 4];
+    let longrope = serde_json::json!({
+        "rope_scaling": { "type": "longrope", "short_factor": ones, "long_factor": ones },
+        "original_max_position_embeddings": tiny::CONTEXT,
+    });
+    let (dir, model) = hf_model_with("phi3", longrope);
+    let RopeScaling::LongRope { attention_factor, .. } = model.llama.config().rope_scaling else {
+        panic!("longrope not read: {:?}", model.llama.config().rope_scaling)
+    };
+    assert_eq!(attention_factor, 1.0, "context not stretched");
+    let mut stock = phi3::Model::new(&hf_config(dir.path()), var_builder(dir.path())).unwrap();
+    let reference = |ids: &[u32], pos| stock.forward(&batch_of_one(ids), pos).unwrap();
+    matches_reference(&model, Box::new(reference), TOLERANCE, true);
+
+    let stretched = serde_json::json!({
+        "rope_scaling": { "type": "longrope", "short_factor": [1.0, 1.5, 2.0, 4.0],
+                          "long_factor": [2.0, 3.0, 4.0, 8.0] },
+        "original_max_position_embeddings": 64,
+    });
+    let (_dir, model) = hf_model_with("phi3", stretched);
+    assert_eq!(model.llama.config().max_seq_len, 64, "served up to the pretraining context");
+    let factor = model.llama.config().rope_scaling.attention_factor();
+    let want = (1.0 + (tiny::CONTEXT as f32 / 64.0).ln() / 64f32.ln()).sqrt();
+    assert!((factor - want).abs() < 1e-6, "attention factor {factor}, want {want}");
+}
+
+/// A Phi-3 GGUF as llama.cpp converts one from a LongRoPE checkpoint (fused projections,
+/// partial rotary, `rope_factors_short` / `_long`, the pretraining context and the cos/sin
+/// scale in the metadata) gives the logits of the safetensors checkpoint it came from.
+#[test]
+fn phi3_gguf_with_longrope_matches_its_safetensors_checkpoint() {
+    let (short, long) = (vec![1.0f32, 1.5, 2.0, 4.0], vec![2.0f32, 3.0, 4.0, 8.0]);
+    let stretched = serde_json::json!({
+        "rope_scaling": { "type": "longrope", "short_factor": short, "long_factor": long },
+        "original_max_position_embeddings": 64,
+    });
+    let (dir, hf) = hf_model_with("phi3", stretched);
+    let scale = tiny::CONTEXT as f32 / 64.0;
+    let attn_factor = (1.0 + scale.ln() / 64f32.ln()).sqrt();
+    let meta = |k: &str, v| (format!("phi3.rope.scaling.{k}"), v);
+    let extra = vec![
+        meta("original_context_length", gguf_file::Value::U32(64)),
+        meta("attn_factor", gguf_file::Value::F32(attn_factor)),
+    ];
+    let factors = vec![("rope_factors_short.weight", short), ("rope_factors_long.weight", long)];
+    let path = dir.path().join("phi3.gguf");
+    let rotary_dim = hf.llama.config().rotary_dim;
+    tiny::hf_to_gguf(dir.path(), &path, "phi3", rotary_dim, extra, factors);
+    let gguf = load_uri(&path, Weights::Stored);
+    assert_eq!(gguf.llama.config().max_seq_len, 64);
+    assert_eq!(gguf.llama.config().rotary_dim, 8);
+    let mut cache = KvCache::default();
+    let reference = move |ids: &[u32], _pos| hf.llama.forward_one(ids, &mut cache).unwrap();
+    matches_reference(&gguf, Box::new(reference), TOLERANCE, true);
 }
 
 /// A sliding window shorter than the declared context caps the context at the window, so

@@ -9,14 +9,15 @@ use crate::{Error, Result};
 pub enum Family {
     /// Llama 2/3, SmolLM and the many llama-architecture checkpoints.
     Llama,
-    /// Mistral: llama's layout; a `sliding_window` caps the context (see the safetensors
-    /// loader).
+    /// Mistral: llama's layout; a `sliding_window` caps the served context at the window
+    /// (see [`super::safetensors::HfConfig::llama_config`]).
     Mistral,
     /// Qwen2 / Qwen2.5: biases on the q/k/v projections.
     Qwen2,
     /// Qwen3: RMSNorm over each query and key head before RoPE, `head_dim` from the config.
     Qwen3,
-    /// Phi-3: fused qkv and gate/up projections, optionally partial rotary.
+    /// Phi-3: fused qkv and gate/up projections (split at load), optionally partial
+    /// rotary; a `sliding_window` caps the context as for mistral. LongRoPE is refused.
     Phi3,
     /// Gemma: GELU (tanh) MLP, RMSNorm scaling by `1 + w`, embeddings scaled by
     /// `sqrt(hidden_size)`, tied output head, `head_dim` from the config.

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use super::Weights;
 use super::family::{Activation, Family};
 use super::llama::{Block, Linear, Llama, LlamaConfig};
-use super::rope::RopeScaling;
+use super::rope::{RopeScaling, longrope_attention_factor};
 use crate::{Error, Result};
 
 /// What a GGUF file holds: the model and the metadata the tokenizer and chat template need.
@@ -36,27 +36,11 @@ pub fn load(path: &Path, device: &Device, weights: Weights) -> Result<GgufModel>
     let content = gguf_file::Content::read(&mut file)?;
     let arch = metadata_str(&content, "general.architecture")?;
     let family = Family::from_gguf_architecture(&arch)?;
-    if content.tensor_infos.keys().any(|name| name.starts_with("rope_factors")) {
-        return Err(Error::Unsupported(format!(
-            "GGUF architecture {arch} with LongRoPE factors (rope_factors_*)"
-        )));
-    }
     let meta = Meta { content: &content, arch: &arch };
     let mut config = config(&meta, family)?;
     let layers = meta.num("block_count")?;
     let mut reader = TensorReader { content: &content, file: &mut file, device, weights };
-    if reader.has("rope_freqs.weight") {
-        // Llama 3.1's RoPE rescaling, as llama.cpp stores it: a divisor per frequency.
-        let divisors = reader.dense("rope_freqs.weight")?.to_dtype(DType::F32)?.to_vec1()?;
-        if divisors.len() != config.rotary_dim / 2 {
-            return Err(Error::Unsupported(format!(
-                "rope_freqs.weight has {} factors for {} frequencies",
-                divisors.len(),
-                config.rotary_dim / 2
-            )));
-        }
-        config.rope_scaling = RopeScaling::Divisors(divisors);
-    }
+    rope_factors(&meta, &mut reader, &mut config)?;
     let embed_q = reader.tensor("token_embd.weight")?;
     let embed = embed_q.dequantize(device)?;
     let norm = reader.tensor("output_norm.weight")?.dequantize(device)?;
@@ -71,6 +55,30 @@ pub fn load(path: &Path, device: &Device, weights: Weights) -> Result<GgufModel>
         llama.drop_slow_dense_copies(DUAL_CHECK_ROWS)?;
     }
     Ok(GgufModel { llama, content })
+}
+
+/// RoPE rescalings llama.cpp stores as tensors: Llama 3.1's divisors (`rope_freqs`), and
+/// Phi-3.5 / Phi-4's LongRoPE (`rope_factors_short` / `_long`, served up to the
+/// pretraining context, where the short factors hold).
+fn rope_factors(
+    meta: &Meta<'_>,
+    reader: &mut TensorReader<'_>,
+    config: &mut LlamaConfig,
+) -> Result<()> {
+    if reader.has("rope_freqs.weight") {
+        config.rope_scaling = RopeScaling::Divisors(reader.factors("rope_freqs.weight")?);
+    } else if reader.has("rope_factors_short.weight") {
+        let original = meta.num("rope.scaling.original_context_length")?;
+        let context = meta.num("context_length")?;
+        let attention_factor = meta
+            .get("rope.scaling.attn_factor")
+            .and_then(|v| v.to_f32().ok())
+            .unwrap_or_else(|| longrope_attention_factor(context, original));
+        let short_factor = reader.factors("rope_factors_short.weight")?;
+        config.rope_scaling = RopeScaling::LongRope { short_factor, attention_factor };
+        config.max_seq_len = config.max_seq_len.min(original);
+    }
+    Ok(())
 }
 
 /// The `{arch}.*` metadata of a file.
@@ -152,6 +160,11 @@ impl TensorReader<'_> {
 
     fn dense(&mut self, name: &str) -> Result<Tensor> {
         Ok(self.tensor(name)?.dequantize(self.device)?)
+    }
+
+    /// A 1-D tensor's values.
+    fn factors(&mut self, name: &str) -> Result<Vec<f32>> {
+        Ok(self.dense(name)?.to_dtype(DType::F32)?.to_vec1()?)
     }
 
     fn linear(&self, w: QTensor) -> Result<Linear> {

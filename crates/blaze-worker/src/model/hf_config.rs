@@ -39,6 +39,7 @@ pub struct HfConfig {
     use_sliding_window: Option<bool>,
     #[serde(default)]
     rope_scaling: Value,
+    original_max_position_embeddings: Option<usize>,
 }
 
 fn default_eps() -> f64 {
@@ -65,8 +66,10 @@ impl HfConfig {
     /// refused as too long for the context instead of being answered with full attention.
     pub fn llama_config(&self) -> Result<LlamaConfig> {
         let family = self.family()?;
-        // Phi-3.5's LongRoPE (`longrope`) and YaRN fail here, naming the scaling.
-        let rope_scaling = RopeScaling::from_hf(&self.rope_scaling)?;
+        // YaRN and other kinds fail here, naming the scaling.
+        let (context, original) =
+            (self.max_position_embeddings, self.original_max_position_embeddings);
+        let rope_scaling = RopeScaling::from_hf(&self.rope_scaling, context, original)?;
         let head_dim = self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads);
         let rotary_dim = match self.partial_rotary_factor {
             Some(factor) => (factor * head_dim as f64) as usize,
@@ -78,8 +81,12 @@ impl HfConfig {
             Family::Llama | Family::Gemma => false,
         };
         let window = self.sliding_window.filter(|&w| windowed && w > 0);
-        let max_seq_len =
-            window.map_or(self.max_position_embeddings, |w| w.min(self.max_position_embeddings));
+        let mut max_seq_len = window.map_or(context, |w| w.min(context));
+        if let (RopeScaling::LongRope { .. }, Some(original)) = (&rope_scaling, original) {
+            // Past the pretraining context LongRoPE switches to its long factors, which
+            // would re-rotate every cached key; the worker serves up to the switch.
+            max_seq_len = max_seq_len.min(original);
+        }
         let activation = match family {
             // Gemma's MLP is GELU (tanh) whatever `hidden_act` says, as in transformers.
             Family::Gemma => match &self.hidden_activation {

@@ -124,9 +124,13 @@ impl Llama {
                 c.num_heads, c.num_kv_heads
             )));
         }
-        if !c.rotary_dim.is_multiple_of(2) || c.rotary_dim > c.head_dim {
+        let factors = c.rope_scaling.factor_count();
+        if !c.rotary_dim.is_multiple_of(2)
+            || c.rotary_dim > c.head_dim
+            || factors.is_some_and(|n| n != c.rotary_dim / 2)
+        {
             return Err(Error::Unsupported(format!(
-                "rotary dimension {} of a {}-wide head",
+                "rotary dimension {} of a {}-wide head ({factors:?} RoPE factors)",
                 c.rotary_dim, c.head_dim
             )));
         }
@@ -147,9 +151,12 @@ impl Llama {
             .to_dtype(DType::F32)?
             .reshape((config.max_seq_len, 1))?;
         let freqs = positions.matmul(&inv_freq)?;
+        let factor = f64::from(config.rope_scaling.attention_factor());
+        let scale =
+            |t: Tensor| -> Result<Tensor> { Ok(if factor == 1.0 { t } else { (t * factor)? }) };
         Ok(Self {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
+            cos: scale(freqs.cos()?)?,
+            sin: scale(freqs.sin()?)?,
             config,
             embed,
             blocks,

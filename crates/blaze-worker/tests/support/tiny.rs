@@ -187,11 +187,19 @@ fn gguf_metadata(arch: &str, a: Attention) -> Vec<(String, gguf_file::Value)> {
     ]
 }
 
-/// Converts the llama folder `dir` (from [`write_hf`]) into a GGUF file at `path` the way
-/// llama.cpp's converter does: llama.cpp names, q/k rows permuted for interleaved RoPE, f32
-/// tensors, and `rope_divisors` (if any) as `rope_freqs.weight`.
-pub fn llama_hf_to_gguf(dir: &Path, path: &Path, rope_divisors: Option<Vec<f32>>) {
-    let a = attention("llama");
+/// Converts the llama or phi3 folder `dir` (from [`write_hf`]) into a GGUF file at `path`
+/// the way llama.cpp's converter does: llama.cpp names, llama's q/k rows permuted for
+/// interleaved RoPE, f32 tensors, RoPE over `rotary_dim`, plus `extra` metadata and
+/// tensors (RoPE factors).
+pub fn hf_to_gguf(
+    dir: &Path,
+    path: &Path,
+    arch: &str,
+    rotary_dim: usize,
+    extra: Vec<(String, gguf_file::Value)>,
+    extra_tensors: Vec<(&str, Vec<f32>)>,
+) {
+    let a = attention(arch);
     let hf = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     let f32 = |t: &Tensor| QTensor::quantize(t, GgmlDType::F32).unwrap();
     // Each head's rows go from [first halves, second halves] to interleaved pairs.
@@ -205,30 +213,38 @@ pub fn llama_hf_to_gguf(dir: &Path, path: &Path, rope_divisors: Option<Vec<f32>>
         ("output_norm.weight".into(), f32(&hf["model.norm.weight"])),
         ("output.weight".into(), f32(&hf["lm_head.weight"])),
     ];
-    if let Some(divisors) = rope_divisors {
-        let n = divisors.len();
-        let t = Tensor::from_vec(divisors, n, &Device::Cpu).unwrap();
-        tensors.push(("rope_freqs.weight".into(), f32(&t)));
+    for (name, values) in extra_tensors {
+        let n = values.len();
+        tensors.push((name.into(), f32(&Tensor::from_vec(values, n, &Device::Cpu).unwrap())));
     }
     for i in 0..LAYERS {
         let hf_name = |n: &str| format!("model.layers.{i}.{n}.weight");
-        let names = [
-            ("attn_v", "self_attn.v_proj"),
+        let mut names = vec![
             ("attn_output", "self_attn.o_proj"),
-            ("ffn_gate", "mlp.gate_proj"),
-            ("ffn_up", "mlp.up_proj"),
             ("ffn_down", "mlp.down_proj"),
             ("attn_norm", "input_layernorm"),
             ("ffn_norm", "post_attention_layernorm"),
         ];
+        if arch == "phi3" {
+            names.extend([("attn_qkv", "self_attn.qkv_proj"), ("ffn_up", "mlp.gate_up_proj")]);
+        } else {
+            let split = [("attn_v", "self_attn.v_proj"), ("ffn_gate", "mlp.gate_proj")];
+            names.extend(split.into_iter().chain([("ffn_up", "mlp.up_proj")]));
+        }
         let mut put = |name: &str, t: QTensor| tensors.push((format!("blk.{i}.{name}.weight"), t));
         for (gguf, hf_n) in names {
             put(gguf, f32(&hf[&hf_name(hf_n)]));
         }
-        put("attn_q", permute(&hf[&hf_name("self_attn.q_proj")], HEADS));
-        put("attn_k", permute(&hf[&hf_name("self_attn.k_proj")], a.kv_heads));
+        if arch != "phi3" {
+            put("attn_q", permute(&hf[&hf_name("self_attn.q_proj")], HEADS));
+            put("attn_k", permute(&hf[&hf_name("self_attn.k_proj")], a.kv_heads));
+        }
     }
-    let metadata = gguf_metadata("llama", a);
+    let mut metadata = gguf_metadata(arch, a);
+    let rope_key = format!("{arch}.rope.dimension_count");
+    metadata.retain(|(k, _)| *k != rope_key);
+    metadata.push((rope_key, gguf_file::Value::U32(rotary_dim as u32)));
+    metadata.extend(extra);
     let metadata: Vec<(&str, &gguf_file::Value)> =
         metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
