@@ -6,6 +6,9 @@
 //! gemma ([`family::HF_MODEL_TYPES`]); GGUF llama, qwen2, qwen3 and phi3
 //! ([`family::GGUF_ARCHITECTURES`], which also takes `mistral`). Any other `model_type` or
 //! `general.architecture` fails at load with an error naming it and the supported ones.
+//! GGUF files also need their tokenizer to be byte-level BPE (`tokenizer.ggml.model =
+//! gpt2`, as Qwen, Llama 3, SmolLM and Phi-4 ship); SentencePiece ones (`llama`: Phi-3,
+//! Gemma, Mistral, Llama 2) fail at the tokenizer.
 
 pub mod family;
 pub mod gguf;
