@@ -6,9 +6,9 @@
 //! gemma ([`family::HF_MODEL_TYPES`]); GGUF llama, qwen2, qwen3 and phi3
 //! ([`family::GGUF_ARCHITECTURES`], which also takes `mistral`). Any other `model_type` or
 //! `general.architecture` fails at load with an error naming it and the supported ones.
-//! GGUF files also need their tokenizer to be byte-level BPE (`tokenizer.ggml.model =
-//! gpt2`, as Qwen, Llama 3, SmolLM and Phi-4 ship); SentencePiece ones (`llama`: Phi-3,
-//! Gemma, Mistral, Llama 2) fail at the tokenizer.
+//! GGUF tokenizers are byte-level BPE (`tokenizer.ggml.model = gpt2`, as Qwen, Llama 3,
+//! SmolLM and Phi-4 ship) or SentencePiece (`llama`: Phi-3, Mistral, Llama 2); see
+//! [`crate::tokenizer`].
 
 pub mod family;
 pub mod gguf;
@@ -46,13 +46,14 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Token ids of a prompt, with the BOS token when the model wants one.
+    /// Token ids of a prompt, with the BOS (and EOS) token when the model wants one.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         if let Some(bos) = self.bos_id {
             ids.push(bos);
         }
         ids.extend(self.tokenizer.encode(text)?);
+        ids.extend(self.tokenizer.prompt_specials().eos);
         Ok(ids)
     }
 }
@@ -159,20 +160,12 @@ fn load_gguf(file: &Path, device: &Device, options: LoadOptions) -> Result<Loade
     let id = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
     let eos = id("tokenizer.ggml.eos_token_id");
     let bos = id("tokenizer.ggml.bos_token_id");
-    let add_bos =
-        content.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok());
     let template =
         content.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
     let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_token(i)).unwrap_or_default();
     let chat = ChatTemplate::new(template, token(bos), token(eos))?;
     let eos_ids = stop_ids(&tokenizer, eos.into_iter().collect());
-    Ok(LoadedModel {
-        llama,
-        chat,
-        eos_ids,
-        bos_id: if add_bos == Some(true) { bos } else { None },
-        tokenizer,
-    })
+    Ok(LoadedModel { llama, chat, eos_ids, bos_id: tokenizer.prompt_specials().bos, tokenizer })
 }
 
 fn load_hf_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {

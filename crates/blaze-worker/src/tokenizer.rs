@@ -3,19 +3,20 @@
 
 use std::path::Path;
 
+mod gguf;
+mod pre;
+
 use candle_core::quantized::gguf_file;
-use tokenizers::decoders::byte_level::ByteLevel;
-use tokenizers::models::bpe::BPE;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, PreTokenizerWrapper};
+
+pub use gguf::PromptSpecials;
 
 use crate::{Error, Result};
 
-/// A tokenizer plus the ids generation stops at.
+/// A tokenizer, plus the tokens it adds around a prompt.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    specials: PromptSpecials,
 }
 
 impl Tokenizer {
@@ -23,70 +24,21 @@ impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner =
             tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(Self { inner })
+        Ok(Self { inner, specials: PromptSpecials::default() })
     }
 
-    /// Builds the tokenizer a GGUF file describes in its `tokenizer.ggml.*` metadata.
-    /// Supports byte-level BPE (`tokenizer.ggml.model = gpt2`), what llama 3, qwen, SmolLM
-    /// and most recent models use.
+    /// Builds the tokenizer a GGUF file describes in its `tokenizer.ggml.*` metadata:
+    /// byte-level BPE (`tokenizer.ggml.model = gpt2`: Llama 3, Qwen, SmolLM, Phi-4), words
+    /// split as `tokenizer.ggml.pre` names, or SentencePiece (`llama`: Llama 2, Mistral,
+    /// Phi-3, Gemma) with byte fallback.
     pub fn from_gguf(content: &gguf_file::Content) -> Result<Self> {
-        let get = |key: &str| {
-            content
-                .metadata
-                .get(key)
-                .ok_or_else(|| Error::Tokenizer(format!("GGUF metadata {key} missing")))
-        };
-        let model = get("tokenizer.ggml.model")?.to_string()?.clone();
-        if model != "gpt2" {
-            return Err(Error::Tokenizer(format!(
-                "GGUF tokenizer model {model:?} (supported: gpt2 byte-level BPE)"
-            )));
-        }
-        let tokens: Vec<String> = get("tokenizer.ggml.tokens")?
-            .to_vec()?
-            .iter()
-            .map(|v| v.to_string().cloned())
-            .collect::<Result<_, _>>()?;
-        let merges: Vec<(String, String)> = get("tokenizer.ggml.merges")?
-            .to_vec()?
-            .iter()
-            .map(|v| {
-                let m = v.to_string()?;
-                let (a, b) = m.split_once(' ').unwrap_or((m.as_str(), ""));
-                Ok((a.to_string(), b.to_string()))
-            })
-            .collect::<Result<_>>()?;
-        let types: Vec<i32> = match content.metadata.get("tokenizer.ggml.token_type") {
-            Some(v) => v.to_vec()?.iter().map(|t| t.to_i32()).collect::<Result<_, _>>()?,
-            None => Vec::new(),
-        };
-        let vocab: tokenizers::models::bpe::Vocab =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let byte_level = ByteLevel::new(false, true, true);
-        let pre =
-            content.metadata.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned();
-        let pre_tokenizer: PreTokenizerWrapper = if pre.as_deref() == Some("smollm") {
-            // SmolLM splits digits one by one before the byte-level split.
-            Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
-        } else {
-            byte_level.into()
-        };
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        inner.with_decoder(Some(byte_level));
-        // Control (3) and user-defined (4) tokens are matched whole, never split by BPE.
-        let special: Vec<AddedToken> = types
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| **t == 3 || **t == 4)
-            .map(|(i, t)| AddedToken::from(tokens[i].clone(), *t == 3))
-            .collect();
-        inner.add_special_tokens(special).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(Self { inner })
+        let built = gguf::build(content)?;
+        Ok(Self { inner: built.tokenizer, specials: built.specials })
+    }
+
+    /// The tokens the model's own tokenizer adds around a prompt.
+    pub fn prompt_specials(&self) -> PromptSpecials {
+        self.specials
     }
 
     /// Token ids of `text`; special tokens written in the text are recognised.
@@ -131,7 +83,8 @@ impl StreamDecoder {
         self.ids.push(id);
         let before = tokenizer.decode(&self.ids[self.prefix..self.read])?;
         let now = tokenizer.decode(&self.ids[self.prefix..])?;
-        // A UTF-8 character spans at most 4 tokens of byte-level BPE; past that, the
+        // A UTF-8 character spans at most 4 byte tokens (byte-level BPE or SentencePiece's
+        // byte fallback); past that, the
         // replacement character is what the model really produced.
         let incomplete = now.ends_with('\u{fffd}') && self.ids.len() - self.read < 4;
         if now.len() > before.len() && !incomplete {
