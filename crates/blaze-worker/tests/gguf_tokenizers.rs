@@ -13,6 +13,7 @@ mod tiny;
 
 use std::path::Path;
 
+use blaze_worker::chat::Message;
 use blaze_worker::model::{KvCache, LoadedModel, Weights};
 use blaze_worker::tokenizer::{PromptSpecials, StreamDecoder, Tokenizer};
 use candle_core::quantized::gguf_file::{self, Value};
@@ -148,9 +149,28 @@ fn without_a_space_prefix_the_first_word_stays_bare() {
     assert_ne!(ids, with_prefix);
 }
 
-/// Writes a tiny Phi-3 GGUF whose tokenizer is the fixture's SentencePiece vocabulary.
+/// Phi-3's chat tokens, as llama.cpp's converter types them (user-defined, control).
+const CHAT_TOKENS: [(&str, i32); 3] = [("<|user|>", 4), ("<|assistant|>", 4), ("<|end|>", 3)];
+
+/// A Phi-3-style chat template, written for these tests.
+const CHAT_TEMPLATE: &str = "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] \
+    + '<|end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}";
+
+/// The fixture's vocabulary plus [`CHAT_TOKENS`].
+fn chat_fixture() -> Fixture {
+    let mut f = fixture();
+    for (token, ty) in CHAT_TOKENS {
+        f.tokens.push(token.into());
+        f.scores.push(0.0);
+        f.token_types.push(ty);
+    }
+    f
+}
+
+/// Writes a tiny Phi-3 GGUF whose tokenizer is the fixture's SentencePiece vocabulary with
+/// Phi-3's chat tokens and a chat template.
 fn write_phi3_with_sentencepiece(path: &Path) {
-    let f = fixture();
+    let f = chat_fixture();
     tiny::write_gguf(path, "phi3", GgmlDType::Q8_0);
     let mut file = std::fs::File::open(path).unwrap();
     let content = gguf_file::Content::read(&mut file).unwrap();
@@ -174,7 +194,13 @@ fn write_phi3_with_sentencepiece(path: &Path) {
         .filter(|(k, _)| !k.starts_with("tokenizer."))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    meta.extend(metadata(&f, &[("tokenizer.ggml.add_bos_token", Value::Bool(true))]));
+    meta.extend(metadata(
+        &f,
+        &[
+            ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+            ("tokenizer.chat_template", Value::String(CHAT_TEMPLATE.into())),
+        ],
+    ));
     drop(file);
     let meta: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -219,10 +245,19 @@ async fn a_phi3_gguf_with_a_sentencepiece_vocabulary_loads_generates_and_is_serv
         assert!(tries < 10, "greedy decoding keeps stopping early");
     };
     let ids = model.encode_prompt(prompt).unwrap();
-    let f = fixture();
+    let f = chat_fixture();
     let spm = tokenizer(&metadata(&f, &[])).encode(prompt).unwrap();
     assert_eq!(ids, [[1].as_slice(), &spm].concat(), "BOS, then the SentencePiece encoding");
-    assert_eq!(model.eos_ids, [2]);
+    let chat_id = |t: &str| model.tokenizer.token_id(t).unwrap();
+    let (user, assistant, end) =
+        (chat_id("<|user|>"), chat_id("<|assistant|>"), chat_id("<|end|>"));
+    assert_eq!(model.eos_ids, [2, end], "EOS and Phi-3's end of turn");
+    let messages = [Message { role: "user".into(), content: "Hi there".into() }];
+    let chat = model.tokenizer.encode(&model.chat.render(&messages).unwrap()).unwrap();
+    let hi = model.tokenizer.encode("\nHi there").unwrap();
+    let newline = model.tokenizer.encode("\n").unwrap();
+    let expected = [[user].as_slice(), &hi, &[end], &newline, &[assistant], &newline].concat();
+    assert_eq!(chat, expected, "chat tokens whole, text after them as new words");
 
     let uri = format!("file://{}", path.display());
     let args = ["--model", uri.as_str(), "--served-model-name", "tiny"];
@@ -241,6 +276,19 @@ async fn a_phi3_gguf_with_a_sentencepiece_vocabulary_loads_generates_and_is_serv
     assert_eq!(body["usage"]["prompt_tokens"], ids.len(), "{body}");
     assert_eq!(body["usage"]["completion_tokens"], 8, "{body}");
     assert_eq!(body["choices"][0]["text"], text, "{body}");
+
+    let body = serde_json::json!({
+        "model": "tiny", "messages": messages, "max_tokens": 4, "temperature": 0,
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", worker.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["usage"]["prompt_tokens"], chat.len(), "{body}");
 }
 
 /// A byte-level BPE vocabulary (GPT-2's 256 byte characters, then `20`, `26`, `2026` and
