@@ -271,8 +271,9 @@ fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<(Framin
     }
     let mut len = None;
     for v in h.get_all(CONTENT_LENGTH) {
-        for part in v.to_str().map_err(|_| Error::Invalid("bad content-length"))?.split(',') {
-            let n: u64 = part.trim().parse().map_err(|_| Error::Invalid("bad content-length"))?;
+        // Usually one value of plain digits; a list of equal values is allowed too.
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let n = decimal(part.trim_ascii()).ok_or(Error::Invalid("bad content-length"))?;
             if len.is_some_and(|l| l != n) {
                 return Err(Error::Invalid("conflicting content-length"));
             }
@@ -283,6 +284,18 @@ fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<(Framin
         Some(0) => (Framing::Empty, true),
         Some(n) => (Framing::Length(n), true),
         None => (Framing::Eof, false),
+    })
+}
+
+/// A non-empty run of ASCII digits as a number, if it fits.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        let d = d.wrapping_sub(b'0');
+        (d < 10).then_some(())?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
     })
 }
 

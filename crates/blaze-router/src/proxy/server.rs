@@ -4,10 +4,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::Proxy;
 
@@ -23,9 +27,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let (graceful, _) = watch::channel(());
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(CLIENT_HEADER_TIMEOUT);
+    // One write per response (head and small body copied together), as a proxy answering
+    // short requests mostly sends; large bodies still go out as they come.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(CLIENT_HEADER_TIMEOUT)
+        .writev(false);
     builder.http2().timer(TokioTimer::new()).adaptive_window(true);
     tokio::pin!(shutdown);
     loop {
@@ -48,7 +58,9 @@ pub async fn serve(
             async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
+        let conn = Graceful::new(conn, graceful.subscribe(), |c: Pin<&mut _>| {
+            auto::Connection::graceful_shutdown(c)
+        });
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "client connection ended with an error");
@@ -56,7 +68,54 @@ pub async fn serve(
         });
     }
     tracing::info!("draining connections");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    let _ = graceful.send(());
+    if tokio::time::timeout(drain, graceful.closed()).await.is_err() {
         tracing::warn!("connections still open after the drain time");
+    }
+}
+
+pin_project! {
+    /// A client connection that starts a graceful shutdown once the serve loop stops. It
+    /// registers for the signal on its first poll and afterwards only compares a version
+    /// number (hyper-util's watcher registers again on every poll, several times a request).
+    struct Graceful<C, S, F> {
+        #[pin]
+        conn: C,
+        #[pin]
+        signal: S,
+        rx: watch::Receiver<()>,
+        registered: bool,
+        shutdown: Option<F>,
+    }
+}
+
+impl<C, F> Graceful<C, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>, F> {
+    fn new(conn: C, rx: watch::Receiver<()>, shutdown: F) -> Self {
+        let mut waiting = rx.clone();
+        let signal = Box::pin(async move {
+            let _ = waiting.changed().await;
+        });
+        Self { conn, signal, rx, registered: false, shutdown: Some(shutdown) }
+    }
+}
+
+impl<C: Future, S: Future<Output = ()>, F: FnOnce(Pin<&mut C>)> Future for Graceful<C, S, F> {
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let mut this = self.project();
+        if this.shutdown.is_some() {
+            let stop = if *this.registered {
+                // A closed channel stops connections too, as hyper-util's watcher does.
+                this.rx.has_changed().unwrap_or(true)
+            } else {
+                *this.registered = true;
+                this.signal.as_mut().poll(cx).is_ready()
+            };
+            if stop && let Some(shutdown) = this.shutdown.take() {
+                shutdown(this.conn.as_mut());
+            }
+        }
+        this.conn.poll(cx)
     }
 }

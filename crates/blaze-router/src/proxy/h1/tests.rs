@@ -201,4 +201,9 @@ fn a_buffered_body_replaces_the_clients_length() {
     let mut n = Vec::new();
     push_decimal(&mut n, 1_048_576);
     assert_eq!(n, b"1048576");
+    assert_eq!(decimal(b"0"), Some(0));
+    assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+    for bad in [b"".as_slice(), b"18446744073709551616", b"+1", b"1 2", b"-0"] {
+        assert_eq!(decimal(bad), None);
+    }
 }
