@@ -7,10 +7,17 @@
 //! ratios. Needs `wrk` and `haproxy` on the PATH (`apt-get install -y wrk haproxy`).
 //!
 //! Fairness: the same `wrk` threads and connections for every target, the same thread count
-//! for both proxies, both pinned the same way (`--cpus`, default: neither), a warm-up run
-//! before every measured one, and `--rounds` rounds in which the targets take turns, each
-//! reported by its median, so a burst of load from elsewhere on the machine does not land on
-//! one target only. The router adds `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`
+//! for both proxies, both pinned to the same CPUs, a warm-up run before every measured one,
+//! and `--rounds` rounds in which the targets take turns, each reported by its median, so a
+//! burst of load from elsewhere on the machine does not land on one target only. The ratio is
+//! also given as the median of each round's own ratio (router and HAProxy measured minutes
+//! apart can see different neighbours; within a round they run less than a minute apart).
+//!
+//! Pinning (`--cpus`, default `auto`: the last `--threads` CPUs when the machine has more)
+//! keeps the scheduler from giving either proxy a quieter core than the other for part of a
+//! run: on a small shared machine that placement, not the proxy, otherwise decides much of
+//! the spread between runs. `wrk` and the upstreams are not pinned. `--cpus none` turns it
+//! off. The router adds `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`
 //! to every request (and the request id to every response); HAProxy is measured twice: as
 //! configured by default (`haproxy`) and doing the same header work (`haproxy+headers`:
 //! `option forwardfor`, `X-Forwarded-Proto`, a unique id in `X-Request-ID` both ways).
@@ -41,12 +48,12 @@ struct Args {
     #[arg(long, env = "BLAZE_BENCH_DURATION", default_value_t = 10)]
     duration: u64,
     /// Rounds; the targets take turns in each, and each is reported by its median.
-    #[arg(long, env = "BLAZE_BENCH_ROUNDS", default_value_t = 3)]
+    #[arg(long, env = "BLAZE_BENCH_ROUNDS", default_value_t = 5)]
     rounds: usize,
-    /// CPUs both proxies are pinned to (`taskset -c` syntax, e.g. `0` or `0-1`); by default
-    /// neither is pinned.
-    #[arg(long, env = "BLAZE_BENCH_CPUS")]
-    cpus: Option<String>,
+    /// CPUs both proxies are pinned to (`taskset -c` syntax, e.g. `1` or `0-1`), `auto` (the
+    /// last `--threads` CPUs, if the machine has more than that) or `none`.
+    #[arg(long, env = "BLAZE_BENCH_CPUS", default_value = "auto")]
+    cpus: String,
     /// Where to write the results (text) besides stdout.
     #[arg(long, env = "BLAZE_BENCH_OUT", default_value = "target/blaze-router-bench.txt")]
     out: PathBuf,
@@ -68,7 +75,8 @@ struct Run {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.cpus = pin_set(&args.cpus, args.threads);
     for tool in ["wrk", "haproxy"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -145,7 +153,7 @@ fn measure(args: &Args, targets: &[(&'static str, String)]) -> anyhow::Result<St
         args.duration,
         args.rounds.max(1),
         args.threads,
-        args.cpus.as_deref().unwrap_or("no CPU (neither pinned)"),
+        if args.cpus.is_empty() { "no CPU (neither pinned)" } else { &args.cpus },
     );
     let med: Vec<Run> = runs.iter().map(|r| median(r)).collect();
     for ((name, _), (r, all)) in targets.iter().zip(med.iter().zip(&runs)) {
@@ -159,6 +167,19 @@ fn measure(args: &Args, targets: &[(&'static str, String)]) -> anyhow::Result<St
         ));
     }
     let (direct, hap, haph, rtr) = (med[0], med[1], med[2], med[3]);
+    let per_round = |other: usize| -> Vec<f64> {
+        runs[3].iter().zip(&runs[other]).map(|(r, o)| r.rps / o.rps).collect()
+    };
+    let (vs_hap, vs_haph) = (per_round(1), per_round(2));
+    let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+    report.push_str(&format!(
+        "per-round router/haproxy ratios: {} (median {:.3}); router/haproxy+headers: {} \
+         (median {:.3})\n",
+        fmt(&vs_hap),
+        median_of(&vs_hap),
+        fmt(&vs_haph),
+        median_of(&vs_haph),
+    ));
     report.push_str(&format!(
         "router/haproxy throughput ratio {:.3} (router/haproxy+headers {:.3}); added p99 over \
          direct: haproxy {:.3} ms, haproxy+headers {:.3} ms, router {:.3} ms\n",
@@ -171,6 +192,35 @@ fn measure(args: &Args, targets: &[(&'static str, String)]) -> anyhow::Result<St
     Ok(report)
 }
 
+/// The CPUs to pin to (`taskset -c` syntax), or empty for none.
+fn pin_set(cpus: &str, threads: usize) -> String {
+    match cpus {
+        "none" | "" => String::new(),
+        "auto" => {
+            let n = std::thread::available_parallelism().map_or(1, usize::from);
+            let have_taskset = Command::new("sh")
+                .args(["-c", "command -v taskset"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if n > threads && have_taskset {
+                let first = n - threads;
+                if threads == 1 { first.to_string() } else { format!("{first}-{}", n - 1) }
+            } else {
+                String::new()
+            }
+        }
+        set => set.to_owned(),
+    }
+}
+
+/// The median of `v` (the upper one of an even count).
+fn median_of(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// The run with the median throughput (its latencies with it).
 fn median(runs: &[Run]) -> Run {
     let mut v = runs.to_vec();
@@ -180,14 +230,12 @@ fn median(runs: &[Run]) -> Run {
 
 /// A command, under `taskset -c CPUS` when pinning is asked for.
 fn pinned(args: &Args, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    match &args.cpus {
-        Some(cpus) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpus]).arg(program);
-            c
-        }
-        None => Command::new(program),
+    if args.cpus.is_empty() {
+        return Command::new(program);
     }
+    let mut c = Command::new("taskset");
+    c.args(["-c", &args.cpus]).arg(program);
+    c
 }
 
 /// `cargo run --bin blaze-router-bench` builds only this binary: build the router and the

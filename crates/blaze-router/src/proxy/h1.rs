@@ -156,10 +156,9 @@ impl Conn {
                 }
                 continue;
             }
-            let headers = head_map(&bytes, &spans[..head.count])?;
-            let (framing, keep_alive) = framing(method, head.status, &headers)?;
-            let keep_alive =
-                keep_alive && head.version == Version::HTTP_11 && !wants_close(&headers);
+            let (headers, seen) = head_map(&bytes, &spans[..head.count])?;
+            let (framing, keep_alive) = framing(method, head.status, &seen)?;
+            let keep_alive = keep_alive && head.version == Version::HTTP_11 && !seen.close;
             let (mut parts, ()) = Response::new(()).into_parts();
             parts.status = head.status;
             parts.version = head.version;
@@ -237,52 +236,74 @@ fn parse_head<'b>(
     Ok(Some(Head { len, status, version, count: resp.headers.len() }))
 }
 
+/// What the framing needs from a head's headers, noted while the map is built (no lookups
+/// afterwards).
+#[derive(Debug, Default)]
+struct Seen {
+    /// A `Transfer-Encoding` header, and whether the last one ends in `chunked`.
+    te: Option<bool>,
+    /// The `Content-Length`, or why it is unusable.
+    len: Option<Result<u64, &'static str>>,
+    /// `Connection: close`.
+    close: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == TRANSFER_ENCODING {
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            self.te = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONTENT_LENGTH {
+            // Usually one value of plain digits; a list of equal values is allowed too.
+            for part in value.split(|b| *b == b',') {
+                let n = decimal(part.trim_ascii()).ok_or("bad content-length");
+                self.len = match (self.len, n) {
+                    (Some(Err(e)), _) | (_, Err(e)) => Some(Err(e)),
+                    (Some(Ok(l)), Ok(n)) if l != n => Some(Err("conflicting content-length")),
+                    (_, Ok(n)) => Some(Ok(n)),
+                };
+            }
+        } else if name == CONNECTION {
+            self.close |=
+                value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+}
+
 /// The header map of a head, its values sharing the head's bytes, with room for the
 /// `x-request-id` the router adds.
-fn head_map(bytes: &Bytes, spans: &[Span]) -> Result<HeaderMap, Error> {
+fn head_map(bytes: &Bytes, spans: &[Span]) -> Result<(HeaderMap, Seen), Error> {
     let mut map = HeaderMap::with_capacity(spans.len() + 1);
+    let mut seen = Seen::default();
     for &(ns, ne, vs, ve) in spans {
         let name = HeaderName::from_bytes(&bytes[ns as usize..ne as usize])
             .map_err(|_| Error::Invalid("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(vs as usize..ve as usize))
+        let value = bytes.slice(vs as usize..ve as usize);
+        seen.note(&name, &value);
+        let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| Error::Invalid("bad header value"))?;
         map.append(name, value);
     }
-    Ok(map)
+    Ok((map, seen))
 }
 
 /// The body's framing, and whether it lets the connection be reused.
-fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<(Framing, bool), Error> {
+fn framing(method: &Method, status: StatusCode, seen: &Seen) -> Result<(Framing, bool), Error> {
     if method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         return Ok((Framing::Empty, true));
     }
-    if h.contains_key(TRANSFER_ENCODING) {
-        let last = h.get_all(TRANSFER_ENCODING).iter().next_back();
-        let chunked = last
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+    if let Some(chunked) = seen.te {
         // With both headers the message is suspect: read it, then close (RFC 9112 6.3).
-        let reuse = !h.contains_key(CONTENT_LENGTH);
+        let reuse = seen.len.is_none();
         return Ok(if chunked { (Framing::Chunked, reuse) } else { (Framing::Eof, false) });
     }
-    let mut len = None;
-    for v in h.get_all(CONTENT_LENGTH) {
-        // Usually one value of plain digits; a list of equal values is allowed too.
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let n = decimal(part.trim_ascii()).ok_or(Error::Invalid("bad content-length"))?;
-            if len.is_some_and(|l| l != n) {
-                return Err(Error::Invalid("conflicting content-length"));
-            }
-            len = Some(n);
-        }
-    }
-    Ok(match len {
-        Some(0) => (Framing::Empty, true),
-        Some(n) => (Framing::Length(n), true),
+    Ok(match seen.len {
+        Some(Err(e)) => return Err(Error::Invalid(e)),
+        Some(Ok(0)) => (Framing::Empty, true),
+        Some(Ok(n)) => (Framing::Length(n), true),
         None => (Framing::Eof, false),
     })
 }
@@ -296,13 +317,6 @@ fn decimal(digits: &[u8]) -> Option<u64> {
         let d = d.wrapping_sub(b'0');
         (d < 10).then_some(())?;
         n.checked_mul(10)?.checked_add(u64::from(d))
-    })
-}
-
-/// Whether the endpoint said it will close the connection.
-fn wants_close(h: &HeaderMap) -> bool {
-    h.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
     })
 }
 
