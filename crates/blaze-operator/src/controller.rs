@@ -16,10 +16,13 @@ pub mod scrape;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kube::Client;
-use kube::Resource;
+use futures::Stream;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
 
 use crate::children::Defaults;
 use crate::metrics::Metrics;
@@ -50,7 +53,15 @@ pub struct Context {
     pub namespace: Option<String>,
     /// The last scrape of each engine's workers.
     pub scrapes: scrape::Scrapes,
+    /// Reconciles each controller runs at once (0: unbounded).
+    pub concurrency: u16,
 }
+
+/// Reconciles each controller runs at once unless told otherwise. Every reconcile in flight
+/// holds its own API connection and decoded children, so this bounds the operator's memory
+/// when thousands of objects change together (a restart, a bulk apply) while still keeping
+/// the API server busy.
+pub const DEFAULT_CONCURRENCY: u16 = 32;
 
 impl Context {
     /// A context for `client`, reporting events as `instance` (the pod name).
@@ -60,6 +71,7 @@ impl Context {
         metrics: Metrics,
         instance: Option<String>,
         namespace: Option<String>,
+        concurrency: u16,
     ) -> Arc<Self> {
         let reporter = Reporter { controller: "blaze-operator".into(), instance };
         Arc::new(Self {
@@ -71,6 +83,7 @@ impl Context {
             autoscalers: Mutex::new(HashMap::new()),
             namespace,
             scrapes: scrape::Scrapes::default(),
+            concurrency,
         })
     }
 
@@ -107,4 +120,28 @@ pub fn key<K: Resource>(obj: &K) -> String {
         obj.meta().namespace.as_deref().unwrap_or(""),
         obj.meta().name.as_deref().unwrap_or("")
     )
+}
+
+/// Objects per page when a watch starts with a list: each page is decoded whole, so this
+/// bounds the memory a (re)list of thousands of objects takes at once.
+pub const LIST_PAGE: u32 = 100;
+
+/// The watch of a controller's own kind and the cache it fills, holding each object without
+/// `metadata.managedFields`. A reconcile never reads them, and in a cache of thousands of
+/// objects they are most of its memory (every field path is a JSON map).
+pub fn lean_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (impl Stream<Item = Result<K, watcher::Error>> + Send + 'static, Store<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config.page_size(LIST_PAGE))
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    (stream, store)
 }

@@ -53,6 +53,9 @@ struct BenchArgs {
     /// Give up after this many seconds.
     #[arg(long, env = "BLAZE_BENCH_TIMEOUT_SECONDS", default_value_t = 300)]
     timeout_seconds: u64,
+    /// Reconciles at once, as `run --max-concurrent-reconciles`.
+    #[arg(long, env = "BLAZE_MAX_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_CONCURRENCY)]
+    max_concurrent_reconciles: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +86,10 @@ struct RunArgs {
     /// `$(POD_IP)` where all pods share one network namespace (the development control plane).
     #[arg(long, env = "BLAZE_LISTEN_HOST", default_value = "0.0.0.0")]
     listen_host: String,
+    /// Reconciles each controller runs at once (0: no bound). Each one in flight holds an API
+    /// connection and its decoded children.
+    #[arg(long, env = "BLAZE_MAX_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_CONCURRENCY)]
+    max_concurrent_reconciles: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -159,7 +166,14 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     }
     info!("leading: starting controllers");
-    let ctx = Context::new(client, defaults, metrics, Some(identity), a.namespace);
+    let ctx = Context::new(
+        client,
+        defaults,
+        metrics,
+        Some(identity),
+        a.namespace,
+        a.max_concurrent_reconciles,
+    );
     let engines = tokio::spawn(controller::engine::run(Arc::clone(&ctx), stopped(stop_rx.clone())));
     let routers = tokio::spawn(controller::router::run(ctx, stopped(stop_rx.clone())));
     let lost = tokio::select! {
@@ -195,7 +209,14 @@ async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach the Kubernetes API (kubeconfig or in-cluster config)")?;
     let timeout = std::time::Duration::from_secs(a.timeout_seconds);
-    let r = blaze_operator::bench::run(client, &a.namespace, a.engines, timeout).await?;
+    let r = blaze_operator::bench::run(
+        client,
+        &a.namespace,
+        a.engines,
+        a.max_concurrent_reconciles,
+        timeout,
+    )
+    .await?;
     let mib =
         r.peak_rss_bytes.map_or("unknown".to_owned(), |b| format!("{:.1}", b as f64 / 1048576.0));
     println!("engines: {}", r.engines);

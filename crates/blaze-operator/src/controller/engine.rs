@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -42,10 +42,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let c = ctx.client.clone();
     let ns = ctx.namespace.clone();
     let ns = ns.as_deref();
-    let children =
-        watcher::Config::default().labels(&format!("{}={}", labels::NAME_LABEL, labels::WORKER));
+    let children = watcher::Config::default()
+        .labels(&format!("{}={}", labels::NAME_LABEL, labels::WORKER))
+        .page_size(super::LIST_PAGE);
     let engines = watcher::Config::default().any_semantic();
-    let controller = Controller::new(scoped::<BlazeEngine>(c.clone(), ns), engines);
+    let (engines, store) = super::lean_watch(scoped::<BlazeEngine>(c.clone(), ns), engines);
+    let controller = Controller::for_stream(engines, store)
+        .with_config(controller::Config::default().concurrency(ctx.concurrency));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stopped = async {
         let _ = stop_rx.await;

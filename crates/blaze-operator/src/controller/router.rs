@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -33,26 +33,34 @@ const CONTROLLER: &str = "router";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const RESYNC: Duration = Duration::from_secs(30);
 
+/// A watch that lists a page of [`super::LIST_PAGE`] objects at a time.
+fn paged() -> watcher::Config {
+    watcher::Config::default().page_size(super::LIST_PAGE)
+}
+
 /// Runs the router controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let c = ctx.client.clone();
     let ns = ctx.namespace.as_deref();
-    let children =
-        watcher::Config::default().labels(&format!("{}={}", labels::NAME_LABEL, labels::ROUTER));
-    let controller = Controller::new(
+    let children = watcher::Config::default()
+        .labels(&format!("{}={}", labels::NAME_LABEL, labels::ROUTER))
+        .page_size(super::LIST_PAGE);
+    let (own, store) = super::lean_watch(
         scoped::<BlazeRouter>(c.clone(), ns),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(scoped::<Deployment>(c.clone(), ns), children.clone())
-    .owns(scoped::<Service>(c.clone(), ns), children.clone())
-    .owns(scoped::<ConfigMap>(c.clone(), ns), children);
+    );
+    let controller = Controller::for_stream(own, store)
+        .with_config(controller::Config::default().concurrency(ctx.concurrency))
+        .owns(scoped::<Deployment>(c.clone(), ns), children.clone())
+        .owns(scoped::<Service>(c.clone(), ns), children.clone())
+        .owns(scoped::<ConfigMap>(c.clone(), ns), children);
     let routers = controller.store();
     let by_engine = routers.clone();
     controller
-        .watches(scoped::<BlazeEngine>(c.clone(), ns), watcher::Config::default(), move |e| {
+        .watches(scoped::<BlazeEngine>(c.clone(), ns), paged(), move |e| {
             routers_selecting(&by_engine, &e.name_any(), e.namespace(), e.labels())
         })
-        .watches(scoped::<EndpointSlice>(c, ns), watcher::Config::default(), move |s| {
+        .watches(scoped::<EndpointSlice>(c, ns), paged(), move |s| {
             let service = s.labels().get(SERVICE_NAME_LABEL).cloned().unwrap_or_default();
             let Some(engine) = service.strip_suffix(labels::WORKER_SUFFIX) else {
                 return Vec::new();
