@@ -20,6 +20,7 @@ mod bootstrap;
 pub mod crd;
 mod defaults;
 mod discovery;
+pub mod event_versions;
 pub mod fields;
 mod gc;
 pub mod lists;

@@ -71,7 +71,10 @@ impl Writer<'_> {
         if self.dry_run {
             return Arc::new(obj);
         }
-        inner.put(&self.key(), obj)
+        let key = self.key();
+        let stored = inner.put(&key, obj);
+        crate::event_versions::mirror_put(inner, &key, &stored);
+        stored
     }
 
     /// Checks `apiVersion` and `kind` of a body and fills them in when missing.
@@ -397,6 +400,7 @@ impl Writer<'_> {
             return inner.get(&self.key(), ns, name);
         }
         let gone = inner.remove(&self.key(), ns, name)?;
+        crate::event_versions::mirror_remove(inner, &self.key(), ns, name);
         if self.info.group == "apiextensions.k8s.io" {
             crate::crd::remove_served(inner, &gone);
         }

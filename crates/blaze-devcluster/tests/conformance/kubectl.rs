@@ -77,6 +77,8 @@ fn scenario(kc: &Path) {
     let explained = ok(kc, &["explain", "blazeengine.spec.autoscaling"]);
     assert!(explained.contains("minReplicas"), "{explained}");
 
+    events_published_through_either_api_show_in_describe(kc, &name);
+
     ok(kc, &["scale", "be", &name, "--replicas=3"]);
     let replicas = ok(kc, &["get", "be", &name, "-o", "jsonpath={.spec.replicas}"]);
     assert_eq!(replicas.trim(), "3");
@@ -97,6 +99,37 @@ fn scenario(kc: &Path) {
     ok(kc, &["delete", "be", &name]);
     let (found, text) = kubectl(kc, &["get", "be", &name]);
     assert!(!found && text.contains("NotFound"), "{text}");
+}
+
+/// A controller records events through `events.k8s.io/v1`; `kubectl describe` reads them
+/// through `core/v1`, as from one store on a real API server.
+fn events_published_through_either_api_show_in_describe(kc: &Path, engine: &str) {
+    let uid = ok(kc, &["get", "be", engine, "-o", "jsonpath={.metadata.uid}"]);
+    let event = serde_json::json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": format!("{engine}.ready"), "namespace": "default"},
+        "eventTime": "2026-11-27T10:00:00.000000Z",
+        "reportingController": "blaze-operator", "reportingInstance": "blaze-operator-0",
+        "action": "Reconcile", "reason": "WorkersReady", "type": "Normal",
+        "regarding": {"apiVersion": "blaze.ai/v1alpha1", "kind": "BlazeEngine",
+            "name": engine, "namespace": "default", "uid": uid.trim()},
+        "note": "all 2 workers are ready"
+    });
+    let file = dir_file("event.json", &event.to_string());
+    ok(kc, &["apply", "--server-side", "-f", file.to_str().unwrap()]);
+    let described = ok(kc, &["describe", "be", engine]);
+    let line = described.lines().find(|l| l.contains("WorkersReady")).unwrap_or_default();
+    assert!(
+        line.contains("Normal")
+            && line.contains("blaze-operator")
+            && line.contains("all 2 workers"),
+        "kubectl describe lists the event with its type, source and note: {described}"
+    );
+    let core = ok(kc, &["get", "events.v1.", "-o", "jsonpath={.items[*].message}"]);
+    assert!(core.contains("all 2 workers are ready"), "core/v1 events: {core}");
+    ok(kc, &["delete", "events.v1.events.k8s.io", &format!("{engine}.ready")]);
+    let core = ok(kc, &["get", "events.v1.", "-o", "name"]);
+    assert!(!core.contains(&format!("{engine}.ready")), "deleted from both APIs: {core}");
 }
 
 fn dir_file(name: &str, text: &str) -> PathBuf {
