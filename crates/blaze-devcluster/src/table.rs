@@ -63,6 +63,9 @@ fn pod_status(obj: &Value) -> Value {
     if at_path(obj, ".metadata.deletionTimestamp").is_some() {
         return json!("Terminating");
     }
+    if let Some(init) = init_status(obj) {
+        return json!(init);
+    }
     let statuses = at_path(obj, ".status.containerStatuses").and_then(Value::as_array);
     for s in statuses.into_iter().flatten() {
         for state in ["waiting", "terminated"] {
@@ -72,6 +75,31 @@ fn pod_status(obj: &Value) -> Value {
         }
     }
     at_path(obj, ".status.phase").cloned().unwrap_or(json!("Pending"))
+}
+
+/// While init containers run: `Init:N/M` (N done of M), or `Init:` and the reason the
+/// current one waits or failed (`Init:CrashLoopBackOff`, `Init:Error`, `Init:ExitCode:3`).
+fn init_status(obj: &Value) -> Option<String> {
+    let statuses = at_path(obj, ".status.initContainerStatuses")?.as_array()?;
+    let total = at_path(obj, ".spec.initContainers").and_then(Value::as_array).map_or(0, Vec::len);
+    for (i, s) in statuses.iter().enumerate() {
+        let terminated = &s["state"]["terminated"];
+        if terminated.is_object() {
+            if terminated["exitCode"].as_i64() == Some(0) {
+                continue;
+            }
+            return Some(match terminated["reason"].as_str().filter(|r| !r.is_empty()) {
+                Some(r) => format!("Init:{r}"),
+                None => format!("Init:ExitCode:{}", terminated["exitCode"].as_i64().unwrap_or(0)),
+            });
+        }
+        let waiting = s["state"]["waiting"]["reason"].as_str().unwrap_or_default();
+        if !waiting.is_empty() && waiting != "PodInitializing" {
+            return Some(format!("Init:{waiting}"));
+        }
+        return Some(format!("Init:{i}/{total}"));
+    }
+    None
 }
 
 fn pod_cell(path: &str, obj: &Value) -> Option<Value> {
@@ -86,9 +114,14 @@ fn pod_cell(path: &str, obj: &Value) -> Option<Value> {
             let ready = statuses.iter().filter(|s| s["ready"] == true).count();
             Some(json!(format!("{ready}/{total}")))
         }
-        "$restarts" => Some(json!(
-            statuses.iter().map(|s| s["restartCount"].as_i64().unwrap_or(0)).sum::<i64>()
-        )),
+        "$restarts" => {
+            let init = at_path(obj, ".status.initContainerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let count = |s: &Value| s["restartCount"].as_i64().unwrap_or(0);
+            Some(json!(statuses.iter().chain(init.iter()).map(count).sum::<i64>()))
+        }
         "$podstatus" => Some(pod_status(obj)),
         _ => None,
     }
@@ -134,4 +167,34 @@ pub fn table(info: &ResourceInfo, objs: &[Arc<Value>], rv: &str, include: Option
         })
         .collect();
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv}, "columnDefinitions": defs, "rows": rows})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(init: Value) -> Value {
+        json!({"spec": {"initContainers": [{"name": "a"}, {"name": "b"}], "containers": [{"name": "app"}]},
+            "status": {"phase": "Pending", "initContainerStatuses": init,
+                "containerStatuses": [{"name": "app", "restartCount": 0,
+                    "state": {"waiting": {"reason": "PodInitializing"}}}]}})
+    }
+
+    #[test]
+    fn pods_with_init_containers_show_their_progress_as_kubectl_does() {
+        let done = json!({"restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}});
+        let running = json!({"restartCount": 0, "state": {"running": {}}});
+        let waiting =
+            json!({"restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}});
+        let backoff =
+            json!({"restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}}});
+        let failed = json!({"restartCount": 0, "state": {"terminated": {"exitCode": 3}}});
+        assert_eq!(pod_status(&pod(json!([running, waiting]))), "Init:0/2");
+        assert_eq!(pod_status(&pod(json!([done, running]))), "Init:1/2");
+        assert_eq!(pod_status(&pod(json!([done, backoff]))), "Init:CrashLoopBackOff");
+        assert_eq!(pod_status(&pod(json!([failed, waiting]))), "Init:ExitCode:3");
+        assert_eq!(pod_cell("$restarts", &pod(json!([done, backoff]))), Some(json!(4)));
+        // Once every init container is done the app's state shows.
+        assert_eq!(pod_status(&pod(json!([done, done]))), "PodInitializing");
+    }
 }

@@ -1,17 +1,20 @@
 //! A whole pod as local processes: its address, files, containers and status.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::select_all;
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::backoff::BackoffConfig;
 use crate::container::{ContainerConfig, ContainerHandle, RestartPolicy, RuntimeEvent};
 use crate::env::{PodIdentity, command_line, container_env};
-use crate::error::{Error, Result, io};
+use crate::error::{Result, io};
 use crate::image::ImageMap;
 use crate::ipam::AddressLease;
 use crate::probe::ProbeTarget;
@@ -43,10 +46,15 @@ pub struct PodRun {
     identity: PodIdentity,
     dir: PathBuf,
     _lease: AddressLease,
-    containers: Vec<ContainerHandle>,
+    stages: Arc<Stages>,
+    init_names: Vec<String>,
+    init_images: Vec<String>,
+    names: Vec<String>,
+    images: Vec<String>,
     restart_policy: RestartPolicy,
     grace: Duration,
     start_time: Time,
+    driver: Option<JoinHandle<()>>,
 }
 
 /// What a pod needs besides its spec.
@@ -63,8 +71,9 @@ pub struct PodInputs {
 }
 
 impl PodRun {
-    /// Materialises the pod's volumes and starts its containers.
-    /// Init containers are not supported: a pod with any is refused.
+    /// Materialises the pod's volumes and starts its containers: the init containers first,
+    /// one at a time, each to a successful exit (restarted with backoff after a failure
+    /// unless the pod's `restartPolicy` is `Never`, which fails the pod), then the others.
     pub fn start(
         config: &RuntimeConfig,
         pod: &Pod,
@@ -72,9 +81,6 @@ impl PodRun {
         events: mpsc::UnboundedSender<RuntimeEvent>,
     ) -> Result<Self> {
         let spec = pod.spec.clone().unwrap_or_default();
-        if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
-            return Err(Error::Unsupported("init containers".into()));
-        }
         let meta = &pod.metadata;
         let identity = PodIdentity {
             namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -94,8 +100,7 @@ impl PodRun {
         if spec.automount_service_account_token != Some(false) {
             extra_env.extend(config.pod_env.iter().cloned());
         }
-        let mut configs = Vec::new();
-        for c in &spec.containers {
+        let build = |c: &Container, restart_policy: RestartPolicy| -> Result<ContainerConfig> {
             let mounts =
                 MountTable::create(&dir, &c.name, c.volume_mounts.as_deref().unwrap_or_default())?;
             let image = c.image.clone().unwrap_or_default();
@@ -103,7 +108,7 @@ impl PodRun {
             let env = container_env(&identity, c, &inputs.sources, &extra_env, &mounts)?;
             let command = command_line(c, &binary, &env, &mounts);
             let cwd = mounts.working_dir(c.working_dir.as_deref())?;
-            configs.push(ContainerConfig {
+            Ok(ContainerConfig {
                 name: c.name.clone(),
                 image,
                 process: ProcessSpec {
@@ -125,18 +130,36 @@ impl PodRun {
                 restart_policy,
                 backoff: config.backoff,
                 grace,
-            });
-        }
-        let containers =
-            configs.into_iter().map(|c| ContainerHandle::start(c, events.clone())).collect();
+            })
+        };
+        let init_policy = match restart_policy {
+            RestartPolicy::Never => RestartPolicy::Never,
+            _ => RestartPolicy::OnFailure,
+        };
+        let init_specs = spec.init_containers.as_deref().unwrap_or_default();
+        let init: Vec<_> =
+            init_specs.iter().map(|c| build(c, init_policy)).collect::<Result<_>>()?;
+        let main: Vec<_> =
+            spec.containers.iter().map(|c| build(c, restart_policy)).collect::<Result<_>>()?;
+        let init_names = init.iter().map(|c| c.name.clone()).collect();
+        let init_images = init.iter().map(|c| c.image.clone()).collect();
+        let names = main.iter().map(|c| c.name.clone()).collect();
+        let images = main.iter().map(|c| c.image.clone()).collect();
+        let stages = Arc::new(Stages::default());
+        let driver = tokio::spawn(drive(stages.clone(), init, main, events));
         Ok(Self {
             identity,
             dir,
             _lease: inputs.address,
-            containers,
+            stages,
+            init_names,
+            init_images,
+            names,
+            images,
             restart_policy,
             grace,
             start_time: status::now(),
+            driver: Some(driver),
         })
     }
 
@@ -153,26 +176,50 @@ impl PodRun {
     /// The pod's status as the kubelet reports it, with fresh condition times; merge it into
     /// the previous status with [`status::merge_conditions`].
     pub fn status(&self) -> PodStatus {
-        let containers: Vec<_> = self.containers.iter().map(ContainerHandle::status).collect();
-        status::pod_status(&self.identity, containers, self.restart_policy, &self.start_time)
+        let (init, main) = self.stages.handles();
+        let init = init.iter().map(|c| c.status()).collect();
+        let main = main.iter().map(|c| c.status()).collect();
+        self.status_of(init, main)
     }
 
-    /// Resolves when any container's status changes.
+    fn status_of(&self, init: Vec<ContainerStatus>, main: Vec<ContainerStatus>) -> PodStatus {
+        let init = status::pending_after(init, &self.init_names, &self.init_images);
+        let initialised = self.init_names.is_empty() || !self.stages.initialising();
+        let main = if initialised { main } else { Vec::new() };
+        let main = status::pending_after(main, &self.names, &self.images);
+        status::pod_status(
+            &self.identity,
+            status::Containers { init, main, initialised },
+            self.restart_policy,
+            &self.start_time,
+        )
+    }
+
+    /// Resolves when any container's status changes or a container starts.
     pub async fn changed(&self) {
-        if self.containers.is_empty() {
-            return std::future::pending().await;
-        }
+        let mut started = self.stages.started.subscribe();
+        started.mark_unchanged();
+        let (init, main) = self.stages.handles();
         let mut receivers: Vec<watch::Receiver<_>> =
-            self.containers.iter().map(ContainerHandle::subscribe).collect();
-        let waits = receivers.iter_mut().map(|r| Box::pin(r.changed()));
-        let _ = select_all(waits).await;
+            init.iter().chain(main.iter()).map(|c| c.subscribe()).collect();
+        let mut waits: Vec<_> = receivers.iter_mut().map(|r| Box::pin(r.changed())).collect();
+        if waits.is_empty() {
+            let _ = started.changed().await;
+            return;
+        }
+        let any = select_all(waits.drain(..));
+        tokio::select! {
+            _ = any => {}
+            _ = started.changed() => {}
+        }
     }
 
     /// The log file of `container` (the only one when `None`), current or previous run.
     pub fn log_path(&self, container: Option<&str>, previous: bool) -> Option<PathBuf> {
+        let (init, main) = self.stages.handles();
         let handle = match container {
-            Some(name) => self.containers.iter().find(|c| c.status().name == name)?,
-            None if self.containers.len() == 1 => &self.containers[0],
+            Some(name) => init.iter().chain(main.iter()).find(|c| c.status().name == name)?,
+            None if main.len() == 1 => &main[0],
             None => return None,
         };
         handle.log_path(previous)
@@ -180,11 +227,121 @@ impl PodRun {
 
     /// Terminates every container (SIGTERM, then SIGKILL after the grace period, the pod's own
     /// `terminationGracePeriodSeconds` unless `grace` overrides it) and frees the address.
+    /// Init containers not started yet never start.
     pub async fn stop(&self, grace: Option<Duration>) -> PodStatus {
         let grace = grace.unwrap_or(self.grace);
-        let stops = self.containers.iter().map(|c| c.stop(grace));
-        let containers = futures::future::join_all(stops).await;
-        status::pod_status(&self.identity, containers, self.restart_policy, &self.start_time)
+        let (init, main) = self.stages.stop();
+        let init = futures::future::join_all(init.iter().map(|c| c.stop(grace))).await;
+        let main = futures::future::join_all(main.iter().map(|c| c.stop(grace))).await;
+        self.status_of(init, main)
+    }
+}
+
+impl Drop for PodRun {
+    fn drop(&mut self) {
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+    }
+}
+
+/// The containers started so far, shared by the pod and the task that starts them in order.
+#[derive(Debug, Default)]
+struct Stages {
+    inner: Mutex<StagesInner>,
+    /// Bumped whenever a container starts, so [`PodRun::changed`] sees new ones.
+    started: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct StagesInner {
+    init: Vec<Arc<ContainerHandle>>,
+    main: Vec<Arc<ContainerHandle>>,
+    initialised: bool,
+    stopping: bool,
+}
+
+type Handles = (Vec<Arc<ContainerHandle>>, Vec<Arc<ContainerHandle>>);
+
+impl Stages {
+    fn handles(&self) -> Handles {
+        let g = self.inner.lock();
+        (g.init.clone(), g.main.clone())
+    }
+
+    fn initialising(&self) -> bool {
+        !self.inner.lock().initialised
+    }
+
+    /// Adds a started container unless the pod is stopping (the handle is then dropped,
+    /// which kills it).
+    fn add(&self, handle: Arc<ContainerHandle>, init: bool) -> bool {
+        let mut g = self.inner.lock();
+        if g.stopping {
+            return false;
+        }
+        if init {
+            g.init.push(handle)
+        } else {
+            g.main.push(handle)
+        }
+        drop(g);
+        self.started.send_modify(|n| *n += 1);
+        true
+    }
+
+    fn set_initialised(&self) -> bool {
+        let mut g = self.inner.lock();
+        g.initialised = true;
+        !g.stopping
+    }
+
+    fn stop(&self) -> Handles {
+        let mut g = self.inner.lock();
+        g.stopping = true;
+        (g.init.clone(), g.main.clone())
+    }
+}
+
+/// Runs the init containers in order, each until it exits 0, then starts the others.
+async fn drive(
+    stages: Arc<Stages>,
+    init: Vec<ContainerConfig>,
+    main: Vec<ContainerConfig>,
+    events: mpsc::UnboundedSender<RuntimeEvent>,
+) {
+    for config in init {
+        let never = config.restart_policy == RestartPolicy::Never;
+        let handle = Arc::new(ContainerHandle::start(config, events.clone()));
+        let mut rx = handle.subscribe();
+        if !stages.add(handle, true) {
+            return;
+        }
+        loop {
+            let code = rx
+                .borrow_and_update()
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref().map(|t| t.exit_code));
+            match code {
+                Some(0) => break,
+                // A failed init container under `restartPolicy: Never` fails the pod.
+                Some(_) if never => return,
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+    if !stages.set_initialised() {
+        return;
+    }
+    stages.started.send_modify(|n| *n += 1);
+    for config in main {
+        if !stages.add(Arc::new(ContainerHandle::start(config, events.clone())), false) {
+            return;
+        }
     }
 }
 

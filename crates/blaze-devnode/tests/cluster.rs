@@ -361,3 +361,85 @@ async fn a_container_that_exits_is_restarted_with_backoff_and_its_status_says_wh
     c.nodes.shutdown().await;
     c.server.shutdown().await;
 }
+
+fn init_pod(name: &str, restart_policy: &str, init_args: &[&str]) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "restartPolicy": restart_policy,
+            "volumes": [{"name": "work", "emptyDir": {}}],
+            "initContainers": [{"name": "prepare", "image": "testapp:v1", "args": init_args,
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+            "containers": [{"name": "app", "image": "testapp:v1",
+                "args": ["--listen=$(POD_IP):8080", "--print-file=/work/msg"],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1},
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}]}]
+        }
+    }))
+    .unwrap()
+}
+
+fn condition(p: &Pod, type_: &str) -> Option<(String, Option<String>)> {
+    let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_to_completion_before_the_app_and_a_failing_one_holds_it_back() {
+    let c = start(0, 206).await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let write = ["--write-file=/work/msg", "--write-text=prepared by init"];
+    pods.create(&PostParams::default(), &init_pod("prepared", "Always", &write)).await.unwrap();
+    let fail = ["--listen=$(POD_IP):8081", "--exit-after-ms=100", "--exit-code=3"];
+    pods.create(&PostParams::default(), &init_pod("blocked", "Always", &fail)).await.unwrap();
+    pods.create(&PostParams::default(), &init_pod("failed", "Never", &fail)).await.unwrap();
+
+    // The init container wrote the file the app prints, in a volume they share.
+    let ready = poll("the initialised pod ready", async || {
+        let p = pods.get("prepared").await.ok()?;
+        (condition(&p, "Ready")?.0 == "True").then_some(p)
+    })
+    .await;
+    assert_eq!(condition(&ready, "Initialized").map(|c| c.0).as_deref(), Some("True"));
+    let init = &ready.status.as_ref().unwrap().init_container_statuses.as_ref().unwrap()[0];
+    let done = init.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("init finished");
+    assert_eq!((done.exit_code, done.reason.as_deref()), (0, Some("Completed")));
+    let logs = pods
+        .logs(
+            "prepared",
+            &kube::api::LogParams { container: Some("app".into()), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    assert!(logs.contains("/work/msg: prepared by init"), "the app read the init's file: {logs}");
+
+    // A failing init container is restarted with backoff; the app never starts.
+    let blocked = poll("the failing init container restarted twice", async || {
+        let p = pods.get("blocked").await.ok()?;
+        let init = p.status.as_ref()?.init_container_statuses.as_ref()?[0].clone();
+        (init.restart_count >= 2).then_some(p)
+    })
+    .await;
+    let status = blocked.status.as_ref().unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    let initialised = condition(&blocked, "Initialized").unwrap();
+    assert_eq!(initialised, ("False".into(), Some("ContainersNotInitialized".into())));
+    let app = &status.container_statuses.as_ref().unwrap()[0];
+    let waiting = app.state.as_ref().and_then(|s| s.waiting.as_ref()).expect("app waits");
+    assert_eq!(waiting.reason.as_deref(), Some("PodInitializing"));
+    assert!(app.container_id.is_none(), "the app container never started");
+
+    // Under `restartPolicy: Never` the pod fails instead.
+    let failed = poll("the pod with a failed init container Failed", async || {
+        let p = pods.get("failed").await.ok()?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Failed")).then_some(p)
+    })
+    .await;
+    let init = &failed.status.as_ref().unwrap().init_container_statuses.as_ref().unwrap()[0];
+    let ended = init.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("init ended");
+    assert_eq!((ended.exit_code, init.restart_count), (3, 0));
+    c.nodes.shutdown().await;
+    c.server.shutdown().await;
+}

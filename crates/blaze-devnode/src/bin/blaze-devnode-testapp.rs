@@ -3,7 +3,8 @@
 //! It serves `/healthz` (liveness), `/readyz` (readiness), `/version` (the image it runs as)
 //! and `/` on `--listen`, optionally `grpc.health.v1` on `--grpc-listen`, and can be told to
 //! fail readiness or liveness or to exit, either by flags or at run time:
-//! `POST /control/{fail-ready,pass-ready,fail-live,exit/CODE}`.
+//! `POST /control/{fail-ready,pass-ready,fail-live,exit/CODE}`. With `--write-file` it writes
+//! a file and exits, as an init container would.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +46,12 @@ struct Args {
     /// Print this file at start (to test volumes).
     #[arg(long, env = "BLAZE_PRINT_FILE")]
     print_file: Option<std::path::PathBuf>,
+    /// Write `--write-text` to this file and exit 0 at once, as an init container's task.
+    #[arg(long, env = "BLAZE_WRITE_FILE")]
+    write_file: Option<std::path::PathBuf>,
+    /// What `--write-file` writes.
+    #[arg(long, env = "BLAZE_WRITE_TEXT", default_value = "written")]
+    write_text: String,
 }
 
 struct App {
@@ -64,6 +71,11 @@ impl App {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.write_file {
+        std::fs::write(path, &args.write_text)?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     if let Some(path) = &args.print_file {
         println!("{}: {}", path.display(), std::fs::read_to_string(path)?.trim_end());
     }

@@ -1,6 +1,8 @@
 //! Pod phase and conditions from container statuses.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, PodCondition, PodIP, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateWaiting, ContainerStatus, PodCondition, PodIP, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::container::RestartPolicy;
@@ -42,13 +44,68 @@ pub fn phase(containers: &[ContainerStatus], policy: RestartPolicy) -> &'static 
     if ever_ran { "Running" } else { "Pending" }
 }
 
+/// A pod's container statuses: init containers and the others, one per container of the
+/// spec (see [`pending_after`]).
+#[derive(Debug, Clone, Default)]
+pub struct Containers {
+    /// Init containers, in order.
+    pub init: Vec<ContainerStatus>,
+    /// The others.
+    pub main: Vec<ContainerStatus>,
+    /// Every init container exited 0 (or there are none).
+    pub initialised: bool,
+}
+
+/// `started` statuses followed by a `PodInitializing` wait for each container of `names`
+/// (with its image from `images`) not started yet.
+pub fn pending_after(
+    mut started: Vec<ContainerStatus>,
+    names: &[String],
+    images: &[String],
+) -> Vec<ContainerStatus> {
+    for (i, name) in names.iter().enumerate().skip(started.len()) {
+        started.push(ContainerStatus {
+            name: name.clone(),
+            image: images.get(i).cloned().unwrap_or_default(),
+            started: Some(false),
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("PodInitializing".into()),
+                    message: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    started
+}
+
+/// The phase while init containers run: `Failed` once one failed for good (`restartPolicy:
+/// Never`), else `Pending`.
+fn init_phase(init: &[ContainerStatus], policy: RestartPolicy) -> &'static str {
+    let failed = init.iter().any(|c| {
+        c.state.as_ref().and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code != 0)
+    });
+    if failed && policy == RestartPolicy::Never { "Failed" } else { "Pending" }
+}
+
 /// The pod status the kubelet writes (without `PodScheduled`, which the scheduler owns).
 pub fn pod_status(
     id: &PodIdentity,
-    containers: Vec<ContainerStatus>,
+    all: Containers,
     policy: RestartPolicy,
     start_time: &Time,
 ) -> PodStatus {
+    let Containers { init, main: containers, initialised } = all;
+    let incomplete: Vec<&str> = init
+        .iter()
+        .filter(|c| {
+            c.state.as_ref().and_then(|s| s.terminated.as_ref()).is_none_or(|t| t.exit_code != 0)
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    let initialised = initialised && incomplete.is_empty();
     let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
     let not_ready: Vec<&str> =
         containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
@@ -63,23 +120,29 @@ pub fn pod_status(
         ..Default::default()
     };
     let ip = id.pod_ip.to_string();
+    let phase = if initialised { phase(&containers, policy) } else { init_phase(&init, policy) };
+    let initialized = PodCondition {
+        type_: "Initialized".into(),
+        status: if initialised { "True" } else { "False" }.into(),
+        last_transition_time: Some(t.clone()),
+        reason: (!initialised).then(|| "ContainersNotInitialized".to_string()),
+        message: (!initialised)
+            .then(|| format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+        ..Default::default()
+    };
     PodStatus {
-        phase: Some(phase(&containers, policy).into()),
+        phase: Some(phase.into()),
         pod_ip: Some(ip.clone()),
         pod_ips: Some(vec![PodIP { ip: ip.clone() }]),
         host_ip: Some(ip.clone()),
         host_ips: None,
         start_time: Some(start_time.clone()),
         conditions: Some(vec![
-            PodCondition {
-                type_: "Initialized".into(),
-                status: "True".into(),
-                last_transition_time: Some(t.clone()),
-                ..Default::default()
-            },
+            initialized,
             condition("ContainersReady", all_ready),
             condition("Ready", all_ready),
         ]),
+        init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(containers),
         ..Default::default()
     }
