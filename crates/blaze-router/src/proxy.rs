@@ -268,7 +268,10 @@ impl Proxy {
         em.requests.inc();
         let per_try =
             millis(cfg.retries.per_try_timeout_ms.unwrap_or(cfg.timeouts.headers_timeout_ms));
-        let result = tokio::time::timeout(per_try, self.send(&ep.address, out, fwd, use_h2)).await;
+        // The deadline from the try's start time: no second clock read.
+        let deadline = tokio::time::Instant::from_std(started) + per_try;
+        let result =
+            tokio::time::timeout_at(deadline, self.send(&ep.address, out, fwd, use_h2)).await;
         let now = Instant::now();
         let (rparts, rbody, lease) = match result {
             Ok(Ok(r)) => r,
