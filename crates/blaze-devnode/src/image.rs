@@ -65,10 +65,12 @@ impl ImageMap {
             return Ok(path.clone());
         }
         let candidates: Vec<PathBuf> = self.search_dirs.iter().map(|d| d.join(name)).collect();
+        // Absolute: a container runs in its own working directory, where a path relative to
+        // this process's (`target/release/...`) names nothing.
         candidates
             .iter()
             .find(|p| p.is_file())
-            .cloned()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
             .ok_or_else(|| Error::ImageNotFound { image: image.to_string(), searched: candidates })
     }
 }
@@ -106,5 +108,15 @@ mod tests {
             }
             other => panic!("expected ImageNotFound, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_binary_found_through_a_relative_directory_is_named_absolutely() {
+        // Containers run in their own working directory: `target/release/x` would name nothing.
+        let mut map = ImageMap::empty();
+        map.push_dir("src");
+        let found = map.resolve("lib.rs").unwrap();
+        assert!(found.is_absolute(), "{}", found.display());
+        assert_eq!(found, std::env::current_dir().unwrap().join("src/lib.rs"));
     }
 }

@@ -183,10 +183,13 @@ impl PodRun {
     }
 
     fn status_of(&self, init: Vec<ContainerStatus>, main: Vec<ContainerStatus>) -> PodStatus {
-        let init = status::pending_after(init, &self.init_names, &self.init_images);
+        let init =
+            status::pending_after(init, &self.init_names, &self.init_images, "PodInitializing");
         let initialised = self.init_names.is_empty() || !self.stages.initialising();
         let main = if initialised { main } else { Vec::new() };
-        let main = status::pending_after(main, &self.names, &self.images);
+        let waiting =
+            if self.init_names.is_empty() { "ContainerCreating" } else { "PodInitializing" };
+        let main = status::pending_after(main, &self.names, &self.images, waiting);
         status::pod_status(
             &self.identity,
             status::Containers { init, main, initialised },

@@ -56,12 +56,14 @@ pub struct Containers {
     pub initialised: bool,
 }
 
-/// `started` statuses followed by a `PodInitializing` wait for each container of `names`
-/// (with its image from `images`) not started yet.
+/// `started` statuses followed by a wait with `reason` (`PodInitializing` behind init
+/// containers, else `ContainerCreating`) for each container of `names` (with its image from
+/// `images`) not started yet.
 pub fn pending_after(
     mut started: Vec<ContainerStatus>,
     names: &[String],
     images: &[String],
+    reason: &str,
 ) -> Vec<ContainerStatus> {
     for (i, name) in names.iter().enumerate().skip(started.len()) {
         started.push(ContainerStatus {
@@ -69,10 +71,7 @@ pub fn pending_after(
             image: images.get(i).cloned().unwrap_or_default(),
             started: Some(false),
             state: Some(ContainerState {
-                waiting: Some(ContainerStateWaiting {
-                    reason: Some("PodInitializing".into()),
-                    message: None,
-                }),
+                waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message: None }),
                 ..Default::default()
             }),
             ..Default::default()

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::pods::{PodFacts, unready_too_long};
+use crate::children::pod::DOWNLOAD_CONTAINER;
 use crate::labels;
 
 /// What the controller observed for one engine.
@@ -141,8 +142,25 @@ impl Ctx<'_> {
         Cond::new(false, "Loading", format!("workers are loading {}", self.model()))
     }
 
-    /// Workers that crash without ever having become ready: the model cannot load.
+    /// Workers that crash without ever having become ready: the model cannot load; or
+    /// their model download fails.
     fn load_failure(&self) -> Option<Cond> {
+        if let Some((pod, (restarts, exit))) =
+            self.pods.iter().find_map(|p| Some((p, p.download_failing.as_ref()?)))
+        {
+            let msg =
+                exit.message.as_deref().map(|m| format!(": {}", m.trim())).unwrap_or_default();
+            return Some(Cond::new(
+                false,
+                "DownloadFailed",
+                format!(
+                    "downloading {} fails (exit code {}{msg}), {restarts} restarts: check spec.model.source (repository, revision), the token Secret and the route to the hub, and `kubectl logs {} -c {DOWNLOAD_CONTAINER} --previous`",
+                    self.model(),
+                    exit.code,
+                    pod.name
+                ),
+            ));
+        }
         let crashing: Vec<_> = self
             .pods
             .iter()

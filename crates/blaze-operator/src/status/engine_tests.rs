@@ -135,6 +135,18 @@ fn a_model_that_cannot_load_says_why() {
     assert_eq!(reason, "OutOfMemory");
     assert!(message.contains("8Gi") && message.contains("spec.resources.memory"), "{message}");
     assert!(replacements(&e, &pods, t(T0)).is_empty(), "no flapping while nothing is ready");
+
+    let failed = Exit { reason: "Error".into(), code: 1, message: Some("HTTP 404".into()) };
+    let pods =
+        [PodFacts { name: "b".into(), download_failing: Some((2, failed)), ..Default::default() }];
+    let s = status_of(&e, &deploy(1, 0, 1), &pods, 1, T0);
+    let (st, reason, message) = cond(&s, "ModelLoaded");
+    assert_eq!((st, reason), ("False", "DownloadFailed"));
+    assert!(
+        message.contains("(exit code 1: HTTP 404), 2 restarts")
+            && message.contains("kubectl logs b -c model-download --previous"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! What one worker pod shows: placed or not, ready or not, crashing and why.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerState, Pod};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::children::pod::DOWNLOAD_CONTAINER;
 use crate::labels::WORKER;
 
 /// The facts about one worker pod that status and recovery use.
@@ -26,6 +27,8 @@ pub struct PodFacts {
     pub last_exit: Option<Exit>,
     /// The pod is being deleted.
     pub terminating: bool,
+    /// The model download (the init container) keeps failing: its restarts and last exit.
+    pub download_failing: Option<(i32, Exit)>,
 }
 
 /// How a container last ended.
@@ -68,6 +71,22 @@ pub fn facts(pod: &Pod) -> PodFacts {
             _ => {}
         }
     }
+    let download =
+        status.init_container_statuses.iter().flatten().find(|c| c.name == DOWNLOAD_CONTAINER);
+    f.download_failing = download.and_then(|c| {
+        let terminated = |s: &ContainerState| s.terminated.clone();
+        let now = c.state.as_ref().and_then(terminated);
+        if now.as_ref().is_some_and(|t| t.exit_code == 0) {
+            return None;
+        }
+        let last = now.or_else(|| c.last_state.as_ref().and_then(terminated))?;
+        let exit = Exit {
+            reason: last.reason.unwrap_or_default(),
+            code: last.exit_code,
+            message: last.message.filter(|m| !m.trim().is_empty()),
+        };
+        Some((c.restart_count, exit))
+    });
     let worker = status.container_statuses.iter().flatten().find(|c| c.name == WORKER);
     if let Some(c) = worker {
         f.started = c.started == Some(true);
