@@ -8,8 +8,11 @@
 //!    Tests register their test binary this way.
 //! 2. `$BLAZE_BIN_DIR/<name>` when the directory is configured (the `BLAZE_BIN_DIR` environment
 //!    variable by default).
-//! 3. `<target>/release/<name>`, then `<target>/debug/<name>`, where `<target>` is
+//! 3. `<name>` beside the running program (the binaries of the same build).
+//! 4. `<target>/release/<name>`, then `<target>/debug/<name>`, where `<target>` is
 //!    `$CARGO_TARGET_DIR` or the `target` folder of the current directory.
+//!
+//! A binary found is named by its absolute path.
 //!
 //! The tag is not used to pick the binary; the full image is passed to the process as
 //! `BLAZE_IMAGE` so a test binary can tell versions apart.
@@ -37,6 +40,11 @@ impl ImageMap {
         let mut dirs = Vec::new();
         if let Some(dir) = std::env::var_os("BLAZE_BIN_DIR") {
             dirs.push(PathBuf::from(dir));
+        }
+        // The binaries built with this one before any other build's.
+        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(PathBuf::from))
+        {
+            dirs.push(dir);
         }
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)

@@ -221,16 +221,12 @@ async fn client_from(kubeconfig: &Path) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// How pods run: binaries from `$BLAZE_BIN_DIR`, the target directory or beside this one;
+/// How pods run: binaries from `$BLAZE_BIN_DIR`, beside this one or the target directory;
 /// every pod reaches the API server through the kubeconfig.
 fn runtime_config(dir: &Path, kubeconfig: &Path, api: SocketAddr) -> anyhow::Result<RuntimeConfig> {
-    let mut images = ImageMap::from_env();
-    if let Some(exe_dir) = std::env::current_exe()?.parent() {
-        images.push_dir(exe_dir);
-    }
     Ok(RuntimeConfig {
         root: dir.join("node"),
-        images,
+        images: ImageMap::from_env(),
         backoff: BackoffConfig::default(),
         pod_env: vec![
             ("KUBECONFIG".into(), kubeconfig.display().to_string()),
