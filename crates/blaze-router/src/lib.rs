@@ -13,24 +13,39 @@
 //! from one shared listener, as HAProxy's `nbthread` does. Each thread keeps its own idle
 //! HTTP/1.1 connections to endpoints (`proxy::pool`), so a request and the endpoint connection
 //! it uses are driven by the same thread: no lock and no cross-thread wake-up on the request
-//! path. A connection goes back to its thread's pool once the response body has been read to
-//! the end. HTTP/2 (gRPC) requests share multiplexed connections through hyper's pooling
-//! client across threads. Configuration watching, health checks and the admin port run on
-//! the first thread.
+//! path. A request whose body is in memory (all but large or unsized uploads) is written to its
+//! endpoint connection and answered on it by the request's own task (`proxy::h1`, a small
+//! HTTP/1.1 client): no connection task, no channel between tasks. Streamed request bodies go
+//! through hyper's HTTP/1.1 client on connections with a task of their own. A connection goes
+//! back to its thread's pool once the response body has been read to the end. HTTP/2 (gRPC)
+//! requests share multiplexed connections through hyper's pooling client across threads.
+//! Configuration watching, health checks and the admin port run on the first thread.
 //!
 //! # Performance
 //!
 //! `make bench-router` (`blaze-router-bench`) runs the router and HAProxy side by side over
-//! four upstream processes under the same `wrk` load. Measured on the 2-core development
-//! machine while other builds kept its load average between 5 and 6 (so every figure is a CPU
-//! share as much as a speed), one thread each, `wrk -t1 -c32`, medians of 3 rounds of 10 s:
-//! router 24,842 req/s (p99 2.96 ms), HAProxy 26,948 req/s (p99 3.29 ms), HAProxy doing the
-//! router's header work (`x-forwarded-for`, `x-forwarded-proto`, `x-request-id`) 24,749 req/s
-//! (p99 2.48 ms): 0.92 of plain HAProxy, 1.00 of HAProxy with the same headers. CPU time per
-//! proxied request (user + system, from `/proc`, same load): router about 6.0 + 18.5 us,
-//! HAProxy about 3.7 + 15.8 us. The kernel's loopback TCP work (two sends and two receives per
-//! request, the same for both) dominates; the rest of the gap is hyper's two connection state
-//! machines and the task hop between them.
+//! four upstream processes under the same `wrk` load, both proxies pinned to the same CPU.
+//! It prints each target's median over `--rounds` rounds (5 by default, the targets taking
+//! turns) and the median of the per-round router/HAProxy ratios. On the 2-core development
+//! machine, shared with other builds, single runs swing by a quarter either way (HAProxy
+//! against itself: 0.83 to 1.51 over ten 3 s pairs unpinned), so only many rounds say much.
+//!
+//! Figures (one thread each, `wrk -t1 -c32`, 10 s runs): with the load average at 4 to 6,
+//! router 28,349 req/s (p99 4.10 ms), HAProxy 28,928 (p99 3.77 ms), HAProxy doing the
+//! router's header work (`x-forwarded-for`, `x-forwarded-proto`, `x-request-id` both ways)
+//! 26,616 (p99 3.86 ms): 0.98 of plain HAProxy, 1.07 of HAProxy with the same headers. With
+//! the load average at 9 to 10: router 24,008, HAProxy 24,647, HAProxy with headers 26,089
+//! req/s (0.97 and 0.92; p99 figures of 8 to 160 ms there measure the neighbours). Before the
+//! request-task client below the same benchmark gave 0.92 and 1.00.
+//!
+//! Steadier than throughput: user-space instructions per proxied request (callgrind, same
+//! load): 20.5k, against 31.5k before and HAProxy's 26.4k. CPU time per request (`/proc`,
+//! interleaved 3 s runs, both pinned, load average 8): router 4.2 us user + 17.2 us system,
+//! HAProxy 3.8 + 17.0. So the router now costs what HAProxy costs per request; the kernel's
+//! loopback TCP work and the wake-ups of its peers (two sends, two receives per request, the
+//! same for both) are four fifths of it. What plain HAProxy saves is the header work: the
+//! upstreams parse three more headers and `wrk` reads a longer answer, which no proxy doing
+//! that work can avoid.
 //!
 //! # How endpoints and weights reach the router
 //!

@@ -49,7 +49,7 @@ pub enum SendError {
     /// The pooling HTTP/2 client failed (it says itself whether it connected).
     #[error("{0}")]
     Client(hyper_util::client::legacy::Error),
-    /// An exchange driven by the request's task ([`h1`]) failed after connecting.
+    /// An exchange driven by the request's own task failed after connecting.
     #[error("{0}")]
     H1(h1::Error),
 }
