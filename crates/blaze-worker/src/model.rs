@@ -77,6 +77,9 @@ pub enum Weights {
     Stored,
     /// Quantizations candle has only scalar CPU kernels for (Q4_1, Q5_0, Q5_1) are
     /// re-quantized to Q8_0 (SIMD kernels; 34 bytes per 32 weights), others kept as stored.
+    /// On CPUs with AVX-512 VNNI, Q8_0 projections whose input width is not a multiple of
+    /// 256 carry zero columns up to one, so that candle's tiled kernels take them (see
+    /// `linear::q8_0_padded`).
     #[value(name = "q8_0")]
     Q8_0,
     /// Expanded to f32: f32 GEMM kernels, 4 bytes per weight.
@@ -101,6 +104,8 @@ impl Weights {
     /// Measured with blaze-worker-bench on SmolLM2-135M Q4_1, one thread, a loaded 2-core
     /// machine (tokens/s at 1 / 16 sequences): stored 35 / 26 (candle's Q4_1 kernel is
     /// scalar), q8_0 82 / 64, f32 31 / 81, dual 88 / 101; candle's own loop 32 to 44.
+    /// With the Q8_0 weights padded for the tiled VNNI kernels, `dual` keeps only the few
+    /// dense copies that still win at 16 rows (the narrow key/value projections).
     pub fn resolve(self, file: &Path, device: &Device) -> Result<Weights> {
         if self != Weights::Auto {
             return Ok(self);

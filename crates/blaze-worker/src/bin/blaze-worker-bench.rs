@@ -10,7 +10,7 @@
 //! `cargo run --release -p blaze-worker --bin blaze-worker-bench -- [--model PATH] [--tokens N] [--rounds N]`
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use blaze_worker::engine::{Engine, Event, GenerateRequest};
@@ -98,8 +98,11 @@ fn plain_loop(model: &mut ModelWeights, prompt: &[u32], tokens: usize) -> anyhow
     })
 }
 
-/// `concurrency` requests at once through the scheduler; decode rate counts tokens after
-/// each request's first, over the time from the first first-token to the last token.
+/// `concurrency` requests at once through the scheduler. TTFT is each request's time to its
+/// first token; the decode rate is steady state, as for the plain loop: the tokens all the
+/// requests produce while every one of them is decoding (after the last first token, up to
+/// the first request's last token) over that span. Prefill (and a later request's prefill
+/// stalling the others) stays out of it, as it stays out of the plain loop's.
 async fn scheduler(
     engine: &LlmEngine,
     prompt: &[u32],
@@ -118,25 +121,27 @@ async fn scheduler(
         };
         let mut events = engine.submit(request).map_err(anyhow::Error::from)?;
         handles.push(tokio::spawn(async move {
-            let (mut first, mut n) = (None, 0usize);
+            let mut times = Vec::with_capacity(tokens);
             while let Some(e) = events.recv().await {
                 if let Event::Token { .. } = e {
-                    first.get_or_insert_with(Instant::now);
-                    n += 1;
+                    times.push(Instant::now());
                 }
             }
-            (first, n)
+            times
         }));
     }
-    let (mut ttft, mut decoded, mut first_token) = (Vec::new(), 0, None::<Instant>);
+    let mut requests = Vec::new();
     for h in handles {
-        let (first, n) = h.await?;
-        let first = first.context("no tokens")?;
-        ttft.push((first - start).as_secs_f64());
-        first_token = Some(first_token.map_or(first, |f| f.min(first)));
-        decoded += n - 1;
+        let times = h.await?;
+        anyhow::ensure!(times.len() >= 2, "a request produced {} tokens", times.len());
+        requests.push(times);
     }
-    let span = first_token.map_or(Duration::ZERO, |f| f.elapsed()).as_secs_f64();
+    let ttft = requests.iter().map(|t| (t[0] - start).as_secs_f64()).collect();
+    let from = requests.iter().map(|t| t[0]).max().context("no requests")?;
+    let to = requests.iter().map(|t| t[t.len() - 1]).min().context("no requests")?;
+    let decoded = requests.iter().flatten().filter(|&&t| t > from && t <= to).count();
+    let span = to.saturating_duration_since(from).as_secs_f64();
+    anyhow::ensure!(decoded > 0 && span > 0.0, "no decode step while every request ran");
     Ok(Run { decode_tps: decoded as f64 / span, ttft })
 }
 

@@ -7,10 +7,10 @@ use std::path::Path;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
 
-use super::Weights;
 use super::family::{Activation, Family};
 use super::llama::{Block, Linear, Llama, LlamaConfig};
 use super::rope::{RopeScaling, longrope_attention_factor};
+use super::{Weights, linear};
 use crate::{Error, Result};
 
 /// What a GGUF file holds: the model and the metadata the tokenizer and chat template need.
@@ -256,19 +256,25 @@ fn split_rows(w: &QTensor, rows: &[usize], device: &Device) -> Result<Vec<QTenso
 
 /// A projection held as `weights` says.
 fn linear(w: QTensor, weights: Weights, device: &Device) -> Result<Linear> {
-    let scalar = SCALAR_ON_CPU.contains(&w.dtype());
-    // Q8_0 in place of a type with only scalar kernels; others as stored.
-    let fast = |w: QTensor| -> Result<QMatMul> {
-        let w =
-            if scalar { QTensor::quantize(&w.dequantize(device)?, GgmlDType::Q8_0)? } else { w };
-        Ok(QMatMul::from_qtensor(w)?)
+    // Q8_0 in place of a type with only scalar kernels, Q8_0 padded for the tiled kernels
+    // (see `q8_0_padded`), others as stored; with the padding.
+    let fast = |w: QTensor| -> Result<(QMatMul, usize)> {
+        let scalar = SCALAR_ON_CPU.contains(&w.dtype());
+        if device.is_cpu() && (scalar || w.dtype() == GgmlDType::Q8_0) {
+            return linear::q8_0_padded(&w.dequantize(device)?);
+        }
+        Ok((QMatMul::from_qtensor(w)?, 0))
     };
     match weights {
         Weights::F32 => Linear::dense(&w.dequantize(device)?),
-        Weights::Q8_0 => Ok(Linear::quantized(fast(w)?)),
+        Weights::Q8_0 => {
+            let (q, pad) = fast(w)?;
+            Ok(Linear::quantized_padded(q, pad))
+        }
         Weights::Dual => {
             let dense = w.dequantize(device)?;
-            Linear::dual(fast(w)?, &dense)
+            let (q, pad) = fast(w)?;
+            Linear::dual(q, pad, &dense)
         }
         Weights::Auto | Weights::Stored => Ok(Linear::quantized(QMatMul::from_qtensor(w)?)),
     }

@@ -1,7 +1,7 @@
 //! A projection's weights, quantized, dense or both, and how a decode step multiplies by them.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Module, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{D, Module, Tensor};
 
 use crate::Result;
 
@@ -14,25 +14,65 @@ use crate::Result;
 /// decode step's time.
 pub struct Linear {
     quantized: Option<QMatMul>,
+    /// Zero columns the quantized weights carry past the input width (see [`q8_0_tiled`]);
+    /// the input gets as many zeros before it is multiplied.
+    pad: usize,
     dense_t: Option<Tensor>,
     bias: Option<Tensor>,
+}
+
+/// Input widths candle's tiled quantized kernels take: whole 256-value superblocks.
+const TILE_K: usize = 256;
+
+/// Whether candle multiplies Q8_0 weights whose input width is a multiple of 256 with its
+/// tiled AVX-512 VNNI kernels (weights repacked 16 output rows at a time, several input
+/// rows per pass). Other widths, and CPUs without VNNI, get candle's row-by-row Q8_0
+/// kernel, whose cost grows with every input row.
+pub(crate) fn q8_0_tiled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `w` (`[out, in]`, f32) quantized to Q8_0, with zero columns up to the next multiple of
+/// 256 where [`q8_0_tiled`] holds: the tiled kernels then take it. The zero blocks leave
+/// every product as it was; the 576-wide projections of SmolLM2-135M multiply 16 rows
+/// 2 to 5 times faster this way than with f32 GEMM or the row-by-row kernel, and one row
+/// 2 to 3 times faster, for a third more bytes. Returns the weights and the padding.
+pub(crate) fn q8_0_padded(w: &Tensor) -> Result<(QMatMul, usize)> {
+    let (_, k) = w.dims2()?;
+    let pad = if q8_0_tiled() { k.next_multiple_of(TILE_K) - k } else { 0 };
+    let w = if pad > 0 { w.pad_with_zeros(1, 0, pad)? } else { w.clone() };
+    Ok((QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?, pad))
 }
 
 impl Linear {
     /// Quantized weights (or any [`QMatMul`]) for every pass.
     pub(crate) fn quantized(weights: QMatMul) -> Self {
-        Self { quantized: Some(weights), dense_t: None, bias: None }
+        Self::quantized_padded(weights, 0)
+    }
+
+    /// Quantized weights carrying `pad` zero columns past the input width.
+    pub(crate) fn quantized_padded(weights: QMatMul, pad: usize) -> Self {
+        Self { quantized: Some(weights), pad, dense_t: None, bias: None }
     }
 
     /// Dense `[out, in]` weights for every pass.
     pub(crate) fn dense(weights: &Tensor) -> Result<Self> {
-        Ok(Self { quantized: None, dense_t: Some(weights.t()?.contiguous()?), bias: None })
+        let dense_t = Some(weights.t()?.contiguous()?);
+        Ok(Self { quantized: None, pad: 0, dense_t, bias: None })
     }
 
-    /// `quantized` for small decode steps, dense `[out, in]` weights for the other passes.
-    pub(crate) fn dual(quantized: QMatMul, weights: &Tensor) -> Result<Self> {
+    /// `quantized` (with `pad` zero columns) for small decode steps, dense `[out, in]`
+    /// weights for the other passes.
+    pub(crate) fn dual(quantized: QMatMul, pad: usize, weights: &Tensor) -> Result<Self> {
         let dense_t = Some(weights.t()?.contiguous()?);
-        Ok(Self { quantized: Some(quantized), dense_t, bias: None })
+        Ok(Self { quantized: Some(quantized), pad, dense_t, bias: None })
     }
 
     /// Adds `bias` (`[out]`) to every output row.
@@ -51,11 +91,18 @@ impl Linear {
 
     fn forward_weights(&self, x: &Tensor, dense: bool) -> Result<Tensor> {
         match (&self.quantized, &self.dense_t) {
-            (Some(q), None) => Ok(q.forward(x)?),
-            (Some(q), Some(_)) if !dense => Ok(q.forward(x)?),
+            (Some(q), None) => self.forward_quantized(q, x),
+            (Some(q), Some(_)) if !dense => self.forward_quantized(q, x),
             (_, Some(w)) => Ok(x.matmul(w)?),
             (None, None) => unreachable!("a Linear holds weights"),
         }
+    }
+
+    fn forward_quantized(&self, q: &QMatMul, x: &Tensor) -> Result<Tensor> {
+        if self.pad == 0 {
+            return Ok(q.forward(x)?);
+        }
+        Ok(q.forward(&x.pad_with_zeros(D::Minus1, 0, self.pad)?)?)
     }
 
     /// Whether the dense copy beats the quantized weights over `rows` rows (best of three
@@ -66,7 +113,7 @@ impl Linear {
         let (mut quantized, mut dense) = (f64::MAX, f64::MAX);
         for _ in 0..3 {
             let start = std::time::Instant::now();
-            q.forward(&x)?;
+            self.forward_quantized(q, &x)?;
             quantized = quantized.min(start.elapsed().as_secs_f64());
             let start = std::time::Instant::now();
             x.matmul(w)?;
@@ -102,6 +149,38 @@ impl Linear {
     pub(crate) fn drop_dense_copy(&mut self) {
         if self.quantized.is_some() {
             self.dense_t = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// Padded Q8_0 weights multiply like the f32 weights (to quantization error), and each
+    /// row of a batch comes out bit for bit as it does alone, so batched greedy decoding
+    /// equals unbatched.
+    #[test]
+    fn padded_q8_0_matches_f32_and_is_batch_invariant() {
+        let device = Device::Cpu;
+        let w = Tensor::randn(0f32, 1f32, (64, 576), &device).unwrap();
+        let (q, pad) = q8_0_padded(&w).unwrap();
+        assert_eq!(pad, if q8_0_tiled() { 192 } else { 0 });
+        let linear = Linear::quantized_padded(q, pad);
+        let x = Tensor::randn(0f32, 1f32, (5, 576), &device).unwrap();
+        let got = linear.forward(&x, false).unwrap();
+        let want = x.matmul(&w.t().unwrap()).unwrap();
+        let err = (&got - &want).unwrap().abs().unwrap().max_all().unwrap();
+        let scale = want.abs().unwrap().max_all().unwrap();
+        let (err, scale) = (err.to_scalar::<f32>().unwrap(), scale.to_scalar::<f32>().unwrap());
+        assert!(err < 0.05 * scale, "error {err} against outputs up to {scale}");
+        for row in 0..5 {
+            let alone = linear.forward(&x.narrow(0, row, 1).unwrap(), false).unwrap();
+            let batched = got.narrow(0, row, 1).unwrap();
+            let diff = (alone - batched).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "row {row}");
         }
     }
 }

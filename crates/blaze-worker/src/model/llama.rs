@@ -57,7 +57,9 @@ pub struct LlamaConfig {
 /// the bytes), and f32 GEMM catches up at about eight rows (blaze-worker-bench on
 /// SmolLM2-135M, one thread: 59.5 vs 59.0 tokens/s at eight; 63 vs 84 at sixteen). Below
 /// eight, a sequence takes the same kernels batched or alone (the SmolLM2 tests check
-/// that greedy output is equal with four).
+/// that greedy output is equal with four). On AVX-512 VNNI CPUs the Q8_0 weights are
+/// padded for candle's tiled kernels, which beat f32 GEMM at any batch for most shapes,
+/// and `dual` drops those dense copies at load.
 pub const DENSE_MIN_ROWS: usize = 8;
 
 /// One transformer block's weights.

@@ -58,15 +58,20 @@ impl Worker {
 
     pub(crate) fn run(mut self) {
         loop {
+            let mut new = Vec::new();
+            let mut budget = self.config.max_batch_tokens;
             if self.running.is_empty() {
+                // Idle: wait for one request, then take the others that came with it, so a
+                // burst is prefilled in one pass instead of the first alone.
                 match self.queue.recv_timeout(IDLE_POLL) {
-                    Ok(first) => self.prefill(vec![first]),
+                    Ok(first) => {
+                        budget = budget.saturating_sub(first.request.prompt.len());
+                        new.push(first);
+                    }
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
-            let mut new = Vec::new();
-            let mut budget = self.config.max_batch_tokens;
             while self.running.len() + new.len() < self.config.max_batch_size && budget > 0 {
                 match self.queue.try_recv() {
                     Ok(a) => {
