@@ -258,6 +258,11 @@ impl Ctx<'_> {
                 ));
             } else if p.crash_looping {
                 problems.push(("CrashLoop", format!("worker {} is in CrashLoopBackOff", p.name)));
+            } else if let Some((restarts, _)) = &p.download_failing {
+                problems.push((
+                    "DownloadFailed",
+                    format!("worker {} cannot download its model ({restarts} restarts)", p.name),
+                ));
             } else if unready_too_long(p, rec.unhealthy_after_seconds, self.now) {
                 problems.push((
                     "WorkerUnhealthy",
@@ -278,11 +283,12 @@ impl Ctx<'_> {
             None => Cond::new(false, "AsExpected", "no worker is failing".into()),
             Some((reason, _)) => {
                 let msg: Vec<_> = problems.iter().map(|(_, m)| m.as_str()).collect();
-                Cond::new(
-                    true,
-                    reason,
-                    format!("{}; failing workers are replaced per spec.recovery", msg.join("; ")),
-                )
+                // A worker that cannot download its model is not replaced: a new one would
+                // fail the same way.
+                let replaced = problems.iter().any(|(r, _)| *r != "DownloadFailed");
+                let tail =
+                    if replaced { "; failing workers are replaced per spec.recovery" } else { "" };
+                Cond::new(true, reason, format!("{}{tail}", msg.join("; ")))
             }
         }
     }

@@ -147,6 +147,9 @@ fn a_model_that_cannot_load_says_why() {
             && message.contains("kubectl logs b -c model-download --previous"),
         "{message}"
     );
+    let (st, reason, message) = cond(&s, "Degraded");
+    assert_eq!((st, reason), ("True", "DownloadFailed"));
+    assert!(message.contains("worker b cannot download its model (2 restarts)"), "{message}");
 }
 
 #[test]
