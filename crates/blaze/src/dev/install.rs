@@ -47,11 +47,13 @@ pub async fn crds(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies the install manifest. All pods here share this machine's network, each on its own
-/// loopback address, so the operator listens on its pod IP and tells workers and routers to do
-/// the same (`0.0.0.0` would take the port on every address).
+/// Applies the install manifest, less its CRDs ([`crds`] applied them from this build's
+/// types, which a stale rendering must not undo). All pods here share this machine's network,
+/// each on its own loopback address, so the operator listens on its pod IP and tells workers
+/// and routers to do the same (`0.0.0.0` would take the port on every address).
 pub async fn operator(client: &Client) -> anyhow::Result<()> {
     let mut objs = apply::parse(INSTALL_YAML, "manifests/install.yaml")?;
+    objs.retain(|o| o.types.as_ref().is_none_or(|t| t.kind != "CustomResourceDefinition"));
     for obj in &mut objs {
         if obj.types.as_ref().is_some_and(|t| t.kind == "Deployment") {
             set_env(obj, "BLAZE_METRICS_LISTEN", "$(POD_IP):8080");
