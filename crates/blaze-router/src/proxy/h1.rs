@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -37,6 +37,8 @@ const _: () = assert!(MAX_HEAD < u32::MAX as usize);
 const READ_SIZE: usize = 8 * 1024;
 /// Bodies up to this size are copied behind the head and go out in one write.
 const COPY_BODY: usize = 16 * 1024;
+/// Largest write buffer a connection keeps between requests.
+const KEEP_WRITE_BUFFER: usize = 64 * 1024;
 
 /// One endpoint connection with the bytes read from it and not yet used.
 #[derive(Debug)]
@@ -115,7 +117,12 @@ impl Conn {
         if copy {
             self.wbuf.extend_from_slice(body);
         }
-        self.io.write_all(&self.wbuf).await.map_err(Error::Write)?;
+        let written = self.io.write_all(&self.wbuf).await;
+        // An idle pooled connection keeps no buffer sized by one large request.
+        if self.wbuf.capacity() > KEEP_WRITE_BUFFER {
+            self.wbuf = Vec::new();
+        }
+        written.map_err(Error::Write)?;
         if !copy {
             self.io.write_all(body).await.map_err(Error::Write)?;
         }
@@ -156,7 +163,16 @@ impl Conn {
                 }
                 continue;
             }
-            let (headers, seen) = head_map(&bytes, &spans[..head.count])?;
+            let (mut headers, seen) = head_map(&bytes, &spans[..head.count])?;
+            if seen.te.is_some() {
+                // Transfer-Encoding framing is HTTP/1.1's (RFC 9112 6.1); with it, a
+                // Content-Length is wrong and must not reach the client, whose connection
+                // would be framed by it.
+                if head.version == Version::HTTP_10 {
+                    return Err(Error::Invalid("transfer-encoding in an HTTP/1.0 response"));
+                }
+                headers.remove(CONTENT_LENGTH);
+            }
             let (framing, keep_alive) = framing(method, head.status, &seen)?;
             let keep_alive = keep_alive && head.version == Version::HTTP_11 && !seen.close;
             let (mut parts, ()) = Response::new(()).into_parts();
@@ -332,7 +348,11 @@ fn encode(parts: &Parts, fwd: &Forwarding, address: &str, body_len: usize, dst: 
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        if (body_len > 0 && name == CONTENT_LENGTH) || Forwarding::replaces(name) {
+        // The body goes at once, so `expect: 100-continue` is answered here (hyper's server
+        // did, to the client); passed on, an endpoint that answers early without reading the
+        // body could take the body for the next request on a connection the pool reuses.
+        if (body_len > 0 && name == CONTENT_LENGTH) || name == EXPECT || Forwarding::replaces(name)
+        {
             continue;
         }
         header_line(dst, name.as_str().as_bytes(), value.as_bytes());

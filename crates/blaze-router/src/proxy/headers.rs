@@ -32,15 +32,17 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(|k| k == TE || is_hop_by_hop(k)) {
         return;
     }
-    if let Some(conn) = h.get(CONNECTION).cloned() {
+    // Every `connection` line counts: each may name more hop-by-hop headers.
+    let listed: Vec<HeaderValue> = h.get_all(CONNECTION).iter().cloned().collect();
+    for conn in &listed {
         for name in conn.to_str().unwrap_or("").split(',') {
             let name = name.trim();
             if !name.is_empty() && !name.eq_ignore_ascii_case("te") {
                 h.remove(name);
             }
         }
-        h.remove(CONNECTION);
     }
+    h.remove(CONNECTION);
     if h.contains_key(TRANSFER_ENCODING) {
         h.remove(TRANSFER_ENCODING);
     }
@@ -244,6 +246,19 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-request-id"], id);
         assert_eq!(id.len(), 36);
+    }
+
+    #[test]
+    fn every_connection_line_names_hop_by_hop_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("connection", "x-internal"),
+            ("x-internal", "secret"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-internal").is_none() && h.get("connection").is_none(), "{h:?}");
+        assert_eq!(h["x-kept"], "1");
     }
 
     #[test]

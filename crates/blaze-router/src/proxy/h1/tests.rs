@@ -172,6 +172,7 @@ async fn malformed_answers_are_errors() {
         b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nx".as_slice(),
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".as_slice(),
         b"SMTP ready\r\n\r\n".as_slice(),
+        b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".as_slice(),
     ] {
         let (addr, _server) = endpoint(vec![answer], true).await;
         let (parts, fwd) = get("/", Some("h"));
@@ -183,6 +184,33 @@ async fn malformed_answers_are_errors() {
         };
         assert!(failed, "{}", String::from_utf8_lossy(answer));
     }
+}
+
+#[tokio::test]
+async fn a_chunked_answer_that_also_claims_a_length_loses_the_length_and_its_connection() {
+    let (addr, _server) = endpoint(
+        vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"],
+        true,
+    )
+    .await;
+    let (parts, fwd) = get("/", Some("h"));
+    let resp = exchange(&mut None, addr, &parts, &fwd).await;
+    // Passed on, the length would frame the client's connection at 2 bytes.
+    assert!(resp.headers().get("content-length").is_none(), "{:?}", resp.headers());
+    let (data, _, c) = drain(resp.into_body()).await;
+    assert_eq!(data, b"hello");
+    assert!(c.is_none(), "a message with both framings is read, then its connection closed");
+}
+
+#[test]
+fn expect_continue_is_answered_here_not_passed_on() {
+    let b = http::Request::post("/v1/completions").header("host", "h");
+    let (mut parts, ()) = b.header("expect", "100-continue").body(()).unwrap().into_parts();
+    let fwd = prepare_request(&mut parts.headers, "10.0.0.9".parse().unwrap());
+    let mut out = Vec::new();
+    encode(&parts, &fwd, "e:1", 3, &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains("expect"), "{text}");
 }
 
 #[test]
