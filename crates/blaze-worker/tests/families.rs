@@ -323,14 +323,8 @@ async fn the_worker_binary_serves_every_family_from_a_file_uri() {
         let body = serde_json::json!({
             "model": "tiny", "prompt": "Hello", "max_tokens": 5, "temperature": 0,
         });
-        let response = reqwest::Client::new()
-            .post(format!("{}/v1/completions", worker.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{uri}");
-        let body: serde_json::Value = response.json().await.unwrap();
+        let (status, body) = worker.post_json("/v1/completions", &body).await;
+        assert_eq!(status, 200, "{uri}: {body}");
         assert_eq!(body["usage"]["completion_tokens"], 5, "{uri}: {body}");
         assert_eq!(body["choices"][0]["finish_reason"], "length", "{uri}: {body}");
     }

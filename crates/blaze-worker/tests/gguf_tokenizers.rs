@@ -265,14 +265,8 @@ async fn a_phi3_gguf_with_a_sentencepiece_vocabulary_loads_generates_and_is_serv
     let body = serde_json::json!({
         "model": "tiny", "prompt": prompt, "max_tokens": 8, "temperature": 0,
     });
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/completions", worker.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let (status, body) = worker.post_json("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["usage"]["prompt_tokens"], ids.len(), "{body}");
     assert_eq!(body["usage"]["completion_tokens"], 8, "{body}");
     assert_eq!(body["choices"][0]["text"], text, "{body}");
@@ -280,14 +274,8 @@ async fn a_phi3_gguf_with_a_sentencepiece_vocabulary_loads_generates_and_is_serv
     let body = serde_json::json!({
         "model": "tiny", "messages": messages, "max_tokens": 4, "temperature": 0,
     });
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", worker.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let (status, body) = worker.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["usage"]["prompt_tokens"], chat.len(), "{body}");
 }
 

@@ -19,17 +19,6 @@ async fn tiny_worker(extra: &[&str]) -> (tempfile::TempDir, Worker) {
     (dir, worker)
 }
 
-async fn post(worker: &Worker, path: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{}{path}", worker.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn openai_api_health_errors_and_metrics() {
     let (_dir, worker) = tiny_worker(&[]).await;
@@ -45,18 +34,14 @@ async fn openai_api_health_errors_and_metrics() {
         .unwrap();
     assert_eq!(models["data"][0]["id"], "tiny");
 
-    let (status, body) = post(
-        &worker,
-        "/v1/completions",
-        json!({"model": "tiny", "prompt": "hi", "max_tokens": 5, "temperature": 0}),
-    )
-    .await;
+    let completion = json!({"model": "tiny", "prompt": "hi", "max_tokens": 5, "temperature": 0});
+    let (status, body) = worker.post_json("/v1/completions", &completion).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "text_completion");
     assert_eq!(body["usage"]["completion_tokens"], 5);
     assert_eq!(body["choices"][0]["finish_reason"], "length");
 
-    let (status, body) = post(&worker, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "logprobs": true, "top_logprobs": 2})).await;
+    let (status, body) = worker.post_json("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "logprobs": true, "top_logprobs": 2})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
     assert_eq!(body["choices"][0]["logprobs"]["content"].as_array().unwrap().len(), 3);
@@ -71,7 +56,7 @@ async fn openai_api_health_errors_and_metrics() {
         (json!({"prompt": "hi", "model": "nope"}), "model", 404),
         (json!({"prompt": "x ".repeat(5000)}), "prompt", 400),
     ] {
-        let (status, err) = post(&worker, "/v1/completions", body).await;
+        let (status, err) = worker.post_json("/v1/completions", &body).await;
         assert_eq!(status, code, "{err}");
         assert_eq!(err["error"]["param"], field, "{err}");
         assert!(err["error"]["message"].as_str().unwrap().contains(field), "{err}");
@@ -154,7 +139,7 @@ async fn full_queue_is_429_and_sigterm_drains_then_exits_zero() {
         client.post(format!("{}/v1/completions", worker.base)).json(&short).send().await.unwrap();
     assert_eq!(waiting.status(), 200);
     let (status, rejected) =
-        post(&worker, "/v1/completions", json!({"prompt": "hi", "max_tokens": 2})).await;
+        worker.post_json("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2})).await;
     assert_eq!(status, 429, "{rejected}");
     assert_eq!(rejected["error"]["type"], "rate_limit_exceeded");
 

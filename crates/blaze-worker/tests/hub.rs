@@ -48,13 +48,7 @@ async fn download(model: &str, cache: &Path, endpoint: &str) -> Output {
 
 async fn complete(worker: &support::Worker) -> u16 {
     let body = serde_json::json!({"model": "tiny", "prompt": "hi", "max_tokens": 3});
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/completions", worker.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    r.status().as_u16()
+    worker.post_json("/v1/completions", &body).await.0
 }
 
 #[tokio::test]

@@ -45,6 +45,22 @@ impl Worker {
         }
     }
 
+    /// POSTs `body` as JSON to `path`: the status and the JSON answer (null when not JSON).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status =
