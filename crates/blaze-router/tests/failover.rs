@@ -1,5 +1,6 @@
 //! Killing one of three upstreams under load: no request is lost, the dead one is ejected
-//! within a second, and it returns once it is back.
+//! within a second, and it returns once it is back. An endpoint's early refusal of a large
+//! upload reaches the client as it was sent.
 
 #[path = "support/process.rs"]
 mod support;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,4 +87,48 @@ async fn killing_one_of_three_loses_nothing_ejects_fast_and_recovers() {
     assert!(ok.load(Ordering::Relaxed) > 500);
     let retries = metric(&c, &r.addr, "blaze_router_retries_total").await.unwrap_or(0.0);
     assert!(retries >= 1.0, "the kill must have needed retries");
+}
+
+/// An endpoint that answers every request at once with 413 and closes, without reading the
+/// body (as a server with an upload limit does).
+async fn refuses_uploads() -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut chunk = [0u8; 1024];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 15\r\n\
+                               connection: close\r\n\r\nprompt too long";
+                let _ = s.write_all(answer).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_endpoint_refusing_an_upload_early_is_answered_not_failed() {
+    let ep = refuses_uploads().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    write_config(&cfg, &format!("strategy: roundRobin\n{}", endpoints_yaml(&[&ep])));
+    let r = router(&cfg, &[]).await;
+    // The largest body the router keeps for retries: far more than the endpoint's socket
+    // takes unread.
+    let body = Bytes::from(vec![b'x'; 1 << 20]);
+    let req = http::Request::post(format!("http://{}/v1/completions", r.addr))
+        .body(http_body_util::Full::new(body))
+        .unwrap();
+    let (status, text) = send(&client(), req).await.unwrap();
+    assert_eq!((status, text.as_str()), (413, "prompt too long"));
 }

@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 
 pub use body::Body;
@@ -46,6 +46,9 @@ pub struct Conn {
     io: TcpStream,
     buf: BytesMut,
     wbuf: Vec<u8>,
+    /// False once the endpoint answered before the whole request body went out: what is
+    /// left of the body on the connection would be read as the next request.
+    reuse: bool,
 }
 
 /// Why an exchange failed.
@@ -54,12 +57,23 @@ pub enum Error {
     /// Writing the request failed: the endpoint got nothing it could act on.
     #[error("sending the request: {0}")]
     Write(io::Error),
-    /// Reading the response failed or the endpoint closed before a full head.
+    /// The endpoint closed or reset the connection before the first byte of an answer (an
+    /// endpoint closing an idle connection as the request went out looks like this).
+    #[error("connection closed before any response: {0}")]
+    Closed(io::Error),
+    /// Reading the response failed, or the endpoint closed part way through its head.
     #[error("reading the response: {0}")]
     Read(io::Error),
     /// The endpoint's answer is not HTTP/1.1 we accept.
     #[error("invalid response: {0}")]
     Invalid(&'static str),
+}
+
+/// How much of a request went out.
+enum Sent {
+    All,
+    /// The endpoint answered first.
+    Answered,
 }
 
 /// How the response body is delimited.
@@ -74,7 +88,7 @@ enum Framing {
 impl Conn {
     /// Wraps a connected stream.
     pub fn new(io: TcpStream) -> Self {
-        Self { io, buf: BytesMut::new(), wbuf: Vec::new() }
+        Self { io, buf: BytesMut::new(), wbuf: Vec::new(), reuse: true }
     }
 
     /// Whether an idle connection can carry a request: nothing arrived on it since its last
@@ -104,7 +118,9 @@ impl Conn {
     }
 
     /// Writes the request `parts` describe, with `fwd`'s headers and `body`, to `address`.
-    /// Nothing of the request was acted on if this fails.
+    /// Nothing of the request was acted on if this fails. An endpoint may answer before it
+    /// has read the whole body (a 413 or 401 for a large upload): writing then stops, the
+    /// answer is read as usual by [`Conn::read_response`], and the connection is not reused.
     pub async fn write_request(
         &mut self,
         parts: &Parts,
@@ -117,29 +133,122 @@ impl Conn {
         if copy {
             self.wbuf.extend_from_slice(body);
         }
-        let written = self.io.write_all(&self.wbuf).await;
+        let head = std::mem::take(&mut self.wbuf);
+        let written = self.write_watching(&head).await;
         // An idle pooled connection keeps no buffer sized by one large request.
-        if self.wbuf.capacity() > KEEP_WRITE_BUFFER {
-            self.wbuf = Vec::new();
+        if head.capacity() <= KEEP_WRITE_BUFFER {
+            self.wbuf = head;
         }
-        written.map_err(Error::Write)?;
-        if !copy {
-            self.io.write_all(body).await.map_err(Error::Write)?;
+        match written? {
+            Sent::All if !copy => {
+                self.write_watching(body).await?;
+            }
+            Sent::All | Sent::Answered => {}
         }
         Ok(())
+    }
+
+    /// Writes `data` unless the endpoint answers first: a complete final response head read
+    /// meanwhile (or found after a failed write: an endpoint that answered and closed resets
+    /// the connection while the rest of the body is still coming) ends the write early.
+    async fn write_watching(&mut self, data: &[u8]) -> Result<Sent, Error> {
+        // The common case: everything fits in the socket's buffer at once.
+        let mut off = match self.io.try_write(data) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return self.answered_after(e).await,
+        };
+        while off < data.len() {
+            tokio::select! {
+                biased;
+                ready = self.io.readable() => {
+                    ready.map_err(Error::Write)?;
+                    self.buf.reserve(READ_SIZE);
+                    match self.io.try_read_buf(&mut self.buf) {
+                        Ok(0) => {
+                            let eof = io::ErrorKind::UnexpectedEof.into();
+                            return self.answered_after(eof).await;
+                        }
+                        Ok(_) if self.answer_ready() => {
+                            self.reuse = false;
+                            return Ok(Sent::Answered);
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return self.answered_after(e).await,
+                    }
+                }
+                ready = self.io.writable() => {
+                    ready.map_err(Error::Write)?;
+                    match self.io.try_write(&data[off..]) {
+                        Ok(n) => off += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return self.answered_after(e).await,
+                    }
+                }
+            }
+        }
+        Ok(Sent::All)
+    }
+
+    /// After writing failed with `e`: the endpoint's answer if it sent one before closing
+    /// (read from what the socket still holds), else the write error. The socket failed, so
+    /// it is readable at once (data, end of stream or the error); the runtime may not know
+    /// yet, hence the wait for readiness rather than a bare read.
+    async fn answered_after(&mut self, e: io::Error) -> Result<Sent, Error> {
+        loop {
+            if self.io.readable().await.is_err() {
+                break;
+            }
+            self.buf.reserve(READ_SIZE);
+            match self.io.try_read_buf(&mut self.buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+            if self.buf.len() > MAX_HEAD {
+                break;
+            }
+        }
+        if self.answer_ready() {
+            self.reuse = false;
+            return Ok(Sent::Answered);
+        }
+        Err(Error::Write(e))
+    }
+
+    /// Whether the buffer holds a complete final (not 1xx) response head.
+    fn answer_ready(&self) -> bool {
+        let mut at = 0;
+        loop {
+            let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+            match parse_head(&self.buf[at..], &mut slots, &mut spans) {
+                Ok(Some(head)) if head.status.is_informational() => at += head.len,
+                Ok(Some(_)) => return true,
+                // A malformed answer is reported by `read_response`: stop writing.
+                Err(_) => return true,
+                Ok(None) => return false,
+            }
+        }
     }
 
     /// Reads the response head (skipping 1xx interim responses) and returns the response
     /// with a body that reads the rest from this connection.
     pub async fn read_response(mut self, method: &Method) -> Result<Response<Body>, Error> {
+        // Whether any byte of an answer came (an interim 1xx one included).
+        let mut started = false;
         loop {
+            started |= !self.buf.is_empty();
             let Some((parts, framing, keep_alive)) = self.take_head(method)? else {
                 if self.buf.len() >= MAX_HEAD {
                     return Err(Error::Invalid("response head too large"));
                 }
-                self.fill().await?;
+                self.fill(started).await?;
                 continue;
             };
+            let keep_alive = keep_alive && self.reuse;
             return Ok(Response::from_parts(parts, Body::new(self, framing, keep_alive)));
         }
     }
@@ -183,14 +292,16 @@ impl Conn {
         }
     }
 
-    /// Reads more bytes into the buffer; the endpoint closing is an error.
-    async fn fill(&mut self) -> Result<(), Error> {
+    /// Reads more bytes into the buffer; the endpoint closing is an error ([`Error::Closed`]
+    /// unless an answer had `started`).
+    async fn fill(&mut self, started: bool) -> Result<(), Error> {
         self.buf.reserve(READ_SIZE);
-        match self.io.read_buf(&mut self.buf).await {
-            Ok(0) => Err(Error::Read(io::ErrorKind::UnexpectedEof.into())),
-            Ok(_) => Ok(()),
-            Err(e) => Err(Error::Read(e)),
-        }
+        let e = match self.io.read_buf(&mut self.buf).await {
+            Ok(0) => io::ErrorKind::UnexpectedEof.into(),
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        Err(if started { Error::Read(e) } else { Error::Closed(e) })
     }
 
     /// Polls a read of more bytes into the buffer; `Ok(0)` is the end of the stream.

@@ -235,3 +235,69 @@ fn a_buffered_body_replaces_the_clients_length() {
         assert_eq!(decimal(bad), None);
     }
 }
+
+/// An endpoint that reads one request head, answers 413 at once without reading the body,
+/// then closes (`close`: the unread body makes that a reset) or keeps the connection open
+/// and reads nothing more.
+async fn early_answer(close: bool) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            let n = s.read(&mut chunk).await.unwrap();
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+        s.write_all(answer).await.unwrap();
+        if close {
+            drop(s);
+        } else {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_answer_before_the_whole_body_is_passed_on_and_ends_the_upload() {
+    // Far more than the socket buffers hold while the endpoint reads nothing.
+    let body = Bytes::from(vec![b'x'; 8 << 20]);
+    let b = http::Request::post("/v1/completions").header("host", "h");
+    let (mut parts, ()) = b.body(()).unwrap().into_parts();
+    let fwd = prepare_request(&mut parts.headers, "10.0.0.9".parse().unwrap());
+    for close in [false, true] {
+        let addr = early_answer(close).await;
+        let mut c = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let exchange = async {
+            c.write_request(&parts, &fwd, "h", &body).await?;
+            c.read_response(&parts.method).await
+        };
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+            .await
+            .unwrap_or_else(|_| panic!("close {close}: still writing after the answer"))
+            .unwrap_or_else(|e| panic!("close {close}: {e}"));
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE, "close {close}");
+        let (data, _, conn) = drain(resp.into_body()).await;
+        assert_eq!(data, b"too large");
+        assert!(conn.is_none(), "close {close}: the rest of the body would poison the connection");
+    }
+}
+
+#[tokio::test]
+async fn a_close_before_any_answer_is_told_apart_from_one_part_way() {
+    let (parts, fwd) = get("/", Some("h"));
+    let (addr, _server) = endpoint(vec![b"HTTP/1.1 200 OK\r\n"], true).await;
+    let mut c = Conn::new(TcpStream::connect(addr).await.unwrap());
+    c.write_request(&parts, &fwd, "h", &Bytes::new()).await.unwrap();
+    let e = c.read_response(&parts.method).await.unwrap_err();
+    assert!(matches!(e, Error::Read(_)), "{e:?}");
+
+    let (addr, _server) = endpoint(vec![b""], true).await;
+    let mut c = Conn::new(TcpStream::connect(addr).await.unwrap());
+    c.write_request(&parts, &fwd, "h", &Bytes::new()).await.unwrap();
+    let e = c.read_response(&parts.method).await.unwrap_err();
+    assert!(matches!(e, Error::Closed(_)), "{e:?}");
+}
