@@ -13,11 +13,16 @@
 //! also given as the median of each round's own ratio (router and HAProxy measured minutes
 //! apart can see different neighbours; within a round they run less than a minute apart).
 //!
-//! Pinning (`--cpus`, default `auto`: the last `--threads` CPUs when the machine has more)
-//! keeps the scheduler from giving either proxy a quieter core than the other for part of a
-//! run: on a small shared machine that placement, not the proxy, otherwise decides much of
-//! the spread between runs. `wrk` and the upstreams are not pinned. `--cpus none` turns it
-//! off. The router adds `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`
+//! Pinning (`--cpus`, default `auto`: the proxies on the last `--threads` CPUs, `wrk` and the
+//! upstreams on the others, when the machine has more) keeps the scheduler from giving either
+//! proxy a quieter core than the other for part of a run, or from running `wrk` beside one
+//! proxy and not the other: on a small machine that placement, not the proxy, otherwise
+//! decides much of the spread between runs. `--cpus none` turns it off.
+//!
+//! Besides throughput and latency, each run reports the CPU time the proxy process spent per
+//! request (user and system, from `/proc`): when the machine, not the proxy, limits the
+//! throughput (on two cores `wrk`, four upstreams and the proxy keep both busy), this is
+//! where a costlier proxy shows. The router adds `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`
 //! to every request (and the request id to every response); HAProxy is measured twice: as
 //! configured by default (`haproxy`) and doing the same header work (`haproxy+headers`:
 //! `option forwardfor`, `X-Forwarded-Proto`, a unique id in `X-Request-ID` both ways).
@@ -50,8 +55,9 @@ struct Args {
     /// Rounds; the targets take turns in each, and each is reported by its median.
     #[arg(long, env = "BLAZE_BENCH_ROUNDS", default_value_t = 5)]
     rounds: usize,
-    /// CPUs both proxies are pinned to (`taskset -c` syntax, e.g. `1` or `0-1`), `auto` (the
-    /// last `--threads` CPUs, if the machine has more than that) or `none`.
+    /// CPUs both proxies are pinned to (`taskset -c` syntax, e.g. `1` or `0-1`; `wrk` and
+    /// the upstreams then go on the others), `auto` (the last `--threads` CPUs, if the
+    /// machine has more than that) or `none`.
     #[arg(long, env = "BLAZE_BENCH_CPUS", default_value = "auto")]
     cpus: String,
     /// Where to write the results (text) besides stdout.
@@ -72,11 +78,28 @@ struct Run {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time of the serving process per request, in microseconds.
+    cpu_us: f64,
+}
+
+/// Where processes run: the proxies' CPUs and the load's (`wrk` and the upstreams), each in
+/// `taskset -c` syntax, empty for anywhere.
+#[derive(Debug, Clone, Default)]
+struct Pins {
+    proxies: String,
+    load: String,
+}
+
+/// Something `wrk` is pointed at: its name, address and the process that serves it.
+struct Target {
+    name: &'static str,
+    addr: String,
+    pid: u32,
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = Args::parse();
-    args.cpus = pin_set(&args.cpus, args.threads);
+    let args = Args::parse();
+    let pins = pin_set(&args.cpus, args.threads);
     for tool in ["wrk", "haproxy"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -93,14 +116,16 @@ fn main() -> anyhow::Result<()> {
     let mut keep = Vec::new();
     let mut ups = Vec::new();
     for i in 0..4 {
-        let (child, addr) = upstream(&bin_dir, i)?;
+        let (child, addr) = upstream(&pins, &bin_dir, i)?;
         keep.push(child);
         ups.push(addr);
     }
     let dir = std::env::temp_dir().join(format!("blaze-router-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let targets = start_proxies(&args, &bin_dir, &dir, &ups, &mut keep)?;
-    let report = measure(&args, &targets)?;
+    let direct = Target { name: "direct (1 upstream)", addr: ups[0].clone(), pid: keep[0].0.id() };
+    let mut targets = vec![direct];
+    targets.extend(start_proxies(&args, &pins, &bin_dir, &dir, &ups, &mut keep)?);
+    let report = measure(&args, &pins, &targets)?;
     print!("{report}");
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
@@ -110,59 +135,70 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts both HAProxy instances and the router; returns every target by name.
+/// Starts both HAProxy instances and the router.
 fn start_proxies(
     args: &Args,
+    pins: &Pins,
     bin_dir: &Path,
     dir: &Path,
     ups: &[String],
     keep: &mut Vec<Kill>,
-) -> anyhow::Result<Vec<(&'static str, String)>> {
-    let (plain, headers, router_addr) = (free_addr()?, free_addr()?, free_addr()?);
-    keep.push(haproxy(args, &dir.join("plain.cfg"), &plain, ups, false)?);
-    keep.push(haproxy(args, &dir.join("headers.cfg"), &headers, ups, true)?);
-    keep.push(router(args, bin_dir, dir, &router_addr, ups)?);
-    for a in [&plain, &headers, &router_addr] {
-        wait_ready(a)?;
+) -> anyhow::Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for (name, headers) in [("haproxy", false), ("haproxy+headers", true)] {
+        let addr = free_addr()?;
+        let cfg = dir.join(format!("{name}.cfg"));
+        let child = haproxy(args, pins, &cfg, &addr, ups, headers)?;
+        targets.push(Target { name, addr, pid: child.0.id() });
+        keep.push(child);
     }
-    Ok(vec![
-        ("direct (1 upstream)", ups[0].clone()),
-        ("haproxy", plain),
-        ("haproxy+headers", headers),
-        ("blaze-router", router_addr),
-    ])
+    let addr = free_addr()?;
+    let child = router(args, pins, bin_dir, dir, &addr, ups)?;
+    targets.push(Target { name: "blaze-router", addr, pid: child.0.id() });
+    keep.push(child);
+    for t in &targets {
+        wait_ready(&t.addr)?;
+    }
+    Ok(targets)
 }
 
 /// Runs every round and renders the report.
-fn measure(args: &Args, targets: &[(&'static str, String)]) -> anyhow::Result<String> {
+fn measure(args: &Args, pins: &Pins, targets: &[Target]) -> anyhow::Result<String> {
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     for round in 0..args.rounds.max(1) {
         // Rotate who goes first, so no target always follows the same one.
         for k in 0..targets.len() {
             let i = (k + round) % targets.len();
             // A short warm-up fills connection pools.
-            wrk(&targets[i].1, args, 2)?;
-            runs[i].push(wrk(&targets[i].1, args, args.duration)?);
+            wrk(pins, &targets[i], args, 2)?;
+            runs[i].push(wrk(pins, &targets[i], args, args.duration)?);
         }
     }
     let mut report = format!(
         "wrk -t{} -c{} -d{}s, {} round(s), medians; router and haproxy with {} thread(s), \
-         pinned to {}; 4 upstreams, round robin, keep-alive\n",
+         pinned to {}; wrk and the 4 upstreams (round robin, keep-alive) {}; cpu: the \
+         serving process's user+system time per request\n",
         args.wrk_threads,
         args.connections,
         args.duration,
         args.rounds.max(1),
         args.threads,
-        if args.cpus.is_empty() { "no CPU (neither pinned)" } else { &args.cpus },
+        if pins.proxies.is_empty() { "no CPU (not pinned)" } else { &pins.proxies },
+        if pins.load.is_empty() { "not pinned".to_owned() } else { format!("on {}", pins.load) },
     );
     let med: Vec<Run> = runs.iter().map(|r| median(r)).collect();
-    for ((name, _), (r, all)) in targets.iter().zip(med.iter().zip(&runs)) {
+    let cpu: Vec<f64> =
+        runs.iter().map(|r| median_of(&r.iter().map(|r| r.cpu_us).collect::<Vec<_>>())).collect();
+    for ((t, (r, all)), cpu) in targets.iter().zip(med.iter().zip(&runs)).zip(&cpu) {
         let each: Vec<String> = all.iter().map(|r| format!("{:.0}", r.rps)).collect();
         report.push_str(&format!(
-            "{name:<20} {:>9.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms   (rounds: {})\n",
+            "{:<20} {:>9.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms   cpu {:>6.2} us/req   \
+             (rounds: {})\n",
+            t.name,
             r.rps,
             r.p50_ms,
             r.p99_ms,
+            cpu,
             each.join(", ")
         ));
     }
@@ -189,28 +225,36 @@ fn measure(args: &Args, targets: &[(&'static str, String)]) -> anyhow::Result<St
         haph.p99_ms - direct.p99_ms,
         rtr.p99_ms - direct.p99_ms
     ));
+    report.push_str(&format!(
+        "proxy cpu per request (median of rounds): router {:.2} us, haproxy {:.2} us \
+         (router/haproxy {:.3}), haproxy+headers {:.2} us (router/haproxy+headers {:.3})\n",
+        cpu[3],
+        cpu[1],
+        cpu[3] / cpu[1],
+        cpu[2],
+        cpu[3] / cpu[2],
+    ));
     Ok(report)
 }
 
-/// The CPUs to pin to (`taskset -c` syntax), or empty for none.
-fn pin_set(cpus: &str, threads: usize) -> String {
+/// Where to pin (`taskset -c` syntax), or empty sets for none.
+fn pin_set(cpus: &str, threads: usize) -> Pins {
+    let n = std::thread::available_parallelism().map_or(1, usize::from);
+    let have_taskset = || {
+        Command::new("sh")
+            .args(["-c", "command -v taskset"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let range = |a: usize, b: usize| if a == b { a.to_string() } else { format!("{a}-{b}") };
     match cpus {
-        "none" | "" => String::new(),
-        "auto" => {
-            let n = std::thread::available_parallelism().map_or(1, usize::from);
-            let have_taskset = Command::new("sh")
-                .args(["-c", "command -v taskset"])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if n > threads && have_taskset {
-                let first = n - threads;
-                if threads == 1 { first.to_string() } else { format!("{first}-{}", n - 1) }
-            } else {
-                String::new()
-            }
+        "none" | "" => Pins::default(),
+        "auto" if n > threads && have_taskset() => {
+            Pins { proxies: range(n - threads, n - 1), load: range(0, n - threads - 1) }
         }
-        set => set.to_owned(),
+        "auto" => Pins::default(),
+        set => Pins { proxies: set.to_owned(), load: String::new() },
     }
 }
 
@@ -228,13 +272,14 @@ fn median(runs: &[Run]) -> Run {
     v[v.len() / 2]
 }
 
-/// A command, under `taskset -c CPUS` when pinning is asked for.
-fn pinned(args: &Args, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    if args.cpus.is_empty() {
+/// A command, under `taskset -c CPUS` when `cpus` is not empty (`taskset` execs the
+/// program: the child's process id is the program's).
+fn pinned(cpus: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if cpus.is_empty() {
         return Command::new(program);
     }
     let mut c = Command::new("taskset");
-    c.args(["-c", &args.cpus]).arg(program);
+    c.args(["-c", cpus]).arg(program);
     c
 }
 
@@ -255,8 +300,8 @@ fn build_siblings(bin_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn upstream(bin_dir: &Path, i: usize) -> anyhow::Result<(Kill, String)> {
-    let mut child = Command::new(bin_dir.join("blaze-test-upstream"))
+fn upstream(pins: &Pins, bin_dir: &Path, i: usize) -> anyhow::Result<(Kill, String)> {
+    let mut child = pinned(&pins.load, bin_dir.join("blaze-test-upstream"))
         .args(["--listen", "127.0.0.1:0", "--name", &format!("u{i}"), "--threads", "1"])
         .stdout(Stdio::piped())
         .spawn()
@@ -275,6 +320,7 @@ fn free_addr() -> anyhow::Result<String> {
 
 fn haproxy(
     args: &Args,
+    pins: &Pins,
     path: &Path,
     listen: &str,
     ups: &[String],
@@ -299,7 +345,7 @@ fn haproxy(
         if headers { same_work } else { "" },
     );
     std::fs::write(path, cfg)?;
-    let child = pinned(args, "haproxy")
+    let child = pinned(&pins.proxies, "haproxy")
         .arg("-f")
         .arg(path)
         .stdout(Stdio::null())
@@ -310,6 +356,7 @@ fn haproxy(
 
 fn router(
     args: &Args,
+    pins: &Pins,
     bin_dir: &Path,
     dir: &Path,
     listen: &str,
@@ -318,7 +365,7 @@ fn router(
     let eps: String = ups.iter().map(|a| format!("- address: {a}\n")).collect();
     let path = dir.join("routing.yaml");
     std::fs::write(&path, format!("strategy: roundRobin\nendpoints:\n{eps}"))?;
-    let child = pinned(args, bin_dir.join("blaze-router"))
+    let child = pinned(&pins.proxies, bin_dir.join("blaze-router"))
         .args(["--listen", listen, "--worker-threads", &args.threads.to_string(), "--config"])
         .arg(&path)
         .env("RUST_LOG", "warn")
@@ -338,8 +385,9 @@ fn wait_ready(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wrk(addr: &str, a: &Args, secs: u64) -> anyhow::Result<Run> {
-    let out = Command::new("wrk")
+fn wrk(pins: &Pins, target: &Target, a: &Args, secs: u64) -> anyhow::Result<Run> {
+    let before = cpu_ticks(target.pid)?;
+    let out = pinned(&pins.load, "wrk")
         .args([
             "-t",
             &a.wrk_threads.to_string(),
@@ -349,11 +397,43 @@ fn wrk(addr: &str, a: &Args, secs: u64) -> anyhow::Result<Run> {
             &format!("{secs}s"),
             "--latency",
         ])
-        .arg(format!("http://{addr}/"))
+        .arg(format!("http://{}/", target.addr))
         .output()
         .context("running wrk")?;
+    let ticks = cpu_ticks(target.pid)? - before;
     let text = String::from_utf8_lossy(&out.stdout);
-    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+    let mut run = parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))?;
+    let requests = requests(&text).context("no request count in wrk's output")?;
+    run.cpu_us = ticks as f64 * 1e6 / clock_ticks_per_second() / requests.max(1) as f64;
+    Ok(run)
+}
+
+/// User plus system CPU time of process `pid` (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces, so split after its ')'): state
+    // is the 3rd field, utime the 14th and stime the 15th.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).context("stat field");
+    Ok(field(14)? + field(15)?)
+}
+
+/// The kernel's clock ticks per second for `/proc` times (`getconf CLK_TCK`, 100 nearly
+/// everywhere).
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The request count of wrk's `N requests in T` line.
+fn requests(text: &str) -> Option<u64> {
+    text.lines().find(|l| l.contains(" requests in "))?.split_whitespace().next()?.parse().ok()
 }
 
 fn parse_wrk(text: &str) -> Option<Run> {
@@ -373,7 +453,7 @@ fn parse_wrk(text: &str) -> Option<Run> {
     if text.contains("Non-2xx") || text.contains("Socket errors") {
         eprintln!("warning: wrk saw errors:\n{text}");
     }
-    Some(Run { rps, p50_ms: ms(field("50%")?)?, p99_ms: ms(field("99%")?)? })
+    Some(Run { rps, p50_ms: ms(field("50%")?)?, p99_ms: ms(field("99%")?)?, cpu_us: 0.0 })
 }
 
 fn ms(v: &str) -> Option<f64> {
@@ -400,5 +480,18 @@ mod tests {
         assert_eq!(r.rps, 12345.67);
         assert!((r.p50_ms - 0.512).abs() < 1e-9);
         assert_eq!(r.p99_ms, 2.5);
+        assert_eq!(requests(t), Some(12345));
+    }
+
+    #[test]
+    fn reads_this_process_cpu_time() {
+        let start = cpu_ticks(std::process::id()).unwrap();
+        let t0 = Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        // 300 ms of spinning is about 30 ticks; the clock only needs to have moved.
+        assert!(cpu_ticks(std::process::id()).unwrap() > start);
     }
 }
