@@ -125,6 +125,39 @@ async fn request(url: &str, method: &str, path: &str, body: &str) -> String {
     out
 }
 
+/// Follows the quickstart's routing ConfigMap and the router's `/metrics` (at `metrics_url`)
+/// together, every 50 ms, until the router lists `n` endpoints, and returns, for each larger
+/// endpoint set the ConfigMap was seen with, how long after that the router showed it (zero
+/// when the router showed it before the ConfigMap was sampled with it).
+async fn endpoint_delivery(client: &Client, metrics_url: &str, n: usize) -> Vec<Duration> {
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut written: Vec<Option<Instant>> = vec![None; n + 1];
+    let mut delays = Vec::new();
+    let mut shown = None;
+    loop {
+        assert!(Instant::now() < deadline, "the router never listed {n} endpoints");
+        if let Ok(cm) = cms.get("quickstart-routing").await {
+            let doc = cm.data.and_then(|d| d.get("routing.yaml").cloned()).unwrap_or_default();
+            let listed = doc.matches("address:").count().min(n);
+            written[listed].get_or_insert_with(Instant::now);
+        }
+        let metrics = request(metrics_url, "GET", "/metrics", "").await;
+        let seen = metrics.lines().filter(|l| l.starts_with("blaze_router_endpoint_weight{"));
+        let seen = seen.count().min(n);
+        // The set the router had before the change is no measurement.
+        let before = *shown.get_or_insert(seen);
+        let new = written.iter().take(seen + 1).skip(before + 1);
+        delays.extend(new.map(|w| w.map_or(Duration::ZERO, |at| at.elapsed())));
+        shown = Some(seen.max(before));
+        if seen == n {
+            return delays;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn start() -> (Dev, Client, String) {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(BLAZE)
@@ -190,8 +223,25 @@ async fn quickstart_serves_scales_recovers_and_cleans_up() {
     assert!(listing.contains("READY") && listing.contains("STATUS"), "{listing}");
     assert_eq!(listing.matches("Running").count(), 3, "operator, worker, router:\n{listing}");
 
-    // kubectl scale through the scale subresource.
+    // kubectl scale through the scale subresource. The router pods watch their routing
+    // ConfigMap: each new endpoint reaches them within two seconds of the operator's write.
+    let router_pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let router_ip = router_pods
+        .list(&ListParams::default().labels("blaze.ai/router=quickstart"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .expect("a router pod with an IP");
+    let metrics_url = format!("http://{router_ip}:9090");
     kubectl(&dev, &["scale", "be/smollm2", "--replicas", "3"]);
+    let delays = endpoint_delivery(&client, &metrics_url, 3).await;
+    eprintln!("routing changes reached the router after {delays:?}");
+    assert!(
+        !delays.is_empty() && delays.iter().all(|d| *d < Duration::from_secs(2)),
+        "the router saw a routing change more than 2 s after it was written: {delays:?}"
+    );
     let three = ready_workers(3).await;
     assert!(pids(&three).contains(&pids(&first)[0]), "scaling up keeps the first worker");
 

@@ -1,5 +1,11 @@
-//! A router's children: the router Deployment, its Service and the ConfigMap carrying its
-//! routing configuration.
+//! A router's children: the router Deployment, its Service, the ConfigMap carrying its
+//! routing configuration, and the identity that lets the router pods watch that ConfigMap (a
+//! ServiceAccount with a Role granting `get`, `list` and `watch` on that one ConfigMap).
+//!
+//! Router pods watch the ConfigMap through the API server (`--config-map`) rather than
+//! mounting it: the kubelet refreshes a mounted ConfigMap only on its sync period (a minute or
+//! more), while a watch event reaches every replica within milliseconds of the operator's
+//! write, inside the two seconds a change of endpoints or weights may take.
 
 use std::collections::BTreeMap;
 
@@ -8,9 +14,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec,
-    PodTemplateSpec, Probe, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
+    ConfigMap, Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
 };
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -25,10 +32,11 @@ use crate::labels::{self, ROUTER};
 pub const ROUTER_PORT: i32 = 8080;
 /// Port of the router's `/metrics`, `/livez`, `/readyz`.
 pub const ADMIN_PORT: i32 = 9090;
-/// Where the routing ConfigMap is mounted.
-pub const CONFIG_DIR: &str = "/etc/blaze/router";
 /// Key of the routing file in the ConfigMap.
 pub const CONFIG_KEY: &str = blaze_api::routing::CONFIG_MAP_KEY;
+/// What the router pods may do with their routing ConfigMap: read it and watch it (a watch
+/// on one object by a `metadata.name` field selector is authorised by `resourceNames`).
+pub const CONFIG_MAP_VERBS: &[&str] = &["get", "list", "watch"];
 /// Where the API-key Secret is mounted (one file per key; the router reads it as `auth.keysDir`).
 pub const API_KEYS_DIR: &str = "/etc/blaze/api-keys";
 
@@ -57,15 +65,18 @@ pub fn config_map(router: &BlazeRouter, config: &RoutingConfig) -> Result<Config
     })
 }
 
-/// The router's arguments; every flag here must match `blaze-router --help`.
-pub fn router_args(listen_host: &str) -> Vec<String> {
+/// The router's arguments; every flag here must match `blaze-router --help`. The routing
+/// document comes from the ConfigMap `config_map` in `namespace`, watched through the API.
+pub fn router_args(listen_host: &str, config_map: &str, namespace: &str) -> Vec<String> {
     [
         "--listen",
         &format!("{listen_host}:{ROUTER_PORT}"),
         "--admin-listen",
         &format!("{listen_host}:{ADMIN_PORT}"),
-        "--config",
-        &format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        "--config-map",
+        config_map,
+        "--namespace",
+        namespace,
         "--log-format",
         "json",
     ]
@@ -74,19 +85,51 @@ pub fn router_args(listen_host: &str) -> Vec<String> {
     .collect()
 }
 
+/// The router pods' ServiceAccount (named as the Deployment).
+pub fn service_account(router: &BlazeRouter) -> Result<ServiceAccount> {
+    Ok(ServiceAccount { metadata: child_meta(router)?, ..Default::default() })
+}
+
+/// The Role letting the router pods read and watch their routing ConfigMap, and nothing else.
+pub fn role(router: &BlazeRouter) -> Result<Role> {
+    Ok(Role {
+        metadata: child_meta(router)?,
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![config_map_name(&name_of(router)?)]),
+            verbs: CONFIG_MAP_VERBS.iter().map(|v| v.to_string()).collect(),
+            ..Default::default()
+        }]),
+    })
+}
+
+/// Binds [`role`] to [`service_account`].
+pub fn role_binding(router: &BlazeRouter) -> Result<RoleBinding> {
+    let meta = child_meta(router)?;
+    let name = meta.name.clone().unwrap_or_default();
+    Ok(RoleBinding {
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name,
+            namespace: meta.namespace.clone(),
+            ..Default::default()
+        }]),
+        metadata: meta,
+    })
+}
+
 /// The router Deployment. Rolling updates surge one pod and keep all others serving.
 pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deployment> {
     let name = name_of(router)?;
+    let namespace = router.metadata.namespace.clone().unwrap_or_default();
     let selector = labels::router_selector(&name);
-    let mut volumes = vec![Volume {
-        name: "config".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(&name),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
-    let mut mounts = vec![mount("config", CONFIG_DIR, true)];
+    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
     if let Some(auth) = &router.spec.auth {
         volumes.push(Volume {
             name: "api-keys".into(),
@@ -118,13 +161,13 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
     let container = Container {
         name: ROUTER.into(),
         image: Some(router.spec.image.clone().unwrap_or_else(|| defaults.router_image.clone())),
-        args: Some(router_args(&defaults.listen_host)),
+        args: Some(router_args(&defaults.listen_host, &config_map_name(&name), &namespace)),
         env: super::pod_ip_env(&defaults.listen_host),
         ports: Some(vec![port("http", ROUTER_PORT), port("admin", ADMIN_PORT)]),
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(probe("/livez")),
         security_context: Some(container_security()),
-        volume_mounts: Some(mounts),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
         ..Default::default()
     };
     Ok(Deployment {
@@ -146,7 +189,8 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    volumes: Some(volumes),
+                    service_account_name: Some(labels::router_child_name(&name)),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
                     security_context: Some(pod_security()),
                     enable_service_links: Some(false),
                     ..Default::default()

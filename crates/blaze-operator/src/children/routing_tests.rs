@@ -133,18 +133,48 @@ fn router_deployment_and_service_follow_the_spec() {
     assert_eq!(spec.replicas, Some(1));
     let pod = spec.template.spec.as_ref().unwrap();
     let c = &pod.containers[0];
-    let args = c.args.as_ref().unwrap();
-    assert_eq!(args[..2], ["--listen".to_owned(), "0.0.0.0:8080".to_owned()]);
-    assert!(args.contains(&"/etc/blaze/router/routing.yaml".to_owned()));
-    assert!(!args.iter().any(|a| a.contains("api-keys")), "the router has no such flag");
+    let args = c.args.as_ref().unwrap().join(" ");
+    assert!(args.starts_with("--listen 0.0.0.0:8080 "), "{args}");
+    // The routing document is watched through the API server, not mounted.
+    assert!(args.contains("--config-map quickstart-routing --namespace default"), "{args}");
+    assert!(!args.contains("--config "), "{args}");
+    assert!(!args.contains("api-keys"), "the router has no such flag: {args}");
     assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+    assert_eq!(pod.service_account_name.as_deref(), Some("quickstart-router"));
     let vols = pod.volumes.as_ref().unwrap();
-    assert_eq!(vols[0].config_map.as_ref().unwrap().name, "quickstart-routing");
+    assert_eq!(vols.len(), 1, "only the API keys are mounted: {vols:?}");
     assert_eq!(d.metadata.name.as_deref(), Some("quickstart-router"));
-    assert_eq!(vols[1].secret.as_ref().unwrap().secret_name.as_deref(), Some("keys"));
+    assert_eq!(vols[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("keys"));
     let s = router::service(&r).unwrap();
     let ss = s.spec.unwrap();
     assert_eq!(ss.type_.as_deref(), Some("ClusterIP"));
     assert_eq!(ss.ports.unwrap()[0].port, 80);
     assert_eq!(ss.selector.unwrap()["blaze.ai/router"], "quickstart");
+}
+
+#[test]
+fn router_pods_may_read_and_watch_their_routing_config_map_and_nothing_else() {
+    let r = quickstart_router();
+    let sa = router::service_account(&r).unwrap();
+    assert_eq!(sa.metadata.name.as_deref(), Some("quickstart-router"));
+    let role = router::role(&r).unwrap();
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
+    assert_eq!(rules[0].resources.as_deref(), Some(&["configmaps".to_owned()][..]));
+    assert_eq!(rules[0].resource_names.as_deref(), Some(&["quickstart-routing".to_owned()][..]));
+    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    let b = router::role_binding(&r).unwrap();
+    assert_eq!(b.role_ref.kind, "Role");
+    assert_eq!(b.role_ref.name, "quickstart-router");
+    let subject = &b.subjects.unwrap()[0];
+    assert_eq!(
+        (subject.kind.as_str(), subject.name.as_str()),
+        ("ServiceAccount", "quickstart-router")
+    );
+    assert_eq!(subject.namespace.as_deref(), Some("default"));
+    for owner in [sa.metadata, role.metadata, b.metadata].map(|m| m.owner_references.unwrap()) {
+        assert_eq!(owner[0].kind, "BlazeRouter");
+        assert_eq!(owner[0].controller, Some(true));
+    }
 }

@@ -9,7 +9,12 @@ pub const CLUSTER: &[(&str, &str, &[&str])] = &[
     ("blaze.ai", "blazerouters/status", &["patch"]),
     ("apps", "deployments", &["get", "list", "watch", "create", "patch"]),
     ("", "services", &["list", "watch", "create", "patch"]),
-    ("", "configmaps", &["list", "watch", "create", "patch"]),
+    // `get` too: granting the router pods `get` on their ConfigMap needs it (RBAC lets no one
+    // grant what they do not hold).
+    ("", "configmaps", &["get", "list", "watch", "create", "patch"]),
+    ("", "serviceaccounts", &["list", "watch", "create", "patch"]),
+    ("rbac.authorization.k8s.io", "roles", &["list", "watch", "create", "patch"]),
+    ("rbac.authorization.k8s.io", "rolebindings", &["list", "watch", "create", "patch"]),
     ("policy", "poddisruptionbudgets", &["list", "watch", "create", "patch"]),
     ("", "pods", &["list", "delete"]),
     ("discovery.k8s.io", "endpointslices", &["list", "watch"]),

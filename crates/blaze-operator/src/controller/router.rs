@@ -1,6 +1,7 @@
 //! The BlazeRouter controller: finds the ready workers of the engines a router selects (from
 //! EndpointSlices), computes weights, delivers them in the routing ConfigMap, applies the
-//! router Deployment and Service, and writes status when it changed.
+//! router's identity (ServiceAccount, Role, RoleBinding), Deployment and Service, and writes
+//! status when it changed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use std::time::Duration;
 use blaze_api::{BlazeEngine, BlazeRouter};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -53,7 +55,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .with_config(controller::Config::default().concurrency(ctx.concurrency))
         .owns(scoped::<Deployment>(c.clone(), ns), children.clone())
         .owns(scoped::<Service>(c.clone(), ns), children.clone())
-        .owns(scoped::<ConfigMap>(c.clone(), ns), children);
+        .owns(scoped::<ConfigMap>(c.clone(), ns), children.clone())
+        .owns(scoped::<ServiceAccount>(c.clone(), ns), children.clone())
+        .owns(scoped::<Role>(c.clone(), ns), children.clone())
+        .owns(scoped::<RoleBinding>(c.clone(), ns), children);
     let routers = controller.store();
     let by_engine = routers.clone();
     controller
@@ -147,6 +152,15 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
     let cm_name = cm.metadata.name.clone().unwrap_or_default();
     Api::<ConfigMap>::namespaced(c.clone(), &ns).patch(&cm_name, &pp, &Patch::Apply(&cm)).await?;
     let name = labels::router_child_name(&router.name_any());
+    // The pods' identity first: a new pod starts by reading the ConfigMap with it.
+    let sa = build::service_account(&router)?;
+    Api::<ServiceAccount>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&sa)).await?;
+    let role = build::role(&router)?;
+    Api::<Role>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&role)).await?;
+    let binding = build::role_binding(&router)?;
+    Api::<RoleBinding>::namespaced(c.clone(), &ns)
+        .patch(&name, &pp, &Patch::Apply(&binding))
+        .await?;
     let d = build::deployment(&router, &ctx.defaults)?;
     let deployment =
         Api::<Deployment>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&d)).await?;
