@@ -1,7 +1,8 @@
 //! `blaze-router`: the data-plane proxy in front of Blaze inference workers.
 //!
-//! Every inference request passes through it. It proxies HTTP/1.1 and HTTP/2 (cleartext, prior
-//! knowledge; gRPC included) with bodies streamed both ways, picks an endpoint with one of the
+//! Every inference request passes through it. It proxies HTTP/1.1 and HTTP/2 (gRPC included;
+//! in cleartext with HTTP/2 by prior knowledge, or over [`tls`] with ALPN choosing, the
+//! certificate re-read when its files change) with bodies streamed both ways, picks an endpoint with one of the
 //! [`balance`] strategies, ejects failing endpoints with per-endpoint circuit [`breaker`]s and
 //! active [`health`] checks, and retries only what is safe to retry within a retry
 //! [`budget`]. A request counts as in flight until its response body ends, so a long token
@@ -92,6 +93,7 @@ pub mod kube_watch;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
+pub mod tls;
 
 /// Errors of the router.
 #[derive(Debug, thiserror::Error)]

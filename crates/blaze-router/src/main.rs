@@ -13,6 +13,7 @@ use blaze_router::kube_watch;
 use blaze_router::metrics::{Metrics, ReloadLabels, ReloadResult};
 use blaze_router::proxy::{Proxy, serve};
 use blaze_router::routes::Table;
+use blaze_router::tls::{Tls, TlsFiles};
 use clap::{Parser, ValueEnum};
 use k8s_openapi::api::core::v1::ConfigMap;
 use prometheus_client::registry::Registry;
@@ -23,15 +24,25 @@ use prometheus_client::registry::Registry;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The Blaze router: proxies HTTP/1.1, HTTP/2 and gRPC (cleartext, one port) to inference
-/// workers with balancing strategies, circuit breakers, health checks and retries.
+/// The Blaze router: proxies HTTP/1.1, HTTP/2 and gRPC (one port: cleartext, or TLS with
+/// `--tls-cert` and `--tls-key`) to inference workers with balancing strategies, circuit
+/// breakers, health checks and retries.
 #[derive(Parser, Debug)]
 #[command(version)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["config", "config_map"])))]
 struct Args {
-    /// Address the proxy listens on (HTTP/1.1 and HTTP/2 with prior knowledge).
+    /// Address the proxy listens on (HTTP/1.1 and HTTP/2 with prior knowledge, or over TLS
+    /// with `--tls-cert`).
     #[arg(long, env = "BLAZE_ROUTER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: String,
+    /// PEM certificate chain (leaf first): the proxy port then speaks TLS only, offering
+    /// HTTP/2 and HTTP/1.1 by ALPN. Re-read when it changes (a renewed Secret). Needs
+    /// `--tls-key`.
+    #[arg(long, env = "BLAZE_ROUTER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "BLAZE_ROUTER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Routing configuration (YAML, the `routing.yaml` format); reloaded when it changes.
     /// Standalone mode; give this or `--config-map`.
     #[arg(long, env = "BLAZE_ROUTER_CONFIG")]
@@ -115,6 +126,12 @@ async fn initial(args: &Args) -> anyhow::Result<(RoutingConfig, Source)> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(Tls::load(TlsFiles { cert: cert.clone(), key: key.clone() })?)
+        }
+        _ => None,
+    };
     let (cfg, source) = initial(&args).await?;
     let auth =
         cfg.auth.as_ref().map(Auth::from_config).transpose().context("configuration: auth")?;
@@ -146,7 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             m.reloads.get_or_create(&ReloadLabels { result: ReloadResult::Error }).inc();
         },
     ));
-    let (apply, on_error) = reloader(proxy.clone(), table.clone(), metrics, auth_tx);
+    let (apply, on_error) = reloader(proxy.clone(), table.clone(), metrics.clone(), auth_tx);
     match source {
         Source::File(path) => tokio::spawn(FileWatch::new(path).run(apply, on_error)),
         Source::ConfigMap(api, name) => {
@@ -154,6 +171,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     tokio::spawn(blaze_router::health::run(table));
+    if let Some(tls) = &tls {
+        let m = metrics.clone();
+        tokio::spawn(tls.clone().watch(move |e| {
+            let result = if e.is_some() { ReloadResult::Error } else { ReloadResult::Ok };
+            m.tls_reloads.get_or_create(&ReloadLabels { result }).inc();
+        }));
+    }
     let listener = std::net::TcpListener::bind(&args.listen)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .with_context(|| format!("--listen {}", args.listen))?;
@@ -165,24 +189,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut workers = Vec::new();
     for i in 1..threads {
         let (l, proxy, mut stop) = (listener.try_clone()?, proxy.clone(), stop_rx.clone());
+        let tls = tls.clone();
         let worker = std::thread::Builder::new().name(format!("blaze-router-{i}")).spawn(
             move || -> anyhow::Result<()> {
                 runtime()?.block_on(async move {
                     let l = tokio::net::TcpListener::from_std(l)?;
                     let stopped = async move { drop(stop.wait_for(|s| *s).await) };
-                    serve(l, proxy, stopped, drain).await;
+                    serve(l, proxy, tls, stopped, drain).await;
                     Ok(())
                 })
             },
         )?;
         workers.push(worker);
     }
-    tracing::info!(listen = %args.listen, threads, "blaze-router serving");
+    tracing::info!(listen = %args.listen, threads, tls = tls.is_some(), "blaze-router serving");
     let stopped = async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     };
-    serve(tokio::net::TcpListener::from_std(listener)?, proxy, stopped, drain).await;
+    serve(tokio::net::TcpListener::from_std(listener)?, proxy, tls, stopped, drain).await;
     for w in workers {
         w.join().map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
     }

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub no_endpoint: Counter,
     /// Configuration reloads.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// TLS certificate reloads (after the files changed).
+    pub tls_reloads: Family<ReloadLabels, Counter>,
     /// Requests per API key name.
     pub key_requests: Family<KeyLabels, Counter>,
     /// Requests refused for a missing or wrong API key.
@@ -103,6 +105,7 @@ impl Metrics {
             budget_exhausted: Counter::default(),
             no_endpoint: Counter::default(),
             reloads: Family::default(),
+            tls_reloads: Family::default(),
             key_requests: Family::default(),
             unauthorized: Counter::default(),
         };
@@ -141,6 +144,7 @@ impl Metrics {
         );
         r.register("no_endpoint", "Requests that found no endpoint", m.no_endpoint.clone());
         r.register("config_reloads", "Configuration reloads", m.reloads.clone());
+        r.register("tls_reloads", "TLS certificate reloads", m.tls_reloads.clone());
         r.register("api_key_requests", "Requests per API key name", m.key_requests.clone());
         r.register(
             "unauthorized",

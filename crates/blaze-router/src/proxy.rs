@@ -120,11 +120,12 @@ impl Proxy {
         self.auth.store(auth.map(Arc::new));
     }
 
-    /// Handles one client request.
+    /// Handles one client request from `peer`, which came over TLS when `https`.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
+        https: bool,
     ) -> Response<Downstream> {
         if let Some(admin) = &self.admin
             && let Some(resp) = admin.serve(req.uri().path())
@@ -138,7 +139,10 @@ impl Proxy {
         }
         let routes = self.table.load();
         let (mut parts, body) = req.into_parts();
-        let fwd = prepare_request(&mut parts.headers, peer.ip());
+        let mut fwd = prepare_request(&mut parts.headers, peer.ip());
+        if https {
+            fwd.set_https();
+        }
         let mut body = match read_small(body, millis(routes.config.timeouts.idle_timeout_ms)).await
         {
             Ok(b) => b,

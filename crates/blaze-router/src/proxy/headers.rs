@@ -70,11 +70,17 @@ pub struct Forwarding {
     prev_xff: Option<HeaderValue>,
     client: IpAddr,
     add_proto: bool,
+    https: bool,
     request_id: HeaderValue,
     add_id: bool,
 }
 
 impl Forwarding {
+    /// The client connected over TLS: `x-forwarded-proto` says `https`.
+    pub fn set_https(&mut self) {
+        self.https = true;
+    }
+
     /// The request id the request travels with (the client's, or a new one).
     pub fn request_id(&self) -> &HeaderValue {
         &self.request_id
@@ -97,7 +103,8 @@ impl Forwarding {
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
         if self.add_proto {
-            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            let proto = if self.https { "https" } else { "http" };
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
         if self.add_id {
             h.insert(REQUEST_ID.clone(), self.request_id.clone());
@@ -111,7 +118,12 @@ impl Forwarding {
         self.xff_into(dst);
         dst.extend_from_slice(b"\r\n");
         if self.add_proto {
-            dst.extend_from_slice(b"x-forwarded-proto: http\r\n");
+            let line: &[u8] = if self.https {
+                b"x-forwarded-proto: https\r\n"
+            } else {
+                b"x-forwarded-proto: http\r\n"
+            };
+            dst.extend_from_slice(line);
         }
         if self.add_id {
             dst.extend_from_slice(b"x-request-id: ");
@@ -139,7 +151,7 @@ pub fn prepare_request(h: &mut HeaderMap, client: IpAddr) -> Forwarding {
         Some(id) => (id.clone(), false),
         None => (new_request_id(), true),
     };
-    Forwarding { prev_xff, client, add_proto, request_id, add_id }
+    Forwarding { prev_xff, client, add_proto, https: false, request_id, add_id }
 }
 
 /// Appends `ip` in its usual text form; IPv4 without the formatter.

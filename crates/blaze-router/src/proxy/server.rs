@@ -1,4 +1,6 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 with prior knowledge on one port.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one port, in cleartext (HTTP/2 by prior
+//! knowledge) or over TLS (HTTP/2 or HTTP/1.1 as ALPN agrees; without ALPN, by the client's
+//! first bytes).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,16 +16,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Proxy;
+use crate::tls::{HANDSHAKE_TIMEOUT, Tls};
 
 /// Time a client has to send a request's headers (slowloris protection); bodies then follow
 /// the idle timeout.
 pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `listener` until `shutdown` completes, then stops accepting and waits up to `drain`
-/// for open connections (and their streams) to finish.
+/// Serves `listener` (over TLS when `tls` is given) until `shutdown` completes, then stops
+/// accepting and waits up to `drain` for open connections (and their streams) to finish.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -53,24 +57,51 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
+        let https = tls.is_some();
         let svc = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, https).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = Graceful::new(conn, graceful.subscribe(), |c: Pin<&mut _>| {
-            auto::Connection::graceful_shutdown(c)
-        });
+        let Some(tls) = &tls else {
+            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+            let conn = Graceful::new(conn, graceful.subscribe(), |c: Pin<&mut _>| {
+                auto::Connection::graceful_shutdown(c)
+            });
+            tokio::spawn(run(conn));
+            continue;
+        };
+        let (acceptor, builder, signal) = (tls.acceptor(), builder.clone(), graceful.subscribe());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                };
+            // ALPN decides the protocol; without it, hyper tells by the first bytes.
+            let builder = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => builder.http2_only(),
+                Some(b"http/1.1") => builder.http1_only(),
+                _ => builder,
+            };
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            run(Graceful::new(conn, signal, |c: Pin<&mut _>| {
+                auto::Connection::graceful_shutdown(c)
+            }))
+            .await;
         });
     }
     tracing::info!("draining connections");
     let _ = graceful.send(());
     if tokio::time::timeout(drain, graceful.closed()).await.is_err() {
         tracing::warn!("connections still open after the drain time");
+    }
+}
+
+/// Drives one client connection to its end, logging how it ended.
+async fn run<E: std::fmt::Display>(conn: impl Future<Output = Result<(), E>>) {
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
 
