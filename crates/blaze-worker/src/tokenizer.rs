@@ -88,21 +88,37 @@ impl StreamDecoder {
         // replacement character is what the model really produced.
         let incomplete = now.ends_with('\u{fffd}') && self.ids.len() - self.read < 4;
         if now.len() > before.len() && !incomplete {
-            // Replacement characters may decode differently once more bytes arrive, so
-            // cut at the longest common prefix rather than at `before.len()`.
-            let common: usize = before
-                .chars()
-                .zip(now.chars())
-                .take_while(|(a, b)| a == b)
-                .map(|(a, _)| a.len_utf8())
-                .sum();
-            let piece = now[common..].to_string();
-            self.prefix = self.read;
-            self.read = self.ids.len();
-            Ok(piece)
+            Ok(self.take(&before, &now))
         } else {
             Ok(String::new())
         }
+    }
+
+    /// Ends the stream: the text of the tokens still held back. Bytes that never formed a
+    /// whole character come out as U+FFFD, as decoding every token at once gives them, so the
+    /// pieces always add up to the full decode.
+    pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<String> {
+        if self.read == self.ids.len() {
+            return Ok(String::new());
+        }
+        let before = tokenizer.decode(&self.ids[self.prefix..self.read])?;
+        let now = tokenizer.decode(&self.ids[self.prefix..])?;
+        Ok(self.take(&before, &now))
+    }
+
+    /// The text `now` adds to `before`, and every token so far counted as read. Replacement
+    /// characters may decode differently once more bytes arrive, so the cut is at the longest
+    /// common prefix rather than at `before.len()`.
+    fn take(&mut self, before: &str, now: &str) -> String {
+        let common: usize = before
+            .chars()
+            .zip(now.chars())
+            .take_while(|(a, b)| a == b)
+            .map(|(a, _)| a.len_utf8())
+            .sum();
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        now[common..].to_string()
     }
 }
 
@@ -143,5 +159,24 @@ mod tests {
         let pieces: Vec<String> = ids.iter().map(|id| d.push(&tok, *id).unwrap()).collect();
         assert_eq!(pieces.concat(), "é€x");
         assert!(pieces.iter().all(|p| !p.contains('\u{fffd}')), "{pieces:?}");
+        assert_eq!(d.finish(&tok).unwrap(), "", "nothing held back");
+    }
+
+    #[test]
+    fn a_stream_ending_inside_a_character_ends_with_what_a_full_decode_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::testing::write_tiny_llama(dir.path(), 16).unwrap();
+        let tok = Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+        // "x", then the first two bytes of the three of "€".
+        let mut ids = tok.encode("x").unwrap();
+        let euro = tok.encode("€").unwrap();
+        assert_eq!(euro.len(), 3, "one byte token per byte: {euro:?}");
+        ids.extend_from_slice(&euro[..2]);
+        let mut d = StreamDecoder::default();
+        let mut text: String = ids.iter().map(|id| d.push(&tok, *id).unwrap()).collect();
+        assert_eq!(text, "x", "the partial character is held back");
+        text.push_str(&d.finish(&tok).unwrap());
+        assert_eq!(text, tok.decode(&ids).unwrap());
+        assert!(text.starts_with('x') && text.ends_with('\u{fffd}'), "{text:?}");
     }
 }

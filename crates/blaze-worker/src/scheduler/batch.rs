@@ -202,10 +202,15 @@ impl Worker {
         let mut reason = None;
         let text = if self.model.eos_ids.contains(&token) {
             reason = Some(FinishReason::Stop);
-            s.stop.push("", true).0
+            // Bytes held back for a character the model never finished.
+            let rest = s.decoder.finish(&self.model.tokenizer).unwrap_or_default();
+            s.stop.push(&rest, true).0
         } else {
-            let piece = s.decoder.push(&self.model.tokenizer, token).unwrap_or_default();
+            let mut piece = s.decoder.push(&self.model.tokenizer, token).unwrap_or_default();
             let at_limit = s.generated >= s.max_tokens || s.cache.len() + 1 >= context;
+            if at_limit {
+                piece.push_str(&s.decoder.finish(&self.model.tokenizer).unwrap_or_default());
+            }
             let (text, hit) = s.stop.push(&piece, at_limit);
             if hit {
                 reason = Some(FinishReason::Stop);
