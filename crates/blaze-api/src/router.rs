@@ -95,6 +95,10 @@ pub struct BlazeRouterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
 
+    /// Serve clients over TLS (HTTP/2 and HTTP/1.1 by ALPN) instead of cleartext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
     /// Router pods. Two by default, so one can restart without an outage.
     #[serde(default = "default_router_replicas")]
     #[schemars(range(min = 0, max = 1000))]
@@ -488,6 +492,20 @@ pub struct AuthSpec {
 
 fn default_auth_header() -> String {
     "authorization".to_owned()
+}
+
+/// TLS for the router's clients.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A `kubernetes.io/tls` Secret in the router's namespace (keys `tls.crt`, the chain leaf
+    /// first, and `tls.key`), for example one cert-manager renews. The router serves a renewed
+    /// certificate once the kubelet has updated the mounted files, without a restart.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: String,
 }
 
 /// The router's Service.

@@ -39,6 +39,8 @@ pub const CONFIG_KEY: &str = blaze_api::routing::CONFIG_MAP_KEY;
 pub const CONFIG_MAP_VERBS: &[&str] = &["get", "list", "watch"];
 /// Where the API-key Secret is mounted (one file per key; the router reads it as `auth.keysDir`).
 pub const API_KEYS_DIR: &str = "/etc/blaze/api-keys";
+/// Where the `spec.tls` Secret is mounted (`tls.crt`, `tls.key`).
+pub const TLS_DIR: &str = "/etc/blaze/tls";
 
 pub use blaze_api::routing::config_map_name;
 
@@ -66,8 +68,15 @@ pub fn config_map(router: &BlazeRouter, config: &RoutingConfig) -> Result<Config
 }
 
 /// The router's arguments; every flag here must match `blaze-router --help`. The routing
-/// document comes from the ConfigMap `config_map` in `namespace`, watched through the API.
-pub fn router_args(listen_host: &str, config_map: &str, namespace: &str) -> Vec<String> {
+/// document comes from the ConfigMap `config_map` in `namespace`, watched through the API;
+/// with `tls`, the proxy port serves TLS from the Secret mounted at [`TLS_DIR`].
+pub fn router_args(listen_host: &str, config_map: &str, namespace: &str, tls: bool) -> Vec<String> {
+    let tls_args = [
+        "--tls-cert".to_owned(),
+        format!("{TLS_DIR}/tls.crt"),
+        "--tls-key".to_owned(),
+        format!("{TLS_DIR}/tls.key"),
+    ];
     [
         "--listen",
         &format!("{listen_host}:{ROUTER_PORT}"),
@@ -82,6 +91,7 @@ pub fn router_args(listen_host: &str, config_map: &str, namespace: &str) -> Vec<
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(tls_args.into_iter().filter(|_| tls))
     .collect()
 }
 
@@ -141,6 +151,17 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
         });
         mounts.push(mount("api-keys", API_KEYS_DIR, true));
     }
+    if let Some(tls) = &router.spec.tls {
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount("tls", TLS_DIR, true));
+    }
     let port = |n: &str, p: i32| ContainerPort {
         name: Some(n.into()),
         container_port: p,
@@ -161,9 +182,14 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
     let container = Container {
         name: ROUTER.into(),
         image: Some(router.spec.image.clone().unwrap_or_else(|| defaults.router_image.clone())),
-        args: Some(router_args(&defaults.listen_host, &config_map_name(&name), &namespace)),
+        args: Some(router_args(
+            &defaults.listen_host,
+            &config_map_name(&name),
+            &namespace,
+            router.spec.tls.is_some(),
+        )),
         env: super::pod_ip_env(&defaults.listen_host),
-        ports: Some(vec![port("http", ROUTER_PORT), port("admin", ADMIN_PORT)]),
+        ports: Some(vec![port(proxy_port_name(router), ROUTER_PORT), port("admin", ADMIN_PORT)]),
         readiness_probe: Some(probe("/readyz")),
         liveness_probe: Some(probe("/livez")),
         security_context: Some(container_security()),
@@ -202,7 +228,12 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
     })
 }
 
-/// The Service clients call: `spec.service` port to the router's `http` port.
+/// The name of the router's proxy port: `https` with `spec.tls`, else `http`.
+fn proxy_port_name(router: &BlazeRouter) -> &'static str {
+    if router.spec.tls.is_some() { "https" } else { "http" }
+}
+
+/// The Service clients call: `spec.service` port to the router's `http` (or `https`) port.
 pub fn service(router: &BlazeRouter) -> Result<Service> {
     let name = name_of(router)?;
     let mut meta = child_meta(router)?;
@@ -216,9 +247,9 @@ pub fn service(router: &BlazeRouter) -> Result<Service> {
             selector: Some(labels::router_selector(&name)),
             type_: type_.as_str().map(str::to_owned),
             ports: Some(vec![ServicePort {
-                name: Some("http".into()),
+                name: Some(proxy_port_name(router).into()),
                 port: router.spec.service.port,
-                target_port: Some(IntOrString::String("http".into())),
+                target_port: Some(IntOrString::String(proxy_port_name(router).into())),
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),

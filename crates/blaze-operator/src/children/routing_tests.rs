@@ -178,3 +178,36 @@ fn router_pods_may_read_and_watch_their_routing_config_map_and_nothing_else() {
         assert_eq!(owner[0].controller, Some(true));
     }
 }
+
+#[test]
+fn a_router_with_tls_mounts_its_secret_and_serves_https() {
+    let mut r = quickstart_router();
+    let plain = router::deployment(&r, &Defaults::default()).unwrap();
+    let args = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        d.spec.template.spec.as_ref().unwrap().containers[0].args.clone().unwrap().join(" ")
+    };
+    assert!(!args(&plain).contains("--tls"), "{}", args(&plain));
+    assert_eq!(
+        router::service(&r).unwrap().spec.unwrap().ports.unwrap()[0].name.as_deref(),
+        Some("http")
+    );
+
+    r.spec.tls = Some(serde_json::from_value(json!({"secretName": "router-cert"})).unwrap());
+    let d = router::deployment(&r, &Defaults::default()).unwrap();
+    let a = args(&d);
+    assert!(
+        a.ends_with("--tls-cert /etc/blaze/tls/tls.crt --tls-key /etc/blaze/tls/tls.key"),
+        "{a}"
+    );
+    let pod = d.spec.template.spec.unwrap();
+    let vols = pod.volumes.unwrap();
+    assert_eq!(vols[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("router-cert"));
+    let c = &pod.containers[0];
+    let m = &c.volume_mounts.as_ref().unwrap()[0];
+    assert_eq!((m.mount_path.as_str(), m.read_only), ("/etc/blaze/tls", Some(true)));
+    assert_eq!(c.ports.as_ref().unwrap()[0].name.as_deref(), Some("https"));
+    let port = router::service(&r).unwrap().spec.unwrap().ports.unwrap().remove(0);
+    assert_eq!(port.name.as_deref(), Some("https"));
+    let https = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("https".into());
+    assert_eq!(port.target_port, Some(https));
+}
