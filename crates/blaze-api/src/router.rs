@@ -472,16 +472,16 @@ impl Default for TimeoutsSpec {
     }
 }
 
+/// A Secret's name: a DNS subdomain (RFC 1123).
+const SECRET_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// API-key authentication.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
     /// A Secret in the router's namespace. Each of its keys is one API key: the entry's name
     /// labels the key in metrics, the entry's value is the key clients send.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_NAME))]
     pub secret_name: String,
     /// Header carrying the key. `authorization` expects `Bearer KEY`; any other header holds
     /// the key alone.
@@ -501,10 +501,7 @@ pub struct TlsSpec {
     /// A `kubernetes.io/tls` Secret in the router's namespace (keys `tls.crt`, the chain leaf
     /// first, and `tls.key`), for example one cert-manager renews. The router serves a renewed
     /// certificate once the kubelet has updated the mounted files, without a restart.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_NAME))]
     pub secret_name: String,
 }
 

@@ -139,28 +139,23 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
     let name = name_of(router)?;
     let namespace = router.metadata.namespace.clone().unwrap_or_default();
     let selector = labels::router_selector(&name);
+    // Secrets the router reads from files: API keys, and the TLS certificate and key.
+    let secrets = [
+        ("api-keys", router.spec.auth.as_ref().map(|a| &a.secret_name), API_KEYS_DIR),
+        ("tls", router.spec.tls.as_ref().map(|t| &t.secret_name), TLS_DIR),
+    ];
     let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
-    if let Some(auth) = &router.spec.auth {
+    for (volume, secret, dir) in secrets {
+        let Some(secret) = secret else { continue };
         volumes.push(Volume {
-            name: "api-keys".into(),
+            name: volume.into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(auth.secret_name.clone()),
+                secret_name: Some(secret.clone()),
                 ..Default::default()
             }),
             ..Default::default()
         });
-        mounts.push(mount("api-keys", API_KEYS_DIR, true));
-    }
-    if let Some(tls) = &router.spec.tls {
-        volumes.push(Volume {
-            name: "tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(mount("tls", TLS_DIR, true));
+        mounts.push(mount(volume, dir, true));
     }
     let port = |n: &str, p: i32| ContainerPort {
         name: Some(n.into()),
