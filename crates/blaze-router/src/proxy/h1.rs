@@ -39,6 +39,9 @@ const READ_SIZE: usize = 8 * 1024;
 const COPY_BODY: usize = 16 * 1024;
 /// Largest write buffer a connection keeps between requests.
 const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+/// Most bytes of an answer kept while the request body is still being written (an endpoint
+/// echoing the body as it reads it); past it, reading waits until the body is out.
+const MAX_EARLY_ANSWER: usize = 4 << 20;
 
 /// One endpoint connection with the bytes read from it and not yet used.
 #[derive(Debug)]
@@ -74,6 +77,17 @@ enum Sent {
     All,
     /// The endpoint answered first.
     Answered,
+}
+
+/// A final answer read while the request is still being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// None yet (or only interim 1xx ones).
+    None,
+    /// 2xx: the endpoint may be streaming its answer while it reads.
+    Success,
+    /// Anything else: the endpoint will not use the rest of the body.
+    Refusal,
 }
 
 /// How the response body is delimited.
@@ -148,9 +162,12 @@ impl Conn {
         Ok(())
     }
 
-    /// Writes `data` unless the endpoint answers first: a complete final response head read
-    /// meanwhile (or found after a failed write: an endpoint that answered and closed resets
-    /// the connection while the rest of the body is still coming) ends the write early.
+    /// Writes `data`, reading whatever the endpoint sends meanwhile. A refusal (a final
+    /// answer that is not 2xx: 413, 401, ...) ends the write early, as does a failed write
+    /// after any answer (an endpoint that answered and closed resets the connection while the
+    /// rest of the body is still coming). A 2xx answer does not: an endpoint may stream its
+    /// answer while it reads (full duplex), so the body goes on; its answer is kept in the
+    /// buffer, up to [`MAX_EARLY_ANSWER`] bytes.
     async fn write_watching(&mut self, data: &[u8]) -> Result<Sent, Error> {
         // The common case: everything fits in the socket's buffer at once.
         let mut off = match self.io.try_write(data) {
@@ -159,9 +176,10 @@ impl Conn {
             Err(e) => return self.answered_after(e).await,
         };
         while off < data.len() {
+            let room = self.buf.len() < MAX_EARLY_ANSWER;
             tokio::select! {
                 biased;
-                ready = self.io.readable() => {
+                ready = self.io.readable(), if room => {
                     ready.map_err(Error::Write)?;
                     self.buf.reserve(READ_SIZE);
                     match self.io.try_read_buf(&mut self.buf) {
@@ -169,7 +187,7 @@ impl Conn {
                             let eof = io::ErrorKind::UnexpectedEof.into();
                             return self.answered_after(eof).await;
                         }
-                        Ok(_) if self.answer_ready() => {
+                        Ok(_) if self.answer() == Answer::Refusal => {
                             self.reuse = false;
                             return Ok(Sent::Answered);
                         }
@@ -211,25 +229,26 @@ impl Conn {
                 break;
             }
         }
-        if self.answer_ready() {
+        if self.answer() != Answer::None {
             self.reuse = false;
             return Ok(Sent::Answered);
         }
         Err(Error::Write(e))
     }
 
-    /// Whether the buffer holds a complete final (not 1xx) response head.
-    fn answer_ready(&self) -> bool {
+    /// What the buffer holds of a final (not 1xx) response head.
+    fn answer(&self) -> Answer {
         let mut at = 0;
         loop {
             let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
             let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
             match parse_head(&self.buf[at..], &mut slots, &mut spans) {
                 Ok(Some(head)) if head.status.is_informational() => at += head.len,
-                Ok(Some(_)) => return true,
+                Ok(Some(head)) if head.status.is_success() => return Answer::Success,
+                Ok(Some(_)) => return Answer::Refusal,
                 // A malformed answer is reported by `read_response`: stop writing.
-                Err(_) => return true,
-                Ok(None) => return false,
+                Err(_) => return Answer::Refusal,
+                Ok(None) => return Answer::None,
             }
         }
     }

@@ -301,3 +301,61 @@ async fn a_close_before_any_answer_is_told_apart_from_one_part_way() {
     let e = c.read_response(&parts.method).await.unwrap_err();
     assert!(matches!(e, Error::Closed(_)), "{e:?}");
 }
+
+#[tokio::test]
+async fn an_endpoint_streaming_its_answer_while_it_reads_gets_the_whole_body() {
+    // Echoed as it arrives behind an immediate 200; small socket buffers on both sides, so
+    // the body takes many writes and the answer starts coming while they go on.
+    let n = 1 << 20;
+    let small = 64 * 1024;
+    let listener = tokio::net::TcpSocket::new_v4().unwrap();
+    listener.set_recv_buffer_size(small).unwrap();
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = listener.listen(16).unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let body_start = loop {
+            let mut chunk = [0u8; 4096];
+            let k = s.read(&mut chunk).await.unwrap();
+            seen.extend_from_slice(&chunk[..k]);
+            if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        s.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut echoed = seen.len() - body_start;
+        s.write_all(&seen[body_start..]).await.unwrap();
+        while echoed < n {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let k = s.read(&mut chunk).await.unwrap();
+            assert!(k > 0, "the client stopped sending the body");
+            s.write_all(&chunk[..k]).await.unwrap();
+            echoed += k;
+        }
+        let _ = s.read(&mut [0u8; 1]).await;
+    });
+    let body = Bytes::from(vec![b'y'; n]);
+    let b = http::Request::post("/echo").header("host", "h");
+    let (mut parts, ()) = b.body(()).unwrap().into_parts();
+    let fwd = prepare_request(&mut parts.headers, "10.0.0.9".parse().unwrap());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(small).unwrap();
+    let mut c = Conn::new(socket.connect(addr).await.unwrap());
+    let exchange = async {
+        c.write_request(&parts, &fwd, "h", &body).await.unwrap();
+        assert!(!c.buf.is_empty(), "the answer came while the body was being written");
+        let resp = c.read_response(&parts.method).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        drain(resp.into_body()).await
+    };
+    let (data, _, conn) = tokio::time::timeout(std::time::Duration::from_secs(20), exchange)
+        .await
+        .expect("the exchange stalled");
+    assert_eq!(data.len(), n);
+    assert!(data.iter().all(|b| *b == b'y'));
+    assert!(conn.is_some(), "a complete exchange leaves the connection reusable");
+}
