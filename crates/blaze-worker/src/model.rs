@@ -87,8 +87,9 @@ pub enum Weights {
     /// Both: `q8_0` for decode steps of fewer than [`llama::DENSE_MIN_ROWS`] sequences,
     /// `f32` for prefill and larger steps; the faster kernel for each, in about 5.1 bytes
     /// per weight. A sequence's greedy output can then depend on how many others share its
-    /// decode steps (rarely: the two kernels round differently); the other choices are
-    /// batch-invariant.
+    /// decode steps, and on which dense copies the scheduler kept after timing both kernels
+    /// at start (the two kernels round differently: rarely visible on a trained model, often
+    /// on random weights); the other choices are batch-invariant.
     Dual,
 }
 
