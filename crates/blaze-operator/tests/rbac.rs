@@ -125,3 +125,33 @@ fn the_chart_grants_the_same_rules() {
     assert_eq!(chart.len(), 2);
     assert_eq!(chart, plain, "charts/blaze/templates/rbac.yaml and rbac.yaml differ");
 }
+
+#[test]
+fn the_operator_holds_what_it_grants_router_pods() {
+    // RBAC refuses to create a Role granting more than its creator holds.
+    let rule = blaze_operator::children::router::role(
+        &serde_json::from_value(serde_json::json!({
+            "apiVersion": "blaze.ai/v1alpha1", "kind": "BlazeRouter",
+            "metadata": {"name": "r", "namespace": "default", "uid": "u"},
+            "spec": {"engines": {"names": ["e"]}}
+        }))
+        .unwrap(),
+    )
+    .unwrap()
+    .rules
+    .unwrap();
+    let held = wanted(CLUSTER);
+    for r in &rule {
+        for group in r.api_groups.iter().flatten() {
+            for res in r.resources.iter().flatten() {
+                for verb in &r.verbs {
+                    let grant = (group.clone(), res.clone(), verb.clone());
+                    assert!(
+                        held.contains(&grant),
+                        "router pods get {grant:?}, the operator lacks it"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -119,11 +119,26 @@ async fn initial(args: &Args) -> anyhow::Result<(RoutingConfig, Source)> {
     let client = kube::Client::try_default().await.context("--config-map: no Kubernetes client")?;
     let ns = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let api = kube::Api::namespaced(client, &ns);
-    let cfg = kube_watch::fetch(&api, &name)
-        .await
-        .with_context(|| format!("--config-map {ns}/{name}"))?;
+    // A new router's RoleBinding (or the ConfigMap itself) may reach the API server a moment
+    // after its pod starts: keep asking for a while before giving up.
+    let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+    let mut wait = Duration::from_millis(250);
+    let cfg = loop {
+        match kube_watch::fetch(&api, &name).await {
+            Ok(cfg) => break cfg,
+            Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(error = %e, retry_in = ?wait, "routing ConfigMap not readable yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(4));
+            }
+            Err(e) => return Err(e).with_context(|| format!("--config-map {ns}/{name}")),
+        }
+    };
     Ok((cfg, Source::ConfigMap(Box::new(api), name)))
 }
+
+/// How long a router started with `--config-map` keeps trying to read it before it exits.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let tls = match (&args.tls_cert, &args.tls_key) {

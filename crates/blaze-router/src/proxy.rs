@@ -69,6 +69,9 @@ struct TryFailure {
     status: StatusCode,
     message: String,
     retry: RetryType,
+    /// The endpoint is not to blame (a reused connection it closed as idle): a retry may go
+    /// to it again.
+    blameless: bool,
 }
 
 /// Whether a failed try may be repeated on another endpoint (a typed property, decided where
@@ -177,6 +180,7 @@ impl Proxy {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "no endpoint available".into(),
             retry: RetryType::Never,
+            blameless: false,
         };
         for attempt in 0..max_tries {
             let now = if attempt == 0 { now } else { Instant::now() };
@@ -209,6 +213,10 @@ impl Proxy {
                 Ok(resp) => return resp,
                 Err(f) => {
                     let again = f.retry == RetryType::Safe;
+                    if f.blameless {
+                        // Not excluded from the next pick.
+                        tried[attempt] = usize::MAX;
+                    }
                     last = f;
                     if !again {
                         break;
@@ -238,7 +246,8 @@ impl Proxy {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Http2 => true,
         };
-        let fail = |status, message, retry| Err(TryFailure { status, message, retry });
+        let fail =
+            |status, message, retry| Err(TryFailure { status, message, retry, blameless: false });
         let (out, retry) = match &mut *body {
             // The common case: written and answered by this task on its own connection,
             // straight from the client's parts.
@@ -279,6 +288,15 @@ impl Proxy {
         let now = Instant::now();
         let (rparts, rbody, lease) = match result {
             Ok(Ok(r)) => r,
+            Ok(Err(e @ SendError::Stale(_))) => {
+                // No verdict for the breaker: the endpoint may just have closed an idle
+                // connection. The request is sent again only as the retry policy allows.
+                drop(try_);
+                tracing::debug!(endpoint = %ep.address, error = %e, "reused connection closed");
+                let message = format!("endpoint {} failed: {e}", ep.address);
+                let status = StatusCode::BAD_GATEWAY;
+                return Err(TryFailure { status, message, retry, blameless: true });
+            }
             Ok(Err(e)) => {
                 try_.finish(false, now);
                 // A connection that was never made carries nothing: always safe to try elsewhere.

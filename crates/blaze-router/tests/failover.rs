@@ -132,3 +132,75 @@ async fn an_endpoint_refusing_an_upload_early_is_answered_not_failed() {
     let (status, text) = send(&client(), req).await.unwrap();
     assert_eq!((status, text.as_str()), (413, "prompt too long"));
 }
+
+/// An endpoint that answers the first request of every connection (keep-alive) and closes
+/// the connection when a second one arrives on it, as one whose idle timeout ends just as a
+/// request comes. Returns its address and the count of connections it accepted.
+async fn closes_after_one() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    async fn head(s: &mut tokio::net::TcpStream) -> bool {
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+        true
+    }
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let n = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            n.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if head(&mut s).await {
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                    let _ = s.write_all(ok).await;
+                    head(&mut s).await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn a_reused_connection_closed_under_a_request_is_retried_without_blame() {
+    let (ep, connections) = closes_after_one().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    let doc = format!("strategy: roundRobin\nretries: {{attempts: 1}}\n{}", endpoints_yaml(&[&ep]));
+    write_config(&cfg, &doc);
+    let r = router(&cfg, &["--worker-threads", "1"]).await;
+    let c = client();
+    let url = format!("http://{}/v1/completions", r.addr);
+    for i in 0..4 {
+        let req = http::Request::post(&url).body(http_body_util::Full::new(Bytes::from("{}")));
+        let (status, text) = send(&c, req.unwrap()).await.unwrap();
+        assert_eq!((status, text.as_str()), (200, "ok\n"), "request {i}");
+    }
+    // Each request after the first found its pooled connection closed and went again on a
+    // new one, to the same (only) endpoint, which the breaker did not blame. (Health checks
+    // may open connections of their own.)
+    assert!(connections.load(Ordering::SeqCst) >= 4);
+    let errors = format!("blaze_router_endpoint_errors_total{{endpoint=\"{ep}\",engine=\"\"}}");
+    assert_eq!(metric(&c, &r.addr, &errors).await.unwrap_or(0.0), 0.0);
+    assert_eq!(metric(&c, &r.addr, "blaze_router_retries_total").await, Some(3.0));
+
+    // With retries off, the policy holds: the request is not sent twice.
+    let doc = format!("strategy: roundRobin\nretries: {{attempts: 0}}\n{}", endpoints_yaml(&[&ep]));
+    write_config(&cfg, &doc);
+    poll(Duration::from_secs(5), || async {
+        let loaded = "blaze_router_config_reloads_total{result=\"Ok\"}";
+        metric(&c, &r.addr, loaded).await >= Some(1.0)
+    })
+    .await;
+    let req = http::Request::post(&url).body(http_body_util::Full::new(Bytes::from("{}")));
+    let (status, _) = send(&c, req.unwrap()).await.unwrap();
+    assert_eq!(status, 502, "the pooled connection is closed under it and no retry is allowed");
+}

@@ -105,6 +105,14 @@ impl Conn {
         Self { io, buf: BytesMut::new(), wbuf: Vec::new(), reuse: true }
     }
 
+    /// Lets go of a read buffer grown large (an answer read while a large body was written),
+    /// so an idle pooled connection holds no more than a small one.
+    pub(super) fn shrink(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_WRITE_BUFFER {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Whether an idle connection can carry a request: nothing arrived on it since its last
     /// exchange (an endpoint that closed it has sent its FIN). Costs no system call unless
     /// the runtime's readiness flag is set; leaves a no-op waker behind, so an idle
@@ -187,7 +195,11 @@ impl Conn {
                             let eof = io::ErrorKind::UnexpectedEof.into();
                             return self.answered_after(eof).await;
                         }
-                        Ok(_) if self.answer() == Answer::Refusal => {
+                        // A head that never ends is refused here rather than buffered
+                        // and parsed again at every read; `read_response` reports it.
+                        Ok(_) if self.answer() == Answer::Refusal
+                            || self.buf.len() >= MAX_HEAD && self.answer() == Answer::None =>
+                        {
                             self.reuse = false;
                             return Ok(Sent::Answered);
                         }

@@ -52,6 +52,11 @@ pub enum SendError {
     /// An exchange driven by the request's own task failed after connecting.
     #[error("{0}")]
     H1(h1::Error),
+    /// A pooled connection was closed by the endpoint with no answer after the request went
+    /// out: most likely the endpoint closed it as idle while the request crossed, so the
+    /// endpoint is not to blame, but it may also have failed with the request in hand.
+    #[error("reused connection closed before any response: {0}")]
+    Stale(h1::Error),
 }
 
 impl SendError {
@@ -59,7 +64,7 @@ impl SendError {
     pub fn is_connect(&self) -> bool {
         match self {
             SendError::Connect(_) => true,
-            SendError::Http(_) | SendError::H1(_) => false,
+            SendError::Http(_) | SendError::H1(_) | SendError::Stale(_) => false,
             SendError::Client(e) => e.is_connect(),
         }
     }
@@ -184,12 +189,8 @@ pub fn release_conn(addr: &str, conn: h1::Conn) {
 /// Sends `req` with its buffered `body` to `addr` on a pooled connection, or a new one, and
 /// reads the response head, all in the caller's task. A pooled connection that fails while
 /// the request is written is replaced by a new one at no risk: an incomplete request is not
-/// acted on. One that the endpoint closes with no answer after the request went out (it
-/// closed the idle connection as the request crossed, or a moment before and the close came
-/// after the check at checkout) is replaced too: the try counts as one, and the endpoint is
-/// not blamed for a connection it was entitled to close. A buffered request is one the
-/// router would send again elsewhere after the same failure, so sending it again here is no
-/// less safe.
+/// acted on. One that the endpoint closes with no answer after the request went out is
+/// [`SendError::Stale`]: whether to send the request again is the retry policy's call.
 pub async fn send_buffered(
     addr: &str,
     parts: &http::request::Parts,
@@ -197,14 +198,15 @@ pub async fn send_buffered(
     body: &Bytes,
 ) -> Result<Response<h1::Body>, SendError> {
     if let Some(mut conn) = RAW.with_borrow_mut(|p| p.take(addr)) {
-        let e = match conn.write_request(parts, fwd, addr, body).await {
-            Ok(()) => match conn.read_response(&parts.method).await {
-                Err(e @ h1::Error::Closed(_)) => e,
-                r => return r.map_err(SendError::H1),
-            },
-            Err(e) => e,
-        };
-        tracing::debug!(endpoint = addr, error = %e, "pooled connection closed; trying a new one");
+        match conn.write_request(parts, fwd, addr, body).await {
+            Ok(()) => {
+                return conn.read_response(&parts.method).await.map_err(|e| match e {
+                    h1::Error::Closed(_) => SendError::Stale(e),
+                    e => SendError::H1(e),
+                });
+            }
+            Err(e) => tracing::debug!(endpoint = addr, error = %e, "pooled connection closed"),
+        }
     }
     // Boxed: connecting is rare once the pool is warm.
     let mut conn = h1::Conn::new(Box::pin(tcp(addr)).await?);
@@ -277,67 +279,5 @@ mod tests {
         };
         assert_eq!(h(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(h(b"foobar"), 0x8594_4171_f739_67e8);
-    }
-
-    /// An endpoint that answers the first request of every connection and closes the
-    /// connection when the second arrives, as one whose idle timeout ends just as a request
-    /// comes; it counts connections.
-    async fn closes_after_one() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        async fn head(s: &mut TcpStream) -> bool {
-            let mut seen = Vec::new();
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                let mut chunk = [0u8; 1024];
-                match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => seen.extend_from_slice(&chunk[..n]),
-                }
-            }
-            true
-        }
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let count = std::sync::Arc::new(AtomicUsize::new(0));
-        let n = count.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = l.accept().await.unwrap();
-                n.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    if head(&mut s).await {
-                        let _ =
-                            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-                        head(&mut s).await;
-                    }
-                });
-            }
-        });
-        (addr, count)
-    }
-
-    #[tokio::test]
-    async fn a_pooled_connection_closed_as_the_request_went_out_is_replaced() {
-        use http_body_util::BodyExt as _;
-        let (addr, count) = closes_after_one().await;
-        let (mut parts, ()) = Request::post("/v1/completions").body(()).unwrap().into_parts();
-        let fwd =
-            super::super::headers::prepare_request(&mut parts.headers, "10.0.0.9".parse().unwrap());
-        let body = Bytes::from_static(b"{}");
-        for round in 0..3 {
-            let resp = send_buffered(&addr, &parts, &fwd, &body)
-                .await
-                .unwrap_or_else(|e| panic!("request {round}: {e}"));
-            assert_eq!(resp.status(), 200);
-            let mut b = resp.into_body();
-            let mut data = Vec::new();
-            while let Some(f) = b.frame().await {
-                data.extend_from_slice(&f.unwrap().into_data().unwrap());
-            }
-            assert_eq!(data, b"ok");
-            release_conn(&addr, b.take_reusable().expect("a clean exchange"));
-        }
-        // The first connection, then one for each request that found its pooled one closed.
-        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 }

@@ -115,16 +115,20 @@ async fn serve(
     let mut forwards = Vec::new();
     for (i, r) in objects.iter().filter(|o| kind_of(o) == "BlazeRouter").enumerate() {
         let ns = r.namespace().unwrap_or_else(|| "default".into());
+        // A router with `spec.tls` serves TLS on a port named `https`; the local port passes
+        // its bytes through, so the URL is https too.
+        let tls = !r.data["spec"]["tls"].is_null();
+        let (port, scheme) = if tls { ("https", "https") } else { ("http", "http") };
         let target = ServiceTarget {
             namespace: ns.clone(),
             name: blaze_operator::labels::router_child_name(&r.name_any()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String(port.into()),
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], args.port.saturating_add(i as u16)));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("--port: cannot listen on {addr}"))?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let url = format!("{scheme}://{}", listener.local_addr()?);
         info.routers.push((format!("{ns}/{}", r.name_any()), url));
         forwards.push(tokio::spawn(service_proxy::forward(client.clone(), target, listener)));
     }

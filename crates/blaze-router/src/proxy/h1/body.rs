@@ -57,6 +57,7 @@ impl Body {
             return None;
         }
         let mut conn = self.conn.take()?;
+        conn.shrink();
         conn.is_reusable().then_some(conn)
     }
 }
