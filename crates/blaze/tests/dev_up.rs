@@ -13,8 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use blaze_api::engine::BlazeEngine;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
@@ -158,6 +159,61 @@ async fn endpoint_delivery(client: &Client, metrics_url: &str, n: usize) -> Vec<
     }
 }
 
+/// A CA and a certificate for `localhost` it signed: the CA, the certificate and its key, PEM.
+fn certificate() -> (rustls::pki_types::CertificateDer<'static>, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.der().clone(), leaf.pem(), key.serialize_pem())
+}
+
+/// GET `path` over TLS (trusting `ca`, as `localhost`, offering HTTP/2 and HTTP/1.1) from
+/// `addr`, over HTTP/2 when the server picks it: the version, status and body, or `None` if
+/// the connection failed.
+async fn get_tls(
+    addr: &str,
+    ca: &rustls::pki_types::CertificateDer<'static>,
+    path: &str,
+) -> Option<(http::Version, u16, String)> {
+    use http_body_util::BodyExt as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).ok()?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tls = connector.connect(name, tcp).await.ok()?;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let empty = http_body_util::Empty::<bytes::Bytes>::new();
+    let resp = if h2 {
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(exec, io).await.ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("https://localhost{path}")).body(empty).ok()?;
+        tx.send_request(req).await.ok()?
+    } else {
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::get(path).header("host", "localhost").body(empty).ok()?;
+        tx.send_request(req).await.ok()?
+    };
+    let (version, status) = (resp.version(), resp.status().as_u16());
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((version, status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 async fn start() -> (Dev, Client, String) {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(BLAZE)
@@ -259,6 +315,43 @@ async fn quickstart_serves_scales_recovers_and_cleans_up() {
     .await;
     let recovered = ready_workers(3).await;
     assert!(!pids(&recovered).contains(&victim));
+
+    // A router serving TLS from a kubernetes.io/tls Secret: HTTP/2 by ALPN, on to the workers.
+    let (ca, cert, key) = certificate();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("secure-tls".into()), ..Default::default() },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [("tls.crt", cert), ("tls.key", key)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    secrets.create(&Default::default(), &secret).await.unwrap();
+    let secure: blaze_api::router::BlazeRouter = serde_yaml::from_str(
+        "apiVersion: blaze.ai/v1alpha1\nkind: BlazeRouter\nmetadata: {name: secure, namespace: default}\n\
+         spec: {engines: {names: [smollm2]}, replicas: 1, tls: {secretName: secure-tls}}\n",
+    )
+    .unwrap();
+    Api::<blaze_api::router::BlazeRouter>::namespaced(client.clone(), "default")
+        .create(&Default::default(), &secure)
+        .await
+        .unwrap();
+    let secure_ip = poll("the TLS router's pod ready", 90, async || {
+        let list = pods.list(&ListParams::default().labels("blaze.ai/router=secure")).await;
+        list.ok()?.items.iter().filter(|p| ready(p)).find_map(|p| p.status.as_ref()?.pod_ip.clone())
+    })
+    .await;
+    let (version, models) = poll("the model list over TLS", 60, async || {
+        let (version, status, body) =
+            get_tls(&format!("{secure_ip}:8080"), &ca, "/v1/models").await?;
+        (status == 200 && body.contains("smollm2")).then_some((version, body))
+    })
+    .await;
+    assert_eq!(version, http::Version::HTTP_2, "{models}");
 
     // More GPUs than any node has: Unschedulable, said in the engine's status.
     let greedy: BlazeEngine = serde_yaml::from_str(
