@@ -84,10 +84,11 @@ enum Sent {
 enum Answer {
     /// None yet (or only interim 1xx ones).
     None,
-    /// 2xx: the endpoint may be streaming its answer while it reads.
+    /// 2xx and not yet whole: the endpoint may be streaming its answer while it reads.
     Success,
-    /// Anything else: the endpoint will not use the rest of the body.
-    Refusal,
+    /// A refusal (not 2xx), or a 2xx answer already whole: the endpoint will not use the
+    /// rest of the body.
+    Done,
 }
 
 /// How the response body is delimited.
@@ -171,11 +172,11 @@ impl Conn {
     }
 
     /// Writes `data`, reading whatever the endpoint sends meanwhile. A refusal (a final
-    /// answer that is not 2xx: 413, 401, ...) ends the write early, as does a failed write
-    /// after any answer (an endpoint that answered and closed resets the connection while the
-    /// rest of the body is still coming). A 2xx answer does not: an endpoint may stream its
-    /// answer while it reads (full duplex), so the body goes on; its answer is kept in the
-    /// buffer, up to [`MAX_EARLY_ANSWER`] bytes.
+    /// answer that is not 2xx: 413, 401, ...) or a 2xx answer already whole ends the write
+    /// early, as does a failed write after any answer (an endpoint that answered and closed
+    /// resets the connection while the rest of the body is still coming). A 2xx answer still
+    /// coming does not: an endpoint may stream its answer while it reads (full duplex), so
+    /// the body goes on; its answer is kept in the buffer, up to [`MAX_EARLY_ANSWER`] bytes.
     async fn write_watching(&mut self, data: &[u8]) -> Result<Sent, Error> {
         // The common case: everything fits in the socket's buffer at once.
         let mut off = match self.io.try_write(data) {
@@ -197,7 +198,7 @@ impl Conn {
                         }
                         // A head that never ends is refused here rather than buffered
                         // and parsed again at every read; `read_response` reports it.
-                        Ok(_) if self.answer() == Answer::Refusal
+                        Ok(_) if self.answer() == Answer::Done
                             || self.buf.len() >= MAX_HEAD && self.answer() == Answer::None =>
                         {
                             self.reuse = false;
@@ -256,10 +257,22 @@ impl Conn {
             let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
             match parse_head(&self.buf[at..], &mut slots, &mut spans) {
                 Ok(Some(head)) if head.status.is_informational() => at += head.len,
-                Ok(Some(head)) if head.status.is_success() => return Answer::Success,
-                Ok(Some(_)) => return Answer::Refusal,
+                Ok(Some(head)) if head.status.is_success() => {
+                    // Whole already (no body, or all of its length here): the endpoint is
+                    // done with this request, whatever is left of the body.
+                    let bytes = Bytes::copy_from_slice(&self.buf[at..at + head.len]);
+                    let seen = head_map(&bytes, &spans[..head.count]).map(|(_, seen)| seen);
+                    let have = (self.buf.len() - at - head.len) as u64;
+                    let whole = match seen.and_then(|s| framing(&Method::POST, head.status, &s)) {
+                        Ok((Framing::Empty, _)) => true,
+                        Ok((Framing::Length(n), _)) => have >= n,
+                        _ => false,
+                    };
+                    return if whole { Answer::Done } else { Answer::Success };
+                }
+                Ok(Some(_)) => return Answer::Done,
                 // A malformed answer is reported by `read_response`: stop writing.
-                Err(_) => return Answer::Refusal,
+                Err(_) => return Answer::Done,
                 Ok(None) => return Answer::None,
             }
         }

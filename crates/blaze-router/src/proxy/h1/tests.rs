@@ -236,10 +236,10 @@ fn a_buffered_body_replaces_the_clients_length() {
     }
 }
 
-/// An endpoint that reads one request head, answers 413 at once without reading the body,
+/// An endpoint that reads one request head, sends `answer` at once without reading the body,
 /// then closes (`close`: the unread body makes that a reset) or keeps the connection open
 /// and reads nothing more.
-async fn early_answer(close: bool) -> SocketAddr {
+async fn early_answer(answer: &'static [u8], close: bool) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -250,7 +250,6 @@ async fn early_answer(close: bool) -> SocketAddr {
             let n = s.read(&mut chunk).await.unwrap();
             seen.extend_from_slice(&chunk[..n]);
         }
-        let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
         s.write_all(answer).await.unwrap();
         if close {
             drop(s);
@@ -268,8 +267,11 @@ async fn an_answer_before_the_whole_body_is_passed_on_and_ends_the_upload() {
     let b = http::Request::post("/v1/completions").header("host", "h");
     let (mut parts, ()) = b.body(()).unwrap().into_parts();
     let fwd = prepare_request(&mut parts.headers, "10.0.0.9".parse().unwrap());
-    for close in [false, true] {
-        let addr = early_answer(close).await;
+    let too_large: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+    // A whole 2xx answer: the endpoint is done with the request and reads no more.
+    let whole: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    for (answer, close) in [(too_large, false), (too_large, true), (whole, false)] {
+        let addr = early_answer(answer, close).await;
         let mut c = Conn::new(TcpStream::connect(addr).await.unwrap());
         let exchange = async {
             c.write_request(&parts, &fwd, "h", &body).await?;
@@ -279,9 +281,10 @@ async fn an_answer_before_the_whole_body_is_passed_on_and_ends_the_upload() {
             .await
             .unwrap_or_else(|_| panic!("close {close}: still writing after the answer"))
             .unwrap_or_else(|e| panic!("close {close}: {e}"));
-        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE, "close {close}");
+        let (status, want) = (resp.status(), answer.rsplit(|b| *b == b'\n').next().unwrap());
+        assert!(answer.starts_with(format!("HTTP/1.1 {}", status.as_u16()).as_bytes()));
         let (data, _, conn) = drain(resp.into_body()).await;
-        assert_eq!(data, b"too large");
+        assert_eq!(data, want, "close {close}");
         assert!(conn.is_none(), "close {close}: the rest of the body would poison the connection");
     }
 }
