@@ -109,26 +109,27 @@ pub fn pod_status(
     let not_ready: Vec<&str> =
         containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
     let t = now();
-    let condition = |type_: &str, ok: bool| PodCondition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        last_transition_time: Some(t.clone()),
-        reason: (!ok).then(|| "ContainersNotReady".to_string()),
-        message: (!ok)
-            .then(|| format!("containers with unready status: [{}]", not_ready.join(" "))),
-        ..Default::default()
-    };
+    // A condition that is True, or False with the reason and the containers holding it back.
+    let condition =
+        |type_: &str, ok: bool, reason: &str, what: &str, names: &[&str]| PodCondition {
+            type_: type_.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            last_transition_time: Some(t.clone()),
+            reason: (!ok).then(|| reason.to_string()),
+            message: (!ok).then(|| format!("containers with {what} status: [{}]", names.join(" "))),
+            ..Default::default()
+        };
+    let ready =
+        |type_: &str| condition(type_, all_ready, "ContainersNotReady", "unready", &not_ready);
     let ip = id.pod_ip.to_string();
     let phase = if initialised { phase(&containers, policy) } else { init_phase(&init, policy) };
-    let initialized = PodCondition {
-        type_: "Initialized".into(),
-        status: if initialised { "True" } else { "False" }.into(),
-        last_transition_time: Some(t.clone()),
-        reason: (!initialised).then(|| "ContainersNotInitialized".to_string()),
-        message: (!initialised)
-            .then(|| format!("containers with incomplete status: [{}]", incomplete.join(" "))),
-        ..Default::default()
-    };
+    let initialized = condition(
+        "Initialized",
+        initialised,
+        "ContainersNotInitialized",
+        "incomplete",
+        &incomplete,
+    );
     PodStatus {
         phase: Some(phase.into()),
         pod_ip: Some(ip.clone()),
@@ -136,11 +137,7 @@ pub fn pod_status(
         host_ip: Some(ip.clone()),
         host_ips: None,
         start_time: Some(start_time.clone()),
-        conditions: Some(vec![
-            initialized,
-            condition("ContainersReady", all_ready),
-            condition("Ready", all_ready),
-        ]),
+        conditions: Some(vec![initialized, ready("ContainersReady"), ready("Ready")]),
         init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(containers),
         ..Default::default()
