@@ -98,6 +98,8 @@ mod tests {
     fn repository_names() {
         assert_eq!(repository_name("blaze-worker"), "blaze-worker");
         assert_eq!(repository_name("ghcr.io/blaze-ai/blaze-worker:0.1.0"), "blaze-worker");
+        // The CUDA build is a tag of the same repository: the same local binary runs it.
+        assert_eq!(repository_name("ghcr.io/blaze-ai/blaze-worker:0.1.0-cuda"), "blaze-worker");
         assert_eq!(repository_name("localhost:5000/x/y@sha256:abc"), "y");
         assert_eq!(repository_name("localhost:5000/router:v2"), "router");
     }

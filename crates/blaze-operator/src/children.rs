@@ -18,8 +18,11 @@ use crate::{Error, Result};
 /// Images and settings that come from the operator's own configuration, not from a spec.
 #[derive(Clone, Debug)]
 pub struct Defaults {
-    /// Worker image when `spec.image` is unset.
+    /// Worker image for CPU engines (`spec.resources.gpus` 0) when `spec.image` is unset.
     pub worker_image: String,
+    /// Worker image for GPU engines (`spec.resources.gpus` above 0) when `spec.image` is
+    /// unset: the same worker built with `--features cuda` (`docker/worker-cuda.Dockerfile`).
+    pub worker_cuda_image: String,
     /// Router image when `spec.image` is unset.
     pub router_image: String,
     /// Host part of the addresses workers and routers listen on. `0.0.0.0` in a cluster;
@@ -34,6 +37,11 @@ impl Default for Defaults {
         let v = env!("CARGO_PKG_VERSION");
         Self {
             worker_image: format!("ghcr.io/blaze-ai/blaze-worker:{v}"),
+            // A tag variant of the same repository, as `docker/worker-cuda.Dockerfile` tags it
+            // (the way text-generation-inference publishes `-rocm` builds): one worker, two
+            // builds; and the development control plane, which runs an image as the local
+            // binary its repository names, runs `blaze-worker` for both.
+            worker_cuda_image: format!("ghcr.io/blaze-ai/blaze-worker:{v}-cuda"),
             router_image: format!("ghcr.io/blaze-ai/blaze-router:{v}"),
             listen_host: "0.0.0.0".to_owned(),
         }

@@ -76,9 +76,14 @@ struct RunArgs {
     /// This replica's identity in the Lease and in events (the pod name in a cluster).
     #[arg(long, env = "BLAZE_POD_NAME")]
     identity: Option<String>,
-    /// Worker image for engines without `spec.image`.
+    /// Worker image for CPU engines (`spec.resources.gpus: 0`) without `spec.image`
+    /// (default: `ghcr.io/blaze-ai/blaze-worker:VERSION`).
     #[arg(long, env = "BLAZE_WORKER_IMAGE")]
     worker_image: Option<String>,
+    /// Worker image for GPU engines (`spec.resources.gpus` above 0) without `spec.image`: a
+    /// CUDA build of the worker (default: `ghcr.io/blaze-ai/blaze-worker:VERSION-cuda`).
+    #[arg(long, env = "BLAZE_WORKER_CUDA_IMAGE")]
+    worker_cuda_image: Option<String>,
     /// Router image for routers without `spec.image`.
     #[arg(long, env = "BLAZE_ROUTER_IMAGE")]
     router_image: Option<String>,
@@ -121,6 +126,9 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut defaults = Defaults { listen_host: a.listen_host, ..Defaults::default() };
     if let Some(i) = a.worker_image {
         defaults.worker_image = i;
+    }
+    if let Some(i) = a.worker_cuda_image {
+        defaults.worker_cuda_image = i;
     }
     if let Some(i) = a.router_image {
         defaults.router_image = i;

@@ -47,13 +47,27 @@ fn cpu_threads(spec: &blaze_api::engine::BlazeEngineSpec) -> Option<u64> {
     Some(((millis / 1000.0).ceil() as u64).max(1))
 }
 
+/// The worker image of `spec`: `spec.image` if set, else the operator's CUDA build for an
+/// engine that asks for GPUs and its CPU build otherwise (a CPU build given a GPU would leave
+/// it idle; a CUDA build on a node without one would not start).
+pub fn worker_image<'a>(
+    spec: &'a blaze_api::engine::BlazeEngineSpec,
+    defaults: &'a Defaults,
+) -> &'a str {
+    match &spec.image {
+        Some(image) => image,
+        None if spec.resources.gpus > 0 => &defaults.worker_cuda_image,
+        None => &defaults.worker_image,
+    }
+}
+
 /// The worker Deployment of `engine` with `replicas` workers (the spec's, or the autoscaler's).
 /// Rolling updates surge one worker and take none away, so capacity never drops while a new
 /// model or image rolls out.
 pub fn deployment(engine: &BlazeEngine, replicas: i32, defaults: &Defaults) -> Result<Deployment> {
     let name = name_of(engine)?;
     let selector = labels::engine_selector(&name);
-    let image = engine.spec.image.clone().unwrap_or_else(|| defaults.worker_image.clone());
+    let image = worker_image(&engine.spec, defaults).to_owned();
     let mut pod_spec =
         pod::worker_pod_spec(&engine.spec, &image, &defaults.listen_host, &selector)?;
     if let Some(worker) = pod_spec.containers.first_mut() {

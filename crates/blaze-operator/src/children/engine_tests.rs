@@ -162,7 +162,35 @@ fn gguf_file_engine_passes_the_path_and_batching_flags() {
     for a in args.iter().filter(|a| a.starts_with("--")) {
         assert!(crate::children::worker_flags::WORKER_ACCEPTS.contains(&a.as_str()), "{a}");
     }
-    assert_eq!(w.image.as_deref(), Some(Defaults::default().worker_image.as_str()));
+    assert_eq!(w.image.as_deref(), Some(Defaults::default().worker_cuda_image.as_str()));
+}
+
+#[test]
+fn the_default_worker_image_follows_the_gpus_and_spec_image_overrides_both() {
+    let defaults = Defaults {
+        worker_image: "reg/worker:cpu".into(),
+        worker_cuda_image: "reg/worker:cuda".into(),
+        ..Defaults::default()
+    };
+    let image = |e: &BlazeEngine| {
+        let d = deployment(e, 1, &defaults).unwrap();
+        let init = pod_spec(&d).init_containers.iter().flatten().map(|c| c.image.clone());
+        let all: Vec<_> = init.chain([worker_of(&d).image.clone()]).collect();
+        assert!(all.windows(2).all(|w| w[0] == w[1]), "one image per pod: {all:?}");
+        all[0].clone().unwrap()
+    };
+    assert_eq!(image(&cpu_pvc()), "reg/worker:cpu");
+    assert_eq!(image(&hf_gpu()), "reg/worker:cuda", "the download runs the same image");
+    let mut gpu = gguf_file();
+    gpu.spec.image = Some("mine/worker:1".into());
+    assert_eq!(image(&gpu), "mine/worker:1");
+    let mut cpu = cpu_pvc();
+    cpu.spec.image = Some("mine/worker:2".into());
+    assert_eq!(image(&cpu), "mine/worker:2");
+    // A tag of the same repository, which the development control plane runs as the same
+    // `blaze-worker` binary (it picks binaries by repository name).
+    let d = Defaults::default();
+    assert_eq!(d.worker_cuda_image, format!("{}-cuda", d.worker_image));
 }
 
 #[test]
