@@ -166,8 +166,24 @@ fn merge_resources(
     Some(t)
 }
 
-/// The engine's Service: port 8000 named `http`, serving HTTP and gRPC (the worker serves
-/// both on one port, so no separate `grpc` port is needed).
+/// The application protocol of the worker's port, for the Service: `kubernetes.io/h2c`, HTTP/2
+/// over cleartext with prior knowledge (KEP-3726's standard value).
+///
+/// The worker serves HTTP/1.1, HTTP/2 and gRPC on one port (hyper answers both versions on
+/// each connection), so any of them is right for a client; the port says h2c because that is
+/// what a proxy that reads `appProtocol` (Gateway API implementations such as Envoy Gateway
+/// and NGINX Gateway Fabric) must speak for gRPC to pass through, where `http` lets them send
+/// HTTP/1.1, which cannot carry gRPC. HTTP/1.1 clients keep working: such a proxy converts,
+/// and direct clients (curl, the OpenAI SDK, Blaze's router, which picks HTTP/2 for HTTP/2
+/// and gRPC requests) ignore the field. The port keeps its name `http`, by which the router
+/// finds its endpoints and the probes their port; the name is on the pod template too, so
+/// renaming it would restart every worker on an operator upgrade, where this field is on the
+/// Service only.
+pub const WORKER_APP_PROTOCOL: &str = "kubernetes.io/h2c";
+
+/// The engine's Service: port 8000 named `http` with application protocol
+/// [`WORKER_APP_PROTOCOL`], carrying HTTP and gRPC (the worker serves both on one port, so no
+/// separate `grpc` port is needed).
 pub fn service(engine: &BlazeEngine) -> Result<Service> {
     let name = name_of(engine)?;
     Ok(Service {
@@ -179,7 +195,7 @@ pub fn service(engine: &BlazeEngine) -> Result<Service> {
                 port: WORKER_PORT,
                 target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
                 protocol: Some("TCP".into()),
-                app_protocol: Some("http".into()),
+                app_protocol: Some(WORKER_APP_PROTOCOL.into()),
                 ..Default::default()
             }]),
             type_: Some("ClusterIP".into()),

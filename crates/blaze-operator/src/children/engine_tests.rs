@@ -277,6 +277,12 @@ fn service_and_pdb_select_the_workers() {
     let spec = s.spec.as_ref().unwrap();
     let port = &spec.ports.as_ref().unwrap()[0];
     assert_eq!((port.name.as_deref(), port.port), (Some("http"), 8000));
+    assert_eq!(port.target_port, Some(IntOrString::String("http".into())));
+    // One port for HTTP/1.1, HTTP/2 and gRPC: proxies that read appProtocol speak h2c to it.
+    assert_eq!(port.app_protocol.as_deref(), Some("kubernetes.io/h2c"));
+    let d = deployment(&e, 1, &Defaults::default()).unwrap();
+    let ports = worker_of(&d).ports.as_ref().unwrap();
+    assert_eq!((ports[0].name.as_deref(), ports[0].container_port), (Some("http"), 8000));
     assert_eq!(spec.selector.as_ref().unwrap()["blaze.ai/engine"], "smollm2");
     let p = pdb(&e).unwrap();
     assert_eq!(p.spec.as_ref().unwrap().max_unavailable, Some(IntOrString::Int(1)));
