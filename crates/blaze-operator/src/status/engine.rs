@@ -303,19 +303,47 @@ pub struct Replacement {
     pub reason: &'static str,
 }
 
-/// Workers to replace. Only while another worker is ready: if none is, the fault is the
-/// model's or the spec's, replacing would only flap, and status says why instead. At most a
-/// quarter of the workers (at least one) go at once.
+/// Workers to replace, by deleting them.
+///
+/// The rule, by what a worker shows:
+/// - Unready for longer than `spec.recovery.unhealthyAfterSeconds` after it had started
+///   (`UnreadyTooLong`, see [`unready_too_long`]): replaced even when no other worker is
+///   ready, so a single-replica engine heals. This container loaded the model and was ready,
+///   so the model and the spec work and the fault is this pod's: a wedged GPU, a stalled
+///   process its liveness probe does not catch, a bad node. A worker still loading its model
+///   within the startup probe's budget never counts, nor one the kubelet just restarted.
+/// - Restarted `spec.recovery.maxRestartsBeforeReplace` times and not ready
+///   (`TooManyRestarts`): replaced only while another worker is ready. A worker that never
+///   came up in its container cannot tell a bad node from a model that can never load; with
+///   no worker ready the fault is most likely the model's or the spec's, a new pod would fail
+///   the same way, and status says why (`LoadFailed`, `OutOfMemory`) instead.
+/// - Its model download keeps failing: never replaced (a new pod downloads from the same
+///   place); status says `DownloadFailed`.
+///
+/// Against flapping: at most a quarter of the workers (at least one) are replaced at once,
+/// and workers still being deleted count against that, so a slow drain holds further
+/// replacements back. A replaced single worker is replaced again only after its successor
+/// has loaded, started and then been unready for the whole threshold again.
+///
+/// Why delete rather than surge first: the Deployment's `maxSurge` applies to rollouts, not
+/// to a pod that goes away. Deleting the pod marks it terminating, which the ReplicaSet stops
+/// counting at once, so the replacement is created and starts loading while the old worker
+/// drains its grace period: the same overlap a surge would give. A real surge-first (raise
+/// the Deployment's replicas, wait for the new worker, then delete) would fight the replica
+/// count the operator and the autoscaler apply each reconcile and keep state across
+/// reconciles, for no capacity gained: an unready worker is out of the Service's endpoints
+/// and serves nothing. Deleting also bypasses the PodDisruptionBudget on purpose; it guards
+/// healthy workers, and this one is not.
 pub fn replacements(engine: &BlazeEngine, pods: &[PodFacts], now: Timestamp) -> Vec<Replacement> {
     let rec = &engine.spec.recovery;
     let live: Vec<_> = pods.iter().filter(|p| !p.terminating).collect();
-    if !live.iter().any(|p| p.ready) {
-        return Vec::new();
-    }
-    let budget = (live.len() / 4).max(1);
+    let any_ready = live.iter().any(|p| p.ready);
+    let going = pods.len() - live.len();
+    let budget = (live.len() / 4).max(1).saturating_sub(going);
     live.iter()
+        .filter(|p| p.download_failing.is_none())
         .filter_map(|p| {
-            let reason = if p.restarts >= rec.max_restarts_before_replace && !p.ready {
+            let reason = if any_ready && !p.ready && p.restarts >= rec.max_restarts_before_replace {
                 "TooManyRestarts"
             } else if unready_too_long(p, rec.unhealthy_after_seconds, now) {
                 "UnreadyTooLong"

@@ -175,18 +175,8 @@ fn crash_looping_and_long_unready_workers_are_replaced_while_others_serve() {
         started: true,
         ..Default::default()
     };
-    let stuck = PodFacts {
-        name: "c".into(),
-        started: true,
-        ready_since: Some(t(T0)),
-        ..Default::default()
-    };
-    let fresh = PodFacts {
-        name: "d".into(),
-        started: true,
-        ready_since: Some(t("2026-01-01T00:59:00Z")),
-        ..Default::default()
-    };
+    let stuck = PodFacts { name: "c".into(), ..wedged_at("2026-01-01T00:10:00Z") };
+    let fresh = PodFacts { name: "d".into(), ..wedged_at("2026-01-01T00:59:00Z") };
     let pods: Vec<_> = [
         ready_pod("a"),
         looping,
@@ -215,6 +205,110 @@ fn crash_looping_and_long_unready_workers_are_replaced_while_others_serve() {
     assert!(message.contains("worker c has been unready for over 300s"), "{message}");
 }
 
+/// A worker whose container started at T0, loaded, served, and went unready at `when`.
+fn wedged_at(when: &str) -> PodFacts {
+    PodFacts {
+        name: "w".into(),
+        started: true,
+        running_since: Some(t(T0)),
+        ready_since: Some(t(when)),
+        ..Default::default()
+    }
+}
+
+fn replaced(r: &[Replacement]) -> Vec<(&str, &str)> {
+    r.iter().map(|r| (r.pod.as_str(), r.reason)).collect()
+}
+
+#[test]
+fn a_single_worker_unready_past_the_threshold_is_replaced_and_not_before() {
+    let mut e = engine(1);
+    e.spec.replicas = 1;
+    let pods = [wedged_at("2026-01-01T00:10:00Z")];
+    // unhealthyAfterSeconds defaults to 300: 00:15:00 is the threshold.
+    assert!(replacements(&e, &pods, t("2026-01-01T00:14:59Z")).is_empty());
+    assert_eq!(
+        replaced(&replacements(&e, &pods, t("2026-01-01T00:15:00Z"))),
+        [("w", "UnreadyTooLong")]
+    );
+    e.spec.recovery.unhealthy_after_seconds = 3600;
+    assert!(replacements(&e, &pods, t("2026-01-01T01:09:59Z")).is_empty(), "the spec's limit");
+    assert_eq!(replacements(&e, &pods, t("2026-01-01T01:10:00Z")).len(), 1);
+    let s = status_of(&e, &deploy(1, 0, 1), &pods, 1, "2026-01-01T01:10:00Z");
+    let (st, reason, message) = cond(&s, "Degraded");
+    assert_eq!((st, reason), ("True", "WorkerUnhealthy"));
+    assert!(message.ends_with("failing workers are replaced per spec.recovery"), "{message}");
+
+    // Its successor loads while it drains: nothing more to do, however long that takes.
+    let successor = PodFacts {
+        name: "x".into(),
+        running_since: Some(t("2026-01-01T01:10:05Z")),
+        ready_since: Some(t("2026-01-01T01:10:00Z")),
+        ..Default::default()
+    };
+    let draining = PodFacts { terminating: true, ..pods[0].clone() };
+    let later = t("2026-01-01T01:40:00Z");
+    assert!(replacements(&e, &[draining, successor.clone()], later).is_empty());
+    // Started (startup probe passed) but before its first readiness probe: not yet counted.
+    let started = PodFacts { started: true, ..successor };
+    assert!(replacements(&e, &[started], later).is_empty());
+}
+
+#[test]
+fn loading_restarted_and_download_failing_workers_are_not_replaced_as_unready() {
+    let e = engine(0);
+    let now = t("2026-01-01T01:00:00Z");
+    // Loading its model for an hour, within the startup probe's budget.
+    let loading = PodFacts {
+        name: "loading".into(),
+        running_since: Some(t(T0)),
+        ready_since: Some(t(T0)),
+        ..Default::default()
+    };
+    // Went unready at 00:10, restarted by the kubelet at 00:11, loaded again by 01:00.
+    let restarted = PodFacts {
+        name: "restarted".into(),
+        started: true,
+        restarts: 1,
+        running_since: Some(t("2026-01-01T00:11:00Z")),
+        ready_since: Some(t("2026-01-01T00:10:00Z")),
+        ..Default::default()
+    };
+    let exit = Exit { reason: "Error".into(), code: 1, message: Some("HTTP 401".into()) };
+    let downloading = PodFacts {
+        name: "downloading".into(),
+        ready_since: Some(t(T0)),
+        download_failing: Some((9, exit)),
+        restarts: 9,
+        ..Default::default()
+    };
+    for p in [&loading, &restarted, &downloading] {
+        assert!(replacements(&e, std::slice::from_ref(p), now).is_empty(), "{}", p.name);
+    }
+    // Even beside a ready worker, a failing download is not replaced: a new pod would
+    // download from the same place.
+    let pods = [ready_pod("a"), downloading];
+    assert!(replacements(&e, &pods, now).is_empty());
+}
+
+#[test]
+fn replacements_go_a_quarter_at_a_time_counting_workers_still_draining() {
+    let e = engine(0);
+    let now = t("2026-01-01T01:00:00Z");
+    let mut pods: Vec<_> = (0..8)
+        .map(|i| PodFacts { name: format!("w{i}"), ..wedged_at("2026-01-01T00:10:00Z") })
+        .collect();
+    assert_eq!(
+        replaced(&replacements(&e, &pods, now)),
+        [("w0", "UnreadyTooLong"), ("w1", "UnreadyTooLong")]
+    );
+    pods[0].terminating = true;
+    pods.push(PodFacts { name: "new".into(), ..Default::default() });
+    assert_eq!(replaced(&replacements(&e, &pods, now)), [("w1", "UnreadyTooLong")]);
+    pods[1].terminating = true;
+    assert!(replacements(&e, &pods, now).is_empty(), "two already going");
+}
+
 #[test]
 fn pod_facts_read_scheduling_readiness_and_crashes() {
     let pod: Pod = serde_json::from_value(json!({
@@ -238,4 +332,16 @@ fn pod_facts_read_scheduling_readiness_and_crashes() {
     assert_eq!(f.restarts, 4);
     assert!(f.last_exit.unwrap().is_oom());
     assert_eq!(f.ready_since, Some(t(T0)));
+    assert_eq!(f.running_since, None, "waiting, not running");
+    let running: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "w-2"},
+        "status": {"containerStatuses": [{
+            "name": "blaze-worker", "image": "i", "imageID": "", "ready": false, "restartCount": 1,
+            "started": true, "state": {"running": {"startedAt": "2026-01-01T00:11:00Z"}}
+        }]}
+    }))
+    .unwrap();
+    let f = facts(&running);
+    assert_eq!(f.running_since, Some(t("2026-01-01T00:11:00Z")));
+    assert!(f.started);
 }

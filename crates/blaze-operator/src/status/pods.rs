@@ -19,6 +19,8 @@ pub struct PodFacts {
     pub ready_since: Option<Timestamp>,
     /// The worker passed its startup probe (the model loaded once).
     pub started: bool,
+    /// When the worker's current container started running (reset by every restart).
+    pub running_since: Option<Timestamp>,
     /// Restarts of the worker container.
     pub restarts: i32,
     /// The worker is waiting in CrashLoopBackOff.
@@ -90,6 +92,12 @@ pub fn facts(pod: &Pod) -> PodFacts {
     let worker = status.container_statuses.iter().flatten().find(|c| c.name == WORKER);
     if let Some(c) = worker {
         f.started = c.started == Some(true);
+        f.running_since = c
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .and_then(|r| r.started_at.as_ref())
+            .map(|t| t.0);
         f.restarts = c.restart_count;
         let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
         f.crash_looping = waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff");
@@ -107,10 +115,22 @@ pub fn facts(pod: &Pod) -> PodFacts {
     f
 }
 
-/// Whether a started worker has been unready for longer than `limit_s` seconds at `now`.
+/// Whether a worker that was ready in its current container has since been unready for at
+/// least `limit_s` seconds at `now`.
+///
+/// The clock is the pod's Ready condition, and it counts only when that went false after the
+/// current container started running (so it was true in between): a worker loading its
+/// model, in its first container or after a restart, never counts, however long the load
+/// takes within the startup probe's budget. Nor does a worker that passed its startup probe
+/// but has not yet had its first readiness probe (its Ready condition still dates from
+/// before it started); one that fails readiness right after starting is left to its
+/// liveness probe and to `spec.recovery.maxRestartsBeforeReplace`.
 pub fn unready_too_long(f: &PodFacts, limit_s: i32, now: Timestamp) -> bool {
     if f.ready || !f.started || f.terminating {
         return false;
     }
-    f.ready_since.is_some_and(|t| now.duration_since(t).as_secs() >= i64::from(limit_s))
+    let (Some(unready), Some(running)) = (f.ready_since, f.running_since) else {
+        return false;
+    };
+    unready > running && now.duration_since(unready).as_secs() >= i64::from(limit_s)
 }
