@@ -5,3 +5,4 @@ pub mod engine;
 pub mod events;
 pub mod pods;
 pub mod router;
+pub mod support;

@@ -25,6 +25,7 @@ use crate::labels;
 use crate::status::engine::{Observation, engine_status, replacements};
 use crate::status::events::{Note, engine_events};
 use crate::status::pods;
+use crate::status::support::unsupported;
 use crate::{Error, Result};
 
 const CONTROLLER: &str = "engine";
@@ -169,9 +170,13 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
     Ok(Action::requeue(next))
 }
 
-/// Workers wanted: the spec's with autoscaling `off` or `external` (the scale subresource
-/// writes `spec.replicas`), the autoscaler's with `blaze`.
+/// Workers wanted: none for an engine this release does not serve (status says why), else
+/// the spec's with autoscaling `off` or `external` (the scale subresource writes
+/// `spec.replicas`), the autoscaler's with `blaze`.
 fn desired_replicas(engine: &BlazeEngine, current: Option<&Deployment>, ctx: &Context) -> i32 {
+    if unsupported(&engine.spec).is_some() {
+        return 0;
+    }
     let a = &engine.spec.autoscaling;
     if a.mode != AutoscalingMode::Blaze {
         return engine.spec.replicas;

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::pods::{PodFacts, unready_too_long};
+use super::support::{UNSUPPORTED, unsupported};
 use crate::children::pod::DOWNLOAD_CONTAINER;
 use crate::labels;
 
@@ -58,10 +59,15 @@ pub fn engine_status(engine: &BlazeEngine, obs: &Observation<'_>) -> BlazeEngine
     let ctx =
         Ctx { engine, pods: &live, ready: st.ready_replicas, desired: obs.desired, now: obs.now };
     let unsched = ctx.unschedulable();
-    let loaded = ctx.model_loaded(&unsched);
-    let ready = ctx.ready(&loaded, &unsched);
+    let mut loaded = ctx.model_loaded(&unsched);
+    let mut ready = ctx.ready(&loaded, &unsched);
     let scaling = ctx.scaling(st.replicas, updated);
-    let degraded = ctx.degraded();
+    let mut degraded = ctx.degraded();
+    if let Some(why) = unsupported(&engine.spec) {
+        loaded = Cond::new(false, UNSUPPORTED, why.clone());
+        ready = Cond::new(false, UNSUPPORTED, why.clone());
+        degraded = Cond::new(true, UNSUPPORTED, why);
+    }
     let g = engine.metadata.generation;
     for (t, c) in [
         (ct::READY, ready),

@@ -38,6 +38,11 @@ pub fn engine_events(old: Option<&BlazeEngineStatus>, new: &BlazeEngineStatus) -
         {
             continue;
         }
+        // Conditions that flip for one cause (Ready copies ModelLoaded's reason; an
+        // unsupported engine sets three) make one event, not one each.
+        if out.iter().any(|o: &Note| o.reason == n.reason && o.message == n.message) {
+            continue;
+        }
         out.push(Note { warning: bad, reason: n.reason.clone(), message: n.message.clone() });
     }
     if old.desired_replicas != new.desired_replicas && !old.conditions.is_empty() {
@@ -95,7 +100,18 @@ mod tests {
             1,
         );
         let ev = engine_events(Some(&start), &stuck);
-        assert!(ev.iter().all(|e| e.warning) && ev.len() == 2, "{ev:?}");
+        // Ready repeats Unschedulable's reason and message: one warning says it.
+        assert!(ev.iter().all(|e| e.warning) && ev.len() == 1, "{ev:?}");
+        let mut loaded_too = stuck.clone();
+        let o = Observed {
+            type_: "ModelLoaded",
+            status: ConditionStatus::False,
+            reason: "LoadFailed",
+            message: "exit code 1".into(),
+            generation: Some(1),
+        };
+        set_condition(&mut loaded_too.conditions, o, "2026-01-01T00:00:00Z".parse().unwrap());
+        assert_eq!(engine_events(Some(&start), &loaded_too).len(), 2, "different causes");
         assert!(engine_events(Some(&stuck), &stuck).is_empty(), "no repeat");
         let ok = with(
             &[
