@@ -128,6 +128,20 @@ pub enum EngineKind {
 /// The model to serve.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!((has(self.format) && self.format == 'gguf') || (!has(self.format) && self.source.lowerAscii().endsWith('.gguf'))) || ((!has(self.dtype) || self.dtype == 'auto') && !has(self.quantization))",
+        "message": "GGUF models are quantized already and keep their own weight types: remove spec.model.dtype and spec.model.quantization (or set format to safetensors)",
+        "fieldPath": ".quantization",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!has(self.quantization) || !has(self.dtype) || self.dtype == 'auto' || self.dtype == 'f32'",
+        "message": "quantized weights are multiplied in f32: with spec.model.quantization, leave spec.model.dtype unset, auto or f32",
+        "fieldPath": ".dtype",
+        "reason": "FieldValueInvalid"
+    }
+]))]
 pub struct ModelSpec {
     /// Where the model comes from: `hf://ORG/NAME` (a Hugging Face hub repository, downloaded
     /// once into a cache volume), `file:///PATH` (a path on the node or in the image, a
@@ -151,16 +165,30 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ModelFormat>,
 
-    /// Numeric type of the weights in memory. `auto` picks what is fast on the device (f16 or
-    /// bf16 on GPUs, f32 on CPUs). Ignored for GGUF, whose quantized blocks stay as stored.
+    /// Numeric type of safetensors projection weights in memory (activations are computed
+    /// in f32). `auto` is f32 on CPUs and bf16 on GPUs; f16 and bf16 halve the weights'
+    /// memory. Only `auto` for GGUF, whose blocks keep their stored types.
     #[serde(default)]
     pub dtype: Dtype,
 
-    /// Quantization scheme of the checkpoint, when it is not given by the file itself (for
-    /// example `q4k` or `q8_0` for in-situ quantization of safetensors weights at load time).
+    /// Quantize safetensors projection weights when the worker loads them: `q8_0` (8.5 bits
+    /// per weight) or `q4k` (4.5 bits; the output head then gets q8_0). Not for GGUF, which
+    /// is quantized already.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9_]{1,32}$"))]
-    pub quantization: Option<String>,
+    pub quantization: Option<Quantization>,
+}
+
+/// Quantize safetensors projection weights when the worker loads them: `q8_0` (8.5 bits per
+/// weight) or `q4k` (4.5 bits; the output head then gets q8_0). Not for GGUF, which is
+/// quantized already.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Quantization {
+    /// 8-bit blocks of 32 weights.
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// 4-bit k-quant superblocks of 256 weights.
+    #[serde(rename = "q4k")]
+    Q4K,
 }
 
 /// Checkpoint file format.
@@ -408,14 +436,15 @@ pub struct BatchingSpec {
     #[serde(default = "default_max_wait_ms")]
     #[schemars(range(min = 0, max = 10000))]
     pub max_wait_ms: i32,
-    /// Most tokens (prompt and generated) held by running sequences at once.
+    /// Most prompt tokens prefilled in one pass between two decode steps: bounds how long
+    /// running sequences stall when new ones arrive.
     #[serde(default = "default_max_batch_tokens")]
     #[schemars(range(min = 16, max = 10000000))]
     pub max_batch_tokens: i32,
     /// Most requests waiting for admission; beyond it requests are refused at once with 429
     /// (HTTP) or RESOURCE_EXHAUSTED (gRPC) so clients and routers can go elsewhere.
     #[serde(default = "default_max_queue")]
-    #[schemars(range(min = 0, max = 1000000))]
+    #[schemars(range(min = 1, max = 1000000))]
     pub max_queue: i32,
 }
 
@@ -443,24 +472,44 @@ impl Default for BatchingSpec {
     }
 }
 
-/// Caching in each worker.
+/// Caching in each worker. Response caching and prefix reuse are not in this release: the
+/// fields are kept so manifests can be written against the API, and refused at admission
+/// when they ask for caching, never accepted and ignored.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheSpec {
-    /// Bytes of memory for cached responses to identical deterministic requests. 0 disables.
+    /// Bytes of memory for cached responses to identical deterministic requests. 0 disables
+    /// (the only value this release takes).
     #[serde(default)]
     #[schemars(range(min = 0))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == 0",
+        "message": "response caching is not in this release: set spec.cache.memoryBytes to 0 (or remove it)",
+        "reason": "FieldValueForbidden"
+    }]))]
     pub memory_bytes: i64,
-    /// Bytes of disk (an emptyDir) for cached responses. 0 disables.
+    /// Bytes of disk (an emptyDir) for cached responses. 0 disables (the only value this
+    /// release takes).
     #[serde(default)]
     #[schemars(range(min = 0))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == 0",
+        "message": "response caching is not in this release: set spec.cache.diskBytes to 0 (or remove it)",
+        "reason": "FieldValueForbidden"
+    }]))]
     pub disk_bytes: i64,
     /// Seconds a cached response stays valid.
     #[serde(default = "default_ttl_seconds")]
     #[schemars(range(min = 1, max = 2592000))]
     pub ttl_seconds: i32,
-    /// Reuse the KV cache of shared prompt prefixes across requests.
-    #[serde(default = "default_true")]
+    /// Reuse the KV cache of shared prompt prefixes across requests. Off (the only value this
+    /// release takes).
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self",
+        "message": "KV prefix reuse is not in this release: set spec.cache.prefixCache to false (or remove it)",
+        "reason": "FieldValueForbidden"
+    }]))]
     pub prefix_cache: bool,
 }
 
@@ -474,7 +523,7 @@ impl Default for CacheSpec {
             memory_bytes: 0,
             disk_bytes: 0,
             ttl_seconds: default_ttl_seconds(),
-            prefix_cache: true,
+            prefix_cache: false,
         }
     }
 }
@@ -642,7 +691,7 @@ mod tests {
         assert_eq!(spec.autoscaling.stable_window_seconds, 60);
         assert_eq!(spec.resources.gpu_resource_name, "nvidia.com/gpu");
         assert_eq!(spec.batching.max_queue, 256);
-        assert!(spec.cache.prefix_cache);
+        assert!(!spec.cache.prefix_cache);
         assert!(spec.scheduling.tolerate_gpu_taint);
         assert_eq!(spec.model.effective_format(), ModelFormat::Gguf);
     }

@@ -28,25 +28,6 @@ pub fn child_meta(engine: &BlazeEngine) -> Result<ObjectMeta> {
     })
 }
 
-/// The worker's environment variable for the model name clients use (`--served-model-name`).
-pub const SERVED_MODEL_NAME_ENV: &str = "BLAZE_SERVED_MODEL_NAME";
-
-/// The worker's environment variable for its compute threads (`--threads`).
-pub const THREADS_ENV: &str = "BLAZE_THREADS";
-
-/// Threads for a CPU-only worker: its CPU request rounded up, at least 1.
-fn cpu_threads(spec: &blaze_api::engine::BlazeEngineSpec) -> Option<u64> {
-    if spec.resources.gpus > 0 {
-        return None;
-    }
-    let q = spec.resources.cpu.as_ref()?.0.trim().to_owned();
-    let millis = match q.strip_suffix('m') {
-        Some(m) => m.parse::<f64>().ok()?,
-        None => q.parse::<f64>().ok()? * 1000.0,
-    };
-    Some(((millis / 1000.0).ceil() as u64).max(1))
-}
-
 /// The worker image of `spec`: `spec.image` if set, else the operator's CUDA build for an
 /// engine that asks for GPUs and its CPU build otherwise (a CPU build given a GPU would leave
 /// it idle; a CUDA build on a node without one would not start).
@@ -68,23 +49,8 @@ pub fn deployment(engine: &BlazeEngine, replicas: i32, defaults: &Defaults) -> R
     let name = name_of(engine)?;
     let selector = labels::engine_selector(&name);
     let image = worker_image(&engine.spec, defaults).to_owned();
-    let mut pod_spec =
-        pod::worker_pod_spec(&engine.spec, &image, &defaults.listen_host, &selector)?;
-    if let Some(worker) = pod_spec.containers.first_mut() {
-        let env = worker.env.get_or_insert_with(Vec::new);
-        let var = |name: &str, value: String| k8s_openapi::api::core::v1::EnvVar {
-            name: name.into(),
-            value: Some(value),
-            ..Default::default()
-        };
-        // Clients ask for the model by the engine's name, as they would for a KServe service.
-        env.push(var(SERVED_MODEL_NAME_ENV, name.clone()));
-        // A CPU worker computes with as many threads as CPUs it asked for: more threads than
-        // it really gets makes candle's kernels wait on descheduled threads.
-        if let Some(threads) = cpu_threads(&engine.spec) {
-            env.push(var(THREADS_ENV, threads.to_string()));
-        }
-    }
+    let pod_spec =
+        pod::worker_pod_spec(&engine.spec, &name, &image, &defaults.listen_host, &selector)?;
     let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels::engine_labels(&name)),

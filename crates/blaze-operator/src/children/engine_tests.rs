@@ -32,14 +32,11 @@ fn pod_spec(d: &Deployment) -> &PodSpec {
 fn worker_of(d: &Deployment) -> &Container {
     worker(&d.spec.template).unwrap()
 }
-/// A worker setting, from the command line or else from the `BLAZE_...` environment.
+/// A worker setting from the command line (no setting travels in the environment).
 fn arg<'a>(c: &'a Container, flag: &str) -> Option<&'a str> {
     let args = c.args.as_ref().unwrap();
-    if let Some(i) = args.iter().position(|a| a == flag) {
-        return Some(args[i + 1].as_str());
-    }
-    let name = crate::children::worker_flags::env_name(flag);
-    c.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.as_deref())
+    let i = args.iter().position(|a| a == flag)?;
+    Some(args[i + 1].as_str())
 }
 
 #[test]
@@ -131,37 +128,26 @@ fn cpu_engine_from_a_claim_has_no_gpu_and_mounts_the_claim_read_only() {
     let p = pod_spec(&d);
     assert!(p.tolerations.is_none(), "no GPU, no GPU toleration");
     assert!(p.init_containers.is_none());
-    let served = w.env.iter().flatten().find(|e| e.name == "BLAZE_SERVED_MODEL_NAME").unwrap();
-    assert_eq!(served.value.as_deref(), Some(cpu_pvc().metadata.name.unwrap().as_str()));
-    let threads = w.env.iter().flatten().find(|e| e.name == "BLAZE_THREADS").unwrap();
-    assert_eq!(threads.value.as_deref(), Some("1"), "one thread per requested CPU");
+    let served = cpu_pvc().metadata.name.unwrap();
+    assert_eq!(arg(w, "--served-model-name"), Some(served.as_str()));
+    assert_eq!(arg(w, "--threads"), Some("1"), "one thread per requested CPU");
+    assert_eq!(arg(w, "--device"), Some("cpu"));
 }
 
 #[test]
 fn gguf_file_engine_passes_the_path_and_batching_flags() {
     let d = deployment(&gguf_file(), 1, &Defaults::default()).unwrap();
     let w = worker_of(&d);
-    let args = w.args.as_ref().unwrap();
-    assert_eq!(
-        &args[..6],
-        [
-            "--model",
-            "file:///models/SmolLM2-135M-Instruct.Q4_1.gguf",
-            "--listen",
-            "0.0.0.0:8000",
-            "--kind",
-            "llm",
-        ]
-    );
+    assert_eq!(arg(w, "--model"), Some("file:///models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    assert_eq!(arg(w, "--listen"), Some("0.0.0.0:8000"));
+    assert_eq!(arg(w, "--grpc-listen"), Some("0.0.0.0:8000"), "gRPC shares the HTTP port");
+    assert_eq!(arg(w, "--kind"), Some("llm"));
     assert_eq!(arg(w, "--model-format"), Some("gguf"));
     assert_eq!(arg(w, "--max-batch-size"), Some("64"));
     assert_eq!(arg(w, "--max-wait-ms"), Some("5"));
     assert_eq!(arg(w, "--max-queue"), Some("512"));
     assert_eq!(arg(w, "--max-batch-tokens"), Some("16384"));
-    assert_eq!(arg(w, "--prefix-cache"), Some("true"));
-    for a in args.iter().filter(|a| a.starts_with("--")) {
-        assert!(crate::children::worker_flags::WORKER_ACCEPTS.contains(&a.as_str()), "{a}");
-    }
+    assert!(w.env.iter().flatten().all(|e| !e.name.starts_with("BLAZE_")));
     assert_eq!(w.image.as_deref(), Some(Defaults::default().worker_cuda_image.as_str()));
 }
 
@@ -249,7 +235,7 @@ fn pod_template_override_merges_but_cannot_take_over_managed_fields() {
     let w = worker_of(&d);
     assert_eq!(arg(w, "--kind"), Some("llm"), "managed args win");
     assert!(w.env.as_ref().unwrap().iter().any(|e| e.name == "HF_ENDPOINT"));
-    assert!(w.env.as_ref().unwrap().iter().any(|e| e.name == "BLAZE_DTYPE"), "ours kept");
+    assert_eq!(arg(w, "--dtype"), Some("auto"), "ours kept");
     let limits = w.resources.as_ref().unwrap().limits.as_ref().unwrap();
     assert_eq!(limits["ephemeral-storage"].0, "10Gi");
     assert_eq!(limits["memory"].0, "1Gi");

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use blaze_api::engine::{BlazeEngineSpec, SchedulingSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
     PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
     Toleration, Volume,
 };
@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::model_source::{self, mount};
-use super::worker_flags::{self, RESPONSE_CACHE_MOUNT, WORKER_PORT};
+use super::worker_flags::{self, WORKER_PORT};
 use crate::Result;
 use crate::labels::WORKER;
 
@@ -29,9 +29,11 @@ pub const NON_ROOT_ID: i64 = 65532;
 pub const STARTUP_BUDGET_SECONDS: i32 = 1800;
 const STARTUP_PERIOD_SECONDS: i32 = 10;
 
-/// The worker pod spec for `spec`, before the `spec.podTemplate` override.
+/// The worker pod spec for the engine `name` with `spec`, before the `spec.podTemplate`
+/// override.
 pub fn worker_pod_spec(
     spec: &BlazeEngineSpec,
+    name: &str,
     image: &str,
     listen_host: &str,
     selector: &BTreeMap<String, String>,
@@ -44,26 +46,12 @@ pub fn worker_pod_spec(
     let mut mounts = vec![mount("dshm", "/dev/shm", false), mount("tmp", "/tmp", false)];
     volumes.extend(plan.volumes.iter().cloned());
     mounts.extend(plan.mounts.iter().cloned());
-    if spec.cache.disk_bytes > 0 {
-        volumes.push(Volume {
-            name: "response-cache".into(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity(spec.cache.disk_bytes.to_string())),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(mount("response-cache", RESPONSE_CACHE_MOUNT, false));
-    }
-    let all =
-        worker_flags::worker_args(spec, &plan.model_arg, plan.hf_cache.as_deref(), listen_host);
-    let (args, settings) = worker_flags::split_for_worker(&all);
-    let mut env = super::pod_ip_env(listen_host).unwrap_or_default();
-    env.extend(settings.into_iter().map(|(name, value)| EnvVar {
-        name,
-        value: Some(value),
-        ..Default::default()
-    }));
+    let mut command =
+        worker_flags::worker_command(spec, &plan.model_arg, plan.hf_cache.as_deref(), listen_host);
+    // Clients ask for the model by the engine's name, as they would for a KServe service.
+    command.served_model_name = Some(name.to_owned());
+    let args = command.to_args();
+    let env = super::pod_ip_env(listen_host).unwrap_or_default();
     let worker = Container {
         name: WORKER.into(),
         image: Some(image.to_owned()),
