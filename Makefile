@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: dev test lint crds manifests check bench-apiserver bench-dev bench-worker bench-router bench-operator
+.PHONY: dev test lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-router bench-operator
 
 ## Run Blaze locally on its embedded development control plane (Ctrl-C stops it).
 dev:
@@ -31,6 +31,11 @@ manifests:
 	scripts/render-install.sh
 
 check: lint test
+
+## Build blaze-worker with CUDA (target/release/blaze-worker) without a CUDA install: the
+## toolkit from PyPI wheels into .cuda/. CUDA_COMPUTE_CAP=90 (H100/H200), 89, 80 picks the GPU.
+build-cuda:
+	scripts/build-cuda.sh
 
 ## Benchmarks: each prints its figures and writes them to a file under target/.
 bench-apiserver:
