@@ -214,11 +214,13 @@ async fn get_tls(
     Some((version, status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-async fn start() -> (Dev, Client, String) {
+/// `blaze dev up` with pods on `pod_addresses` (each scenario its own range, as they run at
+/// once).
+async fn start(pod_addresses: &str) -> (Dev, Client, String) {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(BLAZE)
         .args(["dev", "up", "--listen", "127.0.0.1:0", "--port", "0"])
-        .args(["--pod-addresses", "127.0.60.1-127.0.60.254", "--dir"])
+        .args(["--pod-addresses", pod_addresses, "--dir"])
         .arg(dir.path())
         .arg("--models")
         .arg(models_dir())
@@ -243,7 +245,7 @@ async fn start() -> (Dev, Client, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_serves_scales_recovers_and_cleans_up() {
-    let (dev, client, url) = start().await;
+    let (dev, client, url) = start("127.0.60.1-127.0.60.254").await;
     let engines: Api<BlazeEngine> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
@@ -430,4 +432,71 @@ async fn quickstart_serves_scales_recovers_and_cleans_up() {
         Command::new(BLAZE).args(["dev", "down", "--dir"]).arg(dev.dir.path()).output().unwrap();
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     poll("no pod process left", 30, async || all.iter().all(|p| !alive(*p)).then_some(())).await;
+}
+
+/// The quickstart's only worker freezes (SIGSTOP: alive, but answering nothing): once it has
+/// been unready for `spec.recovery.unhealthyAfterSeconds`, the operator replaces it, although
+/// no other worker is ready, and the engine serves again from the new one. An engine of a
+/// kind this release does not serve is marked Unsupported and runs no workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_only_worker_is_replaced_and_unsupported_kinds_are_marked() {
+    let (dev, client, url) = start("127.0.61.1-127.0.61.254").await;
+    let engines: Api<BlazeEngine> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    kubectl(
+        &dev,
+        &[
+            "patch",
+            "be/smollm2",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"recovery":{"unhealthyAfterSeconds":10}}}"#,
+        ],
+    );
+    let first = poll("one ready worker", 240, async || {
+        let list = pods.list(&ListParams::default().labels(WORKERS)).await.ok()?.items;
+        let ready: Vec<Pod> = list.into_iter().filter(ready).collect();
+        (ready.len() == 1).then(|| ready[0].clone())
+    })
+    .await;
+    let frozen = pids(std::slice::from_ref(&first))[0];
+    Command::new("kill").args(["-STOP", &frozen.to_string()]).status().unwrap();
+    let stopped = Instant::now();
+    let replacement = poll("a new worker ready in place of the frozen one", 180, async || {
+        let list = pods.list(&ListParams::default().labels(WORKERS)).await.ok()?.items;
+        list.into_iter().find(|p| ready(p) && p.uid() != first.uid())
+    })
+    .await;
+    let took = stopped.elapsed();
+    eprintln!("the frozen worker was replaced and its successor ready after {took:?}");
+    assert!(!pids(std::slice::from_ref(&replacement)).contains(&frozen));
+    // The old pod is being deleted by the operator (not restarted in place by the kubelet,
+    // whose liveness probe would take a minute); a stopped process cannot act on SIGTERM, so
+    // it lingers until its grace period ends: end it now.
+    let old = pods.get_opt(&first.name_any()).await.unwrap();
+    assert!(old.is_none_or(|p| p.metadata.deletion_timestamp.is_some()), "not deleted");
+    let _ =
+        Command::new("kill").args(["-KILL", &frozen.to_string()]).stderr(Stdio::null()).status();
+    let body = r#"{"model": "smollm2", "prompt": "Hello", "max_tokens": 4, "temperature": 0}"#;
+    poll("a completion from the replacement", 60, async || {
+        let out = request(&url, "POST", "/v1/completions", body).await;
+        out.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await;
+
+    let embedding: BlazeEngine = serde_yaml::from_str(
+        "apiVersion: blaze.ai/v1alpha1\nkind: BlazeEngine\nmetadata: {name: minilm, namespace: default}\n\
+         spec: {kind: embedding, model: {source: 'pvc://blaze-models/minilm'}}\n",
+    )
+    .unwrap();
+    engines.create(&Default::default(), &embedding).await.unwrap();
+    let degraded = poll("the embedding engine marked", 60, async || {
+        let e = engines.get("minilm").await.ok()?;
+        condition(&e, "Degraded").filter(|(s, _)| s == "True")
+    })
+    .await;
+    assert_eq!(degraded.1, "Unsupported");
+    let listed = pods.list(&ListParams::default().labels("blaze.ai/engine=minilm")).await.unwrap();
+    assert!(listed.items.is_empty(), "no workers for an unsupported kind");
+    drop(dev);
 }
