@@ -111,10 +111,16 @@ pub struct Args {
     /// Seconds the scheduler may go without progress while requests are queued or running
     /// before the worker declares itself failed: /livez and /readyz answer 503, gRPC
     /// health says NOT_SERVING, requests in flight end with a retriable error (HTTP 503,
-    /// gRPC UNAVAILABLE), so the kubelet restarts the container. The longest step is one
-    /// prefill of --max-batch-tokens (or of one prompt as long as the context); it must fit
-    /// with room to spare. STALL_DEFAULT_WHY
-    #[arg(long, env = "BLAZE_STALL_TIMEOUT_SECONDS", default_value_t = 60)]
+    /// gRPC UNAVAILABLE), so the kubelet restarts the container. The longest step, one
+    /// prefill of --max-batch-tokens (or of a single prompt longer than that), must fit with
+    /// room to spare: a timeout it exceeds fails a healthy worker, and the retried request
+    /// then fails the next one. On the shared 2-core development machine (release build)
+    /// SmolLM2-135M prefilled 512 tokens in 1.6 s, 2048 (the default --max-batch-tokens) in
+    /// 17 s, and its whole 8192-token context in about 400 s; a model ten times larger takes
+    /// about ten times longer, a GPU well under a second. The default leaves room for a
+    /// 2048-token prefill of models up to a few hundred million parameters on a small CPU;
+    /// raise it for larger models or long prompts on CPU.
+    #[arg(long, env = "BLAZE_STALL_TIMEOUT_SECONDS", default_value_t = 120)]
     pub stall_timeout_seconds: u64,
     /// Log format.
     #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

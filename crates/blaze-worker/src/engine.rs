@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::sampling::{SamplingParams, TokenLogprob};
 
@@ -16,7 +16,8 @@ pub enum Health {
     Ready,
     /// Finishing in-flight work before shutdown: not ready, no new admissions.
     Draining,
-    /// The execution thread died.
+    /// The execution thread died or stalled: not live, no new admissions, every request in
+    /// flight ended with [`EngineError::Failed`].
     Failed,
 }
 
@@ -79,7 +80,27 @@ pub enum Event {
         completion_tokens: usize,
     },
     /// The engine failed on this request; the last event.
-    Error(String),
+    Error(EngineError),
+}
+
+/// Why the engine ended a request before its end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The forward pass failed on this request's batch (HTTP 500, gRPC `INTERNAL`).
+    #[error("{0}")]
+    Forward(String),
+    /// The worker stopped serving (its scheduler died or stalled) and waits to be restarted;
+    /// another replica can serve the request (HTTP 503 with `Retry-After`, gRPC
+    /// `UNAVAILABLE`).
+    #[error("the worker failed and is restarting ({0}); retry the request")]
+    Failed(String),
+}
+
+impl EngineError {
+    /// Whether sending the same request again (to another replica) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, EngineError::Failed(_))
+    }
 }
 
 /// Why a request was not admitted.
@@ -108,6 +129,10 @@ pub trait Engine: Send + Sync + 'static {
     fn model_name(&self) -> &str;
     /// Current health.
     fn health(&self) -> Health;
+    /// Health as it changes (to notice [`Health::Failed`] without polling).
+    fn watch_health(&self) -> watch::Receiver<Health>;
+    /// What failed, once the health is [`Health::Failed`] (`/livez` shows it).
+    fn failure(&self) -> Option<String>;
     /// Longest prompt plus completion, in tokens.
     fn context_length(&self) -> usize;
     /// Token ids of `text` (for a raw completion prompt).

@@ -8,7 +8,7 @@ use blaze_proto::generate::{GenerateRequest as ProtoRequest, GenerateResponse};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::{Event, GenerateRequest, SubmitError};
+use crate::engine::{EngineError, Event, GenerateRequest, SubmitError};
 use crate::sampling::SamplingParams;
 use crate::server::AppState;
 
@@ -29,6 +29,15 @@ fn status(e: SubmitError) -> Status {
         SubmitError::QueueFull(_) => Status::resource_exhausted(e.to_string()),
         SubmitError::Unavailable(_) => Status::unavailable(e.to_string()),
         SubmitError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+    }
+}
+
+/// A request the engine ended early: `UNAVAILABLE` (retriable) when the worker failed.
+fn engine_status(e: &EngineError) -> Status {
+    if e.is_retriable() {
+        Status::unavailable(e.to_string())
+    } else {
+        Status::internal(e.to_string())
     }
 }
 
@@ -105,7 +114,7 @@ impl Generate for GenerateService {
                         });
                         break;
                     }
-                    Event::Error(e) => { yield Err(Status::internal(e)); break; }
+                    Event::Error(e) => { yield Err(engine_status(&e)); break; }
                 }
             }
         };

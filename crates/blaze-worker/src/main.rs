@@ -5,10 +5,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use blaze_proto::generate::generate_server::GenerateServer;
 use blaze_worker::args::{Args, Command, DownloadArgs, LogFormat};
-use blaze_worker::engine::Engine;
+use blaze_worker::engine::{Engine, Health};
 use blaze_worker::grpc::GenerateService;
 use blaze_worker::metrics::Metrics;
+use blaze_worker::model::{LoadOptions, LoadedModel};
 use blaze_worker::scheduler::{LlmEngine, SchedulerConfig};
 use blaze_worker::server::{self, AppState};
 use blaze_worker::source::{HubOptions, ModelSource};
@@ -33,7 +35,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         init_tracing(download_args.log_format);
         return download(download_args).await;
     }
-    if let Err(message) = args.validate() {
+    if let Err(message) = blaze_worker::args::validate(&args) {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
@@ -46,6 +48,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         default_max_tokens: args.default_max_tokens,
+        model_info: Arc::default(),
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::NotServing).await;
@@ -55,13 +58,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut http = server::router(state.clone());
     let mut servers = Vec::new();
-    match args.grpc_listen {
-        Some(addr) if addr == args.listen => http = http.merge(grpc),
+    match &args.grpc_listen {
+        Some(addr) if *addr == args.listen => http = http.merge(grpc),
         Some(addr) => servers.push(serve(addr, grpc, stop_rx.clone()).await?),
         None => {}
     }
-    servers.push(serve(args.listen, http, stop_rx).await?);
-    tracing::info!(listen = %args.listen, grpc = ?args.grpc_listen, model = %args.model(), "serving; loading the model");
+    servers.push(serve(&args.listen, http, stop_rx).await?);
+    let grpc = args.grpc_listen.as_ref().map(ToString::to_string);
+    tracing::info!(listen = %args.listen, ?grpc, model = %args.model(), "serving; loading the model");
 
     let loader = tokio::spawn(load(args.clone(), state.clone(), metrics, health.clone()));
     tokio::select! {
@@ -91,26 +95,63 @@ async fn load(
     let source = ModelSource::parse(args.model())?;
     let hub = hub_options(args.cache_dir.as_ref());
     let path = blaze_worker::source::resolve(&source, &args.pvc_root, &hub).await?;
-    let device = blaze_worker::model::default_device();
-    let options = blaze_worker::model::LoadOptions { weights: args.weights };
+    let device = blaze_worker::model::select_device(args.device)?;
+    let device_name = blaze_worker::model::device_name(&device);
+    tracing::info!(device = %device_name, requested = %args.device, "computing on {device_name}");
+    let options = LoadOptions {
+        weights: args.weights,
+        format: args.model_format,
+        dtype: args.dtype,
+        quantization: args.quantization,
+    };
     let model = tokio::task::spawn_blocking(move || {
         blaze_worker::model::load_with(&path, &device, options)
     })
     .await??;
+    let _ = state.model_info.set(serde_json::json!({
+        "device": device_name,
+        "dtype": args.dtype.to_string(),
+        "quantization": args.quantization.map(|q| q.to_string()),
+    }));
+    let model = warm_up(model).await?;
     let config = SchedulerConfig {
         max_batch_size: args.max_batch_size,
         max_queue: args.max_queue,
         max_batch_tokens: args.max_batch_tokens,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        stall_timeout: Duration::from_secs(args.stall_timeout_seconds),
     };
     let engine: Arc<dyn Engine> =
         Arc::new(LlmEngine::start(args.model_name(), model, config, metrics));
-    let _ = state.engine.set(engine);
+    let _ = state.engine.set(engine.clone());
     health.set_service_status("", ServingStatus::Serving).await;
-    health
-        .set_serving::<blaze_proto::generate::generate_server::GenerateServer<GenerateService>>()
-        .await;
+    health.set_serving::<GenerateServer<GenerateService>>().await;
+    tokio::spawn(not_serving_once_failed(engine, health));
     tracing::info!(seconds = started.elapsed().as_secs_f64(), name = %args.model_name(), "model ready");
     Ok(())
+}
+
+/// Runs the warm-up forward pass (off the async runtime) before the worker reports ready;
+/// a failure fails the load.
+async fn warm_up(model: LoadedModel) -> anyhow::Result<LoadedModel> {
+    tokio::task::spawn_blocking(move || {
+        let took = LlmEngine::warm_up(&model)?;
+        tracing::info!(seconds = took.as_secs_f64(), "warm-up forward pass done");
+        anyhow::Ok(model)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the warm-up forward pass panicked: {e}"))?
+    .context("the warm-up forward pass failed")
+}
+
+/// Reports NOT_SERVING over gRPC health once the engine fails (the watchdog tripped), as
+/// `/livez` and `/readyz` then answer 503.
+async fn not_serving_once_failed(engine: Arc<dyn Engine>, health: HealthReporter) {
+    let mut changes = engine.watch_health();
+    if changes.wait_for(|h| *h == Health::Failed).await.is_ok() {
+        health.set_service_status("", ServingStatus::NotServing).await;
+        health.set_not_serving::<GenerateServer<GenerateService>>().await;
+    }
 }
 
 /// `blaze-worker download`: fills the hub cache for an `hf://` source and exits.
@@ -151,18 +192,22 @@ async fn drain(state: &AppState, health: &HealthReporter, grace: Duration) {
     engine.drain();
     let deadline = Instant::now() + grace;
     tracing::info!(in_flight = engine.in_flight(), "draining");
-    while engine.in_flight() > 0 && Instant::now() < deadline {
+    // A failed engine ended its requests already; none of them will finish.
+    while engine.in_flight() > 0 && engine.health() != Health::Failed && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tracing::info!(left = engine.in_flight(), "drained");
 }
 
 async fn serve(
-    addr: std::net::SocketAddr,
+    addr: &blaze_worker::args::HostPort,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = TcpListener::bind((addr.host.as_str(), addr.port))
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let addr = addr.to_string();
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -185,7 +230,13 @@ async fn shutdown_signal() {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only where a person reads it: `kubectl logs` of a pod shows escape codes as
+    // text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

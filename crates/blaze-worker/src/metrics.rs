@@ -2,7 +2,7 @@
 //! so its dashboards, KEDA triggers and the Gateway API Inference Extension read Blaze
 //! unchanged; the rest are `blaze_`.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -14,6 +14,32 @@ use prometheus_client::registry::Registry;
 pub struct FinishLabels {
     /// `stop`, `length`, `deadline`, `cancelled` or `error`.
     pub finished_reason: String,
+}
+
+/// What tripped the scheduler's watchdog.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum WatchdogCause {
+    /// The scheduler thread panicked.
+    Panicked,
+    /// No progress for the stall timeout while requests waited.
+    Stalled,
+}
+
+impl EncodeLabelValue for WatchdogCause {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let label = match self {
+            WatchdogCause::Panicked => "panicked",
+            WatchdogCause::Stalled => "stalled",
+        };
+        std::fmt::Write::write_str(encoder, label)
+    }
+}
+
+/// Label set of the watchdog's trips.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchdogLabels {
+    /// `panicked` or `stalled`.
+    pub cause: WatchdogCause,
 }
 
 /// Handles to every metric the engine updates.
@@ -41,12 +67,20 @@ pub struct Metrics {
     pub rejected: Counter,
     /// Sequences per decode step.
     pub batch_size: Histogram,
+    /// Sequences per prefill pass.
+    pub prefill_batch_size: Histogram,
+    /// Times the watchdog failed the engine, by cause (0 or 1 per process: a trip is final).
+    pub watchdog_trips: Family<WatchdogLabels, Counter>,
 }
 
 /// Latency buckets from 5 ms to 60 s: a 135M model's decode step on CPU is ~10 ms, a large
 /// model's prefill under load can take tens of seconds.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.0, 10.0, 20.0, 60.0].into_iter()
+}
+
+fn batch_buckets() -> impl Iterator<Item = f64> {
+    [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0].into_iter()
 }
 
 impl Metrics {
@@ -63,7 +97,9 @@ impl Metrics {
             generation_tokens: Counter::default(),
             finished: Family::default(),
             rejected: Counter::default(),
-            batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+            batch_size: Histogram::new(batch_buckets()),
+            prefill_batch_size: Histogram::new(batch_buckets()),
+            watchdog_trips: Family::default(),
         };
         let r = registry;
         r.register(
@@ -98,7 +134,22 @@ impl Metrics {
             m.rejected.clone(),
         );
         r.register("blaze_batch_size", "Sequences per decode step", m.batch_size.clone());
+        r.register(
+            "blaze_prefill_batch_size",
+            "Sequences per prefill pass",
+            m.prefill_batch_size.clone(),
+        );
+        r.register(
+            "blaze_watchdog_trips",
+            "Times the watchdog failed the engine (the scheduler panicked or stalled)",
+            m.watchdog_trips.clone(),
+        );
         m
+    }
+
+    /// Counts a watchdog trip.
+    pub fn watchdog_trip(&self, cause: WatchdogCause) {
+        self.watchdog_trips.get_or_create(&WatchdogLabels { cause }).inc();
     }
 
     /// Counts a finished request.

@@ -27,6 +27,7 @@ use serde_json::Value;
 use crate::chat::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
+pub use blaze_worker_cli::{Device as DeviceChoice, Dtype, ModelFormat, Quantization, Weights};
 pub use family::Family;
 pub use kv_cache::KvCache;
 pub use llama::{DENSE_MIN_ROWS, Llama, SeqInput};
@@ -67,55 +68,65 @@ pub fn default_device() -> Device {
     Device::Cpu
 }
 
-/// How a GGUF file's quantized projection weights are held in memory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Weights {
-    /// What decodes fastest on the device: see [`Weights::resolve`].
-    #[default]
-    Auto,
-    /// As stored in the file.
-    Stored,
-    /// Quantizations candle has only scalar CPU kernels for (Q4_1, Q5_0, Q5_1) are
-    /// re-quantized to Q8_0 (SIMD kernels; 34 bytes per 32 weights), others kept as stored.
-    /// On CPUs with AVX-512 VNNI, Q8_0 projections whose input width is not a multiple of
-    /// 256 carry zero columns up to one, so that candle's tiled kernels take them (see
-    /// `linear::q8_0_padded`).
-    #[value(name = "q8_0")]
-    Q8_0,
-    /// Expanded to f32: f32 GEMM kernels, 4 bytes per weight.
-    F32,
-    /// Both: `q8_0` for decode steps of fewer than [`llama::DENSE_MIN_ROWS`] sequences,
-    /// `f32` for prefill and larger steps; the faster kernel for each, in about 5.1 bytes
-    /// per weight. A sequence's greedy output can then depend on how many others share its
-    /// decode steps, and on which dense copies the scheduler kept after timing both kernels
-    /// at start (the two kernels round differently: rarely visible on a trained model, often
-    /// on random weights); the other choices are batch-invariant.
-    Dual,
+/// The device `--device` asks for: `cuda` fails when this build has no CUDA or no GPU
+/// answers, rather than quietly computing on the CPU.
+pub fn select_device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Auto => Ok(default_device()),
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda => Device::new_cuda(0)
+            .map_err(|e| Error::Unsupported(format!("--device cuda: no usable GPU: {e}"))),
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda => Err(Error::Unsupported(
+            "--device cuda: this worker was built without CUDA (run the CUDA image, a \
+             blaze-worker built with --features cuda)"
+                .into(),
+        )),
+    }
+}
+
+/// How a device is named in logs and in `/v1/models`: `cpu` or `cuda:N`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
 }
 
 /// Largest f32 size of a model's weights for which `auto` adds f32 copies (`dual`): past
 /// a couple of GiB the memory (8x Q4's) matters more than batched speed.
 pub const AUTO_DUAL_MAX_F32_BYTES: u64 = 2 << 30;
 
-impl Weights {
-    /// What `Auto` means for `file` on `device`; other values stay as they are.
-    ///
-    /// Off the CPU the stored quantization is kept (GPU kernels exist for all of them). On
-    /// CPU `dual` while the f32 copies stay under [`AUTO_DUAL_MAX_F32_BYTES`], else `q8_0`.
-    /// Measured with blaze-worker-bench on SmolLM2-135M Q4_1, one thread, a loaded 2-core
-    /// machine (tokens/s at 1 / 16 sequences): stored 35 / 26 (candle's Q4_1 kernel is
-    /// scalar), q8_0 82 / 64, f32 31 / 81, dual 88 / 101; candle's own loop 32 to 44.
-    /// With the Q8_0 weights padded for the tiled VNNI kernels, `dual` keeps only the few
-    /// dense copies that still win at 16 rows (the narrow key/value projections).
-    pub fn resolve(self, file: &Path, device: &Device) -> Result<Weights> {
-        if self != Weights::Auto {
-            return Ok(self);
-        }
-        if !device.is_cpu() {
-            return Ok(Weights::Stored);
-        }
-        let small = gguf::f32_bytes(file)? <= AUTO_DUAL_MAX_F32_BYTES;
-        Ok(if small { Weights::Dual } else { Weights::Q8_0 })
+/// What [`Weights::Auto`] means for `file` on `device`; other values stay as they are.
+///
+/// Off the CPU the stored quantization is kept (GPU kernels exist for all of them). On
+/// CPU `dual` while the f32 copies stay under [`AUTO_DUAL_MAX_F32_BYTES`], else `q8_0`.
+/// Measured with blaze-worker-bench on SmolLM2-135M Q4_1, one thread, a loaded 2-core
+/// machine (tokens/s at 1 / 16 sequences): stored 35 / 26 (candle's Q4_1 kernel is
+/// scalar), q8_0 82 / 64, f32 31 / 81, dual 88 / 101; candle's own loop 32 to 44.
+/// With the Q8_0 weights padded for the tiled VNNI kernels, `dual` keeps only the few
+/// dense copies that still win at 16 rows (the narrow key/value projections).
+pub fn resolve_weights(weights: Weights, file: &Path, device: &Device) -> Result<Weights> {
+    if weights != Weights::Auto {
+        return Ok(weights);
+    }
+    if !device.is_cpu() {
+        return Ok(Weights::Stored);
+    }
+    let small = gguf::f32_bytes(file)? <= AUTO_DUAL_MAX_F32_BYTES;
+    Ok(if small { Weights::Dual } else { Weights::Q8_0 })
+}
+
+/// The numeric type `dtype` means for safetensors weights on `device`: `auto` is f32 on the
+/// CPU (candle's f32 GEMM is its fastest CPU kernel) and bf16 on a GPU.
+pub fn resolve_dtype(dtype: Dtype, device: &Device) -> DType {
+    match dtype {
+        Dtype::Auto if device.is_cpu() => DType::F32,
+        Dtype::Auto | Dtype::Bf16 => DType::BF16,
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
     }
 }
 
@@ -124,6 +135,12 @@ impl Weights {
 pub struct LoadOptions {
     /// How quantized GGUF weights are held.
     pub weights: Weights,
+    /// The format the source must be in (`None`: whatever it holds).
+    pub format: Option<ModelFormat>,
+    /// Numeric type of safetensors projection weights.
+    pub dtype: Dtype,
+    /// In-situ quantization of safetensors projection weights.
+    pub quantization: Option<Quantization>,
 }
 
 /// Loads the model at `path`: a `.gguf` file, a folder holding one, or a Hugging Face
@@ -134,9 +151,22 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
 
 /// [`load`] with options.
 pub fn load_with(path: &Path, device: &Device, options: LoadOptions) -> Result<LoadedModel> {
-    match find_gguf(path)? {
-        Some(file) => load_gguf(&file, device, options),
-        None => load_hf_folder(path, device),
+    let gguf = match options.format {
+        Some(ModelFormat::Safetensors) if path.is_dir() => None,
+        _ => find_gguf(path)?,
+    };
+    match (gguf, options.format) {
+        (Some(file), None | Some(ModelFormat::Gguf)) => load_gguf(&file, device, options),
+        (None, None | Some(ModelFormat::Safetensors)) => load_hf_folder(path, device, options),
+        (Some(file), Some(ModelFormat::Safetensors)) => Err(Error::Unsupported(format!(
+            "--model-format safetensors: {} is the GGUF file {}",
+            path.display(),
+            file.display()
+        ))),
+        (None, Some(ModelFormat::Gguf)) => Err(Error::Unsupported(format!(
+            "--model-format gguf: {} is no .gguf file and holds none",
+            path.display()
+        ))),
     }
 }
 
@@ -159,7 +189,20 @@ fn find_gguf(path: &Path) -> Result<Option<PathBuf>> {
 }
 
 fn load_gguf(file: &Path, device: &Device, options: LoadOptions) -> Result<LoadedModel> {
-    let weights = options.weights.resolve(file, device)?;
+    if options.dtype != Dtype::Auto {
+        return Err(Error::Unsupported(format!(
+            "--dtype {}: {} is GGUF, whose weights are held as --weights says; use --dtype auto",
+            options.dtype,
+            file.display()
+        )));
+    }
+    if let Some(q) = options.quantization {
+        return Err(Error::Unsupported(format!(
+            "--quantization {q}: {} is GGUF, quantized already; use --weights to re-quantize",
+            file.display()
+        )));
+    }
+    let weights = resolve_weights(options.weights, file, device)?;
     tracing::info!(file = %file.display(), ?weights, "loading GGUF");
     let gguf::GgufModel { llama, content } = gguf::load(file, device, weights)?;
     let tokenizer = Tokenizer::from_gguf(&content)?;
@@ -174,8 +217,10 @@ fn load_gguf(file: &Path, device: &Device, options: LoadOptions) -> Result<Loade
     Ok(LoadedModel { llama, chat, eos_ids, bos_id: tokenizer.prompt_specials().bos, tokenizer })
 }
 
-fn load_hf_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
-    let llama = safetensors::load(dir, DType::F32, device)?;
+fn load_hf_folder(dir: &Path, device: &Device, options: LoadOptions) -> Result<LoadedModel> {
+    let dtype = resolve_dtype(options.dtype, device);
+    tracing::info!(dir = %dir.display(), ?dtype, quantization = ?options.quantization, "loading safetensors");
+    let llama = safetensors::load_with(dir, dtype, options.quantization, device)?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let tok_config: Value = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
     let special = |key: &str| -> Option<String> {

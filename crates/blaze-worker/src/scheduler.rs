@@ -1,19 +1,24 @@
 //! The LLM engine: a thread that owns the model and runs continuous batching, fed through a
-//! bounded admission queue. Handlers get a channel of events back; dropping it cancels.
+//! bounded admission queue, with a watchdog beside it. Handlers get a channel of events
+//! back; dropping it cancels.
 
 mod batch;
+pub mod fault;
+mod health;
 pub mod stop;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
+use self::health::Shared;
 use crate::chat::Message;
 use crate::engine::{Engine, Event, GenerateRequest, Health, SubmitError};
-use crate::metrics::Metrics;
-use crate::model::LoadedModel;
+use crate::metrics::{Metrics, WatchdogCause};
+use crate::model::{KvCache, LoadedModel};
 
 /// Scheduler limits.
 #[derive(Debug, Clone)]
@@ -25,38 +30,26 @@ pub struct SchedulerConfig {
     /// Most prompt tokens prefilled between two decode steps (bounds the stall that running
     /// sequences see when new ones arrive).
     pub max_batch_tokens: usize,
+    /// How long an idle scheduler holds a first request so that others arriving meanwhile
+    /// are prefilled in the same pass (up to `max_batch_size` sequences or
+    /// `max_batch_tokens`); zero starts at once. Sequences already decoding never wait:
+    /// new requests join them between two steps.
+    pub max_wait: Duration,
+    /// Longest the scheduler may go without progress (one forward pass, or an idle wait)
+    /// while requests are queued or running before the watchdog fails the engine.
+    pub stall_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
+    /// The worker's command-line defaults.
     fn default() -> Self {
-        Self { max_batch_size: 16, max_queue: 64, max_batch_tokens: 2048 }
-    }
-}
-
-/// State shared by the engine handle and its thread.
-pub(crate) struct Shared {
-    health: AtomicU8,
-    in_flight: AtomicUsize,
-}
-
-impl Shared {
-    fn health(&self) -> Health {
-        match self.health.load(Ordering::SeqCst) {
-            0 => Health::Loading,
-            1 => Health::Ready,
-            2 => Health::Draining,
-            _ => Health::Failed,
+        Self {
+            max_batch_size: 16,
+            max_queue: 64,
+            max_batch_tokens: 2048,
+            max_wait: Duration::from_millis(5),
+            stall_timeout: Duration::from_secs(120),
         }
-    }
-
-    fn set(&self, h: Health) {
-        let v = match h {
-            Health::Loading => 0,
-            Health::Ready => 1,
-            Health::Draining => 2,
-            Health::Failed => 3,
-        };
-        self.health.store(v, Ordering::SeqCst);
     }
 }
 
@@ -64,7 +57,7 @@ impl Shared {
 pub(crate) struct Admission {
     request: GenerateRequest,
     sink: mpsc::UnboundedSender<Event>,
-    admitted_at: std::time::Instant,
+    admitted_at: Instant,
 }
 
 /// An [`Engine`] for text generation with a llama-family model.
@@ -78,7 +71,7 @@ pub struct LlmEngine {
 }
 
 impl LlmEngine {
-    /// Starts the scheduler thread for `model`, serving it as `name`.
+    /// Starts the scheduler thread for `model`, serving it as `name`, and its watchdog.
     pub fn start(
         name: String,
         model: LoadedModel,
@@ -87,7 +80,7 @@ impl LlmEngine {
     ) -> Self {
         let model = Arc::new(model);
         let (queue, receiver) = std::sync::mpsc::sync_channel(config.max_queue);
-        let shared = Arc::new(Shared { health: AtomicU8::new(1), in_flight: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared::new(metrics.clone()));
         let worker = batch::Worker::new(
             model.clone(),
             receiver,
@@ -96,20 +89,46 @@ impl LlmEngine {
             config.clone(),
         );
         let on_exit = shared.clone();
-        std::thread::Builder::new()
+        let scheduler = std::thread::Builder::new()
             .name("blaze-scheduler".into())
             .spawn(move || {
-                // A panic must not leave a worker that looks ready but never answers: mark it
-                // failed (readyz 503, submissions refused); dropped channels end open streams.
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
-                if outcome.is_err() {
-                    tracing::error!("the scheduler thread panicked");
+                let mut worker = worker;
+                // A panic must not leave a worker that looks alive but never answers: the
+                // trip fails /livez and ends every request in flight, while `worker` still
+                // holds their senders (dropping them first would end the requests with no
+                // word of why).
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())) {
+                    Ok(()) => on_exit.set(Health::Failed), // the engine was dropped
+                    Err(payload) => {
+                        let message = health::panic_message(payload.as_ref());
+                        let reason = format!("the scheduler thread panicked: {message}");
+                        on_exit.trip(WatchdogCause::Panicked, reason);
+                    }
                 }
-                on_exit.set(Health::Failed);
+                drop(worker);
             })
             .expect("spawning the scheduler thread");
+        health::spawn_watchdog(shared.clone(), scheduler, config.stall_timeout);
         Self { name, model, queue, shared, metrics, config }
+    }
+
+    /// Runs a short prompt through `model`, a prefill and one decode step (the two shapes
+    /// every request runs), on the calling thread before the engine starts, so that the
+    /// first request does not pay for first use: weights paged in from the file, candle's
+    /// thread pools and kernels started. Returns how long it took.
+    pub fn warm_up(model: &LoadedModel) -> crate::Result<Duration> {
+        let started = Instant::now();
+        let mut prompt = model.encode_prompt("Hello")?;
+        if prompt.is_empty() {
+            prompt.push(model.bos_id.unwrap_or(0));
+        }
+        let mut cache = KvCache::default();
+        fault::before_forward();
+        let logits = model.llama.forward_one(&prompt, &mut cache)?.to_vec1::<f32>()?;
+        let next = crate::sampling::argmax(&logits);
+        fault::before_forward();
+        model.llama.forward_one(&[next], &mut cache)?.to_vec1::<f32>()?;
+        Ok(started.elapsed())
     }
 
     /// The loaded model (for tests and benchmarks).
@@ -130,6 +149,14 @@ impl Engine for LlmEngine {
 
     fn health(&self) -> Health {
         self.shared.health()
+    }
+
+    fn watch_health(&self) -> watch::Receiver<Health> {
+        self.shared.watch_health()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared.failure()
     }
 
     fn context_length(&self) -> usize {
@@ -182,7 +209,8 @@ impl Engine for LlmEngine {
             return Err(SubmitError::Invalid { field: "prompt", message });
         }
         let (sink, events) = mpsc::unbounded_channel();
-        let admission = Admission { request, sink, admitted_at: std::time::Instant::now() };
+        self.shared.register(&sink).map_err(SubmitError::Unavailable)?;
+        let admission = Admission { request, sink, admitted_at: Instant::now() };
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         self.metrics.waiting.inc();
         match self.queue.try_send(admission) {

@@ -34,6 +34,9 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// `max_tokens` when a request gives none.
     pub default_max_tokens: usize,
+    /// How the model is held (device, dtype, quantization), once loaded; `/v1/models`
+    /// shows it under `blaze`.
+    pub model_info: Arc<OnceLock<serde_json::Value>>,
 }
 
 impl AppState {
@@ -51,22 +54,36 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
-        .route("/livez", get(|| async { "ok" }))
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
+/// Live unless the engine failed (its scheduler died or stalled): then 503 with the
+/// watchdog's reason, so the kubelet restarts the container. Loading and draining are live.
+async fn livez(State(state): State<AppState>) -> impl IntoResponse {
+    match state.engine.get().and_then(|e| e.failure()) {
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {reason}")),
+        None => (StatusCode::OK, "ok".to_string()),
+    }
+}
+
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let health = match state.engine.get() {
         None => Health::Loading,
+        Some(e) if e.health() == Health::Failed => Health::Failed,
         Some(_) if state.draining.load(Ordering::SeqCst) => Health::Draining,
         Some(e) => e.health(),
     };
     let status =
         if health == Health::Ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, format!("{health:?}").to_lowercase())
+    let mut body = format!("{health:?}").to_lowercase();
+    if let Some(reason) = state.engine.get().and_then(|e| e.failure()) {
+        body = format!("{body}: {reason}");
+    }
+    (status, body)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -11,7 +11,7 @@ pub use hub::HubOptions;
 use crate::{Error, Result};
 
 /// Where `pvc://` claims are mounted unless `--pvc-root` says otherwise.
-pub const DEFAULT_PVC_ROOT: &str = "/mnt/models";
+pub use blaze_worker_cli::DEFAULT_PVC_ROOT;
 
 /// A parsed model source.
 #[derive(Debug, Clone, PartialEq, Eq)]

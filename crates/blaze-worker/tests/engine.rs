@@ -22,10 +22,28 @@ fn engine(
     max_batch_size: usize,
     max_queue: usize,
 ) -> (LlmEngine, prometheus_client::registry::Registry) {
+    let config =
+        SchedulerConfig { max_batch_size, max_queue, max_batch_tokens: 4096, ..Default::default() };
+    engine_with(model, config)
+}
+
+fn engine_with(
+    model: LoadedModel,
+    config: SchedulerConfig,
+) -> (LlmEngine, prometheus_client::registry::Registry) {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let config = SchedulerConfig { max_batch_size, max_queue, max_batch_tokens: 4096 };
     (LlmEngine::start("tiny".into(), model, config, metrics), registry)
+}
+
+/// The value of the sample `name` (with its labels, if any) in `registry`'s text form.
+fn sample(registry: &prometheus_client::registry::Registry, name: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| {
+        panic!("no sample {name} in:\n{text}");
+    });
+    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 fn greedy(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
@@ -91,15 +109,69 @@ async fn batched_greedy_equals_unbatched_greedy_token_for_token() {
         assert_eq!(&ids, want);
         assert_eq!(reason, FinishReason::Length);
     }
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    let batched = text.lines().find(|l| l.starts_with("blaze_batch_size_sum")).unwrap();
-    let steps = text.lines().find(|l| l.starts_with("blaze_batch_size_count")).unwrap();
-    let value = |l: &str| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    let batched = sample(&registry, "blaze_batch_size_sum");
+    let steps = sample(&registry, "blaze_batch_size_count");
     assert!(
-        value(batched) > value(steps),
+        batched > steps,
         "decode steps ran more than one sequence at a time: {batched} / {steps}"
     );
+}
+
+/// Four requests arriving 20 ms apart at an idle scheduler: with `max_wait` zero the first
+/// is prefilled as soon as it arrives and the others in passes of their own; with a
+/// `max_wait` longer than the burst, one prefill pass takes all four.
+#[tokio::test]
+async fn max_wait_gathers_a_burst_into_one_prefill_pass() {
+    let mut passes = Vec::new();
+    for max_wait in [Duration::ZERO, Duration::from_millis(500)] {
+        let (_dir, model) = tiny_model(512);
+        let prompt = model.encode_prompt("hello").unwrap();
+        let config = SchedulerConfig { max_batch_size: 8, max_wait, ..Default::default() };
+        let (engine, registry) = engine_with(model, config);
+        let mut streams = Vec::new();
+        for _ in 0..4 {
+            streams.push(engine.submit(greedy(prompt.clone(), 4)).unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for stream in streams {
+            collect(stream, Duration::from_secs(60)).await;
+        }
+        let count = sample(&registry, "blaze_prefill_batch_size_count");
+        assert_eq!(sample(&registry, "blaze_prefill_batch_size_sum"), 4.0);
+        passes.push(count);
+    }
+    assert!(passes[0] >= 2.0, "without a wait the burst was prefilled in {} pass", passes[0]);
+    assert_eq!(passes[1], 1.0, "a 500 ms wait did not gather the burst into one pass");
+}
+
+/// A long `max_wait` ends as soon as the pass is full (`max_batch_size` sequences or
+/// `max_batch_tokens` prompt tokens), and never delays a request that arrives while others
+/// are decoding: it joins them at the next step.
+#[tokio::test]
+async fn a_full_pass_or_a_running_batch_does_not_wait() {
+    let (_dir, model) = tiny_model(100_000);
+    let short = model.encode_prompt("hi").unwrap();
+    let long = model.encode_prompt(&"tokens ".repeat(10)).unwrap();
+    let config = SchedulerConfig {
+        max_batch_size: 2,
+        max_batch_tokens: 64,
+        max_wait: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let (engine, registry) = engine_with(model, config);
+    // Well below the 60 s wait, well above a tiny prefill on a loaded machine.
+    let prompt = Duration::from_secs(15);
+    // A prompt as long as max_batch_tokens fills the pass alone.
+    assert!(long.len() >= 64);
+    collect(engine.submit(greedy(long, 2)).unwrap(), prompt).await;
+    // Two requests fill max_batch_size; the first goes on decoding (for 90k tokens).
+    let mut running = engine.submit(greedy(short.clone(), 90_000)).unwrap();
+    collect(engine.submit(greedy(short.clone(), 2)).unwrap(), prompt).await;
+    let token = tokio::time::timeout(prompt, running.recv()).await;
+    assert!(matches!(token, Ok(Some(Event::Token { .. }))), "{token:?}");
+    // A request arriving while one decodes joins it at the next step.
+    collect(engine.submit(greedy(short, 2)).unwrap(), prompt).await;
+    assert_eq!(sample(&registry, "blaze_prefill_batch_size_count"), 3.0);
 }
 
 #[tokio::test]

@@ -83,7 +83,7 @@ async fn batched_equals_unbatched(weights: Weights) {
     let model = blaze_worker::model::load_with(
         &blaze_worker::testing::smollm2_gguf(),
         &candle_core::Device::Cpu,
-        LoadOptions { weights },
+        LoadOptions { weights, ..Default::default() },
     )
     .unwrap();
     let prompts: Vec<Vec<u32>> = [
@@ -154,7 +154,7 @@ fn forward_matches_candle_transformers_quantized_llama() {
     use candle_core::quantized::gguf_file;
     use candle_core::{Device, Tensor};
     let path = blaze_worker::testing::smollm2_gguf();
-    let stored = LoadOptions { weights: Weights::Stored };
+    let stored = LoadOptions { weights: Weights::Stored, ..Default::default() };
     let model = blaze_worker::model::load_with(&path, &Device::Cpu, stored).unwrap();
     let mut file = std::fs::File::open(&path).unwrap();
     let content = gguf_file::Content::read(&mut file).unwrap();

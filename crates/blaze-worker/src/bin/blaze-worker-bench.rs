@@ -195,11 +195,20 @@ fn start_engine(
     weights: Weights,
     concurrency: &[usize],
 ) -> anyhow::Result<(LlmEngine, Vec<u64>)> {
-    let model = blaze_worker::model::load_with(path, &Device::Cpu, LoadOptions { weights })?;
+    let model = blaze_worker::model::load_with(
+        path,
+        &Device::Cpu,
+        LoadOptions { weights, ..Default::default() },
+    )?;
     let bytes = concurrency.iter().map(|&c| model.llama.weight_bytes_per_step(c)).collect();
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = blaze_worker::metrics::Metrics::register(&mut registry);
-    let config = SchedulerConfig { max_batch_size: 16, max_queue: 64, max_batch_tokens: 4096 };
+    let config = SchedulerConfig {
+        max_batch_size: 16,
+        max_queue: 64,
+        max_batch_tokens: 4096,
+        ..Default::default()
+    };
     Ok((LlmEngine::start(format!("{weights:?}"), model, config, metrics), bytes))
 }
 
@@ -229,7 +238,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         read_bandwidth / 1e9,
         bandwidth / 1e9
     );
-    let stored = LoadOptions { weights: Weights::Stored };
+    let stored = LoadOptions { weights: Weights::Stored, ..Default::default() };
     let prompt =
         blaze_worker::model::load_with(&path, &Device::Cpu, stored)?.tokenizer.encode(PROMPT)?;
     let mut file = std::fs::File::open(&path)?;

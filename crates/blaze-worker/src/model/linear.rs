@@ -45,10 +45,18 @@ pub(crate) fn q8_0_tiled() -> bool {
 /// 2 to 5 times faster this way than with f32 GEMM or the row-by-row kernel, and one row
 /// 2 to 3 times faster, for a third more bytes. Returns the weights and the padding.
 pub(crate) fn q8_0_padded(w: &Tensor) -> Result<(QMatMul, usize)> {
+    quantized_padded(w, GgmlDType::Q8_0)
+}
+
+/// `w` (`[out, in]`, f32) quantized to `dtype`, with zero columns up to a whole block (256
+/// values for the k-quants) or, for Q8_0, up to a tile as [`q8_0_padded`] says. Returns
+/// the weights and the padding.
+pub(crate) fn quantized_padded(w: &Tensor, dtype: GgmlDType) -> Result<(QMatMul, usize)> {
     let (_, k) = w.dims2()?;
-    let pad = if q8_0_tiled() { k.next_multiple_of(TILE_K) - k } else { 0 };
-    let w = if pad > 0 { w.pad_with_zeros(1, 0, pad)? } else { w.clone() };
-    Ok((QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?, pad))
+    let block = if dtype == GgmlDType::Q8_0 && q8_0_tiled() { TILE_K } else { dtype.block_size() };
+    let pad = k.next_multiple_of(block) - k;
+    let w = if pad > 0 { w.pad_with_zeros(1, 0, pad)? } else { w.contiguous()? };
+    Ok((QMatMul::from_qtensor(QTensor::quantize(&w, dtype)?)?, pad))
 }
 
 impl Linear {
@@ -93,7 +101,9 @@ impl Linear {
         match (&self.quantized, &self.dense_t) {
             (Some(q), None) => self.forward_quantized(q, x),
             (Some(q), Some(_)) if !dense => self.forward_quantized(q, x),
-            (_, Some(w)) => Ok(x.matmul(w)?),
+            (_, Some(w)) if w.dtype() == x.dtype() => Ok(x.matmul(w)?),
+            // Weights held in f16 or bf16: multiplied in their type, activations stay f32.
+            (_, Some(w)) => Ok(x.to_dtype(w.dtype())?.matmul(w)?.to_dtype(x.dtype())?),
             (None, None) => unreachable!("a Linear holds weights"),
         }
     }
@@ -167,7 +177,7 @@ mod tests {
         let device = Device::Cpu;
         let w = Tensor::randn(0f32, 1f32, (64, 576), &device).unwrap();
         let (q, pad) = q8_0_padded(&w).unwrap();
-        assert_eq!(pad, if q8_0_tiled() { 192 } else { 0 });
+        assert_eq!(pad, if q8_0_tiled() { 192 } else { 0 }, "576 is 18 blocks of 32");
         let linear = Linear::quantized_padded(q, pad);
         let x = Tensor::randn(0f32, 1f32, (5, 576), &device).unwrap();
         let got = linear.forward(&x, false).unwrap();

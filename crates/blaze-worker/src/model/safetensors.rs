@@ -4,15 +4,33 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use super::family::Family;
 pub use super::hf_config::HfConfig;
+use super::linear;
 use super::llama::{Block, Linear, Llama, LlamaConfig};
 use crate::{Error, Result};
+use blaze_worker_cli::Quantization;
 
-/// Loads `config.json` and the safetensors shards in `dir`, in `dtype`.
+/// Loads `config.json` and the safetensors shards in `dir`, every weight in `dtype`.
 pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
+    load_with(dir, dtype, None, device)
+}
+
+/// Loads `config.json` and the safetensors shards in `dir`. Projection weights (attention,
+/// MLP and the output head) are held in `dtype`, or quantized as `quantization` says;
+/// embeddings, norms and biases stay f32, as activations are computed in f32.
+///
+/// With `q4k` the output head is quantized to Q8_0 instead: one wide projection whose
+/// error every generated token sees (as llama.cpp's 4-bit presets keep it at 6 or 8 bits).
+pub fn load_with(
+    dir: &Path,
+    dtype: DType,
+    quantization: Option<Quantization>,
+    device: &Device,
+) -> Result<Llama> {
     let config: HfConfig = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
     let llama_config = config.llama_config()?;
     let mut weights: HashMap<String, Tensor> = HashMap::new();
@@ -22,7 +40,7 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
             weights.extend(candle_core::safetensors::load(&path, device)?);
         }
     }
-    let mut weights = Weights { map: weights, dtype, family: llama_config.family };
+    let mut weights = Weights { map: weights, dtype, quantization, family: llama_config.family };
     let blocks = (0..config.num_hidden_layers)
         .map(|i| weights.block(i, &llama_config))
         .collect::<Result<Vec<_>>>()?;
@@ -34,22 +52,43 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Llama> {
     } else {
         weights.take("lm_head.weight").or_else(|_| Ok::<_, Error>(embed.clone()))?
     };
-    Llama::new(llama_config, embed, blocks, norm, Linear::dense(&lm_head)?, device)
+    let head = match quantization {
+        Some(_) => Weights::quantized(&lm_head, GgmlDType::Q8_0)?,
+        None => Linear::dense(&lm_head.to_dtype(dtype)?)?,
+    };
+    Llama::new(llama_config, embed, blocks, norm, head, device)
 }
 
 /// A checkpoint's tensors by name, taken out one at a time.
 struct Weights {
     map: HashMap<String, Tensor>,
+    /// What projection weights are held in.
     dtype: DType,
+    quantization: Option<Quantization>,
     family: Family,
 }
 
 impl Weights {
+    /// A tensor, in f32.
     fn take(&mut self, name: &str) -> Result<Tensor> {
         let t = self.map.remove(name).ok_or_else(|| {
             Error::Unsupported(format!("weight {name} missing from the safetensors"))
         })?;
-        Ok(t.to_dtype(self.dtype)?)
+        Ok(t.to_dtype(DType::F32)?)
+    }
+
+    /// `w` (`[out, in]`, f32) as a projection held the way the load asked for.
+    fn projection(&self, w: &Tensor) -> Result<Linear> {
+        match self.quantization {
+            Some(Quantization::Q8_0) => Self::quantized(w, GgmlDType::Q8_0),
+            Some(Quantization::Q4K) => Self::quantized(w, GgmlDType::Q4K),
+            None => Linear::dense(&w.to_dtype(self.dtype)?),
+        }
+    }
+
+    fn quantized(w: &Tensor, dtype: GgmlDType) -> Result<Linear> {
+        let (q, pad) = linear::quantized_padded(w, dtype)?;
+        Ok(Linear::quantized_padded(q, pad))
     }
 
     /// An RMSNorm weight; gemma's scale by `1 + w`, folded in here.
@@ -60,7 +99,8 @@ impl Weights {
 
     /// A projection, with its bias when the checkpoint has one (Qwen2's q/k/v).
     fn linear(&mut self, name: &str) -> Result<Linear> {
-        let linear = Linear::dense(&self.take(&format!("{name}.weight"))?)?;
+        let w = self.take(&format!("{name}.weight"))?;
+        let linear = self.projection(&w)?;
         Ok(match self.take(&format!("{name}.bias")) {
             Ok(bias) => linear.with_bias(bias),
             Err(_) => linear,
@@ -82,7 +122,7 @@ impl Weights {
             .map(|&n| {
                 let part = fused.narrow(0, start, n)?;
                 start += n;
-                Linear::dense(&part)
+                self.projection(&part)
             })
             .collect()
     }

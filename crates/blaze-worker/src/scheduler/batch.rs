@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::fault;
+use super::health::Shared;
 use super::stop::StopMatcher;
-use super::{Admission, SchedulerConfig, Shared};
-use crate::engine::{Event, FinishReason};
+use super::{Admission, SchedulerConfig};
+use crate::engine::{EngineError, Event, FinishReason};
 use crate::metrics::Metrics;
 use crate::model::{KvCache, LoadedModel, SeqInput};
 use crate::sampling::Sampler;
@@ -56,36 +58,50 @@ impl Worker {
         Self { model, queue, shared, metrics, config, running: Vec::new() }
     }
 
-    pub(crate) fn run(mut self) {
+    pub(crate) fn run(&mut self) {
         loop {
-            let mut new = Vec::new();
-            let mut budget = self.config.max_batch_tokens;
-            if self.running.is_empty() {
-                // Idle: wait for one request, then take the others that came with it, so a
-                // burst is prefilled in one pass instead of the first alone.
+            self.shared.mark_progress();
+            let new = if self.running.is_empty() {
+                // Idle: wait for one request, then up to `max_wait` for others to join it, so
+                // a burst is prefilled in one pass instead of the first alone.
                 match self.queue.recv_timeout(IDLE_POLL) {
                     Ok(first) => {
-                        budget = budget.saturating_sub(first.request.prompt.len());
-                        new.push(first);
+                        let until = Instant::now() + self.config.max_wait;
+                        self.take(vec![first], until)
                     }
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
-            }
-            while self.running.len() + new.len() < self.config.max_batch_size && budget > 0 {
-                match self.queue.try_recv() {
-                    Ok(a) => {
-                        budget = budget.saturating_sub(a.request.prompt.len());
-                        new.push(a);
-                    }
-                    Err(_) => break,
-                }
-            }
+            } else {
+                // Decoding: never wait; whatever has arrived joins between two steps.
+                self.take(Vec::new(), Instant::now())
+            };
             if !new.is_empty() {
                 self.prefill(new);
             }
             self.decode();
         }
+    }
+
+    /// Adds queued requests to `new` while the next prefill has room (`max_batch_size`
+    /// sequences with those running, `max_batch_tokens` prompt tokens), waiting for more
+    /// until `until`.
+    fn take(&self, mut new: Vec<Admission>, until: Instant) -> Vec<Admission> {
+        let mut tokens: usize = new.iter().map(|a| a.request.prompt.len()).sum();
+        while self.running.len() + new.len() < self.config.max_batch_size
+            && tokens < self.config.max_batch_tokens
+        {
+            let left = until.saturating_duration_since(Instant::now());
+            let next = if left.is_zero() {
+                self.queue.try_recv().ok()
+            } else {
+                self.queue.recv_timeout(left).ok()
+            };
+            let Some(admission) = next else { break };
+            tokens += admission.request.prompt.len();
+            new.push(admission);
+        }
+        new
     }
 
     /// Prefills newly admitted requests together and emits each one's first token.
@@ -114,6 +130,10 @@ impl Worker {
                 prompt: r.prompt,
                 done: false,
             });
+        }
+        if self.running.len() > start {
+            let sequences = self.running.len() - start;
+            self.metrics.prefill_batch_size.observe(sequences as f64);
         }
         self.step(start, true);
     }
@@ -163,8 +183,11 @@ impl Worker {
                 cache: &mut s.cache,
             })
             .collect();
+        self.shared.mark_progress();
+        fault::before_forward();
         let logits = self.model.llama.forward(&mut inputs).and_then(|l| Ok(l.to_vec2::<f32>()?));
         drop(inputs);
+        self.shared.mark_progress();
         match logits {
             Ok(rows) => {
                 for (i, mut row) in rows.into_iter().enumerate() {
@@ -174,7 +197,7 @@ impl Worker {
             Err(e) => {
                 tracing::error!(error = %e, "forward pass failed");
                 for s in &mut self.running[from..] {
-                    let _ = s.sink.send(Event::Error(e.to_string()));
+                    let _ = s.sink.send(Event::Error(EngineError::Forward(e.to_string())));
                     s.done = true;
                     self.metrics.finish("error");
                     self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -1,11 +1,17 @@
 //! Errors in OpenAI's format: `{"error": {"message", "type", "param", "code"}}`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::engine::SubmitError;
+use crate::engine::{EngineError, SubmitError};
+
+/// `Retry-After` on a 503, in seconds. A 503 comes from a worker that is loading, draining
+/// or failed; a retry a second later goes to another replica through the Service or the
+/// router, which is better than waiting for this one (a failed worker is back only after
+/// the kubelet restarts it and the model loads again, a minute or more).
+pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 /// An HTTP error a client sees.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,14 +64,36 @@ impl From<SubmitError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = if e.is_retriable() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl ApiError {
+    /// The JSON body: `{"error": {...}}` (also the data of a stream's error event).
+    pub fn body(&self) -> Value {
+        json!({"error": {
             "message": self.message,
             "type": self.kind(),
             "param": self.param,
             "code": self.status.as_u16().to_string(),
-        }});
-        (self.status, Json(body)).into_response()
+        }})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(self.body());
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry_after = [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())];
+            return (self.status, retry_after, body).into_response();
+        }
+        (self.status, body).into_response()
     }
 }

@@ -27,6 +27,7 @@ pub(super) async fn models(State(state): State<AppState>) -> Response {
     Json(json!({"object": "list", "data": [{
         "id": engine.model_name(), "object": "model", "created": now(), "owned_by": "blaze",
         "max_model_len": engine.context_length(),
+        "blaze": state.model_info.get().cloned().unwrap_or(Value::Null),
     }]}))
     .into_response()
 }
@@ -130,7 +131,7 @@ async fn whole(
                 text.push_str(&piece);
                 logprobs.extend(logprob.map(|l| (id, l)));
             }
-            Event::Error(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
+            Event::Error(e) => return Err(e.into()),
             Event::Done { reason, prompt_tokens, completion_tokens } => {
                 let lp = reply.logprobs.then(|| logprobs_json(&*engine, &logprobs, reply.chat));
                 let choice = if reply.chat {
@@ -193,8 +194,8 @@ fn stream(
                     }
                     break;
                 }
-                Event::Error(message) => {
-                    yield Ok(SseEvent::default().data(json!({"error": {"message": message, "type": "server_error"}}).to_string()));
+                Event::Error(e) => {
+                    yield Ok(SseEvent::default().data(ApiError::from(e).body().to_string()));
                     break;
                 }
             }

@@ -33,7 +33,12 @@ pub fn load_uri(path: &Path, weights: Weights) -> LoadedModel {
     let ModelSource::Path(path) = ModelSource::parse(&uri).unwrap() else {
         panic!("{uri} is not a local path")
     };
-    blaze_worker::model::load_with(&path, &Device::Cpu, LoadOptions { weights }).unwrap()
+    blaze_worker::model::load_with(
+        &path,
+        &Device::Cpu,
+        LoadOptions { weights, ..Default::default() },
+    )
+    .unwrap()
 }
 
 pub fn hf_config<T: serde::de::DeserializeOwned>(dir: &Path) -> T {

@@ -20,11 +20,26 @@ pub fn free_port() -> u16 {
 impl Worker {
     /// Starts the worker with `args` (plus `--listen`) and waits until `/readyz` says 200.
     pub async fn start(args: &[&str], ready_within: Duration) -> Worker {
-        let port = free_port();
+        Self::start_on(free_port(), args, ready_within).await
+    }
+
+    /// [`Worker::start`] with `--listen 127.0.0.1:PORT`.
+    pub async fn start_on(port: u16, args: &[&str], ready_within: Duration) -> Worker {
+        Self::start_with_env(port, args, &[], ready_within).await
+    }
+
+    /// [`Worker::start_on`] with environment variables `env` added.
+    pub async fn start_with_env(
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready_within: Duration,
+    ) -> Worker {
         let child = Command::new(env!("CARGO_BIN_EXE_blaze-worker"))
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("starting blaze-worker");
@@ -82,6 +97,51 @@ impl Worker {
 }
 
 impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The workspace's `blaze-router` binary (built beside this package's binaries by `cargo
+/// test --workspace`) in front of workers, killed when dropped.
+pub struct Router {
+    pub child: Child,
+    pub addr: String,
+    _config: tempfile::TempDir,
+}
+
+impl Router {
+    /// Starts the router on a free port with `endpoints` and waits until `/livez` answers.
+    pub async fn start(endpoints: &[&str]) -> Router {
+        let exe =
+            std::path::Path::new(env!("CARGO_BIN_EXE_blaze-worker")).with_file_name("blaze-router");
+        assert!(exe.is_file(), "{} is missing: cargo build -p blaze-router", exe.display());
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("routing.yaml");
+        let list: String =
+            endpoints.iter().map(|a| format!("- address: {a}\n  weight: 1\n")).collect();
+        std::fs::write(&config, format!("endpoints:\n{list}")).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(exe)
+            .args(["--listen", &addr, "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting blaze-router");
+        let router = Router { child, addr, _config: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("http://{}/livez", router.addr);
+        while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            assert!(Instant::now() < deadline, "blaze-router did not answer /livez");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        router
+    }
+}
+
+impl Drop for Router {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,0 +1,248 @@
+//! The engine's health as the handlers, the scheduler thread and its watchdog share it, and
+//! the watchdog itself.
+//!
+//! A worker whose scheduler died (a panic in the forward pass) or stalled (a step that never
+//! returns: a hung kernel, a deadlock) must not look alive: `/livez` fails so the kubelet
+//! restarts the container, and no request waits on it. A trip is final: it marks the engine
+//! [`Health::Failed`], ends every request in flight with [`EngineError::Failed`] (a
+//! retriable error) and refuses new ones. Requests are ended through weak references to
+//! their event senders kept here, because a stalled scheduler thread holds the senders and
+//! never lets go of them (weak, so that a request's channel still closes when the scheduler
+//! is done with it).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+
+use crate::engine::{EngineError, Event, Health};
+use crate::metrics::{Metrics, WatchdogCause};
+
+/// State shared by the engine handle, its scheduler thread and its watchdog.
+pub(crate) struct Shared {
+    health: watch::Sender<Health>,
+    /// Requests queued or running.
+    pub(crate) in_flight: AtomicUsize,
+    epoch: Instant,
+    /// Nanoseconds from `epoch` to the scheduler's last sign of progress.
+    progress: AtomicU64,
+    open: Mutex<Open>,
+    metrics: Metrics,
+}
+
+/// The requests a trip must end, and the trip's reason once there was one.
+#[derive(Default)]
+struct Open {
+    sinks: Vec<mpsc::WeakUnboundedSender<Event>>,
+    failure: Option<String>,
+}
+
+impl Shared {
+    pub(crate) fn new(metrics: Metrics) -> Self {
+        Self {
+            health: watch::Sender::new(Health::Ready),
+            in_flight: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            progress: AtomicU64::new(0),
+            open: Mutex::default(),
+            metrics,
+        }
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        *self.health.borrow()
+    }
+
+    pub(crate) fn watch_health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+
+    /// Moves to `health`, unless the engine has failed already (failing is final).
+    pub(crate) fn set(&self, health: Health) {
+        self.health.send_if_modified(|h| {
+            let change = *h != Health::Failed && *h != health;
+            if change {
+                *h = health;
+            }
+            change
+        });
+    }
+
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.open.lock().failure.clone()
+    }
+
+    /// Keeps a weak reference to a new request's event sender, so that a trip can end the
+    /// request; refused once the engine has failed.
+    pub(crate) fn register(&self, sink: &mpsc::UnboundedSender<Event>) -> Result<(), Health> {
+        let mut open = self.open.lock();
+        if open.failure.is_some() {
+            return Err(Health::Failed);
+        }
+        // Requests the scheduler is done with, or whose handler has gone, need no ending.
+        open.sinks.retain(|s| s.upgrade().is_some_and(|s| !s.is_closed()));
+        open.sinks.push(sink.downgrade());
+        Ok(())
+    }
+
+    /// The scheduler is not stuck: called between forward passes and while idle.
+    pub(crate) fn mark_progress(&self) {
+        self.progress.store(self.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// How long the scheduler has shown no progress while work waited on it.
+    fn stalled_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        Some(Duration::from_nanos(now.saturating_sub(self.progress.load(Ordering::Relaxed))))
+    }
+
+    /// Fails the engine for `reason`: health [`Health::Failed`], every open request ended
+    /// with a retriable error, new ones refused. Only the first trip counts.
+    pub(crate) fn trip(&self, cause: WatchdogCause, reason: String) {
+        let mut open = self.open.lock();
+        if open.failure.is_some() {
+            return;
+        }
+        tracing::error!(?cause, %reason, in_flight = open.sinks.len(), "the scheduler failed; /livez now fails and requests in flight are ended");
+        self.metrics.watchdog_trip(cause);
+        for sink in open.sinks.drain(..).filter_map(|s| s.upgrade()) {
+            let _ = sink.send(Event::Error(EngineError::Failed(reason.clone())));
+        }
+        open.failure = Some(reason);
+        // Last, so that whoever sees the health change finds the requests ended.
+        self.health.send_replace(Health::Failed);
+    }
+}
+
+/// How often the watchdog looks: a quarter of the stall timeout, so that a stall is noticed
+/// within 1.25 timeouts, but at least every second and at most every 10 ms.
+fn tick(stall_timeout: Duration) -> Duration {
+    (stall_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// Watches `shared` until the scheduler thread ends or a stall trips it: a stall is no
+/// progress for `stall_timeout` while requests are queued or running. (A panic on the
+/// scheduler thread trips it there and then.)
+pub(crate) fn spawn_watchdog(
+    shared: std::sync::Arc<Shared>,
+    scheduler: JoinHandle<()>,
+    stall_timeout: Duration,
+) {
+    let every = tick(stall_timeout);
+    let watchdog = move || {
+        loop {
+            std::thread::sleep(every);
+            if scheduler.is_finished() || shared.health() == Health::Failed {
+                return;
+            }
+            if let Some(idle) = shared.stalled_for().filter(|idle| *idle >= stall_timeout) {
+                let n = shared.in_flight.load(Ordering::SeqCst);
+                let reason = format!(
+                    "the scheduler made no progress for {:.1} s with {n} requests in flight \
+                     (--stall-timeout-seconds {})",
+                    idle.as_secs_f64(),
+                    stall_timeout.as_secs_f64()
+                );
+                shared.trip(WatchdogCause::Stalled, reason);
+                return;
+            }
+        }
+    };
+    std::thread::Builder::new()
+        .name("blaze-watchdog".into())
+        .spawn(watchdog)
+        .expect("spawning the watchdog thread");
+}
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> (Shared, prometheus_client::registry::Registry) {
+        let mut registry = prometheus_client::registry::Registry::default();
+        (Shared::new(Metrics::register(&mut registry)), registry)
+    }
+
+    #[test]
+    fn a_trip_ends_open_requests_refuses_new_ones_and_counts_once() {
+        let (shared, registry) = shared();
+        let (sink, mut events) = mpsc::unbounded_channel();
+        shared.register(&sink).unwrap();
+        let (gone, gone_events) = mpsc::unbounded_channel();
+        shared.register(&gone).unwrap();
+        drop(gone_events);
+        // The scheduler is done with a request: its channel closes although it is registered.
+        let (done, mut done_events) = mpsc::unbounded_channel::<Event>();
+        shared.register(&done).unwrap();
+        drop(done);
+        assert_eq!(done_events.try_recv(), Err(mpsc::error::TryRecvError::Disconnected));
+        let mut changes = shared.watch_health();
+        shared.trip(WatchdogCause::Panicked, "boom".into());
+        shared.trip(WatchdogCause::Stalled, "again".into());
+        assert_eq!(events.try_recv().unwrap(), Event::Error(EngineError::Failed("boom".into())));
+        assert!(events.try_recv().is_err(), "one error, then nothing");
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(*changes.borrow_and_update(), Health::Failed);
+        assert_eq!(shared.failure().as_deref(), Some("boom"));
+        assert_eq!(shared.register(&sink), Err(Health::Failed));
+        shared.set(Health::Draining);
+        assert_eq!(shared.health(), Health::Failed, "failing is final");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("blaze_watchdog_trips_total{cause=\"panicked\"} 1"), "{text}");
+        assert!(!text.contains("cause=\"stalled\""), "{text}");
+    }
+
+    #[test]
+    fn a_stall_counts_only_while_work_waits() {
+        let (shared, _registry) = shared();
+        shared.mark_progress();
+        assert_eq!(shared.stalled_for(), None, "idle: nothing waits on the scheduler");
+        shared.in_flight.store(2, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(shared.stalled_for().unwrap() >= Duration::from_millis(30));
+        shared.mark_progress();
+        assert!(shared.stalled_for().unwrap() < Duration::from_millis(30));
+    }
+
+    #[test]
+    fn the_watchdog_trips_a_stalled_scheduler_within_its_timeout_and_a_tick() {
+        let (shared, _registry) = shared();
+        let shared = std::sync::Arc::new(shared);
+        let (sink, mut events) = mpsc::unbounded_channel();
+        shared.register(&sink).unwrap();
+        shared.in_flight.store(1, Ordering::SeqCst);
+        let started = Instant::now();
+        shared.mark_progress();
+        // A scheduler thread stuck in a step: it never marks progress again.
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        let scheduler = std::thread::spawn(move || {
+            let _ = stuck.recv();
+        });
+        let timeout = Duration::from_millis(200);
+        spawn_watchdog(shared.clone(), scheduler, timeout);
+        let mut changes = shared.watch_health();
+        let failed = changes.wait_for(|h| *h == Health::Failed);
+        futures::executor::block_on(failed).unwrap();
+        let took = started.elapsed();
+        assert!(took >= timeout, "tripped after {took:?}, before the timeout");
+        assert!(took < Duration::from_secs(10), "tripped only after {took:?}");
+        let Ok(Event::Error(e)) = events.try_recv() else { panic!("the request was not ended") };
+        assert!(e.is_retriable() && e.to_string().contains("no progress"), "{e}");
+        let _ = release.send(());
+    }
+}
