@@ -115,6 +115,8 @@ impl Faulty {
         let r = completion(&self.worker.base, false).await;
         assert_eq!(r.status(), 503);
         assert!(r.headers().contains_key("retry-after"));
+        let refusal = r.text().await.unwrap();
+        assert!(refusal.contains("the worker failed"), "the refusal hides why: {refusal}");
         let (_, metrics) = self.get("/metrics").await;
         let trip = format!("blaze_watchdog_trips_total{{cause=\"{cause}\"}} 1");
         assert!(metrics.contains(&trip), "no {trip} in:\n{metrics}");

@@ -57,21 +57,23 @@ struct Reply {
     logprobs: bool,
 }
 
+/// Why no request is taken now: the watchdog's reason once the engine failed, else loading
+/// or draining. A 503 either way, so a router tries another worker.
+fn not_ready(state: &AppState) -> ApiError {
+    let message = match state.engine.get().and_then(|e| e.failure()) {
+        Some(reason) => format!("the worker failed and takes no requests: {reason}"),
+        None => "the worker is not ready (loading or draining)".to_owned(),
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
 async fn serve(
     state: AppState,
     parsed: Result<Parsed, ApiError>,
     chat: bool,
 ) -> Result<Response, ApiError> {
     let parsed = parsed?;
-    let engine = state
-        .ready_engine()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the worker is not ready (loading or draining)",
-            )
-        })?
-        .clone();
+    let engine = state.ready_engine().ok_or_else(|| not_ready(&state))?.clone();
     if let Some(model) = parsed.common.model.as_deref().filter(|m| *m != engine.model_name()) {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
