@@ -215,7 +215,8 @@ pub struct WeightsSpec {
     /// weights below.
     #[serde(default)]
     pub mode: WeightsMode,
-    /// Weight per engine name, for `manual` mode.
+    /// Weight per engine name, for `manual` mode: the engine's share of the traffic (90 and
+    /// 10 send 90% and 10%), split evenly over its ready workers whatever their number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 64))]
     pub manual: Option<BTreeMap<String, Weight>>,

@@ -2,7 +2,9 @@
 //! inverse of its p95 latency, cut by its error rate squared; weights are scores scaled so the
 //! best endpoint gets [`MAX_WEIGHT`], never below `minWeight` (so a recovered endpoint keeps
 //! getting the traffic that shows it recovered), and new endpoints ramp up over
-//! `slowStartSeconds`. In `manual` mode each engine's endpoints take the engine's weight.
+//! `slowStartSeconds`. In `manual` mode the weights are engine shares: an engine's weight is
+//! split evenly over its endpoints, so a 90/10 canary between two engines sends 90% and 10%
+//! of the traffic whatever number of workers each runs.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,10 @@ pub const MAX_WEIGHT: i32 = 100;
 pub const LATENCY_FLOOR_MS: f64 = 10.0;
 /// Share of full weight a brand-new endpoint starts at during slow start.
 pub const SLOW_START_FLOOR: f64 = 0.1;
+/// Manual engine weights (0 to 1000) are multiplied by this before they are split over an
+/// engine's endpoints, so a split keeps two more digits: weight 1 over three endpoints is 33
+/// each, not 0.
+pub const MANUAL_SCALE: f64 = 100.0;
 /// Relative change in any weight below which new weights are not published, so measurement
 /// noise does not churn the router's configuration.
 pub const CHANGE_THRESHOLD: f64 = 0.1;
@@ -44,8 +50,13 @@ pub fn weights(endpoints: &[EndpointStats], spec: &WeightsSpec) -> Vec<i32> {
         .zip(full)
         .map(|(e, w)| {
             let ramp = slow_start(e.age_s, spec.slow_start_seconds);
-            let w = (w * ramp).round() as i32;
-            if w == 0 && spec.mode == WeightsMode::Manual { 0 } else { w.clamp(min, MAX_WEIGHT) }
+            let ramped = (w * ramp).round() as i32;
+            match spec.mode {
+                // An engine share stays above zero however far it is split or ramped.
+                WeightsMode::Manual if w > 0.0 => ramped.max(1),
+                WeightsMode::Manual => 0,
+                WeightsMode::Auto => ramped.clamp(min, MAX_WEIGHT),
+            }
         })
         .collect()
 }
@@ -54,12 +65,15 @@ fn manual(
     endpoints: &[EndpointStats],
     manual: Option<&BTreeMap<String, blaze_api::router::Weight>>,
 ) -> Vec<f64> {
+    let mut per_engine: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in endpoints {
+        *per_engine.entry(e.engine.as_str()).or_default() += 1;
+    }
     endpoints
         .iter()
         .map(|e| {
-            manual
-                .and_then(|m| m.get(&e.engine))
-                .map_or(0.0, |w| f64::from(w.0.clamp(0, MAX_WEIGHT)))
+            let share = manual.and_then(|m| m.get(&e.engine)).map_or(0, |w| w.0.max(0));
+            f64::from(share) * MANUAL_SCALE / per_engine[e.engine.as_str()] as f64
         })
         .collect()
 }
@@ -149,7 +163,35 @@ mod tests {
             &[ep("a", Some(900.0), None), ep("b", Some(1.0), None), ep("c", None, None)],
             &spec,
         );
-        assert_eq!(w, vec![80, 0, 0]);
+        assert_eq!(w, vec![8000, 0, 0]);
+    }
+
+    /// A 90/10 canary is 90/10 of the traffic whatever the engines' pod counts, over the
+    /// API's whole range, and a share split three ways is not rounded away.
+    #[test]
+    fn manual_weights_are_engine_shares_split_over_their_endpoints() {
+        let spec = |a: i32, b: i32| WeightsSpec {
+            mode: WeightsMode::Manual,
+            manual: Some(BTreeMap::from([("a".into(), Weight(a)), ("b".into(), Weight(b))])),
+            ..Default::default()
+        };
+        let eps =
+            [ep("a", None, None), ep("a", None, None), ep("a", None, None), ep("b", None, None)];
+        let share =
+            |w: &[i32]| f64::from(w[..3].iter().sum::<i32>()) / f64::from(w.iter().sum::<i32>());
+        let w = weights(&eps, &spec(90, 10));
+        assert_eq!(w, vec![3000, 3000, 3000, 1000]);
+        assert!((share(&w) - 0.9).abs() < 1e-9);
+        let w = weights(&eps, &spec(1000, 1));
+        assert!((share(&w) - 1000.0 / 1001.0).abs() < 1e-3, "{w:?}");
+        let w = weights(&eps, &spec(1, 1000));
+        assert_eq!(w[..3], [33, 33, 33]);
+        let mut young = spec(90, 10);
+        young.slow_start_seconds = 30;
+        let mut new_b = ep("b", None, None);
+        new_b.age_s = 0.0;
+        let w = weights(&[ep("a", None, None), new_b], &young);
+        assert_eq!(w, vec![9000, 100], "a new endpoint starts at the slow-start floor");
     }
 
     #[test]
