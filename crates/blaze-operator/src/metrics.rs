@@ -26,9 +26,19 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+/// Labels of a failed scrape.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScrapeLabels {
+    /// `worker` or `router`.
+    pub target: String,
+    /// `io`, `timeout` or `status`.
+    pub reason: String,
+}
+
 /// Metrics of the controllers.
 #[derive(Clone)]
 pub struct Metrics {
+    scrape_failures: Family<ScrapeLabels, Counter>,
     reconciles: Family<ControllerLabels, Counter>,
     failures: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
@@ -39,6 +49,7 @@ impl Metrics {
     /// Creates the metrics and registers them under `blaze_operator_`.
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self {
+            scrape_failures: Family::default(),
             reconciles: Family::default(),
             failures: Family::default(),
             // Reconciles take milliseconds to a few seconds against a busy API server.
@@ -49,6 +60,11 @@ impl Metrics {
         };
         let r = registry.sub_registry_with_prefix("blaze_operator");
         r.register("reconciles", "Reconciles run", m.reconciles.clone());
+        r.register(
+            "scrape_failures",
+            "Scrapes of a worker's or router's /metrics that failed: missing samples",
+            m.scrape_failures.clone(),
+        );
         r.register("reconcile_errors", "Reconciles that failed, by reason", m.failures.clone());
         r.register("reconcile_duration_seconds", "Time spent in one reconcile", m.duration.clone());
         r.register(
@@ -71,6 +87,12 @@ impl Metrics {
         let l =
             ErrorLabels { controller: controller.to_owned(), reason: e.metric_label().to_owned() };
         self.failures.get_or_create(&l).inc();
+    }
+
+    /// Counts a failed scrape of a `target` (`worker` or `router`).
+    pub fn scrape_failed(&self, target: &str, reason: &str) {
+        let l = ScrapeLabels { target: target.to_owned(), reason: reason.to_owned() };
+        self.scrape_failures.get_or_create(&l).inc();
     }
 
     /// Sets the number of objects backing off.

@@ -201,7 +201,8 @@ async fn observe_endpoints(
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
         .list(&ListParams::default().labels(&selector))
         .await?;
-    let now = scrape::scrape_pods(&scrape::ready_targets(&pods.items, build::ADMIN_PORT)).await;
+    let targets = scrape::ready_targets(&pods.items, build::ADMIN_PORT);
+    let (now, _failed) = scrape::scrape_pods(&targets, &ctx.metrics, "router").await;
     let before = ctx.scrapes.swap_router(&key(router), now.clone());
     Ok(before.map(|b| observe(&b, &now)).unwrap_or_default())
 }

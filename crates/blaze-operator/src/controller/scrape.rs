@@ -1,15 +1,20 @@
 //! Scraping workers' `/metrics` for the autoscaler and the engine status metrics.
 //!
-//! Every [`INTERVAL`] the loop scrapes the ready workers of each engine with autoscaling mode
-//! `blaze`, turns two consecutive scrapes into a load sample ([`crate::policy::load`]),
-//! and records it in the engine's autoscaler, which the engine's next reconcile consults.
+//! Every [`INTERVAL`] the loop scrapes the ready workers of every engine, whatever its
+//! autoscaling mode (status metrics are for all), several engines at once, turns two
+//! consecutive complete scrapes into a load sample ([`crate::policy::load`]), and records it
+//! in the engine's autoscaler, which the engine's next reconcile consults in `blaze` mode.
+//! A scrape in which any ready worker failed to answer is a missing sample, counted in
+//! `blaze_operator_scrape_failures_total`: that worker's load is unknown, not zero, and
+//! counting it as zero would scale down under load.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blaze_api::BlazeEngine;
-use blaze_api::engine::{AutoscalingMode, EngineMetrics};
+use blaze_api::engine::EngineMetrics;
+use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -33,6 +38,9 @@ pub const INTERVAL: Duration = Duration::from_secs(2);
 pub const STATUS_METRICS_PERIOD: Duration = Duration::from_secs(30);
 /// Longest wait for one worker's `/metrics`.
 pub const TIMEOUT: Duration = Duration::from_secs(1);
+/// Engines scraped at once. Each scrape waits at most [`TIMEOUT`], so 1,000 engines with
+/// some silent workers still fit in a few intervals instead of stretching every one.
+pub const CONCURRENT_ENGINES: usize = 64;
 
 /// Why a scrape failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +54,17 @@ pub enum ScrapeError {
     /// The worker answered with an error status.
     #[error("status {0}")]
     Status(u16),
+}
+
+impl ScrapeError {
+    /// The metric label of the failure.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ScrapeError::Io(_) => "io",
+            ScrapeError::Timeout(_) => "timeout",
+            ScrapeError::Status(_) => "status",
+        }
+    }
 }
 
 /// Fetches `http://ADDR/metrics`.
@@ -73,18 +92,32 @@ async fn fetch(addr: &str) -> Result<String, ScrapeError> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Scrapes `/metrics` of `targets` (pod name, `HOST:PORT`) at once; pods that fail are left
-/// out.
-pub async fn scrape_pods(targets: &[(String, String)]) -> BTreeMap<String, Vec<prom::Sample>> {
+/// Scrapes `/metrics` of `targets` (pod name, `HOST:PORT`) at once: the pods that answered,
+/// and how many did not (each counted in `metrics` under `target`, `worker` or `router`).
+pub async fn scrape_pods(
+    targets: &[(String, String)],
+    metrics: &crate::metrics::Metrics,
+    target: &str,
+) -> (BTreeMap<String, Vec<prom::Sample>>, usize) {
     let results = futures::future::join_all(
         targets.iter().map(|(_, addr)| async move { fetch_metrics(addr, TIMEOUT).await }),
     )
     .await;
-    targets
-        .iter()
-        .zip(results)
-        .filter_map(|((pod, _), r)| Some((pod.clone(), prom::parse(&r.ok()?))))
-        .collect()
+    let mut failed = 0;
+    let mut answered = BTreeMap::new();
+    for ((pod, addr), r) in targets.iter().zip(results) {
+        match r {
+            Ok(text) => {
+                answered.insert(pod.clone(), prom::parse(&text));
+            }
+            Err(e) => {
+                debug!(%pod, %addr, error = %e, "scrape failed");
+                metrics.scrape_failed(target, e.metric_label());
+                failed += 1;
+            }
+        }
+    }
+    (answered, failed)
 }
 
 /// `HOST:PORT` of a pod's IP (IPv6 in brackets).
@@ -162,15 +195,17 @@ pub async fn run(
             () = &mut shutdown => return,
             _ = tick.tick() => {}
         }
-        for engine in engines.state() {
-            if engine.spec.autoscaling.mode != AutoscalingMode::Blaze {
-                continue;
-            }
-            if let Err(e) = scrape_engine(&ctx, &engine).await {
-                debug!(engine = %key(engine.as_ref()), error = %e, "scrape failed");
-                continue;
-            }
-        }
+        let all = engines.state();
+        futures::stream::iter(all.iter())
+            .for_each_concurrent(CONCURRENT_ENGINES, |engine| {
+                let ctx = ctx.clone();
+                async move {
+                    if let Err(e) = scrape_engine(&ctx, engine).await {
+                        debug!(engine = %key(engine.as_ref()), error = %e, "scrape failed");
+                    }
+                }
+            })
+            .await;
     }
 }
 
@@ -180,7 +215,12 @@ async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()>
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default().labels(&selector))
         .await?;
-    let samples = scrape_pods(&ready_targets(&pods.items, WORKER_PORT)).await;
+    let (samples, failed) =
+        scrape_pods(&ready_targets(&pods.items, WORKER_PORT), &ctx.metrics, "worker").await;
+    if failed > 0 {
+        // A missing sample: neither zero load nor a new baseline for the next one.
+        return Ok(());
+    }
     let now: BTreeMap<String, PodLoad> =
         samples.iter().map(|(pod, s)| (pod.clone(), PodLoad::from_samples(s))).collect();
     let k = key(engine);
@@ -232,5 +272,30 @@ mod tests {
         let addr = silent.local_addr().unwrap().to_string();
         let r = fetch_metrics(&addr, Duration::from_millis(200)).await;
         assert!(matches!(r, Err(ScrapeError::Timeout(_))), "{r:?}");
+    }
+
+    /// A worker that does not answer is reported as failed and counted, never listed as a
+    /// worker with no load.
+    #[tokio::test]
+    async fn a_worker_that_does_not_answer_is_a_counted_failure_not_an_idle_worker() {
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(|| async { "vllm:num_requests_running 4\n" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let down = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = crate::metrics::Metrics::new(&mut registry);
+        let targets = [("up".to_owned(), up), ("down".to_owned(), down)];
+        let (answered, failed) = scrape_pods(&targets, &metrics, "worker").await;
+        assert_eq!(answered.keys().collect::<Vec<_>>(), ["up"]);
+        assert_eq!(failed, 1);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let line = "blaze_operator_scrape_failures_total{target=\"worker\",reason=\"io\"} 1";
+        assert!(text.contains(line), "{text}");
+        server.abort();
     }
 }
