@@ -6,6 +6,11 @@
 //! a lower recommendation must hold for `scaleDownDelaySeconds` before workers go (which also
 //! delays scaling to zero).
 //!
+//! A fresh autoscaler (the operator restarted, or another replica took the lead) never
+//! scales down before a whole stable window of its own samples: one sample is no average.
+//! The scale-down delay counts from the first lower recommendation however seldom `decide`
+//! runs: the recommendation in effect when the delay window began counts too.
+//!
 //! Time is seconds on any monotonic clock, passed in, so tests run on simulated time.
 
 use std::collections::VecDeque;
@@ -39,6 +44,7 @@ pub struct Decision {
 #[derive(Clone, Debug, Default)]
 pub struct Autoscaler {
     samples: VecDeque<Sample>,
+    first_sample_at: Option<f64>,
     panic_until: Option<f64>,
     panic_peak: i32,
     recent: VecDeque<(f64, i32)>,
@@ -47,6 +53,7 @@ pub struct Autoscaler {
 impl Autoscaler {
     /// Records a measurement. Samples must come in time order.
     pub fn record(&mut self, s: Sample) {
+        self.first_sample_at.get_or_insert(s.at);
         self.samples.push_back(s);
     }
 
@@ -89,6 +96,9 @@ impl Autoscaler {
         // a size already asked for is not withdrawn just because its workers are slow.
         let cap = (base * spec.max_scale_up_rate).ceil() as i32;
         desired = desired.min(cap.max(current));
+        if self.first_sample_at.is_none_or(|first| now - first < stable_w) {
+            desired = desired.max(current);
+        }
         desired = self.delay_scale_down(spec, desired, now);
         Decision { desired: clamp(desired), panicking }
     }
@@ -125,7 +135,8 @@ impl Autoscaler {
     fn delay_scale_down(&mut self, spec: &AutoscalingSpec, desired: i32, now: f64) -> i32 {
         let delay = f64::from(spec.scale_down_delay_seconds);
         self.recent.push_back((now, desired));
-        while self.recent.front().is_some_and(|(t, _)| *t < now - delay) {
+        // Keep the last decision made before the window: it was in effect when it began.
+        while self.recent.get(1).is_some_and(|(t, _)| *t <= now - delay) {
             self.recent.pop_front();
         }
         self.recent.iter().map(|(_, d)| *d).max().unwrap_or(desired)

@@ -125,3 +125,45 @@ fn workers_still_loading_do_not_compound_the_rate_limit() {
     assert_eq!(a.decide(&s, 2, 2, 11.0).desired, 4);
     assert_eq!(a.decide(&s, 4, 0, 12.0).desired, 4, "none ready: nothing withdrawn, nothing added");
 }
+
+/// After an operator restart the autoscaler starts empty: its first samples may scale up at
+/// once, but it scales down only after a whole stable window of its own samples and then
+/// the delay, never on its first sample alone.
+#[test]
+fn a_fresh_autoscaler_does_not_scale_down_on_its_first_samples() {
+    let s = spec(1, 20);
+    let (mut a, mut ready) = (Autoscaler::default(), 4);
+    let d = simulate(&mut a, &s, &mut ready, 1000.0, 58.0, |_| 0.0);
+    assert!(d.iter().all(|d| d.desired == 4), "{d:?}");
+    let d = simulate(&mut a, &s, &mut ready, 1058.0, 300.0, |_| 0.0);
+    let first_drop = d.iter().position(|d| d.desired < 4).unwrap() as f64 * 2.0 + 58.0;
+    assert!(first_drop >= 60.0 + 120.0 - 2.0, "dropped {first_drop} s after the restart");
+    assert_eq!(ready, 1);
+    let (mut b, mut ready) = (Autoscaler::default(), 2);
+    let d = simulate(&mut b, &s, &mut ready, 0.0, 2.0, |_| 100.0);
+    assert_eq!(d[0].desired, 4, "a fresh autoscaler still scales up at once");
+}
+
+/// Decisions made seldom (a reconcile every 50 s) still hold a lower recommendation for the
+/// whole delay.
+#[test]
+fn the_delay_holds_when_decisions_are_seldom() {
+    let s = spec(1, 20);
+    let mut a = Autoscaler::default();
+    for i in 0..40 {
+        a.record(Sample { at: f64::from(i) * 2.0, in_flight: 40.0, p95_ms: None });
+    }
+    assert_eq!(a.decide(&s, 4, 4, 78.0).desired, 4);
+    for i in 40..200 {
+        a.record(Sample { at: f64::from(i) * 2.0, in_flight: 0.0, p95_ms: None });
+    }
+    // The load went at 80 s; the stable window (60 s) sees it gone from 140 s.
+    let mut dropped_at = None;
+    for t in [128.0, 178.0, 228.0, 278.0, 328.0, 378.0] {
+        if a.decide(&s, 4, 4, t).desired < 4 && dropped_at.is_none() {
+            dropped_at = Some(t);
+        }
+    }
+    let at = dropped_at.expect("scaled down in the end");
+    assert!(at >= 140.0 + 120.0, "dropped at {at} s, before the delay passed");
+}
