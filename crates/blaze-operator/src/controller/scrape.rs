@@ -3,7 +3,7 @@
 //! Every [`INTERVAL`] the loop scrapes the ready workers of every engine, whatever its
 //! autoscaling mode (status metrics are for all), several engines at once, turns two
 //! consecutive complete scrapes into a load sample ([`crate::policy::load`]), and records it
-//! in the engine's autoscaler, which the engine's next reconcile consults in `blaze` mode.
+//! in the autoscaler of an engine in `blaze` mode, which its next reconcile consults.
 //! A scrape in which any ready worker failed to answer is a missing sample, counted in
 //! `blaze_operator_scrape_failures_total`: that worker's load is unknown, not zero, and
 //! counting it as zero would scale down under load.
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blaze_api::BlazeEngine;
-use blaze_api::engine::EngineMetrics;
+use blaze_api::engine::{AutoscalingMode, EngineMetrics};
 use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -230,7 +230,11 @@ async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()>
     let secs = at.duration_since(then).as_secs_f64();
     let (sample, metrics) = aggregate(&before, &now, secs, super::engine::clock());
     ctx.scrapes.set_metrics(&k, metrics);
-    ctx.autoscalers.lock().entry(k).or_default().record(sample);
+    // Only `blaze` engines consult (and so prune) their autoscaler's samples; another mode's
+    // would grow without end.
+    if engine.spec.autoscaling.mode == AutoscalingMode::Blaze {
+        ctx.autoscalers.lock().entry(k).or_default().record(sample);
+    }
     Ok(())
 }
 
