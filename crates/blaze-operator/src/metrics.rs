@@ -43,6 +43,8 @@ pub struct Metrics {
     failures: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
     backing_off: Family<ControllerLabels, Gauge>,
+    cold_starts: Counter,
+    cold_start_seconds: Histogram,
 }
 
 impl Metrics {
@@ -57,6 +59,12 @@ impl Metrics {
                 Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
             }),
             backing_off: Family::default(),
+            cold_starts: Counter::default(),
+            // From held requests waking an engine at zero to its first ready worker: a pod
+            // start and a model load, seconds to minutes.
+            cold_start_seconds: Histogram::new([
+                1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
         };
         let r = registry.sub_registry_with_prefix("blaze_operator");
         r.register("reconciles", "Reconciles run", m.reconciles.clone());
@@ -72,7 +80,27 @@ impl Metrics {
             "Objects waiting to retry after a failure",
             m.backing_off.clone(),
         );
+        r.register(
+            "cold_starts",
+            "Engines at zero workers woken by requests a router held for them",
+            m.cold_starts.clone(),
+        );
+        r.register(
+            "cold_start_seconds",
+            "Time from held requests waking an engine at zero to its first ready worker",
+            m.cold_start_seconds.clone(),
+        );
         m
+    }
+
+    /// Counts a cold start begun.
+    pub fn cold_start_begun(&self) {
+        self.cold_starts.inc();
+    }
+
+    /// Records a cold start that ended `secs` after it began.
+    pub fn cold_start_done(&self, secs: f64) {
+        self.cold_start_seconds.observe(secs);
     }
 
     /// Counts a reconcile and returns a guard that records its duration when dropped.

@@ -83,11 +83,48 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let _ = scraper.await;
 }
 
-/// Seconds on the wall clock, the autoscaler's time base.
+/// Seconds on a monotonic clock (from the first call in this process), the autoscaler's time
+/// base: a wall clock stepped by NTP would stretch or cut its windows and delays.
 pub fn clock() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+}
+
+/// Demand for `engine` seen by the router `router`: `held` requests wait for a worker there.
+/// An engine the autoscaler may bring up from zero gets one at its next reconcile (a few
+/// seconds); the first wake-up of an engine with no ready worker is a cold start, counted and
+/// reported as an event.
+pub async fn wake(ctx: &Context, engine: &BlazeEngine, held: u64, router: &str) {
+    let a = &engine.spec.autoscaling;
+    if a.mode != AutoscalingMode::Blaze
+        || a.max_replicas.is_some_and(|m| m < 1)
+        || unsupported(&engine.spec).is_some()
+    {
+        return;
+    }
+    let idle = engine.status.as_ref().is_none_or(|s| s.ready_replicas == 0);
+    let fresh = {
+        let mut scalers = ctx.autoscalers.lock();
+        let scaler = scalers.entry(key(engine)).or_default();
+        let fresh = scaler.wake(a, clock());
+        if fresh && !idle {
+            // Workers are serving: requests were held for another engine's sake.
+            scaler.cold_start_done(clock());
+        }
+        fresh && idle
+    };
+    if fresh {
+        info!(engine = %key(engine), held, router, "waking an engine at zero workers");
+        ctx.metrics.cold_start_begun();
+        let note = Note {
+            warning: false,
+            reason: "ScalingFromZero".into(),
+            message: format!(
+                "{held} request(s) held by router {router} with no worker: starting one"
+            ),
+        };
+        ctx.publish(engine, "Scale", &note).await;
+    }
 }
 
 /// An Api over every namespace, or one.
@@ -150,6 +187,23 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
     );
     if let Some(m) = ctx.scrapes.metrics_due(&key(engine.as_ref())) {
         status.metrics = Some(m);
+    }
+    if status.ready_replicas > 0 {
+        let done = ctx
+            .autoscalers
+            .lock()
+            .get_mut(&key(engine.as_ref()))
+            .and_then(|a| a.cold_start_done(clock()));
+        if let Some(secs) = done {
+            info!(seconds = secs, "cold start done");
+            ctx.metrics.cold_start_done(secs);
+            let note = Note {
+                warning: false,
+                reason: "ColdStart".into(),
+                message: format!("first worker ready {secs:.1} s after requests were held for it"),
+            };
+            ctx.publish(engine.as_ref(), "Scale", &note).await;
+        }
     }
     if engine.status.as_ref() != Some(&status) {
         write_status(&engine, &ns, &status, &ctx).await?;

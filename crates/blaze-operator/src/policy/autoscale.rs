@@ -11,6 +11,11 @@
 //! The scale-down delay counts from the first lower recommendation however seldom `decide`
 //! runs: the recommendation in effect when the delay window began counts too.
 //!
+//! An engine at zero workers has nothing to measure: demand reaches it as a wake-up (requests
+//! a router holds for it, [`Autoscaler::wake`]), which asks for one worker at once and keeps
+//! at least one for a whole stable window from then, and the scale-down delay after that, so
+//! the requests that woke it are served and a next burst finds it warm.
+//!
 //! Time is seconds on any monotonic clock, passed in, so tests run on simulated time.
 
 use std::collections::VecDeque;
@@ -48,6 +53,8 @@ pub struct Autoscaler {
     panic_until: Option<f64>,
     panic_peak: i32,
     recent: VecDeque<(f64, i32)>,
+    woken_at: Option<f64>,
+    cold_since: Option<f64>,
 }
 
 impl Autoscaler {
@@ -55,6 +62,28 @@ impl Autoscaler {
     pub fn record(&mut self, s: Sample) {
         self.first_sample_at.get_or_insert(s.at);
         self.samples.push_back(s);
+    }
+
+    /// Records demand seen outside the workers (requests held for the engine while it has
+    /// none) at `now`. Returns whether this starts a cold start: no wake-up was in effect.
+    pub fn wake(&mut self, spec: &AutoscalingSpec, now: f64) -> bool {
+        let fresh = !self.woken(spec, now);
+        self.woken_at = Some(now);
+        if fresh {
+            self.cold_since.get_or_insert(now);
+        }
+        fresh
+    }
+
+    /// Ends a cold start once a worker is ready: the seconds since its first wake-up, or
+    /// `None` when no cold start was under way.
+    pub fn cold_start_done(&mut self, now: f64) -> Option<f64> {
+        self.cold_since.take().map(|t| now - t)
+    }
+
+    /// Whether a wake-up keeps at least one worker at `now`.
+    fn woken(&self, spec: &AutoscalingSpec, now: f64) -> bool {
+        self.woken_at.is_some_and(|t| now - t < f64::from(spec.stable_window_seconds))
     }
 
     /// Decides the number of workers at `now`, with `current` workers asked for and `ready`
@@ -72,8 +101,10 @@ impl Autoscaler {
         }
         let max = spec.max_replicas.unwrap_or(i32::MAX).max(spec.min_replicas);
         let clamp = |n: i32| n.clamp(spec.min_replicas, max);
+        let woken = self.woken(spec, now);
         if self.samples.is_empty() {
-            return Decision { desired: clamp(current), panicking: self.panic_until.is_some() };
+            let desired = if woken { current.max(1) } else { current };
+            return Decision { desired: clamp(desired), panicking: self.panic_until.is_some() };
         }
         let stable = self.want(spec, ready, now - stable_w);
         let panic = self.want(spec, ready, now - f64::from(spec.panic_window_seconds));
@@ -98,6 +129,9 @@ impl Autoscaler {
         desired = desired.min(cap.max(current));
         if self.first_sample_at.is_none_or(|first| now - first < stable_w) {
             desired = desired.max(current);
+        }
+        if woken {
+            desired = desired.max(1);
         }
         desired = self.delay_scale_down(spec, desired, now);
         Decision { desired: clamp(desired), panicking }

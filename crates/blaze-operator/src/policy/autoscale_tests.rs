@@ -167,3 +167,31 @@ fn the_delay_holds_when_decisions_are_seldom() {
     let at = dropped_at.expect("scaled down in the end");
     assert!(at >= 140.0 + 120.0, "dropped at {at} s, before the delay passed");
 }
+
+/// An engine at zero has nothing to sample: held requests wake it to one worker at once, and
+/// it keeps that worker for the stable window and then the scale-down delay, however idle.
+#[test]
+fn a_wake_up_brings_an_engine_at_zero_to_one_and_keeps_it_a_window_and_a_delay() {
+    let s =
+        AutoscalingSpec { stable_window_seconds: 20, scale_down_delay_seconds: 30, ..spec(0, 3) };
+    let mut a = Autoscaler::default();
+    assert_eq!(a.decide(&s, 0, 0, 0.0).desired, 0, "asleep without demand");
+    assert!(a.wake(&s, 10.0), "the first wake-up is a cold start");
+    assert!(!a.wake(&s, 11.0), "another while woken is not");
+    assert_eq!(a.decide(&s, 0, 0, 11.0).desired, 1, "one worker at once");
+    // The worker is ready from 20 s and serves the held requests, then sits idle.
+    let mut last_one = 0.0;
+    let mut t = 20.0;
+    while t < 120.0 {
+        let load = if t < 24.0 { 1.0 } else { 0.0 };
+        a.record(Sample { at: t, in_flight: load, p95_ms: None });
+        if a.decide(&s, 1, 1, t).desired == 1 {
+            last_one = t;
+        }
+        t += 2.0;
+    }
+    assert!(last_one >= 11.0 + 20.0 + 30.0 - 2.0, "kept until {last_one} s");
+    assert!(last_one < 118.0, "never went back to zero");
+    assert_eq!(a.decide(&s, 1, 1, 120.0).desired, 0);
+    assert!(a.wake(&s, 130.0), "a wake-up after the window is a new cold start");
+}
