@@ -137,33 +137,19 @@ impl Autoscaler {
         Decision { desired: clamp(desired), panicking }
     }
 
-    /// Workers wanted from the samples since `since`, before rate limits and delays.
+    /// Workers wanted from the samples since `since`, before rate limits and delays: for more
+    /// workers from the window's average; for fewer, only as few as every sample in the window
+    /// allows (its peak), so workers go only after a whole window below their need.
     fn want(&self, spec: &AutoscalingSpec, ready: i32, since: f64) -> i32 {
         let window: Vec<&Sample> = self.samples.iter().filter(|s| s.at > since).collect();
         if window.is_empty() {
             return ready;
         }
-        let load = window.iter().map(|s| s.in_flight).sum::<f64>() / window.len() as f64;
-        let mut want = None;
-        if let Some(target) = spec.target_in_flight_per_replica {
-            let exact = load / f64::from(target);
-            want = Some(within_tolerance(exact, ready, spec.tolerance));
+        let up = want_for(spec, ready, &window, average);
+        if up >= ready {
+            return up;
         }
-        if let Some(target) = spec.target_latency_p95_ms {
-            let p95s: Vec<f64> = window.iter().filter_map(|s| s.p95_ms).collect();
-            if !p95s.is_empty() && ready > 0 {
-                let p95 = p95s.iter().sum::<f64>() / p95s.len() as f64;
-                let exact = f64::from(ready) * p95 / f64::from(target);
-                let by_latency = within_tolerance(exact, ready, spec.tolerance);
-                want = Some(want.map_or(by_latency, |w: i32| w.max(by_latency)));
-            }
-        }
-        match want {
-            Some(w) => w,
-            // Latency target only and nothing finished: idle engines may go to zero, others stay.
-            None if load == 0.0 => 0,
-            None => ready.max(1),
-        }
+        want_for(spec, ready, &window, peak).clamp(up, ready)
     }
 
     fn delay_scale_down(&mut self, spec: &AutoscalingSpec, desired: i32, now: f64) -> i32 {
@@ -174,6 +160,46 @@ impl Autoscaler {
             self.recent.pop_front();
         }
         self.recent.iter().map(|(_, d)| *d).max().unwrap_or(desired)
+    }
+}
+
+/// Mean of a window's values.
+fn average(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Largest of a window's values.
+fn peak(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
+}
+
+/// Workers wanted for the window's load and latency as `fold` sums them up.
+fn want_for(
+    spec: &AutoscalingSpec,
+    ready: i32,
+    window: &[&Sample],
+    fold: fn(&[f64]) -> f64,
+) -> i32 {
+    let load = fold(&window.iter().map(|s| s.in_flight).collect::<Vec<_>>());
+    let mut want = None;
+    if let Some(target) = spec.target_in_flight_per_replica {
+        let exact = load / f64::from(target);
+        want = Some(within_tolerance(exact, ready, spec.tolerance));
+    }
+    if let Some(target) = spec.target_latency_p95_ms {
+        let p95s: Vec<f64> = window.iter().filter_map(|s| s.p95_ms).collect();
+        if !p95s.is_empty() && ready > 0 {
+            let p95 = fold(&p95s);
+            let exact = f64::from(ready) * p95 / f64::from(target);
+            let by_latency = within_tolerance(exact, ready, spec.tolerance);
+            want = Some(want.map_or(by_latency, |w: i32| w.max(by_latency)));
+        }
+    }
+    match want {
+        Some(w) => w,
+        // Latency target only and nothing finished: idle engines may go to zero, others stay.
+        None if load == 0.0 => 0,
+        None => ready.max(1),
     }
 }
 

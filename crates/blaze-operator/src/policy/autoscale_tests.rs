@@ -62,8 +62,9 @@ fn scale_down_waits_for_the_delay_then_goes_to_zero_when_allowed() {
     assert_eq!(ready, 4);
     let d = simulate(&mut a, &s, &mut ready, 100.0, 400.0, |_| 0.0);
     let first_drop = d.iter().position(|d| d.desired < 4).unwrap();
-    // Stable window (60 s) to see the load go, then the 120 s delay.
-    assert!(first_drop as f64 * 2.0 >= 120.0, "dropped after {}s", first_drop * 2);
+    // A whole stable window (60 s) without the load, then the 120 s delay, counted from the
+    // last loaded sample (2 s before the first idle one).
+    assert!(first_drop as f64 * 2.0 >= 60.0 + 120.0 - 2.0, "dropped after {}s", first_drop * 2);
     assert_eq!(ready, 0, "idle engines with minReplicas 0 scale to zero");
     let d = simulate(&mut a, &s, &mut ready, 500.0, 4.0, |_| 3.0);
     assert!(d[0].desired >= 1, "a request wakes a scaled-to-zero engine at once");
@@ -194,4 +195,26 @@ fn a_wake_up_brings_an_engine_at_zero_to_one_and_keeps_it_a_window_and_a_delay()
     assert!(last_one < 118.0, "never went back to zero");
     assert_eq!(a.decide(&s, 1, 1, 120.0).desired, 0);
     assert!(a.wake(&s, 130.0), "a wake-up after the window is a new cold start");
+}
+
+/// The load step: 20 s windows and delay, target 2, twelve streams for a minute.
+/// Workers go only after a whole stable window without the load and then the delay, even
+/// though the window's average falls below the need well before.
+#[test]
+fn after_a_load_step_workers_go_no_sooner_than_the_window_plus_the_delay() {
+    let s = AutoscalingSpec {
+        stable_window_seconds: 20,
+        scale_down_delay_seconds: 20,
+        target_in_flight_per_replica: Some(2),
+        ..spec(1, 3)
+    };
+    let (mut a, mut ready) = (Autoscaler::default(), 1);
+    let d = simulate(&mut a, &s, &mut ready, 0.0, 60.0, |t| if t < 4.0 { 0.0 } else { 12.0 });
+    let up = d.iter().position(|d| d.desired > 1).unwrap();
+    assert!(up as f64 * 2.0 - 4.0 <= 4.0, "scaled up {} s after the step", up * 2);
+    assert_eq!(ready, 3);
+    let d = simulate(&mut a, &s, &mut ready, 60.0, 120.0, |_| 0.0);
+    let down = d.iter().position(|d| d.desired < 3).unwrap() as f64 * 2.0;
+    assert!(down >= 20.0 + 20.0 - 2.0, "a worker went {down} s after the load stopped");
+    assert_eq!(ready, 1);
 }
