@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: dev test lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-router bench-operator
+.PHONY: dev test lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-router bench-operator bench-loop
 
 ## Run Blaze locally on its embedded development control plane (Ctrl-C stops it).
 dev:
@@ -48,6 +48,13 @@ bench-dev:
 ## The operator: time and peak memory to reconcile 1,000 BlazeEngines (no model processes).
 bench-operator:
 	scripts/bench-operator.sh 1000
+
+## The closed loop with real SmolLM2 workers, each scenario on its own development control
+## plane: load step with the autoscaler on and off, slowed worker, frozen worker, cold start.
+bench-loop:
+	scripts/test-deps.sh
+	$(CARGO) build -q -p blaze-operator -p blaze-worker -p blaze-router
+	$(CARGO) run -q -p blaze -- bench loop --output target/bench-loop.json
 
 bench-worker:
 	scripts/test-deps.sh

@@ -169,10 +169,15 @@ fn stream(
             if !usage.is_null() { body["usage"] = usage; }
             SseEvent::default().data(body.to_string())
         };
-        if reply.chat {
-            yield Ok(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null));
-        }
+        // The role chunk goes with the first event, not before it: the first byte of a stream
+        // is its first token, so time to first byte measures time to first token (the router
+        // holds a response until its first byte and weighs endpoints by it).
+        let mut role_due = reply.chat;
         while let Some(event) = events.recv().await {
+            if role_due {
+                role_due = false;
+                yield Ok(chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), Value::Null));
+            }
             match event {
                 Event::Token { id, text, logprob } => {
                     if text.is_empty() && logprob.is_none() { continue; }

@@ -1,0 +1,98 @@
+//! The closed loop end to end on the development control plane: real SmolLM2 workers behind
+//! the real router, under load from many clients, each scenario on a control plane of its own
+//! (they run side by side). The figures are the ones `blaze bench loop` prints; here they are
+//! held to the targets.
+//!
+//! Needs the workspace's binaries built (`cargo test --workspace` builds them) and the model in
+//! `.dev/models` (`scripts/fetch-models.sh`; `make test` runs it).
+
+use std::path::{Path, PathBuf};
+
+use blaze::closed_loop::{self as cl, Cluster, Setup};
+
+const BLAZE: &str = env!("CARGO_BIN_EXE_blaze");
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn setup() -> Setup {
+    let bin_dir = Path::new(BLAZE).parent().unwrap().to_path_buf();
+    for bin in ["blaze-operator", "blaze-worker", "blaze-router"] {
+        assert!(
+            bin_dir.join(bin).is_file(),
+            "{} is missing: build it first (cargo test --workspace)",
+            bin_dir.join(bin).display()
+        );
+    }
+    let models = std::env::var_os("BLAZE_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev/models"));
+    assert!(
+        models.join(MODEL).is_file(),
+        "{} has no {MODEL}: run scripts/fetch-models.sh",
+        models.display()
+    );
+    Setup { blaze: BLAZE.into(), bin_dir, models }
+}
+
+/// Eight clients on one worker with the autoscaler on: more workers are asked for within 10 s
+/// and a new one takes requests; once the load stops the engine returns to one worker, but no
+/// sooner than the stable window plus the scale-down delay (20 s + 20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_step_scales_up_within_10_s_and_down_only_after_the_window_and_delay() {
+    let c = Cluster::start(&setup(), "127.0.62.1-127.0.62.254").await.unwrap();
+    let step = cl::load_step(&c, true, 8, 30).await.unwrap();
+    eprintln!("{step:?}");
+    let decision = step.decision_s.expect("more workers asked for");
+    assert!(decision <= 10.0, "the scale-up decision came {decision:.1} s after the step");
+    assert!(step.serving_s.is_some(), "no new worker took requests during the step: {step:?}");
+    assert_eq!(step.failures, 0, "{step:?}");
+    let down = step.back_to_min_s.expect("back to one worker");
+    assert!(down >= 38.0, "back to one worker {down:.1} s after the load stopped");
+}
+
+/// One of two workers slowed on a duty cycle under streaming clients loses at least half its
+/// weight within 10 s, every request succeeds, and the weight comes back once it is well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_worker_loses_half_its_weight_within_10_s_and_regains_it() {
+    let c = Cluster::start(&setup(), "127.0.63.1-127.0.63.254").await.unwrap();
+    let r = cl::slow_worker(&c).await.unwrap();
+    eprintln!("{r:?}");
+    assert!(r.before > 0, "{r:?}");
+    let shift = r.shift_s.expect("the slow worker's weight never fell below half");
+    assert!(shift <= 10.0, "weight below half only after {shift:.1} s");
+    assert!(r.regain_s.is_some(), "the weight did not come back: {r:?}");
+    assert_eq!(r.failures, 0, "{r:?}");
+}
+
+/// One of two workers frozen for 20 s under load: no request fails, and none takes longer
+/// than 10 s plus a normal request's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_costs_no_request_and_at_most_10_s() {
+    let c = Cluster::start(&setup(), "127.0.64.1-127.0.64.254").await.unwrap();
+    let r = cl::frozen_worker(&c, 20).await.unwrap();
+    eprintln!("{r:?}");
+    assert_eq!(r.failures, 0, "{r:?}");
+    assert!(r.worst_s <= 10.0 + r.normal_s, "a request took {:.1} s: {r:?}", r.worst_s);
+}
+
+/// Deleting the operator's pod under steady load changes nothing: the new leader keeps the
+/// worker count for longer than a stable window plus the scale-down delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_restart_under_steady_load_changes_no_worker_count() {
+    let c = Cluster::start(&setup(), "127.0.65.1-127.0.65.254").await.unwrap();
+    let r = cl::operator_restart(&c, 45).await.unwrap();
+    eprintln!("{r:?}");
+    assert_eq!(r.after, vec![r.before], "the count changed after the restart");
+    assert_eq!(r.failures, 0, "{r:?}");
+}
+
+/// An idle engine with `minReplicas: 0` goes to zero; the next request is held by the router,
+/// wakes the engine and is answered, and the cold start is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_at_zero_answers_the_next_request_and_reports_the_cold_start() {
+    let c = Cluster::start(&setup(), "127.0.66.1-127.0.66.254").await.unwrap();
+    let r = cl::scale_from_zero(&c).await.unwrap();
+    eprintln!("{r:?}");
+    assert!(r.ok, "the request to an engine at zero was not answered: {r:?}");
+    assert!(r.held >= 1.0, "the router did not hold it: {r:?}");
+    assert!(r.reported, "no ColdStart event: {r:?}");
+}
