@@ -111,6 +111,8 @@ pub fn config(
     for (e, w) in eps.iter_mut().zip(w) {
         e.weight = u32::try_from(w).unwrap_or(0);
     }
+    // In `auto` mode an endpoint at 0 (ejected by a router) stays listed: the routers keep
+    // checking its health and running its breaker, which is how it is seen to recover.
     if spec.weights.mode == WeightsMode::Manual {
         eps.retain(|e| e.weight > 0);
     }

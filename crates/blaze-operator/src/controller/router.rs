@@ -2,11 +2,19 @@
 //! EndpointSlices), computes weights, delivers them in the routing ConfigMap, applies the
 //! router's identity (ServiceAccount, Role, RoleBinding), Deployment and Service, and writes
 //! status when it changed.
+//!
+//! A router whose weights are `auto` is reconciled every [`WEIGHTS_CADENCE`] (besides the
+//! changes it watches), each time scraping its own pods and computing weights over the last
+//! [`WINDOW_S`] seconds, so a worker that turns slow loses its traffic within about one
+//! window; other routers every [`RESYNC`].
+//!
+//! [`WINDOW_S`]: crate::policy::router_stats::WINDOW_S
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use blaze_api::router::WeightsMode;
 use blaze_api::{BlazeEngine, BlazeRouter};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -26,14 +34,22 @@ use super::{Context, ROUTER_MANAGER, key, scrape};
 use crate::children::router as build;
 use crate::children::routing;
 use crate::labels;
-use crate::policy::router_stats::{EndpointView, observe};
+use crate::policy::router_stats::EndpointView;
 use crate::status::router::router_status;
 use crate::{Error, Result};
 
 const CONTROLLER: &str = "router";
 /// The label an EndpointSlice carries naming its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// How often a router with `manual` weights is looked at again.
 const RESYNC: Duration = Duration::from_secs(30);
+/// How often a router with `auto` weights is observed and its weights published again: half
+/// the weights' window, so each window holds two scrapes of the router's pods and a worker
+/// that turns slow is seen within 5 s and shows in full within 10 s. Each look lists the
+/// router's engines, EndpointSlices and pods and applies its children again (applies that
+/// change nothing write nothing); the ConfigMap changes only when weights moved past the
+/// damping.
+const WEIGHTS_CADENCE: Duration = Duration::from_secs(5);
 
 /// A watch that lists a page of [`super::LIST_PAGE`] objects at a time.
 fn paged() -> watcher::Config {
@@ -73,14 +89,20 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             routers_selecting(&routers, engine, s.namespace(), &BTreeMap::new())
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            match r {
-                Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
-                    debug!(router = %obj.name, "router deleted");
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|r| {
+            let ctx = ctx.clone();
+            async move {
+                match r {
+                    // A child's event after its router went: forget what was kept of it.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                        let k = format!("{}/{}", obj.namespace.as_deref().unwrap_or(""), obj.name);
+                        ctx.scrapes.forget_router(&k);
+                        debug!(router = %k, "router deleted");
+                    }
+                    Err(e) => warn!(error = %e, "router controller"),
+                    Ok(_) => {}
                 }
-                Err(e) => warn!(error = %e, "router controller"),
-                Ok(_) => {}
             }
         })
         .await;
@@ -138,14 +160,14 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
             .items
     };
     let eps = routing::endpoints(&engines, &slices);
-    let observed = observe_endpoints(&router, &ns, &ctx).await?;
-    let stats = observed.iter().map(|(a, o)| (a.clone(), o.stats.clone())).collect();
-    let mut config = routing::config(&router, eps, &stats);
     let published: Vec<(String, i32)> = router
         .status
         .iter()
         .flat_map(|s| s.endpoints.iter().map(|e| (e.address.clone(), e.weight)))
         .collect();
+    let observed = observe_endpoints(&router, &ns, &eps, &published, &ctx).await?;
+    let stats = observed.iter().map(|(a, o)| (a.clone(), o.stats.clone())).collect();
+    let mut config = routing::config(&router, eps, &stats);
     routing::keep_small_moves(&published, &mut config.endpoints);
     let pp = PatchParams::apply(ROUTER_MANAGER).force();
     let cm = build::config_map(&router, &config)?;
@@ -187,14 +209,21 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
             .await?;
     }
     ctx.backoff.succeed(&format!("router:{}", key(router.as_ref())));
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(match router.spec.weights.mode {
+        WeightsMode::Auto => WEIGHTS_CADENCE,
+        WeightsMode::Manual => RESYNC,
+    }))
 }
 
-/// Per-endpoint latency, errors and breaker state from the router's own pods, over the time
-/// since the previous reconcile. Empty on the first reconcile and when no pod answers.
+/// Per-endpoint latency, errors, load and breaker state from the router's own pods over
+/// the weights' window, with each endpoint's condition and slow-start age. Without
+/// measurements (the first reconcile, no pod answering) an endpoint is unmeasured and keeps
+/// its last condition.
 async fn observe_endpoints(
     router: &BlazeRouter,
     ns: &str,
+    eps: &[routing::Endpoint],
+    published: &[(String, i32)],
     ctx: &Context,
 ) -> Result<BTreeMap<String, EndpointView>> {
     let selector = labels::selector_string(&labels::router_selector(&router.name_any()));
@@ -203,6 +232,6 @@ async fn observe_endpoints(
         .await?;
     let targets = scrape::ready_targets(&pods.items, build::ADMIN_PORT);
     let (now, _failed) = scrape::scrape_pods(&targets, &ctx.metrics, "router").await;
-    let before = ctx.scrapes.swap_router(&key(router), now.clone());
-    Ok(before.map(|b| observe(&b, &now)).unwrap_or_default())
+    let known: Vec<String> = published.iter().map(|(a, _)| a.clone()).collect();
+    Ok(ctx.scrapes.observe_router(&key(router), super::engine::clock(), now, eps, &known))
 }

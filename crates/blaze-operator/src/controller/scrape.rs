@@ -3,10 +3,14 @@
 //! Every [`INTERVAL`] the loop scrapes the ready workers of every engine, whatever its
 //! autoscaling mode (status metrics are for all), several engines at once, turns two
 //! consecutive complete scrapes into a load sample ([`crate::policy::load`]), and records it
-//! in the autoscaler of an engine in `blaze` mode, which its next reconcile consults.
+//! in the autoscaler of an engine in `blaze` mode, which its next reconcile consults. Kept
+//! scrapes over the engine's stable window give its status metrics.
 //! A scrape in which any ready worker failed to answer is a missing sample, counted in
 //! `blaze_operator_scrape_failures_total`: that worker's load is unknown, not zero, and
 //! counting it as zero would scale down under load.
+//!
+//! The router controller scrapes its own router pods through [`scrape_pods`] and keeps what
+//! it learns here too ([`Scrapes::observe_router`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use blaze_api::BlazeEngine;
 use blaze_api::engine::{AutoscalingMode, EngineMetrics};
+use blaze_api::routing::RoutingEndpoint;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -28,8 +33,9 @@ use tracing::debug;
 use super::{Context, key};
 use crate::children::worker_flags::WORKER_PORT;
 use crate::labels;
-use crate::policy::load::{PodLoad, aggregate};
-use crate::policy::prom;
+use crate::policy::load::{self, PodLoad};
+use crate::policy::prom::{self, History};
+use crate::policy::router_stats::{self, EndpointView, RouterMemory};
 
 /// Time between scrapes. Short enough for the 6 s panic window to see a burst.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -133,16 +139,15 @@ pub fn ready_targets(pods: &[Pod], port: i32) -> Vec<(String, String)> {
         .collect()
 }
 
-/// One scrape of an engine: when, and each worker's load.
-type Snapshot = (Instant, BTreeMap<String, PodLoad>);
-
-/// The previous scrape of each engine.
+/// What the operator keeps of recent scrapes, in memory.
 #[derive(Default)]
 pub struct Scrapes {
-    last: Mutex<HashMap<String, Snapshot>>,
+    /// Each engine's recent scrapes (`namespace/name`).
+    engines: Mutex<HashMap<String, History<PodLoad>>>,
     metrics: Mutex<HashMap<String, EngineMetrics>>,
     published: Mutex<HashMap<String, Instant>>,
-    routers: Mutex<HashMap<String, BTreeMap<String, Vec<prom::Sample>>>>,
+    /// Each router's recent scrapes and endpoint memory (`namespace/name`).
+    routers: Mutex<HashMap<String, RouterMemory>>,
 }
 
 impl Scrapes {
@@ -159,21 +164,32 @@ impl Scrapes {
         Some(m)
     }
 
-    /// Stores the latest scrape of a router's pods and returns the one before.
-    pub fn swap_router(
+    /// Views of a router's endpoints `eps` from its pods' scrapes `now` taken at `at`
+    /// (seconds), over [`router_stats::WINDOW_S`], with each endpoint's condition and
+    /// slow-start age (see [`RouterMemory::observe`]; `published` are the addresses in the
+    /// router's status).
+    pub fn observe_router(
         &self,
         router: &str,
+        at: f64,
         now: BTreeMap<String, Vec<prom::Sample>>,
-    ) -> Option<BTreeMap<String, Vec<prom::Sample>>> {
-        self.routers.lock().insert(router.to_owned(), now)
+        eps: &[RoutingEndpoint],
+        published: &[String],
+    ) -> BTreeMap<String, EndpointView> {
+        let now = now.iter().map(|(pod, s)| (pod.clone(), router_stats::read(s))).collect();
+        self.routers.lock().entry(router.to_owned()).or_default().observe(at, now, eps, published)
     }
 
-    /// Forgets everything about a deleted engine or router.
-    pub fn forget(&self, key: &str) {
-        self.last.lock().remove(key);
-        self.metrics.lock().remove(key);
-        self.published.lock().remove(key);
-        self.routers.lock().remove(key);
+    /// Forgets everything about a deleted engine.
+    pub fn forget(&self, engine: &str) {
+        self.engines.lock().remove(engine);
+        self.metrics.lock().remove(engine);
+        self.published.lock().remove(engine);
+    }
+
+    /// Forgets everything about a deleted router.
+    pub fn forget_router(&self, router: &str) {
+        self.routers.lock().remove(router);
     }
 
     /// Records the latest metrics of an engine.
@@ -224,15 +240,23 @@ async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()>
     let now: BTreeMap<String, PodLoad> =
         samples.iter().map(|(pod, s)| (pod.clone(), PodLoad::from_samples(s))).collect();
     let k = key(engine);
-    let at = Instant::now();
-    let before = ctx.scrapes.last.lock().insert(k.clone(), (at, now.clone()));
-    let Some((then, before)) = before else { return Ok(()) };
-    let secs = at.duration_since(then).as_secs_f64();
-    let (sample, metrics) = aggregate(&before, &now, secs, super::engine::clock());
-    ctx.scrapes.set_metrics(&k, metrics);
+    let at = super::engine::clock();
+    let window = f64::from(engine.spec.autoscaling.stable_window_seconds.max(1));
+    let (sample, metrics) = {
+        let mut engines = ctx.scrapes.engines.lock();
+        let history = engines.entry(k.clone()).or_default();
+        let sample = history.latest().map(|(_, before)| load::sample(before, &now, at));
+        let metrics = load::windowed(history, &now, at, window);
+        history.push(at, now, window);
+        (sample, metrics)
+    };
+    if let Some(m) = metrics {
+        ctx.scrapes.set_metrics(&k, m);
+    }
     // Only `blaze` engines consult (and so prune) their autoscaler's samples; another mode's
     // would grow without end.
-    if engine.spec.autoscaling.mode == AutoscalingMode::Blaze {
+    let blaze = engine.spec.autoscaling.mode == AutoscalingMode::Blaze;
+    if let Some(sample) = sample.filter(|_| blaze) {
         ctx.autoscalers.lock().entry(k).or_default().record(sample);
     }
     Ok(())

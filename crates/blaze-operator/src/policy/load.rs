@@ -1,13 +1,15 @@
-//! An engine's load from two scrapes of each worker's `/metrics`: requests in flight now, and
-//! over the interval between the scrapes the p50/p95 latency, p95 time to first token,
-//! tokens per second and the share of requests refused.
+//! An engine's load from scrapes of each worker's `/metrics`: for the autoscaler, requests in
+//! flight and the p95 latency between two consecutive scrapes; for the engine's status, the
+//! same figures, time to first token, tokens per second and the engine's own failure rate
+//! over a window (the autoscaler's stable window), diffed against a kept scrape
+//! ([`History`]).
 
 use std::collections::BTreeMap;
 
 use blaze_api::engine::EngineMetrics;
 
 use super::autoscale;
-use super::prom::{self, Sample, series};
+use super::prom::{self, History, Sample, series};
 
 /// What one scrape of one worker says.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -20,10 +22,12 @@ pub struct PodLoad {
     pub ttft: Vec<(f64, f64)>,
     /// Tokens generated since the worker started.
     pub tokens: f64,
-    /// Requests finished since the worker started.
+    /// Requests finished since the worker started, however they finished.
     pub finished: f64,
-    /// Requests refused since the worker started.
-    pub rejected: f64,
+    /// Of those, the ones the engine failed (see [`series::FAILED`]). Requests refused
+    /// before they started (a full queue's 429, an invalid prompt's 400) and requests the
+    /// client cancelled are not failures of the engine.
+    pub failed: f64,
 }
 
 impl PodLoad {
@@ -35,106 +39,74 @@ impl PodLoad {
             ttft: prom::buckets(s, series::TTFT),
             tokens: prom::sum(s, series::GENERATION_TOKENS),
             finished: prom::sum(s, series::REQUESTS),
-            rejected: prom::sum(s, series::REJECTED),
+            failed: prom::sum_where(s, series::REQUESTS, series::FINISH_REASON, series::FAILED),
         }
     }
 }
 
-/// The engine's load at `at` (seconds) from this scrape (`now`, by pod) and the previous one
-/// (`before`), `interval_s` apart. Pods without a previous scrape count from zero: their
-/// whole history is new.
-pub fn aggregate(
+/// The autoscaler's sample at `at` (seconds) from this scrape (`now`, by pod) and the
+/// previous one (`before`): requests in flight now, p95 latency of what finished in between.
+/// Pods without a previous scrape count from zero: their whole history is new.
+pub fn sample(
     before: &BTreeMap<String, PodLoad>,
     now: &BTreeMap<String, PodLoad>,
-    interval_s: f64,
     at: f64,
-) -> (autoscale::Sample, EngineMetrics) {
+) -> autoscale::Sample {
     let empty = PodLoad::default();
-    let mut in_flight = 0.0;
-    let (mut e2e, mut ttft) = (Vec::new(), Vec::new());
-    let (mut tokens, mut finished, mut rejected) = (0.0, 0.0, 0.0);
+    let mut e2e = Vec::new();
     for (pod, n) in now {
         let b = before.get(pod).unwrap_or(&empty);
-        in_flight += n.in_flight;
-        add_buckets(&mut e2e, &prom::bucket_delta(&n.e2e, &b.e2e));
-        add_buckets(&mut ttft, &prom::bucket_delta(&n.ttft, &b.ttft));
-        tokens += counter_delta(n.tokens, b.tokens);
-        finished += counter_delta(n.finished, b.finished);
-        rejected += counter_delta(n.rejected, b.rejected);
+        prom::add_buckets(&mut e2e, &prom::bucket_delta(&n.e2e, &b.e2e));
     }
+    let in_flight = now.values().map(|n| n.in_flight).sum();
+    let p95_ms = prom::quantile(&e2e, 0.95).map(|s| s * 1000.0);
+    autoscale::Sample { at, in_flight, p95_ms }
+}
+
+/// The engine's status metrics at `at` over the last `window_s` seconds, from this scrape
+/// (`now`) and the kept ones (`history`, not holding `now` yet). Each pod is diffed against
+/// its kept scrape closest to a window ago; a pod with none (it became ready since) counts
+/// from zero over the span the history covers. `inFlight` is the mean over the window's
+/// scrapes. `None` before there is any earlier scrape.
+pub fn windowed(
+    history: &History<PodLoad>,
+    now: &BTreeMap<String, PodLoad>,
+    at: f64,
+    window_s: f64,
+) -> Option<EngineMetrics> {
+    let from = at - window_s;
+    let span = history.oldest().map(|t| at - t).filter(|s| *s > 0.0)?;
+    let empty = PodLoad::default();
+    let (mut e2e, mut ttft) = (Vec::new(), Vec::new());
+    let (mut tokens_per_s, mut finished, mut failed) = (0.0, 0.0, 0.0);
+    for (pod, n) in now {
+        let (secs, b) = match history.baseline(pod, at, window_s) {
+            Some((t, b)) => (at - t, b),
+            None => (span.min(window_s), &empty),
+        };
+        prom::add_buckets(&mut e2e, &prom::bucket_delta(&n.e2e, &b.e2e));
+        prom::add_buckets(&mut ttft, &prom::bucket_delta(&n.ttft, &b.ttft));
+        tokens_per_s += prom::counter_delta(n.tokens, b.tokens) / secs;
+        // A restart resets both counters together; count both from zero then.
+        let reset = n.finished < b.finished;
+        finished += if reset { n.finished } else { n.finished - b.finished };
+        failed += if reset { n.failed } else { prom::counter_delta(n.failed, b.failed) };
+    }
+    let in_flight_now: f64 = now.values().map(|n| n.in_flight).sum();
+    let earlier: Vec<f64> =
+        history.since(from).map(|(_, pods)| pods.values().map(|p| p.in_flight).sum()).collect();
+    let in_flight = (earlier.iter().sum::<f64>() + in_flight_now) / (earlier.len() + 1) as f64;
     let ms = |q: Option<f64>| q.map(|s| s * 1000.0);
-    let p95 = ms(prom::quantile(&e2e, 0.95));
-    let total = finished + rejected;
-    let metrics = EngineMetrics {
+    Some(EngineMetrics {
         in_flight: Some(in_flight),
         p50_latency_ms: ms(prom::quantile(&e2e, 0.5)),
-        p95_latency_ms: p95,
+        p95_latency_ms: ms(prom::quantile(&e2e, 0.95)),
         ttft_p95_ms: ms(prom::quantile(&ttft, 0.95)),
-        tokens_per_second: (interval_s > 0.0).then(|| tokens / interval_s),
-        error_rate: (total > 0.0).then(|| rejected / total),
-    };
-    (autoscale::Sample { at, in_flight, p95_ms: p95 }, metrics)
-}
-
-/// A counter's increase; a counter that went down was reset by a restart and counts from 0.
-fn counter_delta(now: f64, before: f64) -> f64 {
-    if now >= before { now - before } else { now }
-}
-
-fn add_buckets(acc: &mut Vec<(f64, f64)>, add: &[(f64, f64)]) {
-    for &(le, c) in add {
-        match acc.iter_mut().find(|(l, _)| *l == le) {
-            Some(e) => e.1 += c,
-            None => acc.push((le, c)),
-        }
-    }
-    acc.sort_by(|a, b| a.0.total_cmp(&b.0));
+        tokens_per_second: Some(tokens_per_s),
+        error_rate: (finished > 0.0).then(|| (failed / finished).clamp(0.0, 1.0)),
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(in_flight: f64, fast: f64, slow: f64, tokens: f64, rejected: f64) -> PodLoad {
-        let total = fast + slow;
-        PodLoad {
-            in_flight,
-            e2e: vec![(0.1, fast), (1.0, total), (f64::INFINITY, total)],
-            ttft: vec![(0.05, total), (f64::INFINITY, total)],
-            tokens,
-            finished: total,
-            rejected,
-        }
-    }
-
-    #[test]
-    fn two_scrapes_give_in_flight_latency_throughput_and_refusals() {
-        let text = "vllm:num_requests_running 2\nvllm:num_requests_waiting 1\nvllm:generation_tokens_total 40\n";
-        assert_eq!(PodLoad::from_samples(&prom::parse(text)).in_flight, 3.0);
-        let before = BTreeMap::from([("a".to_owned(), load(0.0, 10.0, 0.0, 100.0, 0.0))]);
-        let now = BTreeMap::from([
-            ("a".to_owned(), load(3.0, 10.0, 10.0, 300.0, 5.0)),
-            ("b".to_owned(), load(2.0, 10.0, 0.0, 100.0, 0.0)),
-        ]);
-        let (sample, m) = aggregate(&before, &now, 10.0, 42.0);
-        assert_eq!((sample.at, sample.in_flight), (42.0, 5.0));
-        assert_eq!(m.tokens_per_second, Some(30.0), "(200 + 100) / 10 s");
-        // 10 fast (<100 ms) and 10 slow (100 ms..1 s) in the interval: p50 at the boundary.
-        assert!((m.p50_latency_ms.unwrap() - 100.0).abs() < 1e-6);
-        assert!((m.p95_latency_ms.unwrap() - (100.0 + 900.0 * 0.9)).abs() < 1e-6);
-        assert_eq!(sample.p95_ms, m.p95_latency_ms);
-        assert_eq!(m.error_rate, Some(5.0 / 25.0));
-    }
-
-    #[test]
-    fn idle_engines_report_no_latency_and_restarts_do_not_go_negative() {
-        let before = BTreeMap::from([("a".to_owned(), load(0.0, 50.0, 0.0, 900.0, 0.0))]);
-        let now = BTreeMap::from([("a".to_owned(), load(0.0, 50.0, 0.0, 900.0, 0.0))]);
-        let (s, m) = aggregate(&before, &now, 5.0, 0.0);
-        assert_eq!((s.p95_ms, m.error_rate, m.tokens_per_second), (None, None, Some(0.0)));
-        let restarted = BTreeMap::from([("a".to_owned(), load(1.0, 2.0, 0.0, 10.0, 0.0))]);
-        let (_, m) = aggregate(&before, &restarted, 5.0, 5.0);
-        assert_eq!(m.tokens_per_second, Some(2.0));
-        assert!(m.p95_latency_ms.unwrap() <= 100.0);
-    }
-}
+#[path = "load_tests.rs"]
+mod tests;
