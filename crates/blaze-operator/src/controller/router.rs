@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use blaze_api::engine::AutoscalingMode;
 use blaze_api::router::WeightsMode;
 use blaze_api::{BlazeEngine, BlazeRouter};
 use futures::StreamExt;
@@ -50,6 +51,11 @@ const RESYNC: Duration = Duration::from_secs(30);
 /// change nothing write nothing); the ConfigMap changes only when weights moved past the
 /// damping.
 const WEIGHTS_CADENCE: Duration = Duration::from_secs(5);
+/// How often a router selecting an engine at zero workers is looked at: the requests it holds
+/// wake that engine, so this bounds what a cold start adds to the first request's wait.
+const HOLD_CADENCE: Duration = Duration::from_secs(2);
+/// The router's gauge of requests waiting for an endpoint.
+const HELD_REQUESTS: &str = "blaze_router_held_requests";
 
 /// A watch that lists a page of [`super::LIST_PAGE`] objects at a time.
 fn paged() -> watcher::Config {
@@ -141,14 +147,17 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let ns = router.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let c = ctx.client.clone();
-    let engines: Vec<String> = Api::<BlazeEngine>::namespaced(c.clone(), &ns)
+    let selected: Vec<BlazeEngine> = Api::<BlazeEngine>::namespaced(c.clone(), &ns)
         .list(&ListParams::default())
         .await?
         .items
-        .iter()
+        .into_iter()
         .filter(|e| routing::selects(&router.spec.engines, &e.name_any(), e.labels()))
-        .map(|e| e.name_any())
         .collect();
+    let engines: Vec<String> = selected.iter().map(|e| e.name_any()).collect();
+    // Engines the autoscaler may bring back from zero, with no worker serving now: the
+    // requests this router holds are their only demand.
+    let asleep: Vec<&BlazeEngine> = selected.iter().filter(|e| may_wake(e)).collect();
     let services: Vec<String> = engines.iter().map(|e| labels::engine_child_name(e)).collect();
     let slices = if services.is_empty() {
         Vec::new()
@@ -165,7 +174,12 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
         .iter()
         .flat_map(|s| s.endpoints.iter().map(|e| (e.address.clone(), e.weight)))
         .collect();
-    let observed = observe_endpoints(&router, &ns, &eps, &published, &ctx).await?;
+    let (observed, held) = observe_endpoints(&router, &ns, &eps, &published, &ctx).await?;
+    if held > 0.0 {
+        for e in &asleep {
+            super::engine::wake(&ctx, e, held as u64, &router.name_any()).await;
+        }
+    }
     let stats = observed.iter().map(|(a, o)| (a.clone(), o.stats.clone())).collect();
     let mut config = routing::config(&router, eps, &stats);
     routing::keep_small_moves(&published, &mut config.endpoints);
@@ -210,9 +224,24 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
     }
     ctx.backoff.succeed(&format!("router:{}", key(router.as_ref())));
     Ok(Action::requeue(match router.spec.weights.mode {
+        _ if !asleep.is_empty() => HOLD_CADENCE,
         WeightsMode::Auto => WEIGHTS_CADENCE,
         WeightsMode::Manual => RESYNC,
     }))
+}
+
+/// Whether `engine` is at zero ready workers with an autoscaler that may start one.
+fn may_wake(engine: &BlazeEngine) -> bool {
+    let a = &engine.spec.autoscaling;
+    a.mode == AutoscalingMode::Blaze
+        && a.min_replicas == 0
+        && a.max_replicas.is_none_or(|m| m > 0)
+        && engine.status.as_ref().is_none_or(|s| s.ready_replicas == 0)
+}
+
+/// Requests held by the router's pods (summed), waiting for an endpoint.
+fn held_requests(scrapes: &BTreeMap<String, Vec<crate::policy::prom::Sample>>) -> f64 {
+    scrapes.values().flatten().filter(|s| s.name == HELD_REQUESTS).map(|s| s.value).sum()
 }
 
 /// Per-endpoint latency, errors, load and breaker state from the router's own pods over
@@ -225,13 +254,16 @@ async fn observe_endpoints(
     eps: &[routing::Endpoint],
     published: &[(String, i32)],
     ctx: &Context,
-) -> Result<BTreeMap<String, EndpointView>> {
+) -> Result<(BTreeMap<String, EndpointView>, f64)> {
     let selector = labels::selector_string(&labels::router_selector(&router.name_any()));
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
         .list(&ListParams::default().labels(&selector))
         .await?;
     let targets = scrape::ready_targets(&pods.items, build::ADMIN_PORT);
     let (now, _failed) = scrape::scrape_pods(&targets, &ctx.metrics, "router").await;
+    let held = held_requests(&now);
     let known: Vec<String> = published.iter().map(|(a, _)| a.clone()).collect();
-    Ok(ctx.scrapes.observe_router(&key(router), super::engine::clock(), now, eps, &known))
+    let observed =
+        ctx.scrapes.observe_router(&key(router), super::engine::clock(), now, eps, &known);
+    Ok((observed, held))
 }
