@@ -174,7 +174,7 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
         .iter()
         .flat_map(|s| s.endpoints.iter().map(|e| (e.address.clone(), e.weight)))
         .collect();
-    let (observed, held) = observe_endpoints(&router, &ns, &eps, &published, &ctx).await?;
+    let (observed, held) = observe_endpoints(&router, &ns, &eps, &ctx).await?;
     if held > 0.0 {
         for e in &asleep {
             super::engine::wake(&ctx, e, held as u64, &router.name_any()).await;
@@ -252,7 +252,6 @@ async fn observe_endpoints(
     router: &BlazeRouter,
     ns: &str,
     eps: &[routing::Endpoint],
-    published: &[(String, i32)],
     ctx: &Context,
 ) -> Result<(BTreeMap<String, EndpointView>, f64)> {
     let selector = labels::selector_string(&labels::router_selector(&router.name_any()));
@@ -262,8 +261,6 @@ async fn observe_endpoints(
     let targets = scrape::ready_targets(&pods.items, build::ADMIN_PORT);
     let (now, _failed) = scrape::scrape_pods(&targets, &ctx.metrics, "router").await;
     let held = held_requests(&now);
-    let known: Vec<String> = published.iter().map(|(a, _)| a.clone()).collect();
-    let observed =
-        ctx.scrapes.observe_router(&key(router), super::engine::clock(), now, eps, &known);
+    let observed = ctx.scrapes.observe_router(&key(router), super::engine::clock(), now, eps);
     Ok((observed, held))
 }

@@ -166,18 +166,16 @@ impl Scrapes {
 
     /// Views of a router's endpoints `eps` from its pods' scrapes `now` taken at `at`
     /// (seconds), over [`router_stats::WINDOW_S`], with each endpoint's condition and
-    /// slow-start age (see [`RouterMemory::observe`]; `published` are the addresses in the
-    /// router's status).
+    /// slow-start age (see [`RouterMemory::observe`]).
     pub fn observe_router(
         &self,
         router: &str,
         at: f64,
         now: BTreeMap<String, Vec<prom::Sample>>,
         eps: &[RoutingEndpoint],
-        published: &[String],
     ) -> BTreeMap<String, EndpointView> {
         let now = now.iter().map(|(pod, s)| (pod.clone(), router_stats::read(s))).collect();
-        self.routers.lock().entry(router.to_owned()).or_default().observe(at, now, eps, published)
+        self.routers.lock().entry(router.to_owned()).or_default().observe(at, now, eps)
     }
 
     /// Forgets everything about a deleted engine.

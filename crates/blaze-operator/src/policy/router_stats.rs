@@ -226,23 +226,20 @@ struct Track {
 impl RouterMemory {
     /// Views of the router's endpoints `eps` (every one gets a view) from its pods' scrapes
     /// `now` taken at `at` (see [`observe`]), with each endpoint's condition and slow-start
-    /// age: an endpoint is young from when it is first seen (so one that leaves the ready set
-    /// and comes back ramps again) and again from when it recovers from `Down` or `Probing`.
-    /// An endpoint the routers do not report keeps its last condition. On the first
-    /// observation (after an operator start) the endpoints in `published` (the router's
-    /// status) are not new: the routers already send them traffic.
+    /// age: an endpoint is young from when it recovers from `Down` or `Probing`. A new
+    /// endpoint is not: each router ramps the endpoints new to it over the same
+    /// `slowStartSeconds` (continuously, not at this cadence), and a second ramp here would
+    /// multiply with it. An endpoint the routers do not report keeps its last condition.
     pub fn observe(
         &mut self,
         at: f64,
         now: BTreeMap<String, PodScrape>,
         eps: &[RoutingEndpoint],
-        published: &[String],
     ) -> BTreeMap<String, EndpointView> {
         let mut views = observe(&self.history, &now, at);
         if !now.is_empty() {
             self.history.push(at, now, WINDOW_S);
         }
-        let first = self.tracks.is_none();
         let mut old = self.tracks.take().unwrap_or_default();
         let mut tracks = BTreeMap::new();
         let mut out = BTreeMap::new();
@@ -256,14 +253,11 @@ impl RouterMemory {
                         t.condition != Condition::Serving && condition == Condition::Serving;
                     Track { since: if recovered { at } else { t.since }, condition, ..t }
                 }
-                None => {
-                    let known = first && published.contains(&ep.address);
-                    Track {
-                        pod: ep.pod.clone(),
-                        since: if known { f64::NEG_INFINITY } else { at },
-                        condition: seen.unwrap_or_default(),
-                    }
-                }
+                None => Track {
+                    pod: ep.pod.clone(),
+                    since: f64::NEG_INFINITY,
+                    condition: seen.unwrap_or_default(),
+                },
             };
             let mut view = view.unwrap_or_default();
             view.stats.engine.clone_from(&ep.engine);
