@@ -91,6 +91,10 @@ pub struct BlazeRouterSpec {
     #[serde(default)]
     pub timeouts: TimeoutsSpec,
 
+    /// Requests held while no endpoint is ready, e.g. engines scaled to zero or starting.
+    #[serde(default)]
+    pub hold: HoldSpec,
+
     /// Require API keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
@@ -473,6 +477,37 @@ impl Default for TimeoutsSpec {
     }
 }
 
+/// Requests held while no endpoint is ready, e.g. engines scaled to zero or starting: instead
+/// of an immediate 503, a request that finds no endpoint waits until the routing document
+/// lists one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldSpec {
+    /// Most requests held at once by one router pod; beyond it a request is answered 503 with
+    /// `Retry-After`. 0 holds nothing: a request that finds no endpoint is answered 503 at once.
+    #[serde(default = "default_hold_max_requests")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_requests: i32,
+    /// Seconds a request is held at most; then it is answered 503 with `Retry-After`. Long
+    /// enough for an engine scaled to zero to start and load its model.
+    #[serde(default = "default_hold_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: i32,
+}
+
+fn default_hold_max_requests() -> i32 {
+    256
+}
+fn default_hold_timeout() -> i32 {
+    120
+}
+
+impl Default for HoldSpec {
+    fn default() -> Self {
+        Self { max_requests: default_hold_max_requests(), timeout_seconds: default_hold_timeout() }
+    }
+}
+
 /// A Secret's name: a DNS subdomain (RFC 1123).
 const SECRET_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
@@ -628,6 +663,7 @@ mod tests {
         assert_eq!(spec.circuit_breaker.consecutive_failures, 5);
         assert_eq!(spec.retries.budget_percent, 20);
         assert_eq!(spec.service.port, 80);
+        assert_eq!(spec.hold, HoldSpec { max_requests: 256, timeout_seconds: 120 });
         assert_eq!(spec.engines.names, Some(vec![EngineName("chat".into())]));
     }
 

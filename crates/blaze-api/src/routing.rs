@@ -15,8 +15,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::router::{
-    BlazeRouterSpec, CircuitBreakerSpec, HealthCheckSpec, RetriesSpec, SessionAffinity, Strategy,
-    TimeoutsSpec,
+    BlazeRouterSpec, CircuitBreakerSpec, HealthCheckSpec, HoldSpec, RetriesSpec, SessionAffinity,
+    Strategy, TimeoutsSpec,
 };
 
 /// The ConfigMap key holding the rendered [`RoutingConfig`] as YAML.
@@ -62,6 +62,10 @@ pub struct RoutingConfig {
     /// Per-phase timeouts (never a total timeout).
     #[serde(default)]
     pub timeouts: TimeoutsSpec,
+    /// Requests held while no endpoint is ready (none listed, or none with a weight above
+    /// zero), e.g. engines scaled to zero or starting.
+    #[serde(default)]
+    pub hold: HoldSpec,
     /// Protocol spoken to endpoints.
     #[serde(default)]
     pub upstream_protocol: UpstreamProtocol,
@@ -96,6 +100,7 @@ impl Default for RoutingConfig {
             health_check: Some(HealthCheckSpec::default()),
             retries: RetriesSpec::default(),
             timeouts: TimeoutsSpec::default(),
+            hold: HoldSpec::default(),
             upstream_protocol: UpstreamProtocol::default(),
             auth: None,
         }
@@ -177,6 +182,7 @@ impl RoutingConfig {
             health_check: Some(spec.health_check.clone()),
             retries: spec.retries.clone(),
             timeouts: spec.timeouts.clone(),
+            hold: spec.hold.clone(),
             auth: spec.auth.as_ref().map(|a| RoutingAuth {
                 header: a.header.clone(),
                 keys_file: None,
@@ -202,6 +208,7 @@ mod tests {
         assert_eq!(cfg.timeouts.idle_timeout_ms, 60_000);
         assert_eq!(cfg.upstream_protocol, UpstreamProtocol::Auto);
         assert!(cfg.health_check.is_some());
+        assert_eq!(cfg.hold, HoldSpec::default());
         let off: RoutingConfig = serde_yaml::from_str("healthCheck: null\n").unwrap();
         assert_eq!(off.health_check, None);
     }
@@ -225,6 +232,7 @@ mod tests {
             "engines": {"names": ["chat"]},
             "strategy": "leastConnections",
             "weights": {"slowStartSeconds": 5},
+            "hold": {"maxRequests": 8, "timeoutSeconds": 30},
             "auth": {"secretName": "keys"}
         }))
         .unwrap();
@@ -237,6 +245,7 @@ mod tests {
         let cfg = RoutingConfig::from_spec(&spec, vec![ep.clone()]);
         assert_eq!(cfg.strategy, Strategy::LeastConnections);
         assert_eq!(cfg.slow_start_seconds, 5);
+        assert_eq!(cfg.hold, HoldSpec { max_requests: 8, timeout_seconds: 30 });
         assert_eq!(cfg.endpoints, vec![ep]);
         assert_eq!(cfg.auth.unwrap().header, "authorization");
         assert_eq!(config_map_name("r"), "r-routing");

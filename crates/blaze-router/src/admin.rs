@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::body::Downstream;
+use crate::hold;
 use crate::metrics::EndpointLabels;
 use crate::proxy::local;
 use crate::routes::Table;
@@ -41,6 +42,9 @@ impl Admin {
         }
     }
 
+    /// Ready with an endpoint to send to, or, when there is none at all, with requests held
+    /// for one ([`crate::hold`]): a router of engines scaled to zero must still take the
+    /// requests that wake them.
     fn readyz(&self) -> Response<Downstream> {
         let routes = self.table.load();
         let ready = routes.ready_endpoints(Instant::now());
@@ -49,6 +53,8 @@ impl Admin {
                 StatusCode::OK,
                 format!("ok: {ready} of {} endpoints ready\n", routes.endpoints.len()),
             )
+        } else if routes.weighted == 0 && hold::Bounds::from(&routes.config.hold).enabled() {
+            local(StatusCode::OK, "ok: no endpoint yet; requests are held until one is ready\n")
         } else {
             local(
                 StatusCode::SERVICE_UNAVAILABLE,

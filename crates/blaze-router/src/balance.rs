@@ -7,8 +7,8 @@
 //! - weighted round robin: earliest deadline first, as Envoy (each pick pushes the endpoint's
 //!   next deadline out by 1/weight);
 //! - least connections: the highest `weight / (active + 1)^bias`, as Envoy, ties at random;
-//! - adaptive: power of two choices (drawn by weight) over peak-EWMA time to first byte times
-//!   requests in flight, over weight;
+//! - adaptive: power of two choices (drawn by weight) over peak-EWMA time to the first body
+//!   byte (a stream's first token) times requests in flight, over weight;
 //! - consistent hashing and prefix-aware: a weighted hash ring with bounded load (no endpoint
 //!   takes more than `loadFactor` times its share of the requests in flight, plus one), so a hot
 //!   key or prefix spills to the next endpoint on the ring instead of sinking one backend;

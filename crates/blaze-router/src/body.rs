@@ -1,7 +1,8 @@
 //! Body types: request bodies sent upstream (buffered, so they can be retried, or streamed),
-//! and response bodies streamed back that hold their endpoint's in-flight count until they
-//! end, enforce the idle timeout, and deliver a late verdict (gRPC status in trailers) to the
-//! breaker.
+//! and response bodies streamed back that start with the first frame the proxy waited for,
+//! hold their endpoint's in-flight count until they end, note the endpoint's progress at each
+//! frame, enforce the idle timeout, and deliver a late verdict (gRPC status in trailers) to
+//! the breaker.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -200,6 +201,23 @@ impl Body for FromEndpoint {
 /// Called once with the outcome of a response decided only at its end (`true`: success).
 pub type Verdict = Box<dyn FnOnce(bool) + Send + Sync>;
 
+/// What the proxy read of a response body before handing the response on.
+#[derive(Debug)]
+pub enum First {
+    /// Nothing: the body was complete with the headers (or has not been read).
+    Unread,
+    /// The first frame, sent before the rest of the body.
+    Frame(Frame<Bytes>),
+    /// The body ended without a frame.
+    End,
+}
+
+impl First {
+    fn is_end(&self) -> bool {
+        matches!(self, First::End)
+    }
+}
+
 pin_project! {
     /// The body of a response sent to the client.
     #[project = DownstreamProj]
@@ -209,6 +227,7 @@ pin_project! {
         /// Streamed from an endpoint; holds its in-flight count until it ends or is dropped,
         /// and its HTTP/1.1 connection until the body has been read to the end.
         Proxied {
+            first: First,
             #[pin] body: Idle<FromEndpoint>,
             guard: Option<InFlight>,
             verdict: Option<Verdict>,
@@ -224,29 +243,37 @@ impl Downstream {
         Downstream::Local { data: (!data.is_empty()).then_some(data) }
     }
 
-    /// An endpoint's body. `verdict`, when given, hears whether the stream ended well: a
-    /// `grpc-status` of 0 in the trailers, or any clean end when there are no trailers.
-    /// The pooled connection the body arrives on (`lease`, or the body's own) goes back to
-    /// the pool when the body ends (at once when it is empty: the server never polls an
-    /// empty body).
+    /// An endpoint's body, after `first`, what was read of it already. `verdict`, when
+    /// given, hears whether the stream ended well: a `grpc-status` of 0 in the trailers, or
+    /// any clean end when there are no trailers. The pooled connection the body arrives on
+    /// (`lease`, or the body's own) goes back to the pool when the body ends (at once when
+    /// it was read to the end already: the server never polls an empty body).
     pub fn proxied(
+        first: First,
         mut body: FromEndpoint,
         idle: Duration,
         guard: InFlight,
-        verdict: Option<Verdict>,
+        mut verdict: Option<Verdict>,
         lease: Option<Lease>,
     ) -> Self {
+        let done = first.is_end() || body.is_end_stream();
         let lease = match lease {
-            Some(l) if body.is_end_stream() => {
+            Some(l) if done => {
                 l.release(&guard.endpoint().address);
                 None
             }
             l => l,
         };
-        if body.is_end_stream() {
+        if done {
             Pin::new(&mut body).release(&guard.endpoint().address);
         }
-        Downstream::Proxied { body: Idle::new(body, idle), guard: Some(guard), verdict, lease }
+        if first.is_end()
+            && let Some(v) = verdict.take()
+        {
+            v(true);
+        }
+        let body = Idle::new(body, idle);
+        Downstream::Proxied { first, body, guard: Some(guard), verdict, lease }
     }
 }
 
@@ -266,8 +293,23 @@ impl Body for Downstream {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             DownstreamProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            DownstreamProj::Proxied { mut body, guard, verdict, lease } => {
-                let frame = ready!(body.as_mut().poll_frame(cx));
+            DownstreamProj::Proxied { first, mut body, guard, verdict, lease } => {
+                let frame = match first {
+                    First::Unread => {
+                        let frame = ready!(body.as_mut().poll_frame(cx));
+                        if let (Some(Ok(_)), Some(g)) = (&frame, guard.as_ref()) {
+                            g.endpoint().progress.mark_coarse();
+                        }
+                        frame
+                    }
+                    First::End => return Poll::Ready(None),
+                    First::Frame(_) => {
+                        let First::Frame(f) = std::mem::replace(first, First::Unread) else {
+                            return Poll::Ready(None);
+                        };
+                        Some(Ok(f))
+                    }
+                };
                 // A body of known length is complete with its last data frame, and the server
                 // never polls it again: the connection is free as soon as that frame is out.
                 let complete = match &frame {
@@ -306,7 +348,9 @@ impl Body for Downstream {
     fn is_end_stream(&self) -> bool {
         match self {
             Downstream::Local { data } => data.is_none(),
-            Downstream::Proxied { body, .. } => body.is_end_stream(),
+            Downstream::Proxied { first: First::Unread, body, .. } => body.is_end_stream(),
+            Downstream::Proxied { first: First::Frame(_), .. } => false,
+            Downstream::Proxied { first: First::End, .. } => true,
         }
     }
 
@@ -315,7 +359,21 @@ impl Body for Downstream {
             Downstream::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Downstream::Proxied { body, .. } => body.size_hint(),
+            Downstream::Proxied { first: First::End, .. } => SizeHint::with_exact(0),
+            Downstream::Proxied { first, body, .. } => {
+                // The first frame counts: a server checks the hint against `content-length`.
+                let held = match first {
+                    First::Frame(f) => f.data_ref().map_or(0, |d| d.len() as u64),
+                    _ => 0,
+                };
+                let rest = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + held);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + held);
+                }
+                hint
+            }
         }
     }
 }

@@ -5,6 +5,10 @@
 //!
 //! With `path: /grpc.health.v1.Health/Check` the check is a gRPC health call over HTTP/2
 //! instead ([`grpc`]), passing when the endpoint answers `SERVING`.
+//!
+//! An endpoint that turns unhealthy wakes the tries waiting on it, which go elsewhere. The
+//! stall detector ([`crate::stall`]) sends the same probe out of turn to an endpoint that has
+//! gone quiet with requests in flight.
 
 pub mod grpc;
 
@@ -24,14 +28,7 @@ use crate::routes::Table;
 
 /// Runs health checks forever over whatever endpoints the table holds.
 pub async fn run(table: Arc<Table>) {
-    let mut conn = HttpConnector::new();
-    conn.set_nodelay(true);
-    conn.set_connect_timeout(Some(Duration::from_secs(1)));
-    let client: Client<HttpConnector, Upstream> =
-        Client::builder(TokioExecutor::new()).build(conn.clone());
-    let h2: Client<HttpConnector, Upstream> =
-        Client::builder(TokioExecutor::new()).http2_only(true).build(conn);
-    let clients = Clients { http: client, h2 };
+    let clients = Clients::new();
     loop {
         let routes = table.load();
         let Some(hc) = routes.config.health_check.clone() else {
@@ -66,12 +63,24 @@ pub async fn run(table: Arc<Table>) {
 }
 
 /// The probes' clients: HTTP/1.1 for paths, HTTP/2 for gRPC health.
-struct Clients {
+pub(crate) struct Clients {
     http: Client<HttpConnector, Upstream>,
     h2: Client<HttpConnector, Upstream>,
 }
 
-async fn probe(clients: &Clients, ep: &Endpoint, path: &str, timeout: Duration) -> bool {
+impl Clients {
+    pub(crate) fn new() -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(Duration::from_secs(1)));
+        let http = Client::builder(TokioExecutor::new()).build(conn.clone());
+        let h2 = Client::builder(TokioExecutor::new()).http2_only(true).build(conn);
+        Self { http, h2 }
+    }
+}
+
+/// Whether `ep` answers `path` (2xx, or `SERVING` for gRPC health) within `timeout`.
+pub(crate) async fn probe(clients: &Clients, ep: &Endpoint, path: &str, timeout: Duration) -> bool {
     let Ok(uri) =
         Uri::builder().scheme("http").authority(ep.address.as_str()).path_and_query(path).build()
     else {

@@ -89,10 +89,13 @@ pub mod budget;
 pub mod config;
 pub mod endpoint;
 pub mod health;
+pub mod hold;
 pub mod kube_watch;
 pub mod metrics;
+pub mod progress;
 pub mod proxy;
 pub mod routes;
+pub mod stall;
 pub mod tls;
 
 /// Errors of the router.

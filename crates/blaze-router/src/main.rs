@@ -189,7 +189,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tokio::spawn(kube_watch::watch(*api, name, apply, on_error))
         }
     };
-    tokio::spawn(blaze_router::health::run(table));
+    tokio::spawn(blaze_router::health::run(table.clone()));
+    tokio::spawn(blaze_router::stall::run(table));
     if let Some(tls) = &tls {
         let m = metrics.clone();
         tokio::spawn(tls.clone().watch(move |e| {

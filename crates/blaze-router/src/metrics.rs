@@ -42,10 +42,23 @@ pub struct ReloadLabels {
     pub result: ReloadResult,
 }
 
+/// Labels of a count by reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why.
+    pub reason: &'static str,
+}
+
 fn ttfb_histogram() -> Histogram {
     // 1 ms to about 65 s: token streams start in milliseconds on an idle engine and in
     // tens of seconds behind a long prompt on a busy one.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 17))
+}
+
+fn hold_histogram() -> Histogram {
+    // 10 ms to about 5.5 min: a reload that is already coming, up to an engine woken from
+    // zero that pulls an image and loads a model.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 16))
 }
 
 /// Every metric the router exports.
@@ -59,6 +72,20 @@ pub struct Metrics {
     pub in_flight: Family<EndpointLabels, Gauge>,
     /// Time to response headers.
     pub ttfb: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    /// Time to the first response body byte (a stream's first token).
+    pub ttft: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    /// Endpoints found stalled (requests in flight, nothing arriving, the health probe
+    /// failing) and taken out.
+    pub stalls: Family<EndpointLabels, Counter>,
+    /// Requests sent again because their endpoint was ejected before anything reached the
+    /// client, by reason (`unhealthy`, `breaker`, `removed`).
+    pub resent: Family<ReasonLabels, Counter>,
+    /// Requests held now for want of an endpoint.
+    pub held: Gauge,
+    /// Time held, for the held requests that got an endpoint.
+    pub hold_seconds: Histogram,
+    /// Requests not held or no longer held, by reason (`full`, `timeout`).
+    pub hold_rejected: Family<ReasonLabels, Counter>,
     /// Breaker state: 0 closed, 1 open, 2 half-open.
     pub breaker_state: Family<EndpointLabels, Gauge>,
     /// 1 when active health checks pass.
@@ -95,6 +122,12 @@ impl Metrics {
             errors: Family::default(),
             in_flight: Family::default(),
             ttfb: Family::new_with_constructor(ttfb_histogram),
+            ttft: Family::new_with_constructor(ttfb_histogram),
+            stalls: Family::default(),
+            resent: Family::default(),
+            held: Gauge::default(),
+            hold_seconds: hold_histogram(),
+            hold_rejected: Family::default(),
             breaker_state: Family::default(),
             healthy: Family::default(),
             weight: Family::default(),
@@ -118,6 +151,32 @@ impl Metrics {
             m.in_flight.clone(),
         );
         r.register("endpoint_ttfb_seconds", "Time to response headers", m.ttfb.clone());
+        r.register(
+            "endpoint_ttft_seconds",
+            "Time to the first response body byte (a stream's first token)",
+            m.ttft.clone(),
+        );
+        r.register(
+            "endpoint_stalls",
+            "Endpoints taken out for sending nothing with requests in flight and failing a probe",
+            m.stalls.clone(),
+        );
+        r.register(
+            "resent_requests",
+            "Requests sent again because their endpoint was ejected before answering",
+            m.resent.clone(),
+        );
+        r.register("held_requests", "Requests held now for want of an endpoint", m.held.clone());
+        r.register(
+            "hold_seconds",
+            "Time held for want of an endpoint, of requests that got one",
+            m.hold_seconds.clone(),
+        );
+        r.register(
+            "hold_rejected",
+            "Requests answered 503 for want of an endpoint: hold full or timed out",
+            m.hold_rejected.clone(),
+        );
         r.register(
             "endpoint_breaker_state",
             "Breaker state: 0 closed, 1 open, 2 half-open",
@@ -160,7 +219,9 @@ impl Metrics {
             requests: self.requests.get_or_create(labels).clone(),
             errors: self.errors.get_or_create(labels).clone(),
             ttfb: self.ttfb.get_or_create(labels).clone(),
+            ttft: self.ttft.get_or_create(labels).clone(),
             ejections: self.ejections.get_or_create(labels).clone(),
+            stalls: self.stalls.get_or_create(labels).clone(),
         }
     }
 }
@@ -174,8 +235,12 @@ pub struct EndpointMetrics {
     pub errors: Counter<u64, AtomicU64>,
     /// Time to headers.
     pub ttfb: Histogram,
+    /// Time to the first body byte.
+    pub ttft: Histogram,
     /// Breaker openings.
     pub ejections: Counter<u64, AtomicU64>,
+    /// Stalls found.
+    pub stalls: Counter<u64, AtomicU64>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The live routing table: the current endpoints with their strategy, swapped atomically on
 //! every reload. Endpoints that survive a reload (same address) keep their in-flight count,
 //! latency estimate, breaker and health, so a reload drops no request and resets nothing.
+//! Endpoints a reload drops are marked removed, which wakes the tries still waiting on them,
+//! and every reload wakes the requests held for want of an endpoint ([`crate::hold`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +10,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use blaze_api::routing::RoutingConfig;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use crate::balance::{Balancer, PickContext};
 use crate::breaker::{Admit, BreakerConfig, max_ejections};
@@ -26,6 +30,8 @@ pub struct Routes {
     pub endpoint_metrics: Vec<EndpointMetrics>,
     /// The strategy over `endpoints`.
     pub balancer: Balancer,
+    /// Endpoints with a weight above zero: none, and a request has nowhere to go.
+    pub weighted: usize,
     max_ejected: usize,
     eject_lock: Mutex<()>,
 }
@@ -37,12 +43,15 @@ pub struct Choice {
     pub index: usize,
     /// Whether it is a half-open probe.
     pub probe: bool,
+    /// The endpoint's ejection count when it was picked ([`Endpoint::ejected_since`]).
+    pub epoch: u64,
 }
 
 impl Routes {
     /// Picks an endpoint not in `tried` that is healthy and whose breaker admits the request.
     /// When none qualifies it balances over every untried endpoint (and counts a panic), so
-    /// a router whose checks all fail still tries rather than refusing everything.
+    /// a router whose checks all fail still tries rather than refusing everything. Endpoints
+    /// a reload dropped are never picked (a retry may still hold an older table).
     pub fn choose(&self, cx: &PickContext, tried: &[usize], metrics: &Metrics) -> Option<Choice> {
         let mut refused: Vec<usize> = Vec::new();
         for _ in 0..=self.endpoints.len() {
@@ -52,18 +61,31 @@ impl Routes {
                     && !refused.contains(&i)
                     && e.is_healthy()
                     && e.breaker_allows(cx.now)
+                    && !e.is_removed()
             };
             let Some(i) = self.balancer.pick(&self.endpoints, cx, &usable) else { break };
-            match self.endpoints[i].admit(cx.now) {
-                Admit::Yes => return Some(Choice { index: i, probe: false }),
-                Admit::Probe => return Some(Choice { index: i, probe: true }),
+            let e = &self.endpoints[i];
+            let probe = match e.admit(cx.now) {
+                Admit::Yes => false,
+                Admit::Probe => true,
                 // Another request took the last probe slot in between.
-                Admit::No => refused.push(i),
-            }
+                Admit::No => {
+                    refused.push(i);
+                    continue;
+                }
+            };
+            return Some(Choice { index: i, probe, epoch: e.ejection_epoch() });
         }
-        let i = self.balancer.pick(&self.endpoints, cx, &|i| !tried.contains(&i))?;
+        let untried = |i: usize| !tried.contains(&i) && !self.endpoints[i].is_removed();
+        let i = self.balancer.pick(&self.endpoints, cx, &untried)?;
         metrics.panic.inc();
-        Some(Choice { index: i, probe: false })
+        Some(Choice { index: i, probe: false, epoch: self.endpoints[i].ejection_epoch() })
+    }
+
+    /// Where `ep` (an endpoint of another generation of the table) is in this one.
+    pub fn position(&self, ep: &Arc<Endpoint>) -> Option<usize> {
+        let i = ep.index.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        self.endpoints.get(i).filter(|e| Arc::ptr_eq(e, ep)).map(|_| i)
     }
 
     /// Feeds a try's outcome to the endpoint's breaker.
@@ -108,6 +130,7 @@ impl Routes {
 /// The table every request reads and every reload replaces.
 pub struct Table {
     current: ArcSwap<Routes>,
+    reloaded: Notify,
     metrics: Metrics,
     /// The retry budget, shared across reloads.
     pub budget: RetryBudget,
@@ -131,7 +154,13 @@ impl Table {
         let now = Instant::now();
         let budget = RetryBudget::new(u32::try_from(cfg.retries.budget_percent).unwrap_or(0), now);
         let routes = build(cfg, &[], &metrics, breaker_open, now);
-        Self { current: ArcSwap::from_pointee(routes), metrics, budget, breaker_open }
+        Self {
+            current: ArcSwap::from_pointee(routes),
+            reloaded: Notify::new(),
+            metrics,
+            budget,
+            breaker_open,
+        }
     }
 
     /// The current routes.
@@ -145,11 +174,24 @@ impl Table {
     }
 
     /// Replaces the routes with ones built from `cfg`, keeping surviving endpoints' state.
+    /// The endpoints it drops are marked removed (their waiting tries go elsewhere, and find
+    /// the new routes), then the requests held for an endpoint are woken.
     pub fn apply(&self, cfg: RoutingConfig) {
         let old = self.load();
         let routes = build(cfg, &old.endpoints, &self.metrics, self.breaker_open, Instant::now());
         tracing::info!(endpoints = routes.endpoints.len(), strategy = ?routes.balancer.strategy(), "routing configuration applied");
-        self.current.store(Arc::new(routes));
+        let routes = Arc::new(routes);
+        self.current.store(routes.clone());
+        for e in old.endpoints.iter().filter(|e| routes.position(e).is_none()) {
+            e.remove();
+        }
+        self.reloaded.notify_waiters();
+    }
+
+    /// A future that completes at the next reload. It hears every reload from the moment it
+    /// is created: create it, then look at [`Table::load`], and no reload falls between.
+    pub fn reloaded(&self) -> Notified<'_> {
+        self.reloaded.notified()
     }
 }
 
@@ -196,6 +238,7 @@ fn build(
     let pct = u32::try_from(cfg.circuit_breaker.max_ejection_percent).unwrap_or(0);
     let balancer = Balancer::new(cfg.strategy, &endpoints, cfg.hash_load_factor);
     Routes {
+        weighted: endpoints.iter().filter(|e| e.weight() > 0).count(),
         max_ejected: max_ejections(endpoints.len(), pct),
         config: cfg,
         endpoints,
@@ -231,11 +274,18 @@ mod tests {
     #[test]
     fn a_reload_keeps_surviving_endpoints_state() {
         let t = table(&["a:1", "b:2"]);
-        let held = t.load().endpoints[1].start();
+        let old = t.load();
+        let held = old.endpoints[1].start(Instant::now());
         t.apply(cfg(&["b:2", "c:3"]));
         let r = t.load();
         assert_eq!(r.endpoints[0].address, "b:2");
         assert_eq!(r.endpoints[0].in_flight(), 1);
+        // The dropped endpoint is marked, and the survivor found in the new table.
+        assert!(old.endpoints[0].is_removed() && !old.endpoints[1].is_removed());
+        assert_eq!(r.position(&old.endpoints[1]), Some(0));
+        assert_eq!(r.position(&old.endpoints[0]), None);
+        let cx = PickContext { now: Instant::now(), key: None };
+        assert_eq!(old.choose(&cx, &[1], t.metrics()).map(|c| c.index), None, "removed");
         drop(held);
         assert_eq!(r.endpoints[0].in_flight(), 0);
         // The newcomer ramps up; the first endpoints did not.

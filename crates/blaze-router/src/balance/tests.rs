@@ -102,12 +102,12 @@ fn least_connections_holds_in_flight_in_proportion_to_weight() {
     let mut held: Vec<InFlight> = Vec::new();
     for _ in 0..400 {
         let i = b.pick(&eps, &cx, &|_| true).unwrap();
-        held.push(eps[i].start());
+        held.push(eps[i].start(now));
     }
     assert_shares(&[eps[0].in_flight() as usize, eps[1].in_flight() as usize], &weights, 0.02);
     // With 3 in flight on the light one and none on the heavy one, the heavy one wins.
     drop(held);
-    let _g: Vec<InFlight> = (0..3).map(|_| eps[0].start()).collect();
+    let _g: Vec<InFlight> = (0..3).map(|_| eps[0].start(now)).collect();
     assert_eq!(b.pick(&eps, &cx, &|_| true), Some(1));
 }
 
@@ -115,9 +115,9 @@ fn least_connections_holds_in_flight_in_proportion_to_weight() {
 fn adaptive_prefers_the_fast_endpoint_but_not_exclusively() {
     let now = Instant::now();
     let eps = endpoints(&[1, 1, 1], 0, now);
-    eps[0].observe_ttfb(Duration::from_millis(10), now + Duration::from_secs(60));
-    eps[1].observe_ttfb(Duration::from_millis(100), now + Duration::from_secs(60));
-    eps[2].observe_ttfb(Duration::from_millis(100), now + Duration::from_secs(60));
+    eps[0].observe_ttft(Duration::from_millis(10), now + Duration::from_secs(60));
+    eps[1].observe_ttft(Duration::from_millis(100), now + Duration::from_secs(60));
+    eps[2].observe_ttft(Duration::from_millis(100), now + Duration::from_secs(60));
     let b = Balancer::new(Strategy::Adaptive, &eps, 1.25);
     let c = counts(&b, &eps, 30_000, now);
     // P2C without load: the fastest wins every pair it is drawn into: 2/3 of picks.
@@ -125,7 +125,7 @@ fn adaptive_prefers_the_fast_endpoint_but_not_exclusively() {
     assert!((share - 2.0 / 3.0).abs() < 0.02, "{c:?}");
     // Load on the fast one makes the others cheaper.
     let cx = PickContext { now, key: None };
-    let _held: Vec<InFlight> = (0..20).map(|_| eps[0].start()).collect();
+    let _held: Vec<InFlight> = (0..20).map(|_| eps[0].start(now)).collect();
     for _ in 0..100 {
         assert_ne!(b.pick(&eps, &cx, &|_| true), Some(0));
     }
@@ -198,7 +198,7 @@ fn bounded_load_spills_a_hot_key() {
     let mut held = Vec::new();
     for _ in 0..100 {
         let i = keyed_pick(&b, &eps, "the same long system prompt", now);
-        held.push(eps[i].start());
+        held.push(eps[i].start(now));
     }
     // No endpoint above ceil(1.25 * 100 / 4) = 32 even though every request shares one key.
     for e in &eps {

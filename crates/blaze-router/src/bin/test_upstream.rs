@@ -2,20 +2,23 @@
 //! HTTP/1.1 and HTTP/2 (prior knowledge) on one port.
 //!
 //! - `GET /` : `hello from NAME` (the benchmark's request)
-//! - `GET /readyz` : 200
+//! - `GET /readyz` : 200, or 503 after `POST /ready/no` (200 again after `POST /ready/yes`)
 //! - `GET /connections` : how many connections this upstream has accepted
 //! - `POST /grpc.health.v1.Health/Check` (HTTP/2): gRPC health, `SERVING` until
 //!   `POST /grpc-health/not-serving`, again after `POST /grpc-health/serving`
 //! - `GET /headers` : the request's headers, one `name: value` per line
 //! - `POST /echo` : the request body back
 //! - `GET /status/CODE` : an empty response with that status
-//! - `GET /slow/MS` : `slow` after MS milliseconds
-//! - `GET /sse/N/MS` : N server-sent events, MS milliseconds apart
+//! - `GET /slow/MS` : `slow from NAME` after MS milliseconds
+//! - `GET /sse/N/MS` : N server-sent events, MS milliseconds apart (with `--stall-streams`,
+//!   the headers and then nothing, as from a worker wedged before its first token)
+//! - `GET /late/MS` : an event stream whose headers come at once and whose one event,
+//!   `data: NAME late`, comes MS milliseconds later
 //! - `POST /grpc/stream/N/MS` (HTTP/2): a gRPC server stream of N messages MS apart, ending
 //!   with `grpc-status: 0` in the trailers; each message is `NAME:i`.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -37,6 +40,9 @@ struct Args {
     /// Runtime worker threads.
     #[arg(long, env = "BLAZE_TEST_UPSTREAM_THREADS", default_value_t = 1)]
     threads: usize,
+    /// `/sse/...` streams send their headers and then nothing.
+    #[arg(long, env = "BLAZE_TEST_UPSTREAM_STALL_STREAMS")]
+    stall_streams: bool,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -45,6 +51,10 @@ type Body = BoxBody<Bytes, Infallible>;
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 /// What the gRPC health service answers: 1 SERVING, 2 NOT_SERVING.
 static GRPC_HEALTH: AtomicU64 = AtomicU64::new(1);
+/// Whether `/readyz` answers 200.
+static READY: AtomicBool = AtomicBool::new(true);
+/// `--stall-streams`.
+static STALL_STREAMS: AtomicBool = AtomicBool::new(false);
 
 fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
@@ -61,6 +71,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    STALL_STREAMS.store(args.stall_streams, Ordering::Relaxed);
     println!("listening on {}", listener.local_addr()?);
     let name: &'static str = Box::leak(args.name.into_boxed_str());
     loop {
@@ -81,7 +92,16 @@ async fn handle(req: Request<Incoming>, name: &'static str) -> Result<Response<B
     let num = |i: usize| parts.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     let resp = match parts.first().copied().unwrap_or("") {
         "" => Response::new(full(format!("hello from {name}\n"))),
-        "readyz" => Response::new(full("ok\n")),
+        "readyz" if READY.load(Ordering::Relaxed) => Response::new(full("ok\n")),
+        "readyz" => {
+            let mut r = Response::new(full("not ready\n"));
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r
+        }
+        "ready" => {
+            READY.store(parts.get(1) == Some(&"yes"), Ordering::Relaxed);
+            Response::new(full("ok\n"))
+        }
         "connections" => Response::new(full(format!("{}\n", CONNECTIONS.load(Ordering::Relaxed)))),
         "headers" => Response::new(full(render(req.headers()))),
         "echo" => {
@@ -96,9 +116,18 @@ async fn handle(req: Request<Incoming>, name: &'static str) -> Result<Response<B
         }
         "slow" => {
             tokio::time::sleep(Duration::from_millis(num(1))).await;
-            Response::new(full("slow\n"))
+            Response::new(full(format!("slow from {name}\n")))
         }
+        "sse" if STALL_STREAMS.load(Ordering::Relaxed) => event_stream(futures::stream::pending()),
         "sse" => sse(name, num(1), num(2)),
+        "late" => {
+            let ms = num(1);
+            let late = futures::stream::once(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(Frame::data(Bytes::from(format!("data: {name} late\n\n"))))
+            });
+            event_stream(late)
+        }
         "grpc.health.v1.Health" => grpc_health(),
         "grpc-health" => {
             let serving = parts.get(1) == Some(&"serving");
@@ -127,6 +156,15 @@ fn sse(name: &'static str, n: u64, ms: u64) -> Response<Body> {
         None,
     );
     let mut r = Response::new(stream);
+    r.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream"));
+    r
+}
+
+/// An event stream of `frames`, its headers sent at once.
+fn event_stream(
+    frames: impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Sync + 'static,
+) -> Response<Body> {
+    let mut r = Response::new(StreamBody::new(frames).boxed());
     r.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream"));
     r
 }
