@@ -3,10 +3,13 @@
 //! Every inference request passes through it. It proxies HTTP/1.1 and HTTP/2 (gRPC included;
 //! in cleartext with HTTP/2 by prior knowledge, or over [`tls`] with ALPN choosing, the
 //! certificate re-read when its files change) with bodies streamed both ways, picks an endpoint with one of the
-//! [`balance`] strategies, ejects failing endpoints with per-endpoint circuit [`breaker`]s and
-//! active [`health`] checks, and retries only what is safe to retry within a retry
-//! [`budget`]. A request counts as in flight until its response body ends, so a long token
-//! stream weighs on its endpoint for as long as it runs.
+//! [`balance`] strategies, ejects failing endpoints with per-endpoint circuit [`breaker`]s,
+//! active [`health`] checks and a [`stall`] detector (an endpoint silent with requests in
+//! flight is probed at once), and retries only what is safe to retry within a retry
+//! [`budget`]. A response is handed on once its first body byte has come, so until then a
+//! request whose endpoint is ejected is sent to another. A request counts as in flight until
+//! its response body ends, so a long token stream weighs on its endpoint for as long as it
+//! runs. With no endpoint at all, requests are held until a reload brings one ([`hold`]).
 //!
 //! # Threads and connections
 //!
@@ -20,7 +23,8 @@
 //! through hyper's HTTP/1.1 client on connections with a task of their own. A connection goes
 //! back to its thread's pool once the response body has been read to the end. HTTP/2 (gRPC)
 //! requests share multiplexed connections through hyper's pooling client across threads.
-//! Configuration watching, health checks and the admin port run on the first thread.
+//! Configuration watching, health checks, the stall detector and the admin port run on the
+//! first thread.
 //!
 //! # Performance
 //!

@@ -23,6 +23,12 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends `signal` (SIGSTOP freezes the process: its sockets stay open, nothing answers).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
 }
 
 impl Drop for Proc {
@@ -33,8 +39,14 @@ impl Drop for Proc {
 
 /// Starts a test upstream on `listen` (port 0 for any) and waits for its address.
 pub fn upstream(name: &str, listen: &str) -> Proc {
+    upstream_with(name, listen, &[])
+}
+
+/// Starts a test upstream with `extra` flags.
+pub fn upstream_with(name: &str, listen: &str, extra: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_blaze-test-upstream"))
         .args(["--listen", listen, "--name", name])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
