@@ -20,8 +20,9 @@
 //! silent and unresponsive), its breaker opens, or a reload drops it, the try is given up
 //! (its connection dropped, the breaker told of a failure unless the endpoint was only
 //! removed) and the request sent again, counted in `blaze_router_resent_requests_total`. Only
-//! a try that can be sent again is given up: a buffered body, tries left, and for an unhealthy
-//! or broken endpoint another healthy one to go to; other tries wait on as before.
+//! a try that can be sent again is given up: a buffered body, tries left, and somewhere to go
+//! (another healthy endpoint; for a removed one, new routes with an endpoint or a hold);
+//! other tries wait on as before.
 //!
 //! Time to headers is `blaze_router_endpoint_ttfb_seconds`; time to the first body byte (a
 //! stream's first token) is `blaze_router_endpoint_ttft_seconds`, and feeds the endpoint's

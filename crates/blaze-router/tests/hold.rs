@@ -1,5 +1,6 @@
 //! A router with no endpoint at all (engines scaled to zero) holds requests until a reload
-//! brings one, within its bounds; beyond them it answers 503 with `Retry-After`.
+//! brings one, within its bounds; beyond them it answers 503 with `Retry-After`. A request
+//! whose endpoint goes away with the last of them before answering is held too.
 
 #[path = "support/process.rs"]
 mod support;
@@ -85,4 +86,36 @@ async fn a_held_request_is_answered_503_at_the_hold_timeout_and_no_hold_answers_
     assert_eq!((status, body.as_str()), (503, "no endpoint available\n"));
     assert!(start.elapsed() < Duration::from_millis(500));
     assert_eq!(get(&c, &format!("http://{}/readyz", r.addr)).await.unwrap().0, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_endpoint_is_scaled_away_before_answering_is_held_for_the_next() {
+    let a = upstream_with("a", "127.0.0.1:0", &["--stall-streams"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    let hold = "hold: {maxRequests: 4, timeoutSeconds: 60}\nhealthCheck: {intervalSeconds: 30}\n";
+    write_config(&cfg, &format!("{hold}{}", endpoints_yaml(&[&a.addr])));
+    let r = router(&cfg, &[]).await;
+    let c = client();
+    let stream = tokio::spawn({
+        let (c, url) = (c.clone(), format!("http://{}/sse/1/0", r.addr));
+        async move { get(&c, &url).await }
+    });
+    // `a` answered its headers, then the document loses it, and every other endpoint.
+    let ttfb =
+        format!("blaze_router_endpoint_ttfb_seconds_count{{endpoint=\"{}\",engine=\"\"}}", a.addr);
+    poll(Duration::from_secs(5), || async { metric(&c, &r.addr, &ttfb).await == Some(1.0) }).await;
+    write_config(&cfg, &format!("{hold}endpoints: []\n"));
+    poll(Duration::from_secs(5), || async {
+        metric(&c, &r.addr, "blaze_router_held_requests").await == Some(1.0)
+    })
+    .await;
+    let b = upstream("b", "127.0.0.1:0");
+    write_config(&cfg, &format!("{hold}{}", endpoints_yaml(&[&b.addr])));
+    let answer = tokio::time::timeout(Duration::from_secs(5), stream).await;
+    let answer = answer.expect("the held request was not served after the reload").unwrap();
+    assert_eq!(answer.unwrap(), (200, "id: 0\ndata: b 0\n\n".to_owned()));
+    let resent = "blaze_router_resent_requests_total{reason=\"removed\"}";
+    assert_eq!(metric(&c, &r.addr, resent).await, Some(1.0));
+    assert_eq!(metric(&c, &r.addr, "blaze_router_held_requests").await, Some(0.0));
 }

@@ -19,8 +19,9 @@ use super::request::{ReqBody, upstream_request};
 use super::{Forwarding, Proxy, RetryType, millis, strip_hop_by_hop};
 use crate::body::{BoxError, Downstream, First, FromEndpoint, Upstream, grpc_failure};
 use crate::endpoint::{Ejection, Endpoint};
+use crate::hold;
 use crate::progress;
-use crate::routes::{Choice, Routes};
+use crate::routes::{Choice, Routes, Table};
 
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
@@ -50,7 +51,7 @@ impl TryFailure {
 
 /// How a try ends early while it waits: the ejections of its endpoint that give it up.
 struct Watch<'a> {
-    routes: &'a Routes,
+    table: &'a Table,
     ep: &'a Endpoint,
     /// The request can be sent again (buffered body, tries left).
     resend: bool,
@@ -58,18 +59,23 @@ struct Watch<'a> {
 
 impl<'a> Watch<'a> {
     /// Whether an ejection for `why` gives the try up. Only a try that can go elsewhere is
-    /// given up, and for an unhealthy or broken endpoint only when a healthy one is there to
-    /// take it; any other waits on, as it would have without the signal (a busy endpoint taken
-    /// out by mistake still answers it).
+    /// given up: for an unhealthy or broken endpoint, when a healthy one is there to take it;
+    /// for one dropped from the document, when the new routes have an endpoint or hold
+    /// requests for one. Any other try waits on, as it would have without the signal (an
+    /// endpoint taken out by mistake, or draining, still answers it).
     fn ends_on(&self, why: Ejection) -> bool {
-        self.resend
-            && (why == Ejection::Removed
-                || self.routes.endpoints.iter().any(|e| {
-                    !std::ptr::eq(&**e, self.ep)
-                        && e.weight() > 0
-                        && e.is_healthy()
-                        && !e.is_removed()
-                }))
+        if !self.resend {
+            return false;
+        }
+        let routes = self.table.load();
+        match why {
+            Ejection::Removed => {
+                routes.weighted > 0 || hold::Bounds::from(&routes.config.hold).enabled()
+            }
+            Ejection::Unhealthy | Ejection::Breaker => routes.endpoints.iter().any(|e| {
+                !std::ptr::eq(&**e, self.ep) && e.weight() > 0 && e.is_healthy() && !e.is_removed()
+            }),
+        }
     }
 
     /// Waits for an ejection that ends the try, on `signal`, created from the endpoint before
@@ -121,7 +127,7 @@ impl Proxy {
         // Created before the request goes out: an ejection from now on wakes this try, and
         // one since the pick shows in the epoch.
         let mut signal = pin!(ep.ejection());
-        let watch = Watch { routes, ep, resend: retry == RetryType::Safe && !last_try };
+        let watch = Watch { table: &self.table, ep, resend: retry == RetryType::Safe && !last_try };
         if let Some(why) = ep.ejected_since(try_.epoch)
             && watch.ends_on(why)
         {
