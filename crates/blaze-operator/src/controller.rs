@@ -55,6 +55,10 @@ pub struct Context {
     pub scrapes: scrape::Scrapes,
     /// Reconciles each controller runs at once (0: unbounded).
     pub concurrency: u16,
+    /// Engines to reconcile now rather than at their next resync: a sample that asks for
+    /// more workers, requests held for an engine at zero.
+    pub urgent:
+        tokio::sync::broadcast::Sender<kube::runtime::reflector::ObjectRef<blaze_api::BlazeEngine>>,
 }
 
 /// Reconciles each controller runs at once unless told otherwise. Every reconcile in flight
@@ -84,6 +88,7 @@ impl Context {
             namespace,
             scrapes: scrape::Scrapes::default(),
             concurrency,
+            urgent: tokio::sync::broadcast::channel(1024).0,
         })
     }
 

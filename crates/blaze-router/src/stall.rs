@@ -7,8 +7,11 @@
 //! left alone, and its answer counts as progress until the next suspicion.
 //!
 //! An endpoint is suspected after [`suspicion_after`] of silence: four times its time to
-//! first byte (peak-EWMA), at least [`MIN_SUSPICION`], at most the per-try timeout. The
-//! detector also drives the coarse clock of [`crate::progress`].
+//! first byte (peak-EWMA), at least [`MIN_SUSPICION`], at most [`MAX_SUSPICION`] (and the
+//! per-try timeout). The cap is what keeps detection within a few seconds where answers come
+//! whole: there the time to first byte is the whole generation, tens of seconds on a busy
+//! CPU, and a suspicion costs only a probe that a live worker answers. The detector also
+//! drives the coarse clock of [`crate::progress`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,12 +33,14 @@ pub const MIN_SUSPICION: Duration = Duration::from_secs(1);
 /// Silence, in times to first byte, that raises suspicion: a first token four times later
 /// than usual is rare on a live endpoint, and a stream's later tokens come faster still.
 pub const TTFT_FACTOR: f64 = 4.0;
+/// Longest silence before a probe, however slow the endpoint's answers usually are.
+pub const MAX_SUSPICION: Duration = Duration::from_secs(2);
 
 /// The silence after which an endpoint whose time to first byte is `ttft_s` (seconds) is
 /// suspected, for tries that may wait `per_try` for an answer.
 pub fn suspicion_after(ttft_s: f64, per_try: Duration) -> Duration {
     let from_ttft = Duration::try_from_secs_f64(ttft_s * TTFT_FACTOR).unwrap_or(Duration::ZERO);
-    from_ttft.max(MIN_SUSPICION).min(per_try)
+    from_ttft.clamp(MIN_SUSPICION, MAX_SUSPICION).min(per_try)
 }
 
 /// Whether an endpoint with `in_flight` requests, whose last progress was at `last_ms`, is
@@ -144,9 +149,11 @@ mod tests {
         // Fast endpoints: the floor.
         assert_eq!(suspicion_after(0.005, per_try), MIN_SUSPICION);
         // Four first-byte times.
-        assert_eq!(suspicion_after(2.0, per_try), 8 * S);
+        assert_eq!(suspicion_after(0.4, per_try), Duration::from_millis(1600));
+        // Slow answers (whole generations before the first byte): the cap.
+        assert_eq!(suspicion_after(2.0, per_try), MAX_SUSPICION);
+        assert_eq!(suspicion_after(60.0, per_try), 2 * S);
         // Never longer than a try may wait anyway.
-        assert_eq!(suspicion_after(60.0, per_try), per_try);
         assert_eq!(suspicion_after(0.5, Duration::from_millis(300)), Duration::from_millis(300));
         assert_eq!(suspicion_after(f64::NAN, per_try), MIN_SUSPICION);
     }

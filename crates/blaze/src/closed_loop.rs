@@ -103,7 +103,12 @@ impl Cluster {
     /// Starts `blaze dev up` with pods on `pod_addresses` (a range of loopback addresses of
     /// its own, so clusters can run side by side) and waits for the quickstart to serve.
     pub async fn start(setup: &Setup, pod_addresses: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        // BLAZE_KEEP_DEV_DIR keeps the control plane's folder (pod logs under it) afterwards.
+        let keep = std::env::var_os("BLAZE_KEEP_DEV_DIR").is_some();
+        let dir = tempfile::Builder::new().prefix("blaze-loop-").disable_cleanup(keep).tempdir()?;
+        if keep {
+            eprintln!("development control plane in {}", dir.path().display());
+        }
         let child = Command::new(&setup.blaze)
             .args(["dev", "up", "--listen", "127.0.0.1:0", "--port", "0"])
             .args(["--pod-addresses", pod_addresses, "--dir"])
@@ -434,6 +439,8 @@ fn autoscaling_1_to_3() -> serde_json::Value {
 pub struct LoadStep {
     /// Seconds from the step to the operator asking for more workers.
     pub decision_s: Option<f64>,
+    /// Seconds from the step to a new worker ready.
+    pub ready_s: Option<f64>,
     /// Seconds from the step to a new worker taking requests through the router.
     pub serving_s: Option<f64>,
     /// Seconds from the end of the load until the engine is back at one worker.
@@ -464,11 +471,20 @@ pub async fn load_step(
     let first: BTreeSet<String> = c.ready_workers().await?.iter().map(|p| p.name_any()).collect();
     let load = Load::start(&c.url, clients, CHAT);
     let mut step = LoadStep { peak_replicas: 1, ..Default::default() };
-    while load.elapsed() < secs as f64 {
+    // The step lasts `secs`, and longer (up to 30 s) while a new worker is asked for but not
+    // yet serving, so its start is measured too.
+    let pending = |s: &LoadStep| s.decision_s.is_some() && s.serving_s.is_none();
+    while load.elapsed() < secs as f64 || pending(&step) && load.elapsed() < secs as f64 + 30.0 {
         let replicas = c.replicas().await.unwrap_or(0);
         step.peak_replicas = step.peak_replicas.max(replicas);
         if step.decision_s.is_none() && replicas > 1 {
             step.decision_s = Some(load.elapsed());
+        }
+        if step.ready_s.is_none()
+            && let Ok(pods) = c.ready_workers().await
+            && pods.iter().any(|p| !first.contains(&p.name_any()))
+        {
+            step.ready_s = Some(load.elapsed());
         }
         if step.serving_s.is_none()
             && step.decision_s.is_some()
@@ -631,7 +647,7 @@ pub async fn slow_worker(c: &Cluster) -> Result<SlowWorker> {
 /// What a frozen worker costs.
 #[derive(Clone, Debug, Default)]
 pub struct Frozen {
-    /// Median request latency before the freeze, seconds.
+    /// Median request latency over the run, seconds.
     pub normal_s: f64,
     /// The slowest request sent while the worker was frozen or shortly before, seconds.
     pub worst_s: f64,
@@ -653,10 +669,10 @@ pub async fn frozen_worker(c: &Cluster, freeze_secs: u64) -> Result<Frozen> {
     kill(pid, Signal::SIGCONT)?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let out = load.finish().await;
-    let before: Vec<Duration> =
-        out.iter().filter(|o| o.sent.as_secs_f64() < frozen_at).map(|o| o.latency).collect();
-    // Requests in flight when it froze (sent up to one normal time before) count too.
-    let normal_s = quantile(before, 0.5);
+    // A normal request: the run's median, before the freeze (two workers) and after it (one
+    // worker with every client, until the frozen one is back).
+    let normal_s = quantile(out.iter().map(|o| o.latency), 0.5);
+    // Requests in flight when it froze count too.
     let worst_s = out
         .iter()
         .filter(|o| o.sent.as_secs_f64() + o.latency.as_secs_f64() >= frozen_at)

@@ -236,6 +236,7 @@ async fn bench_loop(args: BenchLoopArgs) -> anyhow::Result<()> {
     let s = |v: Option<f64>| v.map_or_else(|| "never".to_owned(), |v| format!("{v:.1} s"));
     println!("load step, {n} clients for {secs} s, autoscaler 1..3 at 2 in flight each:");
     println!("  scale-up decision after      {}", s(on.decision_s));
+    println!("  new worker ready after       {}", s(on.ready_s));
     println!("  new worker serving after     {}", s(on.serving_s));
     println!(
         "  back to one worker after     {} (stable window 20 s + delay 20 s)",
@@ -259,7 +260,7 @@ async fn bench_loop(args: BenchLoopArgs) -> anyhow::Result<()> {
     let frozen = cl::frozen_worker(&Cluster::start(&setup, PODS).await?, 20).await?;
     println!("frozen worker (SIGSTOP 20 s), 4 clients:");
     println!(
-        "  worst request                {:.2} s (median before {:.2} s)",
+        "  worst request                {:.2} s (median {:.2} s)",
         frozen.worst_s, frozen.normal_s
     );
     println!("  failed requests              {} of {}", frozen.failures, frozen.requests);

@@ -48,8 +48,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .page_size(super::LIST_PAGE);
     let engines = watcher::Config::default().any_semantic();
     let (engines, store) = super::lean_watch(scoped::<BlazeEngine>(c.clone(), ns), engines);
+    let urgent = futures::stream::unfold(ctx.urgent.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(engine) => return Some((engine, rx)),
+                // Missed some: the resync catches up with them.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
     let controller = Controller::for_stream(engines, store)
-        .with_config(controller::Config::default().concurrency(ctx.concurrency));
+        .with_config(controller::Config::default().concurrency(ctx.concurrency))
+        .reconcile_on(urgent);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let stopped = async {
         let _ = stop_rx.await;
@@ -113,6 +124,7 @@ pub async fn wake(ctx: &Context, engine: &BlazeEngine, held: u64, router: &str) 
         }
         fresh && idle
     };
+    let _ = ctx.urgent.send(kube::runtime::reflector::ObjectRef::from_obj(engine));
     if fresh {
         info!(engine = %key(engine), held, router, "waking an engine at zero workers");
         ctx.metrics.cold_start_begun();

@@ -33,6 +33,7 @@ use tracing::debug;
 use super::{Context, key};
 use crate::children::worker_flags::WORKER_PORT;
 use crate::labels;
+use crate::policy::autoscale::Sample;
 use crate::policy::load::{self, PodLoad};
 use crate::policy::prom::{self, History};
 use crate::policy::router_stats::{self, EndpointView, RouterMemory};
@@ -256,13 +257,46 @@ async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()>
     let blaze = engine.spec.autoscaling.mode == AutoscalingMode::Blaze;
     if let Some(sample) = sample.filter(|_| blaze) {
         ctx.autoscalers.lock().entry(k).or_default().record(sample);
+        let ready = samples.len();
+        if wants_more(&engine.spec.autoscaling, &sample, ready) {
+            // Scaling up is what load waits for: decide now, not at the next resync.
+            let _ = ctx.urgent.send(kube::runtime::reflector::ObjectRef::from_obj(engine));
+        }
     }
     Ok(())
+}
+
+/// Whether `sample`, from `ready` workers, asks for more of them than serve: load above the
+/// in-flight target, or latency above the latency target.
+fn wants_more(spec: &blaze_api::engine::AutoscalingSpec, sample: &Sample, ready: usize) -> bool {
+    let workers = ready as f64;
+    let by_load = spec
+        .target_in_flight_per_replica
+        .is_some_and(|t| sample.in_flight > f64::from(t) * workers);
+    let by_latency =
+        spec.target_latency_p95_ms.zip(sample.p95_ms).is_some_and(|(t, p)| p > f64::from(t));
+    let below_max = spec.max_replicas.is_none_or(|m| workers < f64::from(m));
+    below_max && (by_load || by_latency)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_load_or_latency_above_target_below_the_maximum_asks_for_a_decision_now() {
+        let spec = blaze_api::engine::AutoscalingSpec {
+            target_in_flight_per_replica: Some(2),
+            target_latency_p95_ms: Some(500),
+            max_replicas: Some(3),
+            ..Default::default()
+        };
+        let s = |in_flight, p95_ms| Sample { at: 0.0, in_flight, p95_ms };
+        assert!(wants_more(&spec, &s(5.0, None), 2));
+        assert!(!wants_more(&spec, &s(4.0, None), 2), "at target");
+        assert!(wants_more(&spec, &s(1.0, Some(900.0)), 2), "slow");
+        assert!(!wants_more(&spec, &s(9.0, Some(900.0)), 3), "at the maximum");
+    }
 
     #[test]
     fn status_metrics_are_published_at_most_once_per_period() {
