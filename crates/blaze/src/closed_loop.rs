@@ -443,7 +443,7 @@ pub struct LoadStep {
     pub ready_s: Option<f64>,
     /// Seconds from the step to a new worker taking requests through the router.
     pub serving_s: Option<f64>,
-    /// Seconds from the end of the load until the engine is back at one worker.
+    /// Seconds from the clients' last request until the engine is back at one worker.
     pub back_to_min_s: Option<f64>,
     /// Most workers asked for.
     pub peak_replicas: i32,
@@ -497,8 +497,9 @@ pub async fn load_step(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let out = load.finish().await;
+    // The load stops when the clients stop sending; the requests in flight then drain.
     let stopped = Instant::now();
+    let out = load.finish().await;
     step.p95_s = quantile(out.iter().map(|o| o.latency), 0.95);
     step.requests = out.len();
     step.failures = failures(&out);
@@ -623,7 +624,9 @@ pub async fn slow_worker(c: &Cluster) -> Result<SlowWorker> {
         if r.shift_s.is_none() && w * 2 < r.before {
             r.shift_s = Some(slowed.elapsed().as_secs_f64());
         }
-        if r.shift_s.is_some_and(|s| slowed.elapsed().as_secs_f64() > s + 5.0) {
+        // Slow for 5 s more, and ended while its weight is below half, so the recovery is
+        // measured from there.
+        if r.shift_s.is_some_and(|s| slowed.elapsed().as_secs_f64() > s + 5.0) && w * 2 < r.before {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

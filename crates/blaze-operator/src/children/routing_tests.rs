@@ -83,11 +83,11 @@ fn config_carries_weights_and_traffic_settings_and_renders_into_the_config_map()
     let stats = BTreeMap::from([
         (
             "10.0.0.1:8000".to_owned(),
-            EndpointStats { p95_ms: Some(100.0), age_s: 1e6, ..Default::default() },
+            EndpointStats { ttft_ms: Some(100.0), age_s: 1e6, ..Default::default() },
         ),
         (
             "10.0.0.2:8000".to_owned(),
-            EndpointStats { p95_ms: Some(400.0), age_s: 1e6, ..Default::default() },
+            EndpointStats { ttft_ms: Some(400.0), age_s: 1e6, ..Default::default() },
         ),
     ]);
     let c = config(&r, eps, &stats);

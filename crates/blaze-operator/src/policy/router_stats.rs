@@ -37,8 +37,8 @@ pub mod series {
 }
 
 /// Seconds of router metrics the weights are computed over. Short, so a worker that turns
-/// slow loses most of its weight within one window (its p95 moves once a twentieth of the
-/// window's first tokens are slow); long enough to hold two scrapes at the 5 s cadence of
+/// slow loses most of its weight within one window (its median moves once half the window's
+/// first tokens are slow); long enough to hold two scrapes at the 5 s cadence of
 /// `auto` routers.
 pub const WINDOW_S: f64 = 10.0;
 
@@ -171,6 +171,7 @@ pub fn observe(
     for (ep, c) in counts {
         let v = out.get_mut(ep).expect("counted endpoints have a view");
         v.stats.p95_ms = prom::quantile(&c.latency, 0.95).map(|s| s * 1000.0);
+        v.stats.ttft_ms = prom::quantile(&c.latency, 0.5).map(|s| s * 1000.0);
         if c.requests > 0.0 {
             v.stats.error_rate = Some((c.errors / c.requests).clamp(0.0, 1.0));
         }

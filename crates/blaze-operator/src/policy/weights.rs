@@ -1,11 +1,11 @@
 //! Router weights from what each endpoint shows. In `auto` mode an endpoint's score is the
-//! inverse of its p95 time to first token (see [`super::router_stats`]), cut by its error
+//! inverse of its median time to first token (see [`super::router_stats`]), cut by its error
 //! rate squared and divided by one plus its requests in flight; weights are scores scaled so
 //! the best endpoint gets [`MAX_WEIGHT`], never below `minWeight` (so a recovered endpoint
 //! keeps getting the traffic that shows it recovered). An endpoint a router has ejected
 //! (breaker open, health check failing) gets 0; one whose breaker is half-open gets just the
-//! slow-start floor, so the router's probes reach it; new and recovered endpoints ramp up from
-//! that floor over `slowStartSeconds`. In `manual` mode the weights are engine shares: an
+//! slow-start floor, so the router's probes reach it; recovered endpoints ramp up from that
+//! floor over `slowStartSeconds` (new ones are ramped by the routers themselves). In `manual` mode the weights are engine shares: an
 //! engine's weight is split evenly over its endpoints, so a 90/10 canary between two engines
 //! sends 90% and 10% of the traffic whatever number of workers each runs.
 
@@ -47,8 +47,12 @@ pub enum Condition {
 pub struct EndpointStats {
     /// The engine it belongs to.
     pub engine: String,
-    /// p95 time to first token in milliseconds, if measured.
+    /// p95 time to first token in milliseconds, if measured (for status).
     pub p95_ms: Option<f64>,
+    /// Median time to first token in milliseconds, if measured: what the weights follow. A
+    /// window holds a few dozen first tokens per endpoint, and their p95 is the slowest one
+    /// or two, which says more about one unlucky request than about the endpoint.
+    pub ttft_ms: Option<f64>,
     /// Fraction of requests that failed, if measured.
     pub error_rate: Option<f64>,
     /// Requests in flight to it (over every router replica), if measured.
@@ -118,7 +122,7 @@ fn full_weights(endpoints: &[EndpointStats]) -> Vec<f64> {
         let ok = 1.0 - e.error_rate.unwrap_or(0.0).clamp(0.0, 1.0);
         ok * ok
     };
-    let quality = |e: &EndpointStats| e.p95_ms.map(|p| ok(e) / p.max(LATENCY_FLOOR_MS));
+    let quality = |e: &EndpointStats| e.ttft_ms.map(|t| ok(e) / t.max(LATENCY_FLOOR_MS));
     let serving: Vec<&EndpointStats> =
         endpoints.iter().filter(|e| e.condition == Condition::Serving).collect();
     let mut known: Vec<f64> = serving.iter().filter_map(|e| quality(e)).collect();

@@ -1,10 +1,10 @@
 use super::*;
 use blaze_api::router::Weight;
 
-fn ep(engine: &str, p95: Option<f64>, err: Option<f64>) -> EndpointStats {
+fn ep(engine: &str, ttft: Option<f64>, err: Option<f64>) -> EndpointStats {
     EndpointStats {
         engine: engine.into(),
-        p95_ms: p95,
+        ttft_ms: ttft,
         error_rate: err,
         age_s: 1e6,
         ..Default::default()
