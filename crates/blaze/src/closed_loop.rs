@@ -595,13 +595,15 @@ pub struct SlowWorker {
     pub shift_s: Option<f64>,
     /// Seconds from its recovery to its weight back to at least half of `before`.
     pub regain_s: Option<f64>,
+    /// Its weight every second from the slowdown on (seconds, weight).
+    pub timeline: Vec<(u32, u32)>,
     /// Requests sent.
     pub requests: usize,
     /// Requests that failed.
     pub failures: usize,
 }
 
-/// One of two workers slowed (stopped 0.6 s, run 0.4 s, over and over) under four streaming
+/// One of two workers slowed (stopped 0.75 s, run 0.25 s, over and over) under four streaming
 /// clients: how soon its weight halves, and how soon it comes back once the worker is well.
 pub async fn slow_worker(c: &Cluster) -> Result<SlowWorker> {
     c.patch_router(json!({"weights": {"mode": "auto", "slowStartSeconds": 5}})).await?;
@@ -609,17 +611,29 @@ pub async fn slow_worker(c: &Cluster) -> Result<SlowWorker> {
     let victim = workers[0].name_any();
     let pid = pid(&workers[0]).context("the worker's process")?;
     let load = Load::start(&c.url, 4, CHAT_STREAM);
-    // Both workers measured under the same load first.
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let mut r = SlowWorker {
-        before: c.weights().await?.get(&victim).copied().unwrap_or(0),
-        ..Default::default()
-    };
+    // Both workers measured under the same load first; its weight before is the median of
+    // the last 6 s, relative to the other's.
+    let mut seen = Vec::new();
+    while load.elapsed() < 14.0 {
+        let w = c.weights().await?;
+        let (v, best) = (w.get(&victim).copied().unwrap_or(0), w.values().copied().max());
+        if load.elapsed() > 8.0 {
+            seen.push(v * 100 / best.unwrap_or(1).max(1));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    seen.sort_unstable();
+    let mut r =
+        SlowWorker { before: seen.get(seen.len() / 2).copied().unwrap_or(0), ..Default::default() };
     r.lowest = r.before;
     let slowed = Instant::now();
-    let duty = DutyCycle::start(pid, Duration::from_millis(600), Duration::from_millis(400));
+    let duty = DutyCycle::start(pid, Duration::from_millis(750), Duration::from_millis(250));
     while slowed.elapsed() < Duration::from_secs(30) {
         let w = c.weights().await?.get(&victim).copied().unwrap_or(0);
+        let t = slowed.elapsed().as_secs() as u32;
+        if r.timeline.last().is_none_or(|(s, _)| *s < t) {
+            r.timeline.push((t, w));
+        }
         r.lowest = r.lowest.min(w);
         if r.shift_s.is_none() && w * 2 < r.before {
             r.shift_s = Some(slowed.elapsed().as_secs_f64());

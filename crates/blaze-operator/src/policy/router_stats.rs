@@ -38,9 +38,15 @@ pub mod series {
 
 /// Seconds of router metrics the weights are computed over. Short, so a worker that turns
 /// slow loses most of its weight within one window (its median moves once half the window's
-/// first tokens are slow); long enough to hold two scrapes at the 5 s cadence of
-/// `auto` routers.
-pub const WINDOW_S: f64 = 10.0;
+/// first tokens are slow); long enough to hold two scrapes at the 3 s cadence of `auto`
+/// routers.
+pub const WINDOW_S: f64 = 8.0;
+/// Seconds an endpoint's last measured time to first token stands in for a window without
+/// one. An endpoint that turned slow gets little traffic, often none in a window; taken as
+/// unmeasured it would be given the typical score back and the traffic that shows it slow,
+/// over and over. After this long unmeasured it is typical again, so one that recovered while
+/// its weight was low is tried.
+pub const REMEMBER_S: f64 = 30.0;
 
 /// What one router pod reports of one endpoint: cumulative counters and current gauges.
 #[derive(Clone, Debug, PartialEq)]
@@ -222,6 +228,8 @@ struct Track {
     /// When it was first seen ready, or last recovered: where its slow start begins.
     since: f64,
     condition: Condition,
+    /// The last measured median time to first token (ms) and when it was measured.
+    ttft: Option<(f64, f64)>,
 }
 
 impl RouterMemory {
@@ -258,9 +266,18 @@ impl RouterMemory {
                     pod: ep.pod.clone(),
                     since: f64::NEG_INFINITY,
                     condition: seen.unwrap_or_default(),
+                    ttft: None,
                 },
             };
+            let mut track = track;
             let mut view = view.unwrap_or_default();
+            match view.stats.ttft_ms {
+                Some(ms) => track.ttft = Some((ms, at)),
+                None => {
+                    view.stats.ttft_ms =
+                        track.ttft.filter(|(_, when)| at - when <= REMEMBER_S).map(|(ms, _)| ms);
+                }
+            }
             view.stats.engine.clone_from(&ep.engine);
             view.stats.age_s = at - track.since;
             view.stats.condition = track.condition;

@@ -1,6 +1,7 @@
 //! Router weights from what each endpoint shows. In `auto` mode an endpoint's score is the
 //! inverse of its median time to first token (see [`super::router_stats`]), cut by its error
-//! rate squared and divided by one plus its requests in flight; weights are scores scaled so
+//! rate squared (an unmeasured endpoint gets the median score divided by one plus its requests
+//! in flight); weights are scores scaled so
 //! the best endpoint gets [`MAX_WEIGHT`], never below `minWeight` (so a recovered endpoint
 //! keeps getting the traffic that shows it recovered). An endpoint a router has ejected
 //! (breaker open, health check failing) gets 0; one whose breaker is half-open gets just the
@@ -130,9 +131,14 @@ fn full_weights(endpoints: &[EndpointStats]) -> Vec<f64> {
     // Endpoints whose latency is not measured yet are treated as typical: the median, cut by
     // their own errors.
     let median = known.get(known.len() / 2).copied();
-    let score = |e: &EndpointStats| {
-        let q = quality(e).or(median.map(|m| m * ok(e)))?;
-        Some(q / (1.0 + e.in_flight.unwrap_or(0.0).max(0.0)))
+    // A measured endpoint's first tokens already carry its load (queueing shows in them);
+    // dividing by its requests in flight as well would reward the endpoint the routers
+    // avoid (fewer requests, because it is slow) and cancel the signal. An unmeasured one
+    // may be piling requests up that never reach a first token (a frozen worker): its
+    // requests in flight cut the typical score it is given.
+    let score = |e: &EndpointStats| match quality(e) {
+        Some(q) => Some(q),
+        None => median.map(|m| m * ok(e) / (1.0 + e.in_flight.unwrap_or(0.0).max(0.0))),
     };
     let best = serving.iter().filter_map(|e| score(e)).fold(0.0, f64::max);
     endpoints

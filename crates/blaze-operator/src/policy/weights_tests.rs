@@ -126,10 +126,11 @@ fn when_every_endpoint_is_down_none_is_zeroed() {
     assert_eq!(weights(&eps, &WeightsSpec::default()), vec![10, 10]);
 }
 
-/// Requests piling up on an endpoint (a frozen worker whose requests never reach a first
-/// token, so its latency goes unmeasured) cut its weight, and so do failures.
+/// Requests piling up on an unmeasured endpoint (a frozen worker whose requests never reach
+/// a first token) cut its weight, and so do failures; a measured endpoint's load is already
+/// in its first tokens, and the requests it holds do not cut it again.
 #[test]
-fn requests_in_flight_and_failures_cut_the_weight_even_unmeasured() {
+fn requests_in_flight_cut_only_unmeasured_endpoints_and_failures_cut_all() {
     let busy = |e, n| with(e, |e| e.in_flight = Some(n));
     let eps = [
         busy(ep("a", Some(100.0), None), 1.0),
@@ -138,7 +139,7 @@ fn requests_in_flight_and_failures_cut_the_weight_even_unmeasured() {
         ep("a", None, Some(1.0)),
     ];
     let w = weights(&eps, &WeightsSpec { min_weight: 0, ..Default::default() });
-    assert_eq!(w, vec![100, 50, 20, 0]);
+    assert_eq!(w, vec![100, 100, 10, 0]);
 }
 
 /// Slow start in `auto` mode follows the endpoint's age (since it was first seen ready, or
