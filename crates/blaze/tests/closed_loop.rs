@@ -1,7 +1,8 @@
 //! The closed loop end to end on the development control plane: real SmolLM2 workers behind
-//! the real router, under load from many clients, each scenario on a control plane of its own
-//! (they run side by side). The figures are the ones `blaze bench loop` prints; here they are
-//! held to the targets.
+//! the real router, under load from many clients, each scenario on a control plane of its own.
+//! The figures are the ones `blaze bench loop` prints; here they are held to the targets. The
+//! scenarios take turns: each loads every core of a small machine with its workers, and two at
+//! once would measure each other rather than the loop.
 //!
 //! Needs the workspace's binaries built (`cargo test --workspace` builds them) and the model in
 //! `.dev/models` (`scripts/fetch-models.sh`; `make test` runs it).
@@ -12,6 +13,9 @@ use blaze::closed_loop::{self as cl, Cluster, Setup};
 
 const BLAZE: &str = env!("CARGO_BIN_EXE_blaze");
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Held by the scenario running now.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn setup() -> Setup {
     let bin_dir = Path::new(BLAZE).parent().unwrap().to_path_buf();
@@ -38,6 +42,7 @@ fn setup() -> Setup {
 /// sooner than the stable window plus the scale-down delay (20 s + 20 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_step_scales_up_within_10_s_and_down_only_after_the_window_and_delay() {
+    let _turn = TURN.lock().await;
     let c = Cluster::start(&setup(), "127.0.62.1-127.0.62.254").await.unwrap();
     let step = cl::load_step(&c, true, 8, 30).await.unwrap();
     eprintln!("{step:?}");
@@ -53,6 +58,7 @@ async fn a_load_step_scales_up_within_10_s_and_down_only_after_the_window_and_de
 /// weight within 10 s, every request succeeds, and the weight comes back once it is well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_worker_loses_half_its_weight_within_10_s_and_regains_it() {
+    let _turn = TURN.lock().await;
     let c = Cluster::start(&setup(), "127.0.63.1-127.0.63.254").await.unwrap();
     let r = cl::slow_worker(&c).await.unwrap();
     eprintln!("{r:?}");
@@ -67,6 +73,7 @@ async fn a_slow_worker_loses_half_its_weight_within_10_s_and_regains_it() {
 /// than 10 s plus a normal request's time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_worker_costs_no_request_and_at_most_10_s() {
+    let _turn = TURN.lock().await;
     let c = Cluster::start(&setup(), "127.0.64.1-127.0.64.254").await.unwrap();
     let r = cl::frozen_worker(&c, 20).await.unwrap();
     eprintln!("{r:?}");
@@ -78,6 +85,7 @@ async fn a_frozen_worker_costs_no_request_and_at_most_10_s() {
 /// worker count for longer than a stable window plus the scale-down delay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_restart_under_steady_load_changes_no_worker_count() {
+    let _turn = TURN.lock().await;
     let c = Cluster::start(&setup(), "127.0.65.1-127.0.65.254").await.unwrap();
     let r = cl::operator_restart(&c, 45).await.unwrap();
     eprintln!("{r:?}");
@@ -89,6 +97,7 @@ async fn an_operator_restart_under_steady_load_changes_no_worker_count() {
 /// wakes the engine and is answered, and the cold start is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_at_zero_answers_the_next_request_and_reports_the_cold_start() {
+    let _turn = TURN.lock().await;
     let c = Cluster::start(&setup(), "127.0.66.1-127.0.66.254").await.unwrap();
     let r = cl::scale_from_zero(&c).await.unwrap();
     eprintln!("{r:?}");
