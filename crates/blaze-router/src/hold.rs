@@ -125,7 +125,6 @@ pub async fn wait(table: &Table, bounds: Bounds) -> Result<Arc<Routes>, Rejected
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use blaze_api::routing::{RoutingConfig, RoutingEndpoint};
     use prometheus_client::registry::Registry;
 
     #[test]
@@ -144,16 +143,7 @@ mod tests {
     }
 
     fn table_in(addrs: &[&str], registry: &mut Registry) -> Arc<Table> {
-        let endpoints = addrs
-            .iter()
-            .map(|a| RoutingEndpoint {
-                address: (*a).into(),
-                engine: String::new(),
-                pod: String::new(),
-                weight: 1,
-            })
-            .collect();
-        let cfg = RoutingConfig { endpoints, ..RoutingConfig::default() };
+        let cfg = crate::routes::tests::cfg(addrs);
         Arc::new(Table::new(cfg, Metrics::new(registry), None))
     }
 

@@ -249,12 +249,13 @@ fn build(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use blaze_api::routing::RoutingEndpoint;
     use prometheus_client::registry::Registry;
 
-    fn cfg(addrs: &[&str]) -> RoutingConfig {
+    /// A document with endpoints at `addrs`, weight 1 each, defaults otherwise.
+    pub(crate) fn cfg(addrs: &[&str]) -> RoutingConfig {
         let endpoints = addrs
             .iter()
             .map(|a| RoutingEndpoint {

@@ -271,7 +271,8 @@ impl Drop for Partial<'_> {
     }
 }
 
-fn ready(p: &Pod) -> bool {
+/// Whether a pod is Ready and not going away.
+pub fn ready(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
         && p.status
             .iter()

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use blaze::closed_loop::ready;
 use blaze_api::engine::BlazeEngine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -71,14 +72,6 @@ fn pids(pods: &[Pod]) -> Vec<u32> {
         .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
         .filter_map(|c| c.container_id.as_deref()?.strip_prefix("process://")?.parse().ok())
         .collect()
-}
-
-fn ready(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .iter()
-            .flat_map(|s| s.conditions.iter().flatten())
-            .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 fn condition(e: &BlazeEngine, type_: &str) -> Option<(String, String)> {

@@ -1,5 +1,6 @@
 //! Router weights from what each endpoint shows. In `auto` mode an endpoint's score is the
-//! inverse of its median time to first token (see [`super::router_stats`]), cut by its error
+//! inverse of its median time to first token (see [`super::router_stats`]; those within
+//! [`LATENCY_TOLERANCE`] of the fastest count as equal), cut by its error
 //! rate squared (an unmeasured endpoint gets the median score divided by one plus its requests
 //! in flight); weights are scores scaled so
 //! the best endpoint gets [`MAX_WEIGHT`], never below `minWeight` (so a recovered endpoint
@@ -19,6 +20,12 @@ pub const MAX_WEIGHT: i32 = 100;
 /// Latencies below this count as this, so one idle endpoint reporting 1 ms does not take all
 /// the traffic.
 pub const LATENCY_FLOOR_MS: f64 = 10.0;
+/// Times to first token within this factor of the fastest serving endpoint's count as equal.
+/// Two alike workers' medians over a few seconds differ by tens of percent from one window
+/// to the next; weighing that noise would move traffic back and forth for nothing (the
+/// routers' adaptive balancing already follows small differences request by request). A
+/// worker slowed threefold or more still loses half its weight.
+pub const LATENCY_TOLERANCE: f64 = 1.5;
 /// Share of full weight a brand-new or just-recovered endpoint starts at during slow start.
 pub const SLOW_START_FLOOR: f64 = 0.1;
 /// Manual engine weights (0 to 1000) are multiplied by this before they are split over an
@@ -123,9 +130,11 @@ fn full_weights(endpoints: &[EndpointStats]) -> Vec<f64> {
         let ok = 1.0 - e.error_rate.unwrap_or(0.0).clamp(0.0, 1.0);
         ok * ok
     };
-    let quality = |e: &EndpointStats| e.ttft_ms.map(|t| ok(e) / t.max(LATENCY_FLOOR_MS));
     let serving: Vec<&EndpointStats> =
         endpoints.iter().filter(|e| e.condition == Condition::Serving).collect();
+    let fastest = serving.iter().filter_map(|e| e.ttft_ms).fold(f64::INFINITY, f64::min);
+    let floor = (fastest * LATENCY_TOLERANCE).max(LATENCY_FLOOR_MS);
+    let quality = |e: &EndpointStats| e.ttft_ms.map(|t| ok(e) / t.max(floor));
     let mut known: Vec<f64> = serving.iter().filter_map(|e| quality(e)).collect();
     known.sort_by(f64::total_cmp);
     // Endpoints whose latency is not measured yet are treated as typical: the median, cut by
