@@ -248,7 +248,7 @@ async fn bench_loop(args: BenchLoopArgs) -> anyhow::Result<()> {
         on.failures, on.requests, off.failures, off.requests
     );
     let slow = cl::slow_worker(&Cluster::start(&setup, PODS).await?).await?;
-    println!("slow worker (stopped 0.75 s of every 1 s), 4 streaming clients:");
+    println!("slow worker (stopped 0.8 s of every 1 s), 4 streaming clients:");
     println!(
         "  weight {} -> below half after {} (lowest {})",
         slow.before,

@@ -91,8 +91,8 @@ fn config_carries_weights_and_traffic_settings_and_renders_into_the_config_map()
         ),
     ]);
     let c = config(&r, eps, &stats);
-    // 400 ms against a fastest of 100 ms, counted from 150 ms (the tolerance): 150/400.
-    assert_eq!(c.endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(), [100, 38]);
+    // 400 ms against a fastest of 100 ms, counted from 125 ms (the tolerance): 125/400.
+    assert_eq!(c.endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(), [100, 31]);
     assert_eq!(c.strategy, blaze_api::router::Strategy::Adaptive);
     assert_eq!(c.circuit_breaker.consecutive_failures, 5);
     let yaml: serde_yaml::Value =

@@ -44,13 +44,13 @@ const CONTROLLER: &str = "router";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// How often a router with `manual` weights is looked at again.
 const RESYNC: Duration = Duration::from_secs(30);
-/// How often a router with `auto` weights is observed and its weights published again: under
-/// half the weights' window (8 s), so each window holds two scrapes of the router's pods and
-/// a worker that turns slow shows in its weight within 10 s. Each look lists the
+/// How often a router with `auto` weights is observed and its weights published again: a
+/// third of the weights' window (6 s), so each window holds three scrapes of the router's
+/// pods and a worker that turns slow shows in its weight within 10 s. Each look lists the
 /// router's engines, EndpointSlices and pods and applies its children again (applies that
 /// change nothing write nothing); the ConfigMap changes only when weights moved past the
 /// damping.
-const WEIGHTS_CADENCE: Duration = Duration::from_secs(3);
+const WEIGHTS_CADENCE: Duration = Duration::from_secs(2);
 /// How often a router selecting an engine at zero workers is looked at: the requests it holds
 /// wake that engine, so this bounds what a cold start adds to the first request's wait.
 const HOLD_CADENCE: Duration = Duration::from_secs(2);

@@ -37,10 +37,10 @@ pub mod series {
 }
 
 /// Seconds of router metrics the weights are computed over. Short, so a worker that turns
-/// slow loses most of its weight within one window (its median moves once half the window's
-/// first tokens are slow); long enough to hold two scrapes at the 3 s cadence of `auto`
+/// slow loses most of its weight within one window (its upper quartile moves once a quarter of the window's
+/// first tokens are slow); long enough to hold three scrapes at the 2 s cadence of `auto`
 /// routers.
-pub const WINDOW_S: f64 = 8.0;
+pub const WINDOW_S: f64 = 6.0;
 /// Seconds an endpoint's last measured time to first token stands in for a window without
 /// one. An endpoint that turned slow gets little traffic, often none in a window; taken as
 /// unmeasured it would be given the typical score back and the traffic that shows it slow,
@@ -177,7 +177,7 @@ pub fn observe(
     for (ep, c) in counts {
         let v = out.get_mut(ep).expect("counted endpoints have a view");
         v.stats.p95_ms = prom::quantile(&c.latency, 0.95).map(|s| s * 1000.0);
-        v.stats.ttft_ms = prom::quantile(&c.latency, 0.5).map(|s| s * 1000.0);
+        v.stats.ttft_ms = prom::quantile(&c.latency, 0.75).map(|s| s * 1000.0);
         if c.requests > 0.0 {
             v.stats.error_rate = Some((c.errors / c.requests).clamp(0.0, 1.0));
         }
@@ -228,7 +228,7 @@ struct Track {
     /// When it was first seen ready, or last recovered: where its slow start begins.
     since: f64,
     condition: Condition,
-    /// The last measured median time to first token (ms) and when it was measured.
+    /// The last measured upper-quartile time to first token (ms) and when it was measured.
     ttft: Option<(f64, f64)>,
 }
 

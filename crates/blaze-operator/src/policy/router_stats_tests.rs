@@ -156,7 +156,7 @@ fn an_idle_window_has_no_latency_and_restarted_routers_count_from_zero() {
 }
 
 /// Reconciled at uneven times (events come whenever they come), the window stays the last
-/// 8 s: errors before a reconcile that follows another by 1 s still show, and errors older
+/// 6 s: errors before a reconcile that follows another by 1 s still show, and errors older
 /// than the window no longer do.
 #[test]
 fn the_window_is_fixed_whatever_the_reconcile_rate() {
@@ -171,15 +171,15 @@ fn the_window_is_fixed_whatever_the_reconcile_rate() {
     e.serve(100.0, 0.0, 0.0);
     assert_eq!(at(0.0, &e), None, "nothing to diff against yet");
     e.serve(100.0, 0.0, 0.0);
-    assert_eq!(at(4.0, &e), Some(0.0));
+    assert_eq!(at(3.0, &e), Some(0.0));
     e.serve(50.0, 0.0, 50.0);
-    assert_eq!(at(5.0, &e), Some(0.25), "diffed against 0 s, not the previous 4 s");
+    assert_eq!(at(4.0, &e), Some(0.25), "diffed against 0 s, not the previous 3 s");
     e.serve(100.0, 0.0, 0.0);
-    assert_eq!(at(6.0, &e), Some(50.0 / 300.0), "no new errors, still in the window");
+    assert_eq!(at(5.0, &e), Some(50.0 / 300.0), "no new errors, still in the window");
     e.serve(100.0, 0.0, 0.0);
-    assert_eq!(at(12.0, &e), Some(50.0 / 300.0), "diffed against 4 s");
+    assert_eq!(at(9.0, &e), Some(50.0 / 300.0), "diffed against 3 s");
     e.serve(100.0, 0.0, 0.0);
-    assert_eq!(at(16.0, &e), Some(0.0), "the errors are older than the window");
+    assert_eq!(at(12.0, &e), Some(0.0), "the errors are older than the window");
 }
 
 /// Two equal workers, reconciled every 5 s; one turns slow at 30 s. Within 10 s it has lost at
@@ -303,9 +303,9 @@ fn a_slow_worker_left_without_traffic_keeps_its_low_weight_for_a_while() {
     let at = |t: f64| weights_at.iter().find(|(s, _)| *s == t).unwrap().1;
     assert_eq!(at(9.0), 100, "alike");
     assert!(at(15.0) < 50, "slow: {weights_at:?}");
-    // Its slow first tokens leave the window by 24 s (last measured at 21 s).
-    for t in [24.0, 36.0, 51.0] {
+    // Its slow first tokens leave the window by 21 s (last measured at 18 s).
+    for t in [21.0, 36.0, 48.0] {
         assert!(at(t) < 50, "no traffic since 15 s, still known slow at {t} s: {weights_at:?}");
     }
-    assert_eq!(at(54.0), 100, "unmeasured for longer than REMEMBER_S: typical again");
+    assert_eq!(at(51.0), 100, "unmeasured for longer than REMEMBER_S: typical again");
 }

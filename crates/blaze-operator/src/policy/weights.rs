@@ -1,5 +1,5 @@
 //! Router weights from what each endpoint shows. In `auto` mode an endpoint's score is the
-//! inverse of its median time to first token (see [`super::router_stats`]; those within
+//! inverse of its upper-quartile time to first token (see [`super::router_stats`]; those within
 //! [`LATENCY_TOLERANCE`] of the fastest count as equal), cut by its error
 //! rate squared (an unmeasured endpoint gets the median score divided by one plus its requests
 //! in flight); weights are scores scaled so
@@ -24,8 +24,8 @@ pub const LATENCY_FLOOR_MS: f64 = 10.0;
 /// Two alike workers' medians over a few seconds differ by tens of percent from one window
 /// to the next; weighing that noise would move traffic back and forth for nothing (the
 /// routers' adaptive balancing already follows small differences request by request). A
-/// worker slowed threefold or more still loses half its weight.
-pub const LATENCY_TOLERANCE: f64 = 1.5;
+/// worker slowed two and a half times or more loses half its weight.
+pub const LATENCY_TOLERANCE: f64 = 1.25;
 /// Share of full weight a brand-new or just-recovered endpoint starts at during slow start.
 pub const SLOW_START_FLOOR: f64 = 0.1;
 /// Manual engine weights (0 to 1000) are multiplied by this before they are split over an
@@ -57,9 +57,11 @@ pub struct EndpointStats {
     pub engine: String,
     /// p95 time to first token in milliseconds, if measured (for status).
     pub p95_ms: Option<f64>,
-    /// Median time to first token in milliseconds, if measured: what the weights follow. A
-    /// window holds a few dozen first tokens per endpoint, and their p95 is the slowest one
-    /// or two, which says more about one unlucky request than about the endpoint.
+    /// Upper-quartile (p75) time to first token in milliseconds, if measured: what the weights
+    /// follow. A window holds a few dozen first tokens per endpoint: their p95 is the slowest
+    /// one or two (one unlucky request, not the endpoint), and their median moves only once
+    /// half of them are slow, which for an endpoint the routers already avoid (few new
+    /// requests) takes most of a window. A quarter of them slow moves the upper quartile.
     pub ttft_ms: Option<f64>,
     /// Fraction of requests that failed, if measured.
     pub error_rate: Option<f64>,

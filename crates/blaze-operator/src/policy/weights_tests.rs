@@ -21,14 +21,14 @@ fn faster_endpoints_get_more_and_errors_cut_hard() {
     let w = weights(
         &[
             ep("a", Some(100.0), None),
-            ep("a", Some(300.0), None),
+            ep("a", Some(250.0), None),
             ep("a", Some(100.0), Some(0.5)),
             ep("a", None, None),
         ],
         &WeightsSpec::default(),
     );
     assert_eq!(w[0], 100);
-    assert_eq!(w[1], 50, "three times slower: half of what is within the tolerance");
+    assert_eq!(w[1], 50, "2.5 times slower: half of what is within the tolerance");
     assert_eq!(w[2], 25);
     assert_eq!(w[3], 50, "unmeasured endpoints take the median score");
 }
@@ -37,10 +37,10 @@ fn faster_endpoints_get_more_and_errors_cut_hard() {
 #[test]
 fn first_tokens_within_the_tolerance_weigh_the_same() {
     let w = weights(
-        &[ep("a", Some(100.0), None), ep("a", Some(149.0), None), ep("a", Some(200.0), None)],
+        &[ep("a", Some(100.0), None), ep("a", Some(124.0), None), ep("a", Some(500.0), None)],
         &WeightsSpec::default(),
     );
-    assert_eq!(w, vec![100, 100, 75]);
+    assert_eq!(w, vec![100, 100, 25]);
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn ejected_endpoints_get_nothing_and_probed_ones_the_floor() {
     let probing = |e| with(e, |e| e.condition = Condition::Probing);
     let eps = [
         ep("a", Some(100.0), None),
-        ep("a", Some(300.0), None),
+        ep("a", Some(250.0), None),
         down(ep("a", Some(10.0), Some(1.0))),
         probing(ep("a", Some(10.0), None)),
         ep("a", None, None),
