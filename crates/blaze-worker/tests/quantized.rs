@@ -26,15 +26,16 @@ fn logits(model: &LoadedModel, tokens: &[u32]) -> Vec<Vec<f32>> {
     out
 }
 
-/// Largest logit difference relative to the largest reference logit.
+/// Root-mean-square logit difference relative to the reference logits' root mean square. A
+/// whole-vector measure: the largest single difference of a random-weight model swings by
+/// several times from one set of weights to the next, and made the check a matter of luck.
 fn relative_error(reference: &[Vec<f32>], got: &[Vec<f32>]) -> f32 {
-    let scale = reference.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = reference
-        .iter()
-        .flatten()
-        .zip(got.iter().flatten())
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    diff / scale
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (a, b) in reference.iter().flatten().zip(got.iter().flatten()) {
+        diff += f64::from(a - b).powi(2);
+        norm += f64::from(*a).powi(2);
+    }
+    (diff / norm.max(f64::MIN_POSITIVE)).sqrt() as f32
 }
 
 #[test]
@@ -46,24 +47,24 @@ fn dtypes_and_quantizations_answer_within_their_error_of_f32() {
     let reference = logits(&f32_model, &tokens);
     let f32_bytes = f32_model.llama.weight_bytes_per_step(1);
 
-    // Measured on the tiny llama: f16 about 1e-3, bf16 about 1e-2, Q8_0 about 1e-2, Q4K
-    // about 0.1 (4 bits on weights of 64 inputs). A wrong layout or a missing scale is
-    // off by the whole logit range (1.0 and more).
+    // Measured on the tiny llama over runs (RMS, relative): f16 about 0.003, bf16 about 0.01,
+    // Q8_0 about 0.03, Q4K 0.20 to 0.28 (4 bits on weights of 64 inputs). A wrong layout or a
+    // missing scale gives logits unrelated to f32's, about 1.4.
     // Half types hold half the bytes. The quantized ones are padded to whole 256-value
     // blocks (the tiny model's projections are 64 and 128 wide), so their size says little
     // here; that they are not f32 shows in their error, which f32 weights would not have.
     let cases = [
         ("f16", Dtype::F16, None, 0.02, Some(0.55)),
-        ("bf16", Dtype::Bf16, None, 0.08, Some(0.55)),
-        ("q8_0", Dtype::Auto, Some(Quantization::Q8_0), 0.08, None),
-        ("q4k", Dtype::Auto, Some(Quantization::Q4K), 0.4, None),
+        ("bf16", Dtype::Bf16, None, 0.05, Some(0.55)),
+        ("q8_0", Dtype::Auto, Some(Quantization::Q8_0), 0.12, None),
+        ("q4k", Dtype::Auto, Some(Quantization::Q4K), 0.6, None),
     ];
     for (name, dtype, quantization, tolerance, max_bytes_ratio) in cases {
         let model = load(dir.path(), dtype, quantization);
         let error = relative_error(&reference, &logits(&model, &tokens));
         let ratio = model.llama.weight_bytes_per_step(1) as f64 / f32_bytes as f64;
         eprintln!("{name}: relative logit error {error:.5}, {ratio:.2} of f32's weight bytes");
-        assert!(error < tolerance, "{name}: logits off by {error} of their range (< {tolerance})");
+        assert!(error < tolerance, "{name}: logits off by {error} of their size (< {tolerance})");
         assert!(error > 1e-6, "{name}: logits equal f32's: the weights were not converted");
         if let Some(max) = max_bytes_ratio {
             assert!(ratio < max, "{name} holds {ratio:.2} of f32's bytes");
