@@ -61,6 +61,44 @@ pub struct Setup {
     pub models: PathBuf,
 }
 
+/// The quickstart's model file, looked for in the model cache.
+pub const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+impl Setup {
+    /// The binaries beside `blaze` (or in `bin_dir`) and the model cache `models`, checked:
+    /// an error names what is missing and how to get it.
+    pub fn new(blaze: PathBuf, bin_dir: Option<PathBuf>, models: PathBuf) -> Result<Self> {
+        let bin_dir = match bin_dir {
+            Some(d) => d,
+            None => blaze.parent().context("the blaze binary's folder")?.to_path_buf(),
+        };
+        for bin in ["blaze-operator", "blaze-worker", "blaze-router"] {
+            if !bin_dir.join(bin).is_file() {
+                bail!(
+                    "{} is missing: build it first (cargo build -p {bin}, or cargo test --workspace)",
+                    bin_dir.join(bin).display()
+                );
+            }
+        }
+        if !models.join(MODEL).is_file() {
+            bail!("{} has no {MODEL}: run scripts/fetch-models.sh", models.display());
+        }
+        Ok(Self { blaze, bin_dir, models })
+    }
+}
+
+/// Stops a `blaze dev up` (`child`, running in `dir`): `blaze dev down`, then the process.
+fn dev_down(blaze: &std::path::Path, dir: &std::path::Path, child: &mut Child) {
+    let _ = Command::new(blaze)
+        .args(["dev", "down", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A `blaze dev up` of its own, with the quickstart applied; `blaze dev down` when dropped.
 pub struct Cluster {
     child: Child,
@@ -74,14 +112,7 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new(&self.blaze)
-            .args(["dev", "down", "--dir"])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        dev_down(&self.blaze, self.dir.path(), &mut self.child);
     }
 }
 
@@ -259,14 +290,7 @@ impl Partial<'_> {
 impl Drop for Partial<'_> {
     fn drop(&mut self) {
         if let (Some(mut child), Some(dir)) = (self.child.take(), self.dir.take()) {
-            let _ = Command::new(self.blaze)
-                .args(["dev", "down", "--dir"])
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
+            dev_down(self.blaze, dir.path(), &mut child);
         }
     }
 }

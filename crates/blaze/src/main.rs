@@ -222,12 +222,7 @@ fn crds(args: CrdsArgs) -> anyhow::Result<()> {
 /// none disturbs another's figures.
 async fn bench_loop(args: BenchLoopArgs) -> anyhow::Result<()> {
     use blaze::closed_loop::{self as cl, Cluster, Setup};
-    let blaze = std::env::current_exe()?;
-    let bin_dir = match args.bin_dir {
-        Some(d) => d,
-        None => blaze.parent().context("the binary's folder")?.to_path_buf(),
-    };
-    let setup = Setup { blaze, bin_dir, models: args.models };
+    let setup = Setup::new(std::env::current_exe()?, args.bin_dir, args.models)?;
     const PODS: &str = "127.0.70.1-127.0.70.254";
     println!("closed loop on the development control plane (SmolLM2-135M Q4_1, CPU workers)");
     let (n, secs) = (args.clients, args.step_seconds);

@@ -12,29 +12,15 @@ use std::path::{Path, PathBuf};
 use blaze::closed_loop::{self as cl, Cluster, Setup};
 
 const BLAZE: &str = env!("CARGO_BIN_EXE_blaze");
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// Held by the scenario running now.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn setup() -> Setup {
-    let bin_dir = Path::new(BLAZE).parent().unwrap().to_path_buf();
-    for bin in ["blaze-operator", "blaze-worker", "blaze-router"] {
-        assert!(
-            bin_dir.join(bin).is_file(),
-            "{} is missing: build it first (cargo test --workspace)",
-            bin_dir.join(bin).display()
-        );
-    }
     let models = std::env::var_os("BLAZE_TEST_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev/models"));
-    assert!(
-        models.join(MODEL).is_file(),
-        "{} has no {MODEL}: run scripts/fetch-models.sh",
-        models.display()
-    );
-    Setup { blaze: BLAZE.into(), bin_dir, models }
+    Setup::new(BLAZE.into(), None, models).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Eight clients on one worker with the autoscaler on: more workers are asked for within 10 s

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use blaze::closed_loop::ready;
+use blaze::closed_loop::{Setup, pid, ready, until};
 use blaze_api::engine::BlazeEngine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -22,43 +22,18 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 
 const BLAZE: &str = env!("CARGO_BIN_EXE_blaze");
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const WORKERS: &str = "blaze.ai/engine=smollm2";
 
-/// Where the other binaries are: beside `blaze` in the target directory.
-fn bin_dir() -> PathBuf {
-    let dir = Path::new(BLAZE).parent().unwrap().to_path_buf();
-    for bin in ["blaze-operator", "blaze-worker", "blaze-router"] {
-        assert!(
-            dir.join(bin).is_file(),
-            "{} is missing: build it first (cargo build -p {bin}, or cargo test --workspace)",
-            dir.join(bin).display()
-        );
-    }
-    dir
-}
-
-fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("BLAZE_TEST_MODELS")
+/// The binaries beside `blaze` and the model cache, checked.
+fn setup() -> Setup {
+    let models = std::env::var_os("BLAZE_TEST_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev/models"));
-    assert!(
-        dir.join(MODEL).is_file(),
-        "{} has no {MODEL}: run scripts/fetch-models.sh",
-        dir.display()
-    );
-    dir
+    Setup::new(BLAZE.into(), None, models).unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn poll<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+async fn poll<T>(what: &str, secs: u64, f: impl AsyncFnMut() -> Option<T>) -> T {
+    until(what, secs, f).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn alive(pid: u32) -> bool {
@@ -68,10 +43,7 @@ fn alive(pid: u32) -> bool {
 }
 
 fn pids(pods: &[Pod]) -> Vec<u32> {
-    pods.iter()
-        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
-        .filter_map(|c| c.container_id.as_deref()?.strip_prefix("process://")?.parse().ok())
-        .collect()
+    pods.iter().filter_map(pid).filter_map(|p| u32::try_from(p).ok()).collect()
 }
 
 fn condition(e: &BlazeEngine, type_: &str) -> Option<(String, String)> {
@@ -210,14 +182,15 @@ async fn get_tls(
 /// `blaze dev up` with pods on `pod_addresses` (each scenario its own range, as they run at
 /// once).
 async fn start(pod_addresses: &str) -> (Dev, Client, String) {
+    let setup = setup();
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(BLAZE)
         .args(["dev", "up", "--listen", "127.0.0.1:0", "--port", "0"])
         .args(["--pod-addresses", pod_addresses, "--dir"])
         .arg(dir.path())
         .arg("--models")
-        .arg(models_dir())
-        .env("BLAZE_BIN_DIR", bin_dir())
+        .arg(&setup.models)
+        .env("BLAZE_BIN_DIR", &setup.bin_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

@@ -114,16 +114,7 @@ pub async fn wake(ctx: &Context, engine: &BlazeEngine, held: u64, router: &str) 
         return;
     }
     let idle = engine.status.as_ref().is_none_or(|s| s.ready_replicas == 0);
-    let fresh = {
-        let mut scalers = ctx.autoscalers.lock();
-        let scaler = scalers.entry(key(engine)).or_default();
-        let fresh = scaler.wake(a, clock());
-        if fresh && !idle {
-            // Workers are serving: requests were held for another engine's sake.
-            scaler.cold_start_done(clock());
-        }
-        fresh && idle
-    };
+    let fresh = ctx.autoscalers.lock().entry(key(engine)).or_default().wake(a, clock(), idle);
     let _ = ctx.urgent.send(kube::runtime::reflector::ObjectRef::from_obj(engine));
     if fresh {
         info!(engine = %key(engine), held, router, "waking an engine at zero workers");

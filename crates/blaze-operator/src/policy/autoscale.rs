@@ -64,15 +64,16 @@ impl Autoscaler {
         self.samples.push_back(s);
     }
 
-    /// Records demand seen outside the workers (requests held for the engine while it has
-    /// none) at `now`. Returns whether this starts a cold start: no wake-up was in effect.
-    pub fn wake(&mut self, spec: &AutoscalingSpec, now: f64) -> bool {
-        let fresh = !self.woken(spec, now);
+    /// Records demand seen outside the workers (requests held for the engine) at `now`, when
+    /// `idle` (no worker ready). Returns whether this starts a cold start: the engine is idle
+    /// and no wake-up was in effect.
+    pub fn wake(&mut self, spec: &AutoscalingSpec, now: f64, idle: bool) -> bool {
+        let cold = idle && !self.woken(spec, now);
         self.woken_at = Some(now);
-        if fresh {
+        if cold {
             self.cold_since.get_or_insert(now);
         }
-        fresh
+        cold
     }
 
     /// Ends a cold start once a worker is ready: the seconds since its first wake-up, or

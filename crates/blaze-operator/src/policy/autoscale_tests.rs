@@ -177,8 +177,8 @@ fn a_wake_up_brings_an_engine_at_zero_to_one_and_keeps_it_a_window_and_a_delay()
         AutoscalingSpec { stable_window_seconds: 20, scale_down_delay_seconds: 30, ..spec(0, 3) };
     let mut a = Autoscaler::default();
     assert_eq!(a.decide(&s, 0, 0, 0.0).desired, 0, "asleep without demand");
-    assert!(a.wake(&s, 10.0), "the first wake-up is a cold start");
-    assert!(!a.wake(&s, 11.0), "another while woken is not");
+    assert!(a.wake(&s, 10.0, true), "the first wake-up at zero is a cold start");
+    assert!(!a.wake(&s, 11.0, true), "another while woken is not");
     assert_eq!(a.decide(&s, 0, 0, 11.0).desired, 1, "one worker at once");
     // The worker is ready from 20 s and serves the held requests, then sits idle.
     let mut last_one = 0.0;
@@ -194,7 +194,10 @@ fn a_wake_up_brings_an_engine_at_zero_to_one_and_keeps_it_a_window_and_a_delay()
     assert!(last_one >= 11.0 + 20.0 + 30.0 - 2.0, "kept until {last_one} s");
     assert!(last_one < 118.0, "never went back to zero");
     assert_eq!(a.decide(&s, 1, 1, 120.0).desired, 0);
-    assert!(a.wake(&s, 130.0), "a wake-up after the window is a new cold start");
+    assert!(a.wake(&s, 130.0, true), "a wake-up after the window is a new cold start");
+    let mut serving = Autoscaler::default();
+    assert!(!serving.wake(&s, 0.0, false), "with a worker ready it is no cold start");
+    assert_eq!(serving.cold_start_done(1.0), None);
 }
 
 /// The load step: 20 s windows and delay, target 2, twelve streams for a minute.
