@@ -32,7 +32,7 @@ pub enum Error {
         name: String,
         /// What went wrong.
         #[source]
-        source: serde_yaml::Error,
+        source: serde_saphyr::ser_error::Error,
     },
 }
 

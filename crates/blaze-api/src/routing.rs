@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn a_minimal_file_gets_the_spec_defaults() {
         let cfg: RoutingConfig =
-            serde_yaml::from_str("endpoints:\n- address: 127.0.0.1:9000\n").unwrap();
+            serde_saphyr::from_str("endpoints:\n- address: 127.0.0.1:9000\n").unwrap();
         assert_eq!(cfg.endpoints[0].weight, 100);
         assert_eq!(cfg.strategy, Strategy::Adaptive);
         assert_eq!(cfg.circuit_breaker.consecutive_failures, 5);
@@ -209,7 +209,7 @@ mod tests {
         assert_eq!(cfg.upstream_protocol, UpstreamProtocol::Auto);
         assert!(cfg.health_check.is_some());
         assert_eq!(cfg.hold, HoldSpec::default());
-        let off: RoutingConfig = serde_yaml::from_str("healthCheck: null\n").unwrap();
+        let off: RoutingConfig = serde_saphyr::from_str("healthCheck: null\n").unwrap();
         assert_eq!(off.health_check, None);
     }
 
@@ -217,12 +217,12 @@ mod tests {
     fn camel_case_fields_round_trip() {
         let yaml = "strategy: weightedRoundRobin\nslowStartSeconds: 0\nupstreamProtocol: http2\n\
                     endpoints:\n- address: a:1\n  engine: chat\n  weight: 3\n";
-        let cfg: RoutingConfig = serde_yaml::from_str(yaml).unwrap();
+        let cfg: RoutingConfig = serde_saphyr::from_str(yaml).unwrap();
         assert_eq!(cfg.strategy, Strategy::WeightedRoundRobin);
         assert_eq!(cfg.slow_start_seconds, 0);
         assert_eq!(cfg.upstream_protocol, UpstreamProtocol::Http2);
         let back: RoutingConfig =
-            serde_yaml::from_str(&serde_yaml::to_string(&cfg).unwrap()).unwrap();
+            serde_saphyr::from_str(&serde_saphyr::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(back, cfg);
     }
 
@@ -253,12 +253,12 @@ mod tests {
 
     #[test]
     fn keys_dir_is_optional_and_camel_case() {
-        let old: RoutingAuth = serde_yaml::from_str("keysFile: /k.yaml\n").unwrap();
+        let old: RoutingAuth = serde_saphyr::from_str("keysFile: /k.yaml\n").unwrap();
         assert_eq!(old.keys_dir, None);
-        assert!(!serde_yaml::to_string(&old).unwrap().contains("keysDir"));
-        let new: RoutingAuth = serde_yaml::from_str("keysDir: /etc/blaze/api-keys\n").unwrap();
+        assert!(!serde_saphyr::to_string(&old).unwrap().contains("keysDir"));
+        let new: RoutingAuth = serde_saphyr::from_str("keysDir: /etc/blaze/api-keys\n").unwrap();
         assert_eq!(new.keys_dir.as_deref(), Some("/etc/blaze/api-keys"));
         assert_eq!(new.header, "authorization");
-        assert!(serde_yaml::to_string(&new).unwrap().contains("keysDir: /etc/blaze/api-keys"));
+        assert!(serde_saphyr::to_string(&new).unwrap().contains("keysDir: /etc/blaze/api-keys"));
     }
 }

@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 fn repo_root() -> PathBuf {
@@ -76,10 +75,8 @@ fn unknown_fields(schema: &Value, value: &Value, path: &str, root: bool, out: &m
 
 fn yaml_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .filter(|v| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn yaml_files(dir: &str) -> Vec<PathBuf> {
@@ -218,9 +215,9 @@ fn every_cel_rule_has_a_negative_case() {
     let text: String = ["blazeengines.yaml", "blazerouters.yaml"]
         .iter()
         .map(|f| std::fs::read_to_string(repo_root().join("crds").join(f)).unwrap())
-        .collect();
-    let crds: Vec<Value> =
-        serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).collect();
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let crds: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     let mut rules = Vec::new();
     fn collect(v: &Value, rules: &mut Vec<(String, String)>) {
         match v {

@@ -223,7 +223,7 @@ impl Cluster {
             .get(&config_map_name(ROUTER))
             .await?;
         let yaml = cm.data.and_then(|mut d| d.remove(CONFIG_MAP_KEY)).unwrap_or_default();
-        Ok(serde_yaml::from_str(&yaml)?)
+        Ok(serde_saphyr::from_str(&yaml)?)
     }
 
     /// Weight per worker pod in the routing document.

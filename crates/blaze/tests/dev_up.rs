@@ -299,7 +299,7 @@ async fn quickstart_serves_scales_recovers_and_cleans_up() {
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     secrets.create(&Default::default(), &secret).await.unwrap();
-    let secure: blaze_api::router::BlazeRouter = serde_yaml::from_str(
+    let secure: blaze_api::router::BlazeRouter = serde_saphyr::from_str(
         "apiVersion: blaze.ai/v1alpha1\nkind: BlazeRouter\nmetadata: {name: secure, namespace: default}\n\
          spec: {engines: {names: [smollm2]}, replicas: 1, tls: {secretName: secure-tls}}\n",
     )
@@ -322,7 +322,7 @@ async fn quickstart_serves_scales_recovers_and_cleans_up() {
     assert_eq!(version, http::Version::HTTP_2, "{models}");
 
     // More GPUs than any node has: Unschedulable, said in the engine's status.
-    let greedy: BlazeEngine = serde_yaml::from_str(
+    let greedy: BlazeEngine = serde_saphyr::from_str(
         "apiVersion: blaze.ai/v1alpha1\nkind: BlazeEngine\nmetadata: {name: greedy, namespace: default}\n\
          spec: {kind: llm, model: {source: 'pvc://blaze-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'}, resources: {gpus: 8}}\n",
     )
@@ -450,7 +450,7 @@ async fn a_frozen_only_worker_is_replaced_and_unsupported_kinds_are_marked() {
     })
     .await;
 
-    let embedding: BlazeEngine = serde_yaml::from_str(
+    let embedding: BlazeEngine = serde_saphyr::from_str(
         "apiVersion: blaze.ai/v1alpha1\nkind: BlazeEngine\nmetadata: {name: minilm, namespace: default}\n\
          spec: {kind: embedding, model: {source: 'pvc://blaze-models/minilm'}}\n",
     )

@@ -7,21 +7,17 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use kube::{Client, ResourceExt};
-use serde::Deserialize;
 
 /// Field manager of everything `blaze dev` applies.
 pub const MANAGER: &str = "blaze-dev";
 
 /// The objects of a multi-document YAML text (empty documents skipped).
 pub fn parse(text: &str, origin: &str) -> anyhow::Result<Vec<DynamicObject>> {
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).with_context(|| format!("{origin}: not YAML"))?;
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc)
-            .with_context(|| format!("{origin}: document {} is not YAML", i + 1))?;
-        if value.is_null() {
-            continue;
-        }
-        let obj: DynamicObject = serde_yaml::from_value(value)
+    for (i, value) in docs.into_iter().enumerate() {
+        let obj: DynamicObject = serde_json::from_value(value)
             .with_context(|| format!("{origin}: document {} is not a Kubernetes object", i + 1))?;
         if obj.types.is_none() {
             bail!("{origin}: document {} has no apiVersion/kind", i + 1);
