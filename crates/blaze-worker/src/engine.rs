@@ -1,5 +1,8 @@
-//! The contract between the servers (HTTP, gRPC) and whatever executes requests. An LLM
-//! engine implements it today; embedding and diffusion engines plug in behind the same trait.
+//! Engines: the contract between the servers (HTTP, gRPC) and whatever executes requests,
+//! and its implementations. The LLM engine ([`llm`]) implements it today; embedding and
+//! diffusion engines plug in beside it, behind the same trait.
+
+pub mod llm;
 
 use std::time::Instant;
 

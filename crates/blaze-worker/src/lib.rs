@@ -10,7 +10,6 @@ pub mod grpc;
 pub mod metrics;
 pub mod model;
 pub mod sampling;
-pub mod scheduler;
 pub mod server;
 pub mod source;
 pub mod testing;

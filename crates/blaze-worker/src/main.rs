@@ -11,7 +11,7 @@ use blaze_worker::engine::{Engine, Health};
 use blaze_worker::grpc::GenerateService;
 use blaze_worker::metrics::Metrics;
 use blaze_worker::model::{LoadOptions, LoadedModel};
-use blaze_worker::scheduler::{LlmEngine, SchedulerConfig};
+use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use blaze_worker::server::{self, AppState};
 use blaze_worker::source::{HubOptions, ModelSource};
 use clap::Parser;

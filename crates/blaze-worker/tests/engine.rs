@@ -7,7 +7,7 @@ use blaze_worker::engine::{Engine, Event, FinishReason, GenerateRequest, SubmitE
 use blaze_worker::metrics::Metrics;
 use blaze_worker::model::{KvCache, Llama, LoadedModel};
 use blaze_worker::sampling::SamplingParams;
-use blaze_worker::scheduler::{LlmEngine, SchedulerConfig};
+use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn tiny_model(context: usize) -> (tempfile::TempDir, LoadedModel) {
