@@ -8,10 +8,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::body::Downstream;
 use crate::hold;
 use crate::metrics::EndpointLabels;
 use crate::proxy::local;
+use crate::relay::Downstream;
 use crate::routes::Table;
 
 /// The admin endpoints.

@@ -22,8 +22,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::Upstream;
 use crate::endpoint::Endpoint;
+use crate::relay::{self, Upstream};
 use crate::routes::Table;
 
 /// Runs health checks forever over whatever endpoints the table holds.
@@ -96,7 +96,7 @@ pub(crate) async fn probe(clients: &Clients, ep: &Endpoint, path: &str, timeout:
         return tokio::time::timeout(timeout, call).await.unwrap_or(false);
     }
     let client = &clients.http;
-    let mut req = Request::new(Upstream::full(Bytes::new()));
+    let mut req = Request::new(relay::buffered(Bytes::new()));
     *req.uri_mut() = uri;
     match tokio::time::timeout(timeout, client.request(req)).await {
         Ok(Ok(resp)) => resp.status().is_success(),

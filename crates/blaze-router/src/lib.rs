@@ -87,7 +87,6 @@
 pub mod admin;
 pub mod auth;
 pub mod balance;
-pub mod body;
 pub mod breaker;
 pub mod budget;
 pub mod config;
@@ -98,6 +97,7 @@ pub mod kube_watch;
 pub mod metrics;
 pub mod progress;
 pub mod proxy;
+pub mod relay;
 pub mod routes;
 pub mod stall;
 pub mod tls;

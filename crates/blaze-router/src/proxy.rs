@@ -54,16 +54,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use h1::Body as H1Body;
+pub use h1::ResponseBody as H1ResponseBody;
 pub use headers::{Forwarding, REQUEST_ID, prepare_request, strip_hop_by_hop};
 pub use pool::{CONNECT_TIMEOUT, Lease, SendError, release_conn};
 pub use server::serve;
 
 use crate::auth::Auth;
 use crate::balance::PickContext;
-use crate::body::{Downstream, Upstream};
 use crate::hold;
 use crate::metrics::ReasonLabels;
+use crate::relay::{Downstream, Upstream};
 use crate::routes::{Routes, Table};
 use attempt::{TryFailure, TryGuard};
 use request::{ReqBody, read_small, session_key};

@@ -12,7 +12,7 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body::Upstream;
+use crate::relay::{self, Upstream};
 
 /// The health check path that selects gRPC health checking.
 pub const GRPC_HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
@@ -24,7 +24,7 @@ const SERVING: u64 = 1;
 /// endpoint's absolute URI with [`GRPC_HEALTH_PATH`]).
 pub fn request(uri: http::Uri) -> Request<Upstream> {
     // One uncompressed message of length zero: an empty HealthCheckRequest.
-    let mut req = Request::new(Upstream::full(Bytes::from_static(&[0, 0, 0, 0, 0])));
+    let mut req = Request::new(relay::buffered(Bytes::from_static(&[0, 0, 0, 0, 0])));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_2;

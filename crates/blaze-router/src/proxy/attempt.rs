@@ -12,15 +12,16 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
+use http_body_util::Either;
 use tokio::sync::futures::Notified;
 
 use super::pool::{self, Lease, SendError};
 use super::request::{ReqBody, upstream_request};
 use super::{Forwarding, Proxy, RetryType, millis, strip_hop_by_hop};
-use crate::body::{BoxError, Downstream, First, FromEndpoint, Upstream, grpc_failure};
 use crate::endpoint::{Ejection, Endpoint};
 use crate::hold;
 use crate::progress;
+use crate::relay::{self, BoxError, Downstream, First, FromEndpoint, Upstream, grpc_failure};
 use crate::routes::{Choice, Routes, Table};
 
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -224,7 +225,7 @@ impl Proxy {
             TryRequest::Buffered(parts, b) => {
                 let resp = pool::send_buffered(address, parts, fwd, &b).await?;
                 let (rparts, body) = resp.into_parts();
-                return Ok((rparts, FromEndpoint::H1 { body }, None));
+                return Ok((rparts, Either::Right(body), None));
             }
             TryRequest::Hyper(req) => *req,
         };
@@ -236,7 +237,7 @@ impl Proxy {
             (r, Some(l))
         };
         let (rparts, body) = resp.into_parts();
-        Ok((rparts, FromEndpoint::Hyper { body }, lease))
+        Ok((rparts, Either::Left(body), lease))
     }
 }
 
@@ -253,9 +254,9 @@ fn outgoing<'a>(
         // The common case: written and answered by this task on its own connection,
         // straight from the client's parts.
         ReqBody::Buffered(b) if !use_h2 => (Outgoing::Buffered(b.clone()), RetryType::Safe),
-        ReqBody::Buffered(b) => (Outgoing::Hyper(Upstream::full(b.clone())), RetryType::Safe),
+        ReqBody::Buffered(b) => (Outgoing::Hyper(relay::buffered(b.clone())), RetryType::Safe),
         ReqBody::Streamed(s) => match s.take() {
-            Some(s) => (Outgoing::Hyper(Upstream::Stream { body: s }), RetryType::Never),
+            Some(s) => (Outgoing::Hyper(Either::Right(s)), RetryType::Never),
             None => {
                 let m = "request body already sent".into();
                 return Err(TryFailure::new(StatusCode::BAD_GATEWAY, m, RetryType::Never));
@@ -350,7 +351,7 @@ impl TryGuard {
         self.routes.record(self.index, ok, now);
     }
 
-    fn into_verdict(self) -> crate::body::Verdict {
+    fn into_verdict(self) -> relay::Verdict {
         Box::new(move |ok| self.finish(ok, Instant::now()))
     }
 

@@ -2,7 +2,7 @@
 //! written to a pooled endpoint connection and answered on it, all inside the request's own
 //! task. hyper's client would run every connection as a task of its own, reached through
 //! channels, so each request would hop between two tasks several times; here the request
-//! task writes the request, reads the response head and then (through [`Body`]) the response
+//! task writes the request, reads the response head and then (through [`ResponseBody`]) the response
 //! body straight from the socket. Requests whose bodies stream from the client still go
 //! through hyper (`pool`), which can send and receive at once.
 //!
@@ -11,7 +11,7 @@
 //! closes. A connection is reused only after a complete, well-framed exchange that neither
 //! side asked to close.
 
-mod body;
+mod response_body;
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -24,7 +24,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Ver
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 
-pub use body::Body;
+pub use response_body::ResponseBody;
 
 use super::headers::Forwarding;
 
@@ -280,7 +280,7 @@ impl Conn {
 
     /// Reads the response head (skipping 1xx interim responses) and returns the response
     /// with a body that reads the rest from this connection.
-    pub async fn read_response(mut self, method: &Method) -> Result<Response<Body>, Error> {
+    pub async fn read_response(mut self, method: &Method) -> Result<Response<ResponseBody>, Error> {
         // Whether any byte of an answer came (an interim 1xx one included).
         let mut started = false;
         loop {
@@ -293,7 +293,7 @@ impl Conn {
                 continue;
             };
             let keep_alive = keep_alive && self.reuse;
-            return Ok(Response::from_parts(parts, Body::new(self, framing, keep_alive)));
+            return Ok(Response::from_parts(parts, ResponseBody::new(self, framing, keep_alive)));
         }
     }
 

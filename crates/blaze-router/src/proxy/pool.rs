@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use super::h1;
 use super::headers::Forwarding;
-use crate::body::Upstream;
+use crate::relay::Upstream;
 
 /// Time to establish a connection to an endpoint. Endpoints are on the cluster network: a
 /// connection that takes longer is as good as refused, and the try moves on.
@@ -196,7 +196,7 @@ pub async fn send_buffered(
     parts: &http::request::Parts,
     fwd: &Forwarding,
     body: &Bytes,
-) -> Result<Response<h1::Body>, SendError> {
+) -> Result<Response<h1::ResponseBody>, SendError> {
     if let Some(mut conn) = RAW.with_borrow_mut(|p| p.take(addr)) {
         match conn.write_request(parts, fwd, addr, body).await {
             Ok(()) => {

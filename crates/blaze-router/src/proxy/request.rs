@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use super::{MAX_BUFFERED, RetryType, headers};
 use crate::balance::hash_bytes;
-use crate::body::{BoxError, Idle};
+use crate::relay::{BoxError, Idle};
 
 /// The request body as the tries see it.
 pub(super) enum ReqBody {
@@ -123,7 +123,7 @@ pub(super) fn upstream_request<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::body::Upstream;
+    use crate::relay::{self, Upstream};
 
     fn parts(uri: &str, host: Option<&str>) -> http::request::Parts {
         let mut b = Request::get(uri);
@@ -134,7 +134,7 @@ mod tests {
     }
 
     fn try_of(p: &http::request::Parts, http2: bool) -> Request<Upstream> {
-        upstream_request(p, p.headers.clone(), "10.0.0.1:80", http2, Upstream::full(Bytes::new()))
+        upstream_request(p, p.headers.clone(), "10.0.0.1:80", http2, relay::buffered(Bytes::new()))
             .unwrap()
     }
 

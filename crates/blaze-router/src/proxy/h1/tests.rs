@@ -54,7 +54,7 @@ async fn exchange(
     addr: SocketAddr,
     parts: &Parts,
     fwd: &Forwarding,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let mut c = match conn.take() {
         Some(c) => c,
         None => Conn::new(TcpStream::connect(addr).await.unwrap()),
@@ -64,7 +64,7 @@ async fn exchange(
 }
 
 /// Reads a body to the end: its data, its trailers, and the connection if reusable.
-async fn drain(mut body: Body) -> (Vec<u8>, Option<HeaderMap>, Option<Conn>) {
+async fn drain(mut body: ResponseBody) -> (Vec<u8>, Option<HeaderMap>, Option<Conn>) {
     let (mut data, mut trailers) = (Vec::new(), None);
     while let Some(frame) = body.frame().await {
         let frame = frame.unwrap();

@@ -31,15 +31,15 @@ enum State {
 }
 
 /// A response body read from its endpoint connection. The connection is given back for reuse
-/// with [`Body::take_reusable`] once the body ended cleanly; dropped before that, it closes.
+/// with [`ResponseBody::take_reusable`] once the body ended cleanly; dropped before that, it closes.
 #[derive(Debug)]
-pub struct Body {
+pub struct ResponseBody {
     conn: Option<Conn>,
     state: State,
     keep_alive: bool,
 }
 
-impl Body {
+impl ResponseBody {
     pub(super) fn new(conn: Conn, framing: Framing, keep_alive: bool) -> Self {
         let state = match framing {
             Framing::Empty => State::Done,
@@ -71,7 +71,7 @@ fn poll_more(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
     }
 }
 
-impl http_body::Body for Body {
+impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = Error;
 

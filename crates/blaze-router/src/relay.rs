@@ -1,4 +1,5 @@
-//! Body types: request bodies sent upstream (buffered, so they can be retried, or streamed),
+//! The bodies the router relays between clients and endpoints, whatever the protocol on
+//! either side: request bodies sent upstream (buffered, so they can be retried, or streamed),
 //! and response bodies streamed back that start with the first frame the proxy waited for,
 //! hold their endpoint's in-flight count until they end, note the endpoint's progress at each
 //! frame, enforce the idle timeout, and deliver a late verdict (gRPC status in trailers) to
@@ -11,11 +12,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::endpoint::InFlight;
-use crate::proxy::{H1Body, Lease};
+use crate::proxy::{H1ResponseBody, Lease};
 
 /// The error type of every body the router produces.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -97,104 +99,27 @@ where
     }
 }
 
-pin_project! {
-    /// The body of a request sent upstream.
-    #[project = UpstreamProj]
-    pub enum Upstream {
-        /// Buffered: can be sent again on a retry.
-        Full { data: Option<Bytes> },
-        /// Streamed from the client: sent once.
-        Stream { #[pin] body: Idle<hyper::body::Incoming> },
-    }
+/// The body of a request sent upstream: buffered (left), so a retry can send it again, or
+/// streamed from the client (right), sent once.
+pub type Upstream = Either<Full<Bytes>, Idle<hyper::body::Incoming>>;
+
+/// A buffered request body.
+pub fn buffered(data: Bytes) -> Upstream {
+    Either::Left(Full::new(data))
 }
 
-impl Upstream {
-    /// A buffered body.
-    pub fn full(data: Bytes) -> Self {
-        Upstream::Full { data: (!data.is_empty()).then_some(data) }
-    }
-}
+/// A response body as it comes from an endpoint: through hyper's client (left: HTTP/2, and
+/// HTTP/1.1 requests with streamed bodies), or read by the request's own task from its
+/// HTTP/1.1 connection (right).
+pub type FromEndpoint = Either<hyper::body::Incoming, H1ResponseBody>;
 
-impl Body for Upstream {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project() {
-            UpstreamProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            UpstreamProj::Stream { body } => body.poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Upstream::Full { data } => data.is_none(),
-            Upstream::Stream { body } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Upstream::Full { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-            Upstream::Stream { body } => body.size_hint(),
-        }
-    }
-}
-
-pin_project! {
-    /// A response body as it comes from an endpoint.
-    #[project = FromEndpointProj]
-    pub enum FromEndpoint {
-        /// Through hyper's client (HTTP/2, and HTTP/1.1 requests with streamed bodies).
-        Hyper { #[pin] body: hyper::body::Incoming },
-        /// Read by the request's own task from its HTTP/1.1 connection.
-        H1 { body: H1Body },
-    }
-}
-
-impl FromEndpoint {
-    /// Gives the HTTP/1.1 connection back to this thread's pool for `addr` if the body was
-    /// read to the end and the connection may be reused.
-    fn release(self: Pin<&mut Self>, addr: &str) {
-        if let FromEndpointProj::H1 { body } = self.project()
-            && let Some(conn) = body.take_reusable()
-        {
-            crate::proxy::release_conn(addr, conn);
-        }
-    }
-}
-
-impl Body for FromEndpoint {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project() {
-            FromEndpointProj::Hyper { body } => body.poll_frame(cx).map_err(Into::into),
-            FromEndpointProj::H1 { body } => Pin::new(body).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            FromEndpoint::Hyper { body } => body.is_end_stream(),
-            FromEndpoint::H1 { body } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            FromEndpoint::Hyper { body } => body.size_hint(),
-            FromEndpoint::H1 { body } => body.size_hint(),
-        }
+/// Gives the HTTP/1.1 connection `body` arrived on back to this thread's pool for `addr` if
+/// the body was read to the end and the connection may be reused.
+fn release(body: Pin<&mut FromEndpoint>, addr: &str) {
+    if let Either::Right(body) = body.get_mut()
+        && let Some(conn) = body.take_reusable()
+    {
+        crate::proxy::release_conn(addr, conn);
     }
 }
 
@@ -223,7 +148,7 @@ pin_project! {
     #[project = DownstreamProj]
     pub enum Downstream {
         /// Generated by the router (errors, admin pages).
-        Local { data: Option<Bytes> },
+        Local { #[pin] body: Full<Bytes> },
         /// Streamed from an endpoint; holds its in-flight count until it ends or is dropped,
         /// and its HTTP/1.1 connection until the body has been read to the end.
         Proxied {
@@ -239,8 +164,7 @@ pin_project! {
 impl Downstream {
     /// A local body.
     pub fn local(data: impl Into<Bytes>) -> Self {
-        let data: Bytes = data.into();
-        Downstream::Local { data: (!data.is_empty()).then_some(data) }
+        Downstream::Local { body: Full::new(data.into()) }
     }
 
     /// An endpoint's body, after `first`, what was read of it already. `verdict`, when
@@ -265,7 +189,7 @@ impl Downstream {
             l => l,
         };
         if done {
-            Pin::new(&mut body).release(&guard.endpoint().address);
+            release(Pin::new(&mut body), &guard.endpoint().address);
         }
         if first.is_end()
             && let Some(v) = verdict.take()
@@ -292,7 +216,7 @@ impl Body for Downstream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            DownstreamProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            DownstreamProj::Local { body } => body.poll_frame(cx).map_err(|never| match never {}),
             DownstreamProj::Proxied { first, mut body, guard, verdict, lease } => {
                 let frame = match first {
                     First::Unread => {
@@ -322,7 +246,7 @@ impl Body for Downstream {
                     if let Some(l) = lease.take() {
                         l.release(addr);
                     }
-                    body.as_mut().inner_mut().release(addr);
+                    release(body.as_mut().inner_mut(), addr);
                 }
                 let ok = match &frame {
                     Some(Ok(f)) => f
@@ -347,7 +271,7 @@ impl Body for Downstream {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Downstream::Local { data } => data.is_none(),
+            Downstream::Local { body } => body.is_end_stream(),
             Downstream::Proxied { first: First::Unread, body, .. } => body.is_end_stream(),
             Downstream::Proxied { first: First::Frame(_), .. } => false,
             Downstream::Proxied { first: First::End, .. } => true,
@@ -356,9 +280,7 @@ impl Body for Downstream {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Downstream::Local { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Downstream::Local { body } => body.size_hint(),
             Downstream::Proxied { first: First::End, .. } => SizeHint::with_exact(0),
             Downstream::Proxied { first, body, .. } => {
                 // The first frame counts: a server checks the hint against `content-length`.
