@@ -7,39 +7,35 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 /// First retry delay.
-pub const BASE: Duration = Duration::from_secs(1);
+pub(crate) const BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay: an object broken for long is still retried every five minutes.
-pub const MAX: Duration = Duration::from_secs(300);
+pub(crate) const MAX: Duration = Duration::from_secs(300);
 
-/// Failure counts by object key.
+/// Failure counts by object: its kind and `namespace/name`.
 #[derive(Debug, Default)]
-pub struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
+pub(crate) struct Backoff {
+    failures: Mutex<HashMap<(String, String), u32>>,
 }
 
 impl Backoff {
-    /// Records a failure of `key` and returns how long to wait before retrying.
-    pub fn fail(&self, key: &str) -> Duration {
+    /// Records a failure of the `kind` object `key` and returns how long to wait before
+    /// retrying.
+    pub(crate) fn fail(&self, kind: &str, key: &str) -> Duration {
         let mut f = self.failures.lock();
-        let n = f.entry(key.to_owned()).or_insert(0);
+        let n = f.entry((kind.to_owned(), key.to_owned())).or_insert(0);
         let d = BASE.saturating_mul(2u32.saturating_pow(*n)).min(MAX);
         *n = n.saturating_add(1);
         d
     }
 
-    /// Forgets the failures of `key` after a success.
-    pub fn succeed(&self, key: &str) {
-        self.failures.lock().remove(key);
+    /// Forgets the failures of the `kind` object `key` after a success (or its deletion).
+    pub(crate) fn succeed(&self, kind: &str, key: &str) {
+        self.failures.lock().remove(&(kind.to_owned(), key.to_owned()));
     }
 
-    /// Objects currently backing off.
-    pub fn len(&self) -> usize {
-        self.failures.lock().len()
-    }
-
-    /// Whether no object is backing off.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Objects of `kind` currently backing off.
+    pub(crate) fn failing(&self, kind: &str) -> usize {
+        self.failures.lock().keys().filter(|(k, _)| k == kind).count()
     }
 }
 
@@ -50,15 +46,17 @@ mod tests {
     #[test]
     fn doubles_per_failure_caps_and_resets_per_object() {
         let b = Backoff::default();
-        let secs: Vec<u64> = (0..11).map(|_| b.fail("ns/a").as_secs()).collect();
+        let secs: Vec<u64> = (0..11).map(|_| b.fail("BlazeEngine", "ns/a").as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(b.fail("ns/b").as_secs(), 1, "objects back off independently");
-        assert_eq!(b.len(), 2);
-        b.succeed("ns/a");
-        assert_eq!(b.fail("ns/a").as_secs(), 1);
+        assert_eq!(b.fail("BlazeEngine", "ns/b").as_secs(), 1, "objects back off independently");
+        assert_eq!(b.fail("BlazeRouter", "ns/a").as_secs(), 1, "so do kinds");
+        assert_eq!((b.failing("BlazeEngine"), b.failing("BlazeRouter")), (2, 1));
+        b.succeed("BlazeEngine", "ns/a");
+        assert_eq!(b.fail("BlazeEngine", "ns/a").as_secs(), 1);
+        assert_eq!(b.fail("BlazeRouter", "ns/a").as_secs(), 2, "a success resets its kind only");
         for _ in 0..100 {
-            b.fail("ns/c");
+            b.fail("BlazeEngine", "ns/c");
         }
-        assert_eq!(b.fail("ns/c"), MAX);
+        assert_eq!(b.fail("BlazeEngine", "ns/c"), MAX);
     }
 }

@@ -4,23 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use blaze_api::BlazeEngine;
 use blaze_api::engine::AutoscalingMode;
-use blaze_api::{BlazeEngine, BlazeEngineStatus};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tracing::{debug, info, instrument, warn};
+use tracing::{info, instrument};
 
-use super::{Context, ENGINE_MANAGER, key};
-use crate::children::{self, engine as build};
+use super::{Context, Reconciled, apply, apply_status, clock, key, scoped};
+use crate::children::engine as build;
 use crate::labels;
 use crate::status::engine::{Observation, engine_status, replacements};
 use crate::status::events::{Note, engine_events};
@@ -28,7 +26,6 @@ use crate::status::pods;
 use crate::status::support::unsupported;
 use crate::{Error, Result};
 
-const CONTROLLER: &str = "engine";
 /// How often a settled engine is looked at again (recovery timers, status freshness).
 const RESYNC: Duration = Duration::from_secs(60);
 /// How often an engine that is changing is looked at again.
@@ -41,11 +38,8 @@ const RESYNC_AUTOSCALED: Duration = Duration::from_secs(4);
 /// Runs the engine controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let c = ctx.client.clone();
-    let ns = ctx.namespace.clone();
-    let ns = ns.as_deref();
-    let children = watcher::Config::default()
-        .labels(&format!("{}={}", labels::NAME_LABEL, labels::WORKER))
-        .page_size(super::LIST_PAGE);
+    let ns = ctx.namespace.as_deref();
+    let children = super::children_of(labels::WORKER);
     let engines = watcher::Config::default().any_semantic();
     let (engines, store) = super::lean_watch(scoped::<BlazeEngine>(c.clone(), ns), engines);
     let urgent = futures::stream::unfold(ctx.urgent.subscribe(), |mut rx| async move {
@@ -66,46 +60,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         let _ = stop_rx.await;
     };
     let scraper = tokio::spawn(super::scrape::run(ctx.clone(), controller.store(), stopped));
-    controller
+    let controller = controller
         .owns(scoped::<Deployment>(c.clone(), ns), children.clone())
         .owns(scoped::<Service>(c.clone(), ns), children.clone())
         .owns(scoped::<PodDisruptionBudget>(c, ns), children)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|r| {
-            let ctx = ctx.clone();
-            async move {
-                match r {
-                    // A child's event after its engine went: forget the engine's state.
-                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
-                        let k = format!("{}/{}", obj.namespace.as_deref().unwrap_or(""), obj.name);
-                        ctx.autoscalers.lock().remove(&k);
-                        ctx.scrapes.forget(&k);
-                        ctx.backoff.succeed(&k);
-                        debug!(engine = %k, "engine deleted");
-                    }
-                    Err(e) => warn!(error = %e, "engine controller"),
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
+        .graceful_shutdown_on(shutdown);
+    super::drive(controller, reconcile, ctx.clone()).await;
     let _ = stop_tx.send(());
     let _ = scraper.await;
-}
-
-/// Seconds on a monotonic clock (from the first call in this process), the autoscaler's time
-/// base: a wall clock stepped by NTP would stretch or cut its windows and delays.
-pub fn clock() -> f64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
 }
 
 /// Demand for `engine` seen by the router `router`: `held` requests wait for a worker there.
 /// An engine the autoscaler may bring up from zero gets one at its next reconcile (a few
 /// seconds); the first wake-up of an engine with no ready worker is a cold start, counted and
 /// reported as an event.
-pub async fn wake(ctx: &Context, engine: &BlazeEngine, held: u64, router: &str) {
+pub(crate) async fn wake(ctx: &Context, engine: &BlazeEngine, held: u64, router: &str) {
     let a = &engine.spec.autoscaling;
     if a.mode != AutoscalingMode::Blaze
         || a.max_replicas.is_some_and(|m| m < 1)
@@ -115,7 +84,7 @@ pub async fn wake(ctx: &Context, engine: &BlazeEngine, held: u64, router: &str) 
     }
     let idle = engine.status.as_ref().is_none_or(|s| s.ready_replicas == 0);
     let fresh = ctx.autoscalers.lock().entry(key(engine)).or_default().wake(a, clock(), idle);
-    let _ = ctx.urgent.send(kube::runtime::reflector::ObjectRef::from_obj(engine));
+    let _ = ctx.urgent.send(ObjectRef::from_obj(engine));
     if fresh {
         info!(engine = %key(engine), held, router, "waking an engine at zero workers");
         ctx.metrics.cold_start_begun();
@@ -130,28 +99,9 @@ pub async fn wake(ctx: &Context, engine: &BlazeEngine, held: u64, router: &str) 
     }
 }
 
-/// An Api over every namespace, or one.
-pub fn scoped<K>(client: kube::Client, ns: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match ns {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
-    }
-}
-
-fn error_policy(engine: Arc<BlazeEngine>, e: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(CONTROLLER, e);
-    let wait = ctx.backoff.fail(&key(engine.as_ref()));
-    ctx.metrics.set_backing_off(CONTROLLER, ctx.backoff.len());
-    warn!(engine = %key(engine.as_ref()), error = %e, retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
-}
-
 #[instrument(skip_all, fields(engine = %key(engine.as_ref())))]
 async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let _timer = ctx.metrics.reconcile(BlazeEngine::CONTROLLER);
     let ns = engine.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let name = engine.name_any();
     let client = ctx.client.clone();
@@ -163,11 +113,11 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
         None
     };
     let desired = desired_replicas(&engine, current.as_ref(), &ctx);
+    let m = BlazeEngine::MANAGER;
     let deployment =
-        apply(&deployments, &build::deployment(&engine, desired, &ctx.defaults)?).await?;
-    apply(&Api::<Service>::namespaced(client.clone(), &ns), &build::service(&engine)?).await?;
-    apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns), &build::pdb(&engine)?)
-        .await?;
+        apply(&client, m, &build::deployment(&engine, desired, &ctx.defaults)?).await?;
+    apply(&client, m, &build::service(&engine)?).await?;
+    apply(&client, m, &build::pdb(&engine)?).await?;
 
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let selector = labels::selector_string(&labels::engine_selector(&name));
@@ -209,13 +159,12 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
         }
     }
     if engine.status.as_ref() != Some(&status) {
-        write_status(&engine, &ns, &status, &ctx).await?;
+        apply_status(&client, engine.as_ref(), &status).await?;
         for note in engine_events(engine.status.as_ref(), &status) {
             ctx.publish(engine.as_ref(), "Reconcile", &note).await;
         }
     }
-    ctx.backoff.succeed(&key(engine.as_ref()));
-    ctx.metrics.set_backing_off(CONTROLLER, ctx.backoff.len());
+    super::reconciled(&ctx, engine.as_ref());
     let settled = status.ready_replicas == desired && status.replicas == desired;
     let next = if engine.spec.autoscaling.mode == AutoscalingMode::Blaze {
         RESYNC_AUTOSCALED
@@ -244,32 +193,4 @@ fn desired_replicas(engine: &BlazeEngine, current: Option<&Deployment>, ctx: &Co
     let mut scalers = ctx.autoscalers.lock();
     let scaler = scalers.entry(key(engine)).or_default();
     scaler.decide(a, asked, ready.unwrap_or(0), clock()).desired
-}
-
-/// Server-side applies `obj` with the engine controller's field manager.
-async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    let name = children::name_of(obj)?;
-    let pp = PatchParams::apply(ENGINE_MANAGER).force();
-    Ok(api.patch(&name, &pp, &Patch::Apply(obj)).await?)
-}
-
-async fn write_status(
-    engine: &BlazeEngine,
-    ns: &str,
-    status: &BlazeEngineStatus,
-    ctx: &Context,
-) -> Result<()> {
-    let api: Api<BlazeEngine> = Api::namespaced(ctx.client.clone(), ns);
-    let body = serde_json::json!({
-        "apiVersion": BlazeEngine::api_version(&()),
-        "kind": BlazeEngine::kind(&()),
-        "metadata": {"name": engine.name_any(), "namespace": ns},
-        "status": status,
-    });
-    let pp = PatchParams::apply(ENGINE_MANAGER).force();
-    api.patch_status(&engine.name_any(), &pp, &Patch::Apply(&body)).await?;
-    Ok(())
 }

@@ -17,29 +17,27 @@ use std::time::Duration;
 use blaze_api::engine::AutoscalingMode;
 use blaze_api::router::WeightsMode;
 use blaze_api::{BlazeEngine, BlazeRouter};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
-use tracing::{debug, instrument, warn};
+use tracing::instrument;
 
-use super::engine::scoped;
-use super::{Context, ROUTER_MANAGER, key, scrape};
+use super::{Context, Reconciled, apply, apply_status, clock, key, paged, scoped, scrape};
 use crate::children::router as build;
 use crate::children::routing;
 use crate::labels;
+use crate::policy::prom;
 use crate::policy::router_stats::EndpointView;
 use crate::status::router::router_status;
 use crate::{Error, Result};
 
-const CONTROLLER: &str = "router";
 /// The label an EndpointSlice carries naming its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// How often a router with `manual` weights is looked at again.
@@ -57,18 +55,11 @@ const HOLD_CADENCE: Duration = Duration::from_secs(2);
 /// The router's gauge of requests waiting for an endpoint.
 const HELD_REQUESTS: &str = "blaze_router_held_requests";
 
-/// A watch that lists a page of [`super::LIST_PAGE`] objects at a time.
-fn paged() -> watcher::Config {
-    watcher::Config::default().page_size(super::LIST_PAGE)
-}
-
 /// Runs the router controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let c = ctx.client.clone();
     let ns = ctx.namespace.as_deref();
-    let children = watcher::Config::default()
-        .labels(&format!("{}={}", labels::NAME_LABEL, labels::ROUTER))
-        .page_size(super::LIST_PAGE);
+    let children = super::children_of(labels::ROUTER);
     let (own, store) = super::lean_watch(
         scoped::<BlazeRouter>(c.clone(), ns),
         watcher::Config::default().any_semantic(),
@@ -83,7 +74,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .owns(scoped::<RoleBinding>(c.clone(), ns), children);
     let routers = controller.store();
     let by_engine = routers.clone();
-    controller
+    let controller = controller
         .watches(scoped::<BlazeEngine>(c.clone(), ns), paged(), move |e| {
             routers_selecting(&by_engine, &e.name_any(), e.namespace(), e.labels())
         })
@@ -94,24 +85,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             };
             routers_selecting(&routers, engine, s.namespace(), &BTreeMap::new())
         })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|r| {
-            let ctx = ctx.clone();
-            async move {
-                match r {
-                    // A child's event after its router went: forget what was kept of it.
-                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
-                        let k = format!("{}/{}", obj.namespace.as_deref().unwrap_or(""), obj.name);
-                        ctx.scrapes.forget_router(&k);
-                        debug!(router = %k, "router deleted");
-                    }
-                    Err(e) => warn!(error = %e, "router controller"),
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
+        .graceful_shutdown_on(shutdown);
+    super::drive(controller, reconcile, ctx).await;
 }
 
 /// Routers in `ns` that select the engine (by name; by labels when `engine_labels` are known,
@@ -135,16 +110,9 @@ fn routers_selecting(
         .collect()
 }
 
-fn error_policy(router: Arc<BlazeRouter>, e: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(CONTROLLER, e);
-    let wait = ctx.backoff.fail(&format!("router:{}", key(router.as_ref())));
-    warn!(router = %key(router.as_ref()), error = %e, retry_in = ?wait, "reconcile failed");
-    Action::requeue(wait)
-}
-
 #[instrument(skip_all, fields(router = %key(router.as_ref())))]
 async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let _timer = ctx.metrics.reconcile(BlazeRouter::CONTROLLER);
     let ns = router.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let c = ctx.client.clone();
     let selected: Vec<BlazeEngine> = Api::<BlazeEngine>::namespaced(c.clone(), &ns)
@@ -183,25 +151,14 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
     let stats = observed.iter().map(|(a, o)| (a.clone(), o.stats.clone())).collect();
     let mut config = routing::config(&router, eps, &stats);
     routing::keep_small_moves(&published, &mut config.endpoints);
-    let pp = PatchParams::apply(ROUTER_MANAGER).force();
-    let cm = build::config_map(&router, &config)?;
-    let cm_name = cm.metadata.name.clone().unwrap_or_default();
-    Api::<ConfigMap>::namespaced(c.clone(), &ns).patch(&cm_name, &pp, &Patch::Apply(&cm)).await?;
-    let name = labels::router_child_name(&router.name_any());
+    let m = BlazeRouter::MANAGER;
+    apply(&c, m, &build::config_map(&router, &config)?).await?;
     // The pods' identity first: a new pod starts by reading the ConfigMap with it.
-    let sa = build::service_account(&router)?;
-    Api::<ServiceAccount>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&sa)).await?;
-    let role = build::role(&router)?;
-    Api::<Role>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&role)).await?;
-    let binding = build::role_binding(&router)?;
-    Api::<RoleBinding>::namespaced(c.clone(), &ns)
-        .patch(&name, &pp, &Patch::Apply(&binding))
-        .await?;
-    let d = build::deployment(&router, &ctx.defaults)?;
-    let deployment =
-        Api::<Deployment>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&d)).await?;
-    let svc = build::service(&router)?;
-    Api::<Service>::namespaced(c.clone(), &ns).patch(&name, &pp, &Patch::Apply(&svc)).await?;
+    apply(&c, m, &build::service_account(&router)?).await?;
+    apply(&c, m, &build::role(&router)?).await?;
+    apply(&c, m, &build::role_binding(&router)?).await?;
+    let deployment = apply(&c, m, &build::deployment(&router, &ctx.defaults)?).await?;
+    apply(&c, m, &build::service(&router)?).await?;
 
     let status = router_status(
         &router,
@@ -212,17 +169,9 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
         Timestamp::now(),
     );
     if router.status.as_ref() != Some(&status) {
-        let body = serde_json::json!({
-            "apiVersion": BlazeRouter::api_version(&()),
-            "kind": BlazeRouter::kind(&()),
-            "metadata": {"name": router.name_any(), "namespace": ns},
-            "status": status,
-        });
-        Api::<BlazeRouter>::namespaced(c, &ns)
-            .patch_status(&router.name_any(), &pp, &Patch::Apply(&body))
-            .await?;
+        apply_status(&c, router.as_ref(), &status).await?;
     }
-    ctx.backoff.succeed(&format!("router:{}", key(router.as_ref())));
+    super::reconciled(&ctx, router.as_ref());
     Ok(Action::requeue(match router.spec.weights.mode {
         _ if !asleep.is_empty() => HOLD_CADENCE,
         WeightsMode::Auto => WEIGHTS_CADENCE,
@@ -240,8 +189,8 @@ fn may_wake(engine: &BlazeEngine) -> bool {
 }
 
 /// Requests held by the router's pods (summed), waiting for an endpoint.
-fn held_requests(scrapes: &BTreeMap<String, Vec<crate::policy::prom::Sample>>) -> f64 {
-    scrapes.values().flatten().filter(|s| s.name == HELD_REQUESTS).map(|s| s.value).sum()
+fn held_requests(scrapes: &BTreeMap<String, Vec<prom::Sample>>) -> f64 {
+    scrapes.values().map(|s| prom::sum(s, HELD_REQUESTS)).sum()
 }
 
 /// Per-endpoint latency, errors, load and breaker state from the router's own pods over
@@ -261,6 +210,6 @@ async fn observe_endpoints(
     let targets = scrape::ready_targets(&pods.items, build::ADMIN_PORT);
     let (now, _failed) = scrape::scrape_pods(&targets, &ctx.metrics, "router").await;
     let held = held_requests(&now);
-    let observed = ctx.scrapes.observe_router(&key(router), super::engine::clock(), now, eps);
+    let observed = ctx.scrapes.observe_router(&key(router), clock(), now, eps);
     Ok((observed, held))
 }

@@ -239,7 +239,7 @@ async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()>
     let now: BTreeMap<String, PodLoad> =
         samples.iter().map(|(pod, s)| (pod.clone(), PodLoad::from_samples(s))).collect();
     let k = key(engine);
-    let at = super::engine::clock();
+    let at = super::clock();
     let window = f64::from(engine.spec.autoscaling.stable_window_seconds.max(1));
     let (sample, metrics) = {
         let mut engines = ctx.scrapes.engines.lock();
