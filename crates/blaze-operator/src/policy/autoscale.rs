@@ -213,5 +213,4 @@ fn within_tolerance(exact: f64, ready: i32, tolerance: f64) -> i32 {
 }
 
 #[cfg(test)]
-#[path = "autoscale_tests.rs"]
 mod tests;

@@ -108,5 +108,4 @@ pub fn windowed(
 }
 
 #[cfg(test)]
-#[path = "load_tests.rs"]
 mod tests;

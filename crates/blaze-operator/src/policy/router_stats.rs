@@ -307,5 +307,4 @@ fn worse(a: BreakerState, b: BreakerState) -> BreakerState {
 }
 
 #[cfg(test)]
-#[path = "router_stats_tests.rs"]
 mod tests;

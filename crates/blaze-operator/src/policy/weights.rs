@@ -179,5 +179,4 @@ pub fn changed_enough(old: &[i32], new: &[i32]) -> bool {
 }
 
 #[cfg(test)]
-#[path = "weights_tests.rs"]
 mod tests;

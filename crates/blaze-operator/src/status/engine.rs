@@ -363,5 +363,4 @@ pub fn replacements(engine: &BlazeEngine, pods: &[PodFacts], now: Timestamp) -> 
 }
 
 #[cfg(test)]
-#[path = "engine_tests.rs"]
 mod tests;
