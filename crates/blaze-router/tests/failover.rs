@@ -15,8 +15,6 @@ use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_three_loses_nothing_ejects_fast_and_recovers() {
     let mut ups: Vec<Proc> = (0..3).map(|i| upstream(&format!("u{i}"), "127.0.0.1:0")).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
     let addrs: Vec<String> = ups.iter().map(|u| u.addr.clone()).collect();
     let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let doc = format!(
@@ -26,8 +24,7 @@ async fn killing_one_of_three_loses_nothing_ejects_fast_and_recovers() {
          retries: {{attempts: 2, budgetPercent: 50}}\n{}",
         endpoints_yaml(&refs)
     );
-    write_config(&cfg, &doc);
-    let r = router(&cfg, &["--breaker-open-ms", "300"]).await;
+    let Routed { _dir, r, c, .. } = routed(&doc, &["--breaker-open-ms", "300"]).await;
     let url = format!("http://{}/", r.addr);
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -51,14 +48,13 @@ async fn killing_one_of_three_loses_nothing_ejects_fast_and_recovers() {
             }
         }));
     }
-    let c = client();
     poll(Duration::from_secs(5), || async { ok.load(Ordering::Relaxed) > 200 }).await;
 
     let victim = addrs[1].clone();
     ups[1].kill();
     let killed = Instant::now();
-    let state = format!("blaze_router_endpoint_breaker_state{{endpoint=\"{victim}\",engine=\"\"}}");
-    let healthy = format!("blaze_router_endpoint_healthy{{endpoint=\"{victim}\",engine=\"\"}}");
+    let state = labelled("blaze_router_endpoint_breaker_state", &victim);
+    let healthy = labelled("blaze_router_endpoint_healthy", &victim);
     poll(Duration::from_secs(1), || async {
         metric(&c, &r.addr, &state).await == Some(1.0)
             || metric(&c, &r.addr, &healthy).await == Some(0.0)
@@ -69,8 +65,7 @@ async fn killing_one_of_three_loses_nothing_ejects_fast_and_recovers() {
 
     // Back on the same address: health checks and breaker probes let it in again.
     ups[1] = upstream("u1-again", &victim);
-    let requests =
-        format!("blaze_router_endpoint_requests_total{{endpoint=\"{victim}\",engine=\"\"}}");
+    let requests = labelled("blaze_router_endpoint_requests_total", &victim);
     let before = metric(&c, &r.addr, &requests).await.unwrap_or(0.0);
     let back = poll(Duration::from_secs(10), || async {
         metric(&c, &r.addr, &state).await == Some(0.0)
@@ -119,17 +114,15 @@ async fn refuses_uploads() -> String {
 #[tokio::test]
 async fn an_endpoint_refusing_an_upload_early_is_answered_not_failed() {
     let ep = refuses_uploads().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
-    write_config(&cfg, &format!("strategy: roundRobin\n{}", endpoints_yaml(&[&ep])));
-    let r = router(&cfg, &[]).await;
+    let routing = format!("strategy: roundRobin\n{}", endpoints_yaml(&[&ep]));
+    let Routed { _dir, r, c, .. } = routed(&routing, &[]).await;
     // The largest body the router keeps for retries: far more than the endpoint's socket
     // takes unread.
     let body = Bytes::from(vec![b'x'; 1 << 20]);
     let req = http::Request::post(format!("http://{}/v1/completions", r.addr))
         .body(http_body_util::Full::new(body))
         .unwrap();
-    let (status, text) = send(&client(), req).await.unwrap();
+    let (status, text) = send(&c, req).await.unwrap();
     assert_eq!((status, text.as_str()), (413, "prompt too long"));
 }
 
@@ -172,12 +165,8 @@ async fn closes_after_one() -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn a_reused_connection_closed_under_a_request_is_retried_without_blame() {
     let (ep, connections) = closes_after_one().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
     let doc = format!("strategy: roundRobin\nretries: {{attempts: 1}}\n{}", endpoints_yaml(&[&ep]));
-    write_config(&cfg, &doc);
-    let r = router(&cfg, &["--worker-threads", "1"]).await;
-    let c = client();
+    let Routed { _dir, cfg, r, c } = routed(&doc, &["--worker-threads", "1"]).await;
     let url = format!("http://{}/v1/completions", r.addr);
     for i in 0..4 {
         let req = http::Request::post(&url).body(http_body_util::Full::new(Bytes::from("{}")));
@@ -188,18 +177,14 @@ async fn a_reused_connection_closed_under_a_request_is_retried_without_blame() {
     // new one, to the same (only) endpoint, which the breaker did not blame. (Health checks
     // may open connections of their own.)
     assert!(connections.load(Ordering::SeqCst) >= 4);
-    let errors = format!("blaze_router_endpoint_errors_total{{endpoint=\"{ep}\",engine=\"\"}}");
+    let errors = labelled("blaze_router_endpoint_errors_total", &ep);
     assert_eq!(metric(&c, &r.addr, &errors).await.unwrap_or(0.0), 0.0);
     assert_eq!(metric(&c, &r.addr, "blaze_router_retries_total").await, Some(3.0));
 
     // With retries off, the policy holds: the request is not sent twice.
     let doc = format!("strategy: roundRobin\nretries: {{attempts: 0}}\n{}", endpoints_yaml(&[&ep]));
     write_config(&cfg, &doc);
-    poll(Duration::from_secs(5), || async {
-        let loaded = "blaze_router_config_reloads_total{result=\"Ok\"}";
-        metric(&c, &r.addr, loaded).await >= Some(1.0)
-    })
-    .await;
+    reloaded(&c, &r.addr, 1.0).await;
     let req = http::Request::post(&url).body(http_body_util::Full::new(Bytes::from("{}")));
     let (status, _) = send(&c, req.unwrap()).await.unwrap();
     assert_eq!(status, 502, "the pooled connection is closed under it and no retry is allowed");

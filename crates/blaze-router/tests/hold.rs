@@ -8,27 +8,21 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use support::*;
 
 /// Status, `Retry-After` and body of a GET.
 async fn get_with_retry_after(c: &Http, url: &str) -> (u16, Option<String>, String) {
     let req = http::Request::get(url).body(Full::new(Bytes::new())).unwrap();
-    let resp = c.request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, after, String::from_utf8_lossy(&body).into_owned())
+    let (status, headers, body) = exchange(c, req).await.unwrap();
+    let after = headers.get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    (status, after, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_held_for_want_of_an_endpoint_is_served_by_the_one_a_reload_brings() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
     let hold = "hold: {maxRequests: 1, timeoutSeconds: 60}\n";
-    write_config(&cfg, &format!("{hold}endpoints: []\n"));
-    let r = router(&cfg, &[]).await;
-    let c = client();
+    let Routed { _dir, cfg, r, c } = routed(&format!("{hold}endpoints: []\n"), &[]).await;
     // Ready: it takes the requests that wake engines scaled to zero.
     assert_eq!(get(&c, &format!("http://{}/readyz", r.addr)).await.unwrap().0, 200);
     let url = format!("http://{}/", r.addr);
@@ -58,11 +52,8 @@ async fn a_request_held_for_want_of_an_endpoint_is_served_by_the_one_a_reload_br
 
 #[tokio::test]
 async fn a_held_request_is_answered_503_at_the_hold_timeout_and_no_hold_answers_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
-    write_config(&cfg, "hold: {maxRequests: 4, timeoutSeconds: 1}\nendpoints: []\n");
-    let r = router(&cfg, &[]).await;
-    let c = client();
+    let routing = "hold: {maxRequests: 4, timeoutSeconds: 1}\nendpoints: []\n";
+    let Routed { _dir, cfg, r, c } = routed(routing, &[]).await;
     let url = format!("http://{}/", r.addr);
     let start = Instant::now();
     let (status, after, body) = get_with_retry_after(&c, &url).await;
@@ -76,11 +67,7 @@ async fn a_held_request_is_answered_503_at_the_hold_timeout_and_no_hold_answers_
 
     // Holding off: the request is refused at once, as before holds existed.
     write_config(&cfg, "hold: {maxRequests: 0}\nendpoints: []\n");
-    poll(Duration::from_secs(5), || async {
-        let loaded = "blaze_router_config_reloads_total{result=\"Ok\"}";
-        metric(&c, &r.addr, loaded).await >= Some(1.0)
-    })
-    .await;
+    reloaded(&c, &r.addr, 1.0).await;
     let start = Instant::now();
     let (status, _, body) = get_with_retry_after(&c, &url).await;
     assert_eq!((status, body.as_str()), (503, "no endpoint available\n"));
@@ -91,20 +78,15 @@ async fn a_held_request_is_answered_503_at_the_hold_timeout_and_no_hold_answers_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_whose_endpoint_is_scaled_away_before_answering_is_held_for_the_next() {
     let a = upstream_with("a", "127.0.0.1:0", &["--stall-streams"]);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
     let hold = "hold: {maxRequests: 4, timeoutSeconds: 60}\nhealthCheck: {intervalSeconds: 30}\n";
-    write_config(&cfg, &format!("{hold}{}", endpoints_yaml(&[&a.addr])));
-    let r = router(&cfg, &[]).await;
-    let c = client();
+    let Routed { _dir, cfg, r, c } =
+        routed(&format!("{hold}{}", endpoints_yaml(&[&a.addr])), &[]).await;
     let stream = tokio::spawn({
         let (c, url) = (c.clone(), format!("http://{}/sse/1/0", r.addr));
         async move { get(&c, &url).await }
     });
     // `a` answered its headers, then the document loses it, and every other endpoint.
-    let ttfb =
-        format!("blaze_router_endpoint_ttfb_seconds_count{{endpoint=\"{}\",engine=\"\"}}", a.addr);
-    poll(Duration::from_secs(5), || async { metric(&c, &r.addr, &ttfb).await == Some(1.0) }).await;
+    headers_came(&c, &r.addr, &a.addr, 1.0).await;
     write_config(&cfg, &format!("{hold}endpoints: []\n"));
     poll(Duration::from_secs(5), || async {
         metric(&c, &r.addr, "blaze_router_held_requests").await == Some(1.0)

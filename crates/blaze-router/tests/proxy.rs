@@ -10,17 +10,20 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use support::*;
 
+/// A GET of `url` with `authorization` as the header of that name, if given.
+async fn get_authorized(c: &Http, url: &str, authorization: Option<&str>) -> (u16, String) {
+    let header = authorization.map(|value| ("authorization", value));
+    get_with(c, url, header.as_slice()).await.unwrap()
+}
+
 const FAST: &str = "healthCheck:\n  path: /readyz\n  intervalSeconds: 1\n  timeoutSeconds: 1\n";
 
 #[tokio::test]
 async fn round_robin_spreads_evenly_and_headers_are_forwarded() {
     let ups: Vec<Proc> = (0..3).map(|i| upstream(&format!("u{i}"), "127.0.0.1:0")).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
     let addrs: Vec<&str> = ups.iter().map(|u| u.addr.as_str()).collect();
-    write_config(&cfg, &format!("strategy: roundRobin\n{FAST}{}", endpoints_yaml(&addrs)));
-    let r = router(&cfg, &[]).await;
-    let c = client();
+    let routing = format!("strategy: roundRobin\n{FAST}{}", endpoints_yaml(&addrs));
+    let Routed { _dir, r, c, .. } = routed(&routing, &[]).await;
     let mut seen = std::collections::HashMap::new();
     for _ in 0..30 {
         let (s, body) = get(&c, &format!("http://{}/", r.addr)).await.unwrap();
@@ -53,11 +56,8 @@ async fn round_robin_spreads_evenly_and_headers_are_forwarded() {
 async fn a_config_change_is_live_within_two_seconds() {
     let a = upstream("alpha", "127.0.0.1:0");
     let b = upstream("beta", "127.0.0.1:0");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
-    write_config(&cfg, &format!("strategy: roundRobin\n{}", endpoints_yaml(&[&a.addr])));
-    let r = router(&cfg, &[]).await;
-    let c = client();
+    let routing = format!("strategy: roundRobin\n{}", endpoints_yaml(&[&a.addr]));
+    let Routed { _dir, cfg, r, c } = routed(&routing, &[]).await;
     let url = format!("http://{}/", r.addr);
     assert_eq!(get(&c, &url).await.unwrap().1, "hello from alpha\n");
     write_config(&cfg, &format!("strategy: roundRobin\n{}", endpoints_yaml(&[&b.addr])));
@@ -79,22 +79,14 @@ async fn a_config_change_is_live_within_two_seconds() {
 #[tokio::test]
 async fn api_keys_are_required_when_configured() {
     let a = upstream("alpha", "127.0.0.1:0");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
     let auth = "auth:\n  keys:\n    team-a: sk-123456\n";
-    write_config(&cfg, &format!("{auth}{}", endpoints_yaml(&[&a.addr])));
-    let r = router(&cfg, &[]).await;
-    let c = client();
-    let call = |key: Option<&'static str>| {
-        let mut b = http::Request::get(format!("http://{}/", r.addr));
-        if let Some(k) = key {
-            b = b.header("authorization", k);
-        }
-        send(&c, b.body(Full::new(Bytes::new())).unwrap())
-    };
-    assert_eq!(call(None).await.unwrap(), (401, "unauthorized\n".into()));
-    assert_eq!(call(Some("Bearer sk-12345")).await.unwrap(), (401, "unauthorized\n".into()));
-    assert_eq!(call(Some("Bearer sk-123456")).await.unwrap(), (200, "hello from alpha\n".into()));
+    let Routed { _dir, r, c, .. } =
+        routed(&format!("{auth}{}", endpoints_yaml(&[&a.addr])), &[]).await;
+    let url = format!("http://{}/", r.addr);
+    let call = |authorization| get_authorized(&c, &url, authorization);
+    assert_eq!(call(None).await, (401, "unauthorized\n".into()));
+    assert_eq!(call(Some("Bearer sk-12345")).await, (401, "unauthorized\n".into()));
+    assert_eq!(call(Some("Bearer sk-123456")).await, (200, "hello from alpha\n".into()));
     let n = metric(&c, &r.addr, "blaze_router_api_key_requests_total{key=\"team-a\"}").await;
     assert_eq!(n, Some(1.0));
 }
@@ -102,13 +94,8 @@ async fn api_keys_are_required_when_configured() {
 #[tokio::test]
 async fn server_sent_events_stream_through_and_count_in_flight_until_the_end() {
     let a = upstream("alpha", "127.0.0.1:0");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
-    write_config(&cfg, &endpoints_yaml(&[&a.addr]));
-    let r = router(&cfg, &[]).await;
-    let c = client();
-    let in_flight =
-        format!("blaze_router_endpoint_in_flight{{endpoint=\"{}\",engine=\"\"}}", a.addr);
+    let Routed { _dir, r, c, .. } = routed(&endpoints_yaml(&[&a.addr]), &[]).await;
+    let in_flight = labelled("blaze_router_endpoint_in_flight", &a.addr);
     let req = http::Request::get(format!("http://{}/sse/5/150", r.addr))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -140,17 +127,12 @@ async fn server_sent_events_stream_through_and_count_in_flight_until_the_end() {
 #[tokio::test]
 async fn grpc_server_streams_pass_with_trailers_over_http2() {
     let a = upstream("alpha", "127.0.0.1:0");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
-    write_config(&cfg, &endpoints_yaml(&[&a.addr]));
-    let r = router(&cfg, &[]).await;
+    let Routed { _dir, r, c, .. } = routed(&endpoints_yaml(&[&a.addr]), &[]).await;
     let h2: hyper_util::client::legacy::Client<_, Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
             .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let c = client();
-    let in_flight =
-        format!("blaze_router_endpoint_in_flight{{endpoint=\"{}\",engine=\"\"}}", a.addr);
+    let in_flight = labelled("blaze_router_endpoint_in_flight", &a.addr);
     let req = http::Request::post(format!("http://{}/grpc/stream/4/150", r.addr))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -191,10 +173,8 @@ async fn grpc_server_streams_pass_with_trailers_over_http2() {
 #[tokio::test]
 async fn endpoint_connections_are_kept_alive_and_reused() {
     let a = upstream("alpha", "127.0.0.1:0");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
-    write_config(&cfg, &format!("healthCheck: null\n{}", endpoints_yaml(&[&a.addr])));
-    let r = router(&cfg, &["--worker-threads", "1"]).await;
+    let routing = format!("healthCheck: null\n{}", endpoints_yaml(&[&a.addr]));
+    let Routed { _dir, r, .. } = routed(&routing, &["--worker-threads", "1"]).await;
     let url = format!("http://{}/", r.addr);
     // Sequential requests, on fresh client connections each time, then 8 at once, 5 rounds.
     for _ in 0..20 {
@@ -225,51 +205,31 @@ async fn api_keys_from_a_secret_directory_are_required_and_reloaded() {
     std::fs::write(data.join("team-a"), "sk-from-secret\n").unwrap();
     std::os::unix::fs::symlink("..2026_11_27_00_00_00.1", keys.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/team-a", keys.join("team-a")).unwrap();
-    let cfg = dir.path().join("routing.yaml");
     let auth = format!("auth:\n  keysDir: {}\n", keys.display());
-    write_config(&cfg, &format!("{auth}{}", endpoints_yaml(&[&a.addr])));
-    let r = router(&cfg, &[]).await;
-    let c = client();
-    let call = |key: Option<&'static str>| {
-        let mut b = http::Request::get(format!("http://{}/", r.addr));
-        if let Some(k) = key {
-            b = b.header("authorization", k);
-        }
-        send(&c, b.body(Full::new(Bytes::new())).unwrap())
-    };
-    assert_eq!(call(None).await.unwrap(), (401, "unauthorized\n".into()));
-    assert_eq!(call(Some("Bearer ..data")).await.unwrap().0, 401);
-    assert_eq!(
-        call(Some("Bearer sk-from-secret")).await.unwrap(),
-        (200, "hello from alpha\n".into())
-    );
+    let Routed { _dir: _routing, r, c, .. } =
+        routed(&format!("{auth}{}", endpoints_yaml(&[&a.addr])), &[]).await;
+    let url = format!("http://{}/", r.addr);
+    let call = |authorization| get_authorized(&c, &url, authorization);
+    assert_eq!(call(None).await, (401, "unauthorized\n".into()));
+    assert_eq!(call(Some("Bearer ..data")).await.0, 401);
+    assert_eq!(call(Some("Bearer sk-from-secret")).await, (200, "hello from alpha\n".into()));
     let n = metric(&c, &r.addr, "blaze_router_api_key_requests_total{key=\"team-a\"}").await;
     assert_eq!(n, Some(1.0));
     // A key added to the Secret is accepted without a restart.
-    assert_eq!(call(Some("Bearer sk-added")).await.unwrap().0, 401);
+    assert_eq!(call(Some("Bearer sk-added")).await.0, 401);
     std::fs::write(keys.join("team-b"), "sk-added").unwrap();
-    poll(Duration::from_secs(3), || async {
-        call(Some("Bearer sk-added")).await.unwrap().0 == 200
-    })
-    .await;
+    poll(Duration::from_secs(3), || async { call(Some("Bearer sk-added")).await.0 == 200 }).await;
 }
 
 #[tokio::test]
 async fn grpc_health_checks_take_a_not_serving_endpoint_out_and_back() {
     let a = upstream("alpha", "127.0.0.1:0");
     let b = upstream("beta", "127.0.0.1:0");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
     let hc = "healthCheck: {path: /grpc.health.v1.Health/Check, intervalSeconds: 1, \
               timeoutSeconds: 1, healthyThreshold: 1, unhealthyThreshold: 1}\n";
-    write_config(
-        &cfg,
-        &format!("strategy: roundRobin\n{hc}{}", endpoints_yaml(&[&a.addr, &b.addr])),
-    );
-    let r = router(&cfg, &[]).await;
-    let c = client();
-    let healthy =
-        |addr: &str| format!("blaze_router_endpoint_healthy{{endpoint=\"{addr}\",engine=\"\"}}");
+    let routing = format!("strategy: roundRobin\n{hc}{}", endpoints_yaml(&[&a.addr, &b.addr]));
+    let Routed { _dir, r, c, .. } = routed(&routing, &[]).await;
+    let healthy = |addr: &str| labelled("blaze_router_endpoint_healthy", addr);
     let flip = |addr: &str, to: &str| {
         let req = http::Request::post(format!("http://{addr}/grpc-health/{to}"))
             .body(Full::new(Bytes::new()))

@@ -25,38 +25,11 @@ fn config(addrs: &[&str], interval: u32) -> String {
     )
 }
 
-/// A router reading its routing document from a file of its own (`cfg`, rewritten to
-/// reload), and a client.
-struct Routed {
-    _dir: tempfile::TempDir,
-    cfg: std::path::PathBuf,
-    r: Proc,
-    c: Http,
-}
-
-async fn routed(routing: &str) -> Routed {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("routing.yaml");
-    write_config(&cfg, routing);
-    let r = router(&cfg, &[]).await;
-    Routed { _dir: dir, cfg, r, c: client() }
-}
-
-fn labelled(name: &str, endpoint: &str) -> String {
-    format!("{name}{{endpoint=\"{endpoint}\",engine=\"\"}}")
-}
-
-/// Waits until the router has the response headers of `n` requests from `endpoint`.
-async fn headers_came(c: &Http, router: &str, endpoint: &str, n: f64) {
-    let ttfb = labelled("blaze_router_endpoint_ttfb_seconds_count", endpoint);
-    poll(Duration::from_secs(5), || async { metric(c, router, &ttfb).await == Some(n) }).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_stuck_before_its_first_byte_is_sent_again_once_its_endpoint_fails_checks() {
     let a = upstream_with("a", "127.0.0.1:0", &["--stall-streams"]);
     let b = upstream("b", "127.0.0.1:0");
-    let Routed { _dir, r, c, .. } = routed(&config(&[&a.addr, &b.addr], 1)).await;
+    let Routed { _dir, r, c, .. } = routed(&config(&[&a.addr, &b.addr], 1), &[]).await;
     let stream = tokio::spawn({
         let (c, url) = (c.clone(), format!("http://{}/sse/3/50", r.addr));
         async move { get(&c, &url).await }
@@ -81,7 +54,7 @@ async fn a_stream_stuck_before_its_first_byte_is_sent_again_once_its_endpoint_fa
 async fn a_stream_stuck_before_its_first_byte_moves_when_a_reload_drops_its_endpoint() {
     let a = upstream_with("a", "127.0.0.1:0", &["--stall-streams"]);
     let b = upstream("b", "127.0.0.1:0");
-    let Routed { _dir, cfg, r, c } = routed(&config(&[&a.addr], 30)).await;
+    let Routed { _dir, cfg, r, c } = routed(&config(&[&a.addr], 30), &[]).await;
     let stream = tokio::spawn({
         let (c, url) = (c.clone(), format!("http://{}/sse/2/50", r.addr));
         async move { get(&c, &url).await }
@@ -106,7 +79,7 @@ async fn a_frozen_endpoint_is_found_within_seconds_and_its_waiting_requests_go_e
     let a = upstream("a", "127.0.0.1:0");
     let b = upstream("b", "127.0.0.1:0");
     // Health checks too rare to matter: only the stall detector can find the freeze in time.
-    let Routed { _dir, r, c, .. } = routed(&config(&[&a.addr, &b.addr], 30)).await;
+    let Routed { _dir, r, c, .. } = routed(&config(&[&a.addr, &b.addr], 30), &[]).await;
     let url = format!("http://{}/", r.addr);
     for _ in 0..10 {
         assert_eq!(get(&c, &url).await.unwrap().0, 200);
@@ -139,7 +112,7 @@ async fn a_frozen_endpoint_is_found_within_seconds_and_its_waiting_requests_go_e
 async fn a_slow_endpoint_that_answers_its_probe_is_not_cut() {
     let a = upstream("a", "127.0.0.1:0");
     let b = upstream("b", "127.0.0.1:0");
-    let Routed { _dir, r, c, .. } = routed(&config(&[&a.addr, &b.addr], 30)).await;
+    let Routed { _dir, r, c, .. } = routed(&config(&[&a.addr, &b.addr], 30), &[]).await;
     // Silent for 4 s, past the suspicion threshold of an endpoint never measured (2 s and a
     // tick): probed, it answers, and is left to finish.
     let start = Instant::now();
@@ -156,7 +129,7 @@ async fn a_slow_endpoint_that_answers_its_probe_is_not_cut() {
 #[tokio::test]
 async fn time_to_first_byte_is_taken_at_the_first_body_byte() {
     let a = upstream("a", "127.0.0.1:0");
-    let Routed { _dir, r, c, .. } = routed(&endpoints_yaml(&[&a.addr])).await;
+    let Routed { _dir, r, c, .. } = routed(&endpoints_yaml(&[&a.addr]), &[]).await;
     // Headers at once, the one event 600 ms later.
     let (status, body) = get(&c, &format!("http://{}/late/600", r.addr)).await.unwrap();
     assert_eq!((status, body.as_str()), (200, "data: a late\n\n"));

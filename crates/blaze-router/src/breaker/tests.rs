@@ -16,6 +16,17 @@ fn fail(b: &mut Breaker, now: Instant) -> bool {
     b.on_failure(now, || true)
 }
 
+/// A breaker (jitter drawn from `seed`) opened by consecutive failures at `t0`, and the
+/// instant it is open until.
+fn opened(seed: u64, t0: Instant) -> (Breaker, Instant) {
+    let mut b = Breaker::new(cfg(), seed);
+    for _ in 0..3 {
+        fail(&mut b, t0);
+    }
+    let until = b.open_until().expect("open after three failures");
+    (b, until)
+}
+
 #[test]
 fn consecutive_failures_open_the_breaker() {
     let t0 = Instant::now();
@@ -63,11 +74,7 @@ fn the_failure_rate_opens_the_breaker_once_enough_requests_were_seen() {
 #[test]
 fn open_becomes_half_open_after_the_open_time_with_jitter() {
     let t0 = Instant::now();
-    let mut b = Breaker::new(cfg(), 7);
-    for _ in 0..3 {
-        fail(&mut b, t0);
-    }
-    let until = b.open_until().unwrap();
+    let (mut b, until) = opened(7, t0);
     let open = until - t0;
     assert!(open >= Duration::from_secs(8) && open < Duration::from_secs(12), "{open:?}");
     assert_eq!(b.admit(until - Duration::from_millis(1)), Admit::No);
@@ -80,11 +87,7 @@ fn open_becomes_half_open_after_the_open_time_with_jitter() {
 #[test]
 fn successful_probes_close_the_breaker() {
     let t0 = Instant::now();
-    let mut b = Breaker::new(cfg(), 7);
-    for _ in 0..3 {
-        fail(&mut b, t0);
-    }
-    let t1 = b.open_until().unwrap();
+    let (mut b, t1) = opened(7, t0);
     assert_eq!(b.admit(t1), Admit::Probe);
     assert!(!b.on_success(t1));
     assert_eq!(b.admit(t1), Admit::Probe);
@@ -97,11 +100,7 @@ fn successful_probes_close_the_breaker() {
 #[test]
 fn a_failed_probe_reopens_with_a_doubled_capped_time() {
     let t0 = Instant::now();
-    let mut b = Breaker::new(cfg(), 11);
-    for _ in 0..3 {
-        fail(&mut b, t0);
-    }
-    let mut now = b.open_until().unwrap();
+    let (mut b, mut now) = opened(11, t0);
     let mut opens = Vec::new();
     for _ in 0..4 {
         assert_eq!(b.admit(now), Admit::Probe);
@@ -140,11 +139,7 @@ fn ejections_honour_the_percentage_and_never_take_all() {
 #[test]
 fn a_released_probe_lets_the_next_one_through() {
     let t0 = Instant::now();
-    let mut b = Breaker::new(cfg(), 7);
-    for _ in 0..3 {
-        fail(&mut b, t0);
-    }
-    let t1 = b.open_until().unwrap();
+    let (mut b, t1) = opened(7, t0);
     assert_eq!(b.admit(t1), Admit::Probe);
     assert_eq!(b.admit(t1), Admit::No);
     b.release_probe();

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -91,17 +91,56 @@ pub fn client() -> Http {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
+/// A router reading its routing document from a file of its own (`cfg`, rewritten to
+/// reload), and a client.
+pub struct Routed {
+    pub _dir: tempfile::TempDir,
+    pub cfg: PathBuf,
+    pub r: Proc,
+    pub c: Http,
+}
+
+/// Starts a router with `extra` flags on a routing file that holds `routing`.
+pub async fn routed(routing: &str, extra: &[&str]) -> Routed {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("routing.yaml");
+    write_config(&cfg, routing);
+    let r = router(&cfg, extra).await;
+    Routed { _dir: dir, cfg, r, c: client() }
+}
+
 /// GET returning status and body text.
 pub async fn get(c: &Http, url: &str) -> Result<(u16, String), String> {
-    let req = http::Request::get(url).body(Full::new(Bytes::new())).unwrap();
-    send(c, req).await
+    get_with(c, url, &[]).await
+}
+
+/// GET with `headers`, returning status and body text.
+pub async fn get_with(
+    c: &Http,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
+    let mut req = http::Request::get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    send(c, req.body(Full::new(Bytes::new())).unwrap()).await
 }
 
 pub async fn send(c: &Http, req: http::Request<Full<Bytes>>) -> Result<(u16, String), String> {
+    let (status, _, body) = exchange(c, req).await?;
+    Ok((status, body))
+}
+
+/// Sends `req`, returning status, headers and body text.
+pub async fn exchange(
+    c: &Http,
+    req: http::Request<Full<Bytes>>,
+) -> Result<(u16, http::HeaderMap, String), String> {
     let resp = c.request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Polls `check` every 20 ms until it holds, panicking after `deadline`.
@@ -124,6 +163,23 @@ where
 pub async fn metric(c: &Http, router: &str, prefix: &str) -> Option<f64> {
     let (_, text) = get(c, &format!("http://{router}/metrics")).await.ok()?;
     text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// A per-endpoint metric's name with its labels, for [`metric`].
+pub fn labelled(name: &str, endpoint: &str) -> String {
+    format!("{name}{{endpoint=\"{endpoint}\",engine=\"\"}}")
+}
+
+/// Waits until the router has the response headers of `n` requests from `endpoint`.
+pub async fn headers_came(c: &Http, router: &str, endpoint: &str, n: f64) {
+    let ttfb = labelled("blaze_router_endpoint_ttfb_seconds_count", endpoint);
+    poll(Duration::from_secs(5), || async { metric(c, router, &ttfb).await == Some(n) }).await;
+}
+
+/// Waits until the router has loaded `n` routing documents after its first.
+pub async fn reloaded(c: &Http, router: &str, n: f64) {
+    let loaded = "blaze_router_config_reloads_total{result=\"Ok\"}";
+    poll(Duration::from_secs(5), || async { metric(c, router, loaded).await >= Some(n) }).await;
 }
 
 /// Writes a routing file.
