@@ -68,156 +68,85 @@ fn hold_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 16))
 }
 
-/// Every metric the router exports.
-#[derive(Clone)]
-pub struct Metrics {
-    /// Requests sent to each endpoint (tries, retries included).
-    pub requests: Family<EndpointLabels, Counter>,
-    /// Tries that failed (connection errors, timeouts, 5xx, gRPC failures).
-    pub errors: Family<EndpointLabels, Counter>,
-    /// Requests in flight until their response ends.
-    pub in_flight: Family<EndpointLabels, Gauge>,
-    /// Time to response headers.
-    pub ttfb: Family<EndpointLabels, Histogram, fn() -> Histogram>,
-    /// Time to the first response body byte (a stream's first token).
-    pub ttft: Family<EndpointLabels, Histogram, fn() -> Histogram>,
-    /// Endpoints found stalled (requests in flight, nothing arriving, the health probe
-    /// failing) and taken out.
-    pub stalls: Family<EndpointLabels, Counter>,
-    /// Requests sent again because their endpoint was ejected before anything reached the
-    /// client, by reason (`unhealthy`, `breaker`, `removed`).
-    pub resent: Family<ReasonLabels, Counter>,
-    /// Requests held now for want of an endpoint.
-    pub held: Gauge,
-    /// Time held, for the held requests that got an endpoint.
-    pub hold_seconds: Histogram,
-    /// Requests not held or no longer held, by reason (`full`, `timeout`).
-    pub hold_rejected: Family<ReasonLabels, Counter>,
-    /// Breaker state: 0 closed, 1 open, 2 half-open.
-    pub breaker_state: Family<EndpointLabels, Gauge>,
-    /// 1 when active health checks pass.
-    pub healthy: Family<EndpointLabels, Gauge>,
-    /// Configured weight.
-    pub weight: Family<EndpointLabels, Gauge>,
-    /// Times a breaker opened.
-    pub ejections: Family<EndpointLabels, Counter>,
-    /// Breaker openings refused by `maxEjectionPercent`.
-    pub ejections_refused: Counter,
-    /// Requests balanced over every endpoint because none was usable.
-    pub panic: Counter,
-    /// Retries sent.
-    pub retries: Counter,
-    /// Retries wanted but refused by the retry budget.
-    pub budget_exhausted: Counter,
-    /// Requests that found no endpoint at all.
-    pub no_endpoint: Counter,
-    /// Configuration reloads.
-    pub reloads: Family<ReloadLabels, Counter>,
-    /// TLS certificate reloads (after the files changed).
-    pub tls_reloads: Family<ReloadLabels, Counter>,
-    /// Requests per API key name.
-    pub key_requests: Family<KeyLabels, Counter>,
-    /// Requests refused for a missing or wrong API key.
-    pub unauthorized: Counter,
+blaze_metrics::metrics! {
+    /// Every metric the router exports.
+    #[derive(Clone)]
+    pub struct Metrics {
+        /// Requests sent to each endpoint (tries, retries included).
+        requests: Family<EndpointLabels, Counter> =
+            "endpoint_requests", "Tries sent to each endpoint";
+        /// Tries that failed (connection errors, timeouts, 5xx, gRPC failures).
+        errors: Family<EndpointLabels, Counter> =
+            "endpoint_errors", "Tries that failed, per endpoint";
+        /// Requests in flight until their response ends.
+        in_flight: Family<EndpointLabels, Gauge> =
+            "endpoint_in_flight", "Requests in flight until their response ends";
+        /// Time to response headers.
+        ttfb: Family<EndpointLabels, Histogram, fn() -> Histogram> =
+            "endpoint_ttfb_seconds", "Time to response headers",
+            Family::new_with_constructor(ttfb_histogram);
+        /// Time to the first response body byte (a stream's first token).
+        ttft: Family<EndpointLabels, Histogram, fn() -> Histogram> =
+            "endpoint_ttft_seconds",
+            "Time to the first response body byte (a stream's first token)",
+            Family::new_with_constructor(ttft_histogram);
+        /// Endpoints found stalled (requests in flight, nothing arriving, the health probe
+        /// failing) and taken out.
+        stalls: Family<EndpointLabels, Counter> = "endpoint_stalls",
+            "Endpoints taken out for sending nothing with requests in flight and failing a probe";
+        /// Requests sent again because their endpoint was ejected before anything reached the
+        /// client, by reason (`unhealthy`, `breaker`, `removed`).
+        resent: Family<ReasonLabels, Counter> = "resent_requests",
+            "Requests sent again because their endpoint was ejected before answering";
+        /// Requests held now for want of an endpoint.
+        held: Gauge = "held_requests", "Requests held now for want of an endpoint";
+        /// Time held, for the held requests that got an endpoint.
+        hold_seconds: Histogram = "hold_seconds",
+            "Time held for want of an endpoint, of requests that got one", hold_histogram();
+        /// Requests not held or no longer held, by reason (`full`, `timeout`).
+        hold_rejected: Family<ReasonLabels, Counter> = "hold_rejected",
+            "Requests answered 503 for want of an endpoint: hold full or timed out";
+        /// Breaker state: 0 closed, 1 open, 2 half-open.
+        breaker_state: Family<EndpointLabels, Gauge> =
+            "endpoint_breaker_state", "Breaker state: 0 closed, 1 open, 2 half-open";
+        /// 1 when active health checks pass.
+        healthy: Family<EndpointLabels, Gauge> =
+            "endpoint_healthy", "1 when active health checks pass";
+        /// Configured weight.
+        weight: Family<EndpointLabels, Gauge> = "endpoint_weight", "Configured weight";
+        /// Times a breaker opened.
+        ejections: Family<EndpointLabels, Counter> =
+            "endpoint_ejections", "Times a breaker opened";
+        /// Breaker openings refused by `maxEjectionPercent`.
+        ejections_refused: Counter =
+            "ejections_refused", "Breaker openings refused by maxEjectionPercent";
+        /// Requests balanced over every endpoint because none was usable.
+        panic: Counter =
+            "panic", "Requests balanced over all endpoints because none was usable";
+        /// Retries sent.
+        retries: Counter = "retries", "Retries sent";
+        /// Retries wanted but refused by the retry budget.
+        budget_exhausted: Counter =
+            "retry_budget_exhausted", "Retries refused by the retry budget";
+        /// Requests that found no endpoint at all.
+        no_endpoint: Counter = "no_endpoint", "Requests that found no endpoint";
+        /// Configuration reloads.
+        reloads: Family<ReloadLabels, Counter> = "config_reloads", "Configuration reloads";
+        /// TLS certificate reloads (after the files changed).
+        tls_reloads: Family<ReloadLabels, Counter> = "tls_reloads", "TLS certificate reloads";
+        /// Requests per API key name.
+        key_requests: Family<KeyLabels, Counter> =
+            "api_key_requests", "Requests per API key name";
+        /// Requests refused for a missing or wrong API key.
+        unauthorized: Counter =
+            "unauthorized", "Requests refused for a missing or wrong API key";
+    }
 }
 
 impl Metrics {
     /// Creates the metrics and registers them under `blaze_router_`.
     pub fn new(registry: &mut Registry) -> Self {
-        let m = Self {
-            requests: Family::default(),
-            errors: Family::default(),
-            in_flight: Family::default(),
-            ttfb: Family::new_with_constructor(ttfb_histogram),
-            ttft: Family::new_with_constructor(ttft_histogram),
-            stalls: Family::default(),
-            resent: Family::default(),
-            held: Gauge::default(),
-            hold_seconds: hold_histogram(),
-            hold_rejected: Family::default(),
-            breaker_state: Family::default(),
-            healthy: Family::default(),
-            weight: Family::default(),
-            ejections: Family::default(),
-            ejections_refused: Counter::default(),
-            panic: Counter::default(),
-            retries: Counter::default(),
-            budget_exhausted: Counter::default(),
-            no_endpoint: Counter::default(),
-            reloads: Family::default(),
-            tls_reloads: Family::default(),
-            key_requests: Family::default(),
-            unauthorized: Counter::default(),
-        };
-        let r = registry.sub_registry_with_prefix("blaze_router");
-        r.register("endpoint_requests", "Tries sent to each endpoint", m.requests.clone());
-        r.register("endpoint_errors", "Tries that failed, per endpoint", m.errors.clone());
-        r.register(
-            "endpoint_in_flight",
-            "Requests in flight until their response ends",
-            m.in_flight.clone(),
-        );
-        r.register("endpoint_ttfb_seconds", "Time to response headers", m.ttfb.clone());
-        r.register(
-            "endpoint_ttft_seconds",
-            "Time to the first response body byte (a stream's first token)",
-            m.ttft.clone(),
-        );
-        r.register(
-            "endpoint_stalls",
-            "Endpoints taken out for sending nothing with requests in flight and failing a probe",
-            m.stalls.clone(),
-        );
-        r.register(
-            "resent_requests",
-            "Requests sent again because their endpoint was ejected before answering",
-            m.resent.clone(),
-        );
-        r.register("held_requests", "Requests held now for want of an endpoint", m.held.clone());
-        r.register(
-            "hold_seconds",
-            "Time held for want of an endpoint, of requests that got one",
-            m.hold_seconds.clone(),
-        );
-        r.register(
-            "hold_rejected",
-            "Requests answered 503 for want of an endpoint: hold full or timed out",
-            m.hold_rejected.clone(),
-        );
-        r.register(
-            "endpoint_breaker_state",
-            "Breaker state: 0 closed, 1 open, 2 half-open",
-            m.breaker_state.clone(),
-        );
-        r.register("endpoint_healthy", "1 when active health checks pass", m.healthy.clone());
-        r.register("endpoint_weight", "Configured weight", m.weight.clone());
-        r.register("endpoint_ejections", "Times a breaker opened", m.ejections.clone());
-        r.register(
-            "ejections_refused",
-            "Breaker openings refused by maxEjectionPercent",
-            m.ejections_refused.clone(),
-        );
-        r.register(
-            "panic",
-            "Requests balanced over all endpoints because none was usable",
-            m.panic.clone(),
-        );
-        r.register("retries", "Retries sent", m.retries.clone());
-        r.register(
-            "retry_budget_exhausted",
-            "Retries refused by the retry budget",
-            m.budget_exhausted.clone(),
-        );
-        r.register("no_endpoint", "Requests that found no endpoint", m.no_endpoint.clone());
-        r.register("config_reloads", "Configuration reloads", m.reloads.clone());
-        r.register("tls_reloads", "TLS certificate reloads", m.tls_reloads.clone());
-        r.register("api_key_requests", "Requests per API key name", m.key_requests.clone());
-        r.register(
-            "unauthorized",
-            "Requests refused for a missing or wrong API key",
-            m.unauthorized.clone(),
-        );
-        m
+        Self::create(registry.sub_registry_with_prefix("blaze_router"))
     }
 
     /// Handles for one endpoint.

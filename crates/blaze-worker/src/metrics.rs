@@ -42,35 +42,46 @@ pub struct WatchdogLabels {
     pub cause: WatchdogCause,
 }
 
-/// Handles to every metric the engine updates.
-#[derive(Clone)]
-pub struct Metrics {
-    /// Sequences in the running batch.
-    pub running: Gauge,
-    /// Requests admitted but not yet prefilled.
-    pub waiting: Gauge,
-    /// Fraction (0..1) of the KV token budget in use.
-    pub kv_cache_usage: Gauge<f64, std::sync::atomic::AtomicU64>,
-    /// Seconds from admission to the first token.
-    pub ttft: Histogram,
-    /// Seconds between output tokens.
-    pub tpot: Histogram,
-    /// Seconds from admission to the last token.
-    pub e2e: Histogram,
-    /// Prompt tokens prefilled.
-    pub prompt_tokens: Counter,
-    /// Tokens generated.
-    pub generation_tokens: Counter,
-    /// Finished requests by reason.
-    pub finished: Family<FinishLabels, Counter>,
-    /// Requests refused because the queue was full.
-    pub rejected: Counter,
-    /// Sequences per decode step.
-    pub batch_size: Histogram,
-    /// Sequences per prefill pass.
-    pub prefill_batch_size: Histogram,
-    /// Times the watchdog failed the engine, by cause (0 or 1 per process: a trip is final).
-    pub watchdog_trips: Family<WatchdogLabels, Counter>,
+// prometheus-client appends `_total` to counters.
+blaze_metrics::metrics! {
+    /// Handles to every metric the engine updates.
+    #[derive(Clone)]
+    pub struct Metrics {
+        /// Sequences in the running batch.
+        running: Gauge = "vllm:num_requests_running", "Sequences in the running batch";
+        /// Requests admitted but not yet prefilled.
+        waiting: Gauge = "vllm:num_requests_waiting", "Requests waiting to be scheduled";
+        /// Fraction (0..1) of the KV token budget in use.
+        kv_cache_usage: Gauge<f64, std::sync::atomic::AtomicU64> =
+            "vllm:kv_cache_usage_perc", "Fraction of the KV token budget in use";
+        /// Seconds from admission to the first token.
+        ttft: Histogram = "vllm:time_to_first_token_seconds", "Time to first token",
+            Histogram::new(latency_buckets());
+        /// Seconds between output tokens.
+        tpot: Histogram = "vllm:time_per_output_token_seconds", "Time between output tokens",
+            Histogram::new(latency_buckets());
+        /// Seconds from admission to the last token.
+        e2e: Histogram = "vllm:e2e_request_latency_seconds", "Request latency",
+            Histogram::new(latency_buckets());
+        /// Prompt tokens prefilled.
+        prompt_tokens: Counter = "vllm:prompt_tokens", "Prompt tokens processed";
+        /// Tokens generated.
+        generation_tokens: Counter = "vllm:generation_tokens", "Tokens generated";
+        /// Finished requests by reason.
+        finished: Family<FinishLabels, Counter> =
+            "vllm:request_success", "Finished requests by reason";
+        /// Requests refused because the queue was full.
+        rejected: Counter = "blaze_requests_rejected", "Requests refused with a full queue";
+        /// Sequences per decode step.
+        batch_size: Histogram = "blaze_batch_size", "Sequences per decode step",
+            Histogram::new(batch_buckets());
+        /// Sequences per prefill pass.
+        prefill_batch_size: Histogram = "blaze_prefill_batch_size", "Sequences per prefill pass",
+            Histogram::new(batch_buckets());
+        /// Times the watchdog failed the engine, by cause (0 or 1 per process: a trip is final).
+        watchdog_trips: Family<WatchdogLabels, Counter> = "blaze_watchdog_trips",
+            "Times the watchdog failed the engine (the scheduler panicked or stalled)";
+    }
 }
 
 /// Latency buckets from 5 ms to 60 s: a 135M model's decode step on CPU is ~10 ms, a large
@@ -86,65 +97,7 @@ fn batch_buckets() -> impl Iterator<Item = f64> {
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            running: Gauge::default(),
-            waiting: Gauge::default(),
-            kv_cache_usage: Gauge::default(),
-            ttft: Histogram::new(latency_buckets()),
-            tpot: Histogram::new(latency_buckets()),
-            e2e: Histogram::new(latency_buckets()),
-            prompt_tokens: Counter::default(),
-            generation_tokens: Counter::default(),
-            finished: Family::default(),
-            rejected: Counter::default(),
-            batch_size: Histogram::new(batch_buckets()),
-            prefill_batch_size: Histogram::new(batch_buckets()),
-            watchdog_trips: Family::default(),
-        };
-        let r = registry;
-        r.register(
-            "vllm:num_requests_running",
-            "Sequences in the running batch",
-            m.running.clone(),
-        );
-        r.register(
-            "vllm:num_requests_waiting",
-            "Requests waiting to be scheduled",
-            m.waiting.clone(),
-        );
-        r.register(
-            "vllm:kv_cache_usage_perc",
-            "Fraction of the KV token budget in use",
-            m.kv_cache_usage.clone(),
-        );
-        r.register("vllm:time_to_first_token_seconds", "Time to first token", m.ttft.clone());
-        r.register(
-            "vllm:time_per_output_token_seconds",
-            "Time between output tokens",
-            m.tpot.clone(),
-        );
-        r.register("vllm:e2e_request_latency_seconds", "Request latency", m.e2e.clone());
-        // prometheus-client appends `_total` to counters.
-        r.register("vllm:prompt_tokens", "Prompt tokens processed", m.prompt_tokens.clone());
-        r.register("vllm:generation_tokens", "Tokens generated", m.generation_tokens.clone());
-        r.register("vllm:request_success", "Finished requests by reason", m.finished.clone());
-        r.register(
-            "blaze_requests_rejected",
-            "Requests refused with a full queue",
-            m.rejected.clone(),
-        );
-        r.register("blaze_batch_size", "Sequences per decode step", m.batch_size.clone());
-        r.register(
-            "blaze_prefill_batch_size",
-            "Sequences per prefill pass",
-            m.prefill_batch_size.clone(),
-        );
-        r.register(
-            "blaze_watchdog_trips",
-            "Times the watchdog failed the engine (the scheduler panicked or stalled)",
-            m.watchdog_trips.clone(),
-        );
-        m
+        Self::create(registry)
     }
 
     /// Counts a watchdog trip.
