@@ -310,19 +310,29 @@ mod tests {
         assert!(s.metrics_due("ns/b").is_some(), "engines are independent");
     }
 
-    #[tokio::test]
-    async fn fetches_metrics_over_http_and_reports_failures() {
+    /// A worker on a local port answering `/metrics` with four requests running: its
+    /// address and its server task.
+    async fn busy_worker() -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
         let app = axum::Router::new()
             .route("/metrics", axum::routing::get(|| async { "vllm:num_requests_running 4\n" }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, tokio::spawn(async move { axum::serve(listener, app).await }))
+    }
+
+    /// An address nothing listens on.
+    async fn dead_addr() -> String {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        closed.local_addr().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn fetches_metrics_over_http_and_reports_failures() {
+        let (addr, server) = busy_worker().await;
         let text = fetch_metrics(&addr, Duration::from_secs(5)).await.unwrap();
         assert_eq!(PodLoad::from_samples(&prom::parse(&text)).in_flight, 4.0);
         server.abort();
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dead = closed.local_addr().unwrap().to_string();
-        drop(closed);
+        let dead = dead_addr().await;
         assert!(matches!(
             fetch_metrics(&dead, Duration::from_secs(5)).await,
             Err(ScrapeError::Io(_))
@@ -338,14 +348,8 @@ mod tests {
     /// worker with no load.
     #[tokio::test]
     async fn a_worker_that_does_not_answer_is_a_counted_failure_not_an_idle_worker() {
-        let app = axum::Router::new()
-            .route("/metrics", axum::routing::get(|| async { "vllm:num_requests_running 4\n" }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let up = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let down = closed.local_addr().unwrap().to_string();
-        drop(closed);
+        let (up, server) = busy_worker().await;
+        let down = dead_addr().await;
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = crate::metrics::Metrics::new(&mut registry);
         let targets = [("up".to_owned(), up), ("down".to_owned(), down)];

@@ -39,6 +39,13 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    /// The upper bound of a histogram bucket sample (its `le` label).
+    pub fn le(&self) -> Option<f64> {
+        self.labels.get("le").and_then(|v| parse_value(v))
+    }
+}
+
 /// Parses exposition text. Malformed lines are skipped: one bad line from a worker must not
 /// blind the autoscaler to the rest.
 pub fn parse(text: &str) -> Vec<Sample> {
@@ -111,7 +118,7 @@ pub fn buckets(samples: &[Sample], name: &str) -> Vec<(f64, f64)> {
     let bucket = format!("{name}_bucket");
     let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
     for s in samples.iter().filter(|s| s.name == bucket) {
-        let Some(le) = s.labels.get("le").and_then(|v| parse_value(v)) else { continue };
+        let Some(le) = s.le() else { continue };
         let e = by_le.entry(le.to_bits()).or_insert((le, 0.0));
         e.1 += s.value;
     }

@@ -67,6 +67,21 @@ pub struct EndpointSample {
     pub healthy: bool,
 }
 
+impl Default for EndpointSample {
+    /// Nothing counted yet, breaker closed, healthy: an endpoint before its first report.
+    fn default() -> Self {
+        Self {
+            engine: String::new(),
+            requests: 0.0,
+            errors: 0.0,
+            latency: Vec::new(),
+            in_flight: 0.0,
+            breaker: BreakerState::Closed,
+            healthy: true,
+        }
+    }
+}
+
 /// One router pod's scrape, by endpoint (`HOST:PORT`).
 pub type PodScrape = BTreeMap<String, EndpointSample>;
 
@@ -83,12 +98,7 @@ pub fn read(samples: &[Sample]) -> PodScrape {
         let Some(ep) = s.labels.get("endpoint") else { continue };
         let e = out.entry(ep.clone()).or_insert_with(|| EndpointSample {
             engine: s.labels.get("engine").cloned().unwrap_or_default(),
-            requests: 0.0,
-            errors: 0.0,
-            latency: Vec::new(),
-            in_flight: 0.0,
-            breaker: BreakerState::Closed,
-            healthy: true,
+            ..Default::default()
         });
         match s.name.as_str() {
             series::REQUESTS => e.requests += s.value,
@@ -97,7 +107,7 @@ pub fn read(samples: &[Sample]) -> PodScrape {
             series::BREAKER => e.breaker = worse(e.breaker, breaker(s.value)),
             series::HEALTHY => e.healthy &= s.value > 0.0,
             n if n == latency => {
-                if let Some(le) = s.labels.get("le").and_then(|v| prom::parse_value(v)) {
+                if let Some(le) = s.le() {
                     prom::add_buckets(&mut e.latency, &[(le, s.value)]);
                 }
             }
@@ -148,6 +158,7 @@ pub fn observe(
 ) -> BTreeMap<String, EndpointView> {
     let mut out: BTreeMap<String, EndpointView> = BTreeMap::new();
     let mut counts: BTreeMap<&str, Counts> = BTreeMap::new();
+    let unseen = EndpointSample::default();
     for (pod, scrape) in now {
         let baseline = history.baseline(pod, at, WINDOW_S).map(|(_, b)| b);
         for (ep, s) in scrape {
@@ -158,24 +169,16 @@ pub fn observe(
             *v.stats.in_flight.get_or_insert(0.0) += mean_in_flight(history, pod, ep, s, at);
             let Some(base) = baseline else { continue };
             let c = counts.entry(ep).or_default();
-            match base.get(ep) {
-                Some(b) => {
-                    c.requests += prom::counter_delta(s.requests, b.requests);
-                    c.errors += prom::counter_delta(s.errors, b.errors);
-                    let delta = prom::bucket_delta(&s.latency, &b.latency);
-                    prom::add_buckets(&mut c.latency, &delta);
-                }
-                // New to this router since the baseline: everything it counted is new.
-                None => {
-                    c.requests += s.requests;
-                    c.errors += s.errors;
-                    prom::add_buckets(&mut c.latency, &s.latency);
-                }
-            }
+            // New to this router since the baseline: everything it counted is new.
+            let b = base.get(ep).unwrap_or(&unseen);
+            c.requests += prom::counter_delta(s.requests, b.requests);
+            c.errors += prom::counter_delta(s.errors, b.errors);
+            prom::add_buckets(&mut c.latency, &prom::bucket_delta(&s.latency, &b.latency));
         }
     }
     for (ep, c) in counts {
-        let v = out.get_mut(ep).expect("counted endpoints have a view");
+        // Every counted endpoint has a view: both come from the same scrape.
+        let Some(v) = out.get_mut(ep) else { continue };
         v.stats.p95_ms = prom::quantile(&c.latency, 0.95).map(|s| s * 1000.0);
         v.stats.ttft_ms = prom::quantile(&c.latency, 0.75).map(|s| s * 1000.0);
         if c.requests > 0.0 {

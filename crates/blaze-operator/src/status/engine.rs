@@ -154,15 +154,13 @@ impl Ctx<'_> {
         if let Some((pod, (restarts, exit))) =
             self.pods.iter().find_map(|p| Some((p, p.download_failing.as_ref()?)))
         {
-            let msg =
-                exit.message.as_deref().map(|m| format!(": {}", m.trim())).unwrap_or_default();
             return Some(Cond::new(
                 false,
                 "DownloadFailed",
                 format!(
-                    "downloading {} fails (exit code {}{msg}), {restarts} restarts: check spec.model.source (repository, revision), the token Secret and the route to the hub, and `kubectl logs {} -c {DOWNLOAD_CONTAINER} --previous`",
+                    "downloading {} fails ({}), {restarts} restarts: check spec.model.source (repository, revision), the token Secret and the route to the hub, and `kubectl logs {} -c {DOWNLOAD_CONTAINER} --previous`",
                     self.model(),
-                    exit.code,
+                    exit.describe(),
                     pod.name
                 ),
             ));
@@ -186,10 +184,7 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        let exit = p.last_exit.as_ref().map_or(String::new(), |e| {
-            let msg = e.message.as_deref().map(|m| format!(": {}", m.trim())).unwrap_or_default();
-            format!(" (exit code {}{msg})", e.code)
-        });
+        let exit = p.last_exit.as_ref().map_or(String::new(), |e| format!(" ({})", e.describe()));
         Some(Cond::new(
             false,
             "LoadFailed",

@@ -1,6 +1,6 @@
 //! What one worker pod shows: placed or not, ready or not, crashing and why.
 
-use k8s_openapi::api::core::v1::{ContainerState, Pod};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, Pod};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::children::pod::DOWNLOAD_CONTAINER;
@@ -45,9 +45,26 @@ pub struct Exit {
 }
 
 impl Exit {
+    /// How `t` ended; a blank termination message is none.
+    fn of(t: &ContainerStateTerminated) -> Self {
+        Self {
+            reason: t.reason.clone().unwrap_or_default(),
+            code: t.exit_code,
+            message: t.message.clone().filter(|m| !m.trim().is_empty()),
+        }
+    }
+
     /// The kernel killed the worker for exceeding its memory limit.
     pub fn is_oom(&self) -> bool {
         self.reason == "OOMKilled" || (self.code == 137 && self.reason.is_empty())
+    }
+
+    /// `exit code N` and the termination message, if any, for a condition message.
+    pub fn describe(&self) -> String {
+        match self.message.as_deref() {
+            Some(m) => format!("exit code {}: {}", self.code, m.trim()),
+            None => format!("exit code {}", self.code),
+        }
     }
 }
 
@@ -76,18 +93,12 @@ pub fn facts(pod: &Pod) -> PodFacts {
     let download =
         status.init_container_statuses.iter().flatten().find(|c| c.name == DOWNLOAD_CONTAINER);
     f.download_failing = download.and_then(|c| {
-        let terminated = |s: &ContainerState| s.terminated.clone();
         let now = c.state.as_ref().and_then(terminated);
-        if now.as_ref().is_some_and(|t| t.exit_code == 0) {
+        if now.is_some_and(|t| t.exit_code == 0) {
             return None;
         }
         let last = now.or_else(|| c.last_state.as_ref().and_then(terminated))?;
-        let exit = Exit {
-            reason: last.reason.unwrap_or_default(),
-            code: last.exit_code,
-            message: last.message.filter(|m| !m.trim().is_empty()),
-        };
-        Some((c.restart_count, exit))
+        Some((c.restart_count, Exit::of(last)))
     });
     let worker = status.container_statuses.iter().flatten().find(|c| c.name == WORKER);
     if let Some(c) = worker {
@@ -101,18 +112,15 @@ pub fn facts(pod: &Pod) -> PodFacts {
         f.restarts = c.restart_count;
         let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
         f.crash_looping = waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff");
-        let term = c
-            .last_state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .or_else(|| c.state.as_ref().and_then(|s| s.terminated.as_ref()));
-        f.last_exit = term.map(|t| Exit {
-            reason: t.reason.clone().unwrap_or_default(),
-            code: t.exit_code,
-            message: t.message.clone().filter(|m| !m.trim().is_empty()),
-        });
+        let term = c.last_state.as_ref().and_then(terminated);
+        f.last_exit = term.or_else(|| c.state.as_ref().and_then(terminated)).map(Exit::of);
     }
     f
+}
+
+/// How a container ended, if it has.
+fn terminated(s: &ContainerState) -> Option<&ContainerStateTerminated> {
+    s.terminated.as_ref()
 }
 
 /// Whether a worker that was ready in its current container has since been unready for at
