@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::Value;
 
+use crate::error::{ApiError, ApiResult};
 use crate::resources::ResourceInfo;
 use crate::server::State;
-use crate::status::{ApiError, ApiResult};
 use crate::writes::Writer;
 
 /// Largest request body accepted (the real server's limit).
@@ -138,7 +138,7 @@ pub fn parse_json(body: &[u8]) -> ApiResult<Value> {
 
 /// Parses a YAML (or JSON) body.
 pub fn parse_yaml(body: &[u8]) -> ApiResult<Value> {
-    serde_yaml::from_slice(body)
+    serde_saphyr::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
 }
 
@@ -201,7 +201,7 @@ async fn route(st: &Arc<State>, ctx: &Ctx) -> ApiResult<Response> {
         _ => return Err(ApiError::no_route(&ctx.path)),
     };
     let t = target(&reg, group, version, rest).ok_or_else(|| ApiError::no_route(&ctx.path))?;
-    crate::reads::dispatch(st, ctx, t).await
+    crate::handlers::dispatch(st, ctx, t).await
 }
 
 /// What a resource path names.

@@ -5,9 +5,9 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::error::Cause;
 use crate::fields::{self, FieldSet};
-use crate::lists::{ListType, child_schema, list_type, same_item};
-use crate::status::Cause;
+use blaze_merge::lists::{ListType, child_schema, list_type, same_item};
 
 /// One `managedFields` entry.
 #[derive(Debug, Clone)]

@@ -7,10 +7,9 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::api::{Ctx, json_response};
-use crate::reads::internal;
+use crate::error::{ApiError, ApiResult, Cause};
 use crate::resources::ResourceInfo;
 use crate::server::State;
-use crate::status::{ApiError, ApiResult, Cause};
 use crate::writes::Managed;
 
 /// Binds pod `name` in `ns` to the node the Binding body targets.
@@ -32,16 +31,14 @@ pub fn bind(
         return Err(ApiError::invalid("", "Binding", name, vec![cause]));
     };
     let w = ctx.writer(st, info);
-    st.store
-        .write(|inner| {
-            let old = inner.get(&info.storage_key(), ns, name);
-            let old = old.ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))?;
-            refuse(&old, &body, name)?;
-            let mut new = (*old).clone();
-            new["spec"]["nodeName"] = Value::String(node.clone());
-            w.update(inner, ns, name, new, "", Managed::Keep)
-        })
-        .map_err(internal)??;
+    st.store.write(|inner| {
+        let old = inner.get(&info.storage_key(), ns, name);
+        let old = old.ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))?;
+        refuse(&old, &body, name)?;
+        let mut new = (*old).clone();
+        new["spec"]["nodeName"] = Value::String(node.clone());
+        w.update(inner, ns, name, new, "", Managed::Keep)
+    })??;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Success", "code": 201});
     Ok(json_response(StatusCode::CREATED, &status))

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use crate::error::Cause;
 use crate::resources::{PrinterColumn, ResourceInfo, ScalePaths};
-use crate::status::Cause;
 use crate::store::Inner;
 
 /// Storage key of CRDs.

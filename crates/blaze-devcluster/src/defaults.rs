@@ -2,8 +2,8 @@
 
 use serde_json::{Value, json};
 
+use crate::error::ApiResult;
 use crate::resources::ResourceInfo;
-use crate::status::ApiResult;
 
 /// Fills in what the real server fills in on create.
 pub fn on_create(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {

@@ -8,9 +8,9 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::api::{Ctx, json_response};
+use crate::error::{ApiError, ApiResult};
 use crate::resources::{Registry, ResourceInfo};
 use crate::server::State;
-use crate::status::{ApiError, ApiResult};
 
 /// The Kubernetes version reported; kubectl picks its matching minor from it.
 pub const KUBE_MINOR: &str = "33";

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use crate::lists::{ListType, child_schema, list_type, same_item};
+use blaze_merge::lists::{ListType, child_schema, list_type, same_item};
 
 /// One path.
 pub type Path = Vec<String>;

@@ -7,10 +7,10 @@ use serde_json::Value;
 
 use crate::api::{Ctx, parse_json, parse_yaml};
 use crate::apply::{self, Shape};
-use crate::reads::{from_scale, internal, refresh_if_crd, to_scale};
+use crate::error::{ApiError, ApiResult};
+use crate::handlers::{update, write};
 use crate::resources::ResourceInfo;
 use crate::server::State;
-use crate::status::{ApiError, ApiResult};
 use crate::store::Inner;
 use crate::writes::{Managed, Writer};
 
@@ -23,7 +23,7 @@ enum Kind {
 }
 
 /// Applies a patch to `name` (or its `status` / `scale` subresource).
-pub fn patch(
+pub(crate) fn patch(
     st: &State,
     ctx: &Ctx,
     info: &ResourceInfo,
@@ -51,23 +51,14 @@ pub fn patch(
         )));
     }
     let force = ctx.query.flag("force");
-    let out = st
-        .store
-        .write(|inner| match kind {
-            Kind::Apply => server_side_apply(&w, inner, ns, name, sub, body, force),
-            _ => {
-                let old = inner.get(&info.storage_key(), ns, name);
-                let old =
-                    old.ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))?;
-                let mut doc = if sub == "scale" { to_scale(info, &old) } else { (*old).clone() };
-                patch_doc(kind, &mut doc, &body)?;
-                let new = if sub == "scale" { from_scale(info, &old, &doc)? } else { doc };
-                w.update(inner, ns, name, new, sub, Managed::Record).map(|o| (StatusCode::OK, o))
-            }
+    write(st, info, |inner| match kind {
+        Kind::Apply => server_side_apply(&w, inner, ns, name, sub, body, force),
+        _ => update(&w, inner, ns, name, sub, |mut doc| {
+            patch_doc(kind, &mut doc, &body)?;
+            Ok(doc)
         })
-        .map_err(internal)??;
-    refresh_if_crd(st, info);
-    Ok(out)
+        .map(|o| (StatusCode::OK, o)),
+    })
 }
 
 fn patch_doc(kind: Kind, doc: &mut Value, body: &Value) -> ApiResult<()> {
@@ -99,7 +90,7 @@ fn patch_doc(kind: Kind, doc: &mut Value, body: &Value) -> ApiResult<()> {
                     "the body of a strategic merge patch must be a JSON object",
                 ));
             }
-            crate::strategic::merge(doc, body);
+            blaze_merge::merge(doc, body);
             Ok(())
         }
         Kind::Apply => Ok(()),

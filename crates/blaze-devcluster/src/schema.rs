@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::status::Cause;
+use crate::error::Cause;
 
 /// Removes fields the schema does not declare (CRD "Pruning" rules); returns their paths.
 pub fn prune(schema: &Value, value: &mut Value, root: bool) -> Vec<String> {

@@ -1,9 +1,15 @@
 //! Label and field selectors (`labelSelector`, `fieldSelector` query parameters).
+//!
+//! kube-rs has a label selector type (`kube::core::Selector`) but no parser for the string
+//! form a request carries, no `<` / `>` requirements and no field selectors, and it matches
+//! a map of strings rather than the JSON the store holds; so the server parses and matches
+//! both here.
 
 use serde_json::Value;
 
+use crate::api::Query;
+use crate::error::{ApiError, ApiResult};
 use crate::meta::at_path;
-use crate::status::{ApiError, ApiResult};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Req {
@@ -155,6 +161,19 @@ impl FieldSelector {
             (actual == *v) == *eq
         })
     }
+}
+
+/// The label and field selectors of a list, watch or delete-collection request.
+pub(crate) fn from_query(query: &Query) -> ApiResult<(LabelSelector, FieldSelector)> {
+    Ok((
+        LabelSelector::parse(query.get("labelSelector").unwrap_or_default())?,
+        FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())?,
+    ))
+}
+
+/// Whether an object passes both selectors.
+pub(crate) fn matches(obj: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+    labels.matches(&obj["metadata"]["labels"]) && fields.matches(obj)
 }
 
 #[cfg(test)]

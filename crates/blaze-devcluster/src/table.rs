@@ -160,7 +160,7 @@ pub fn table(info: &ResourceInfo, objs: &[Arc<Value>], rv: &str, include: Option
             cells.extend(cols.iter().map(|c| cell(c, o)));
             let object = match include {
                 Some("None") => Value::Null,
-                Some("Object") => crate::reads::versioned(info, o),
+                Some("Object") => crate::handlers::versioned(info, o),
                 _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}),
             };
             json!({"cells": cells, "object": object})

@@ -12,11 +12,12 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::api::{Ctx, Target, stream_body};
-use crate::reads::{matches, selectors, versioned};
+use crate::error::{ApiError, ApiResult};
+use crate::handlers::versioned;
 use crate::resources::ResourceInfo;
+use crate::selectors::{self, matches};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::server::State;
-use crate::status::{ApiError, ApiResult};
 use crate::store::{Event, EventType};
 
 /// How often an idle watch that allows bookmarks gets one: kube-runtime then resumes from a
@@ -101,7 +102,7 @@ fn bookmark(info: &ResourceInfo, rv: u64, initial_end: bool) -> bytes::Bytes {
 
 /// Starts a watch and streams it.
 pub async fn watch(st: Arc<State>, ctx: &Ctx, t: Target) -> ApiResult<Response> {
-    let (labels, fields) = selectors(ctx)?;
+    let (labels, fields) = selectors::from_query(&ctx.query)?;
     let filter = Filter {
         key: t.info.storage_key(),
         ns: t.ns.clone(),

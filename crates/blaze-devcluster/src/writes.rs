@@ -6,10 +6,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::apply::{self, Shape};
+use crate::error::{ApiError, ApiResult, Cause};
 use crate::meta::{self, finalizers, is_deleting, metadata_mut};
 use crate::resources::ResourceInfo;
 use crate::server::State;
-use crate::status::{ApiError, ApiResult, Cause};
 use crate::store::Inner;
 
 /// Who writes, and how.

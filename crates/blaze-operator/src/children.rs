@@ -3,7 +3,6 @@
 //! states the whole desired object (and only fields the operator manages).
 
 pub mod engine;
-pub mod merge;
 pub mod model_source;
 pub mod pod;
 pub mod router;

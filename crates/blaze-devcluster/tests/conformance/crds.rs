@@ -10,7 +10,6 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::wait::{await_condition, conditions};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::common::{eventually, start, status_of};
@@ -21,10 +20,8 @@ fn repo() -> PathBuf {
 
 fn yaml_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    docs.into_iter().filter(|v| !v.is_null()).collect()
 }
 
 fn yaml_files(dir: &str) -> Vec<PathBuf> {

@@ -9,7 +9,6 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::merge::strategic_merge;
 use super::pod::{self, HTTP_PORT_NAME};
 use super::worker_flags::WORKER_PORT;
 use super::{Defaults, name_of, owner_ref};
@@ -91,7 +90,7 @@ pub fn apply_override(
 ) -> Result<PodTemplateSpec> {
     let generated = template.clone();
     let mut value = serde_json::to_value(template)?;
-    strategic_merge(&mut value, over);
+    blaze_merge::merge(&mut value, over);
     let mut merged: PodTemplateSpec = serde_json::from_value(value).map_err(|e| {
         Error::InvalidSpec(format!("spec.podTemplate does not merge into a pod template: {e}"))
     })?;
@@ -192,5 +191,4 @@ pub fn pdb(engine: &BlazeEngine) -> Result<PodDisruptionBudget> {
 }
 
 #[cfg(test)]
-#[path = "engine_tests.rs"]
 mod tests;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use blaze_api::BlazeRouter;
 use blaze_api::router::{EngineSelection, WeightsMode};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 
 use super::worker_flags::WORKER_PORT;
 use crate::labels;
@@ -29,24 +29,12 @@ pub fn selects(
     if let Some(names) = &sel.names {
         return names.iter().any(|n| n.0 == name);
     }
-    sel.selector.as_ref().is_some_and(|s| label_selector_matches(s, engine_labels))
-}
-
-/// Kubernetes label selector semantics (matchLabels and matchExpressions, ANDed).
-pub fn label_selector_matches(s: &LabelSelector, l: &BTreeMap<String, String>) -> bool {
-    let labels_ok = s.match_labels.iter().flatten().all(|(k, v)| l.get(k) == Some(v));
-    labels_ok
-        && s.match_expressions.iter().flatten().all(|e| {
-            let vals = e.values.as_deref().unwrap_or_default();
-            let has = l.get(&e.key);
-            match e.operator.as_str() {
-                "In" => has.is_some_and(|v| vals.contains(v)),
-                "NotIn" => has.is_none_or(|v| !vals.contains(v)),
-                "Exists" => has.is_some(),
-                "DoesNotExist" => has.is_none(),
-                _ => false,
-            }
-        })
+    // A selector kube cannot read (an unknown operator) selects nothing, as the API server
+    // would have refused it.
+    sel.selector
+        .clone()
+        .and_then(|s| Selector::try_from(s).ok())
+        .is_some_and(|s| s.matches(engine_labels))
 }
 
 /// Ready worker endpoints of `engines` from the EndpointSlices of their Services.
@@ -143,5 +131,4 @@ pub fn keep_small_moves(published: &[(String, i32)], eps: &mut [Endpoint]) {
 }
 
 #[cfg(test)]
-#[path = "routing_tests.rs"]
 mod tests;

@@ -225,3 +225,10 @@ impl IntoResponse for ApiError {
         (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
+
+/// A storage failure is the server's fault: a 500.
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        Self::internal(e.to_string())
+    }
+}

@@ -17,13 +17,13 @@ fn engine(yaml: &str) -> BlazeEngine {
 }
 
 fn hf_gpu() -> BlazeEngine {
-    engine(include_str!("../../../../manifests/examples/engine-llm-hf.yaml"))
+    engine(include_str!("../../../../../manifests/examples/engine-llm-hf.yaml"))
 }
 fn cpu_pvc() -> BlazeEngine {
-    engine(include_str!("../../../../manifests/examples/quickstart.yaml"))
+    engine(include_str!("../../../../../manifests/examples/quickstart.yaml"))
 }
 fn gguf_file() -> BlazeEngine {
-    engine(include_str!("../../../../manifests/examples/engine-llm-gguf-local.yaml"))
+    engine(include_str!("../../../../../manifests/examples/engine-llm-gguf-local.yaml"))
 }
 
 fn pod_spec(d: &Deployment) -> &PodSpec {
@@ -240,6 +240,24 @@ fn pod_template_override_merges_but_cannot_take_over_managed_fields() {
     assert_eq!(limits["ephemeral-storage"].0, "10Gi");
     assert_eq!(limits["memory"].0, "1Gi");
     assert_eq!(t.spec.as_ref().unwrap().containers.len(), 2);
+}
+
+/// A volume the override names replaces the generated one of that name whole: the hub cache
+/// becomes a shared claim instead of an emptyDir with a claim beside it.
+#[test]
+fn volumes_are_replaced_whole_by_name() {
+    let mut e = hf_gpu();
+    e.spec.pod_template = Some(json!({"spec": {"volumes": [
+        {"name": HF_CACHE_VOLUME, "persistentVolumeClaim": {"claimName": "hf-cache"}}
+    ]}}));
+    let d = deployment(&e, 1, &Defaults::default()).unwrap();
+    let volumes = pod_spec(&d).volumes.as_ref().unwrap();
+    let cache: Vec<_> = volumes.iter().filter(|v| v.name == HF_CACHE_VOLUME).collect();
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache[0].persistent_volume_claim.as_ref().unwrap().claim_name, "hf-cache");
+    assert!(cache[0].empty_dir.is_none(), "the emptyDir is gone: {:?}", cache[0]);
+    let plain = deployment(&hf_gpu(), 1, &Defaults::default()).unwrap();
+    assert_eq!(pod_spec(&plain).volumes.as_ref().unwrap().len(), volumes.len(), "others kept");
 }
 
 #[test]

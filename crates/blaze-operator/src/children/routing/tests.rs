@@ -17,7 +17,7 @@ fn slice(service: &str, eps: serde_json::Value) -> EndpointSlice {
 }
 
 fn quickstart_router() -> BlazeRouter {
-    let yaml = include_str!("../../../../manifests/examples/quickstart.yaml");
+    let yaml = include_str!("../../../../../manifests/examples/quickstart.yaml");
     let doc = serde_yaml::Deserializer::from_str(yaml).nth(1).unwrap();
     let mut r = BlazeRouter::deserialize(doc).unwrap();
     r.metadata.namespace = Some("default".into());
