@@ -9,7 +9,9 @@ pub mod router;
 pub mod routing;
 pub mod worker_flags;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
 use crate::{Error, Result};
@@ -69,6 +71,23 @@ pub fn pod_ip_env(listen_host: &str) -> Option<Vec<k8s_openapi::api::core::v1::E
 /// removes children with their owner and `Controller::owns` maps child events back.
 pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference> {
     owner.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))
+}
+
+/// Metadata of a child of `owner`: in the owner's namespace, named by `child_name` and
+/// labelled by `labels` (each given the owner's name), with the controller reference.
+pub fn child_meta<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    child_name: fn(&str) -> String,
+    labels: fn(&str) -> BTreeMap<String, String>,
+) -> Result<ObjectMeta> {
+    let name = name_of(owner)?;
+    Ok(ObjectMeta {
+        name: Some(child_name(&name)),
+        namespace: owner.meta().namespace.clone(),
+        labels: Some(labels(&name)),
+        owner_references: Some(vec![owner_ref(owner)?]),
+        ..Default::default()
+    })
 }
 
 /// The name of an object, which the API server always sets.

@@ -11,20 +11,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod::{self, HTTP_PORT_NAME};
 use super::worker_flags::WORKER_PORT;
-use super::{Defaults, name_of, owner_ref};
+use super::{Defaults, name_of};
 use crate::labels::{self, WORKER};
 use crate::{Error, Result};
 
 /// Metadata of a child of `engine`: its name, namespace, labels and controller reference.
 pub fn child_meta(engine: &BlazeEngine) -> Result<ObjectMeta> {
-    let name = name_of(engine)?;
-    Ok(ObjectMeta {
-        name: Some(labels::engine_child_name(&name)),
-        namespace: engine.metadata.namespace.clone(),
-        labels: Some(labels::engine_labels(&name)),
-        owner_references: Some(vec![owner_ref(engine)?]),
-        ..Default::default()
-    })
+    super::child_meta(engine, labels::engine_child_name, labels::engine_labels)
 }
 
 /// The worker image of `spec`: `spec.image` if set, else the operator's CUDA build for an

@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::model_source::mount;
 use super::pod::{container_security, pod_security};
 use super::routing::RoutingConfig;
-use super::{Defaults, name_of, owner_ref};
+use super::{Defaults, name_of};
 use crate::Result;
 use crate::labels::{self, ROUTER};
 
@@ -46,14 +46,7 @@ pub use blaze_api::routing::config_map_name;
 
 /// Metadata of a child of `router`.
 pub fn child_meta(router: &BlazeRouter) -> Result<ObjectMeta> {
-    let name = name_of(router)?;
-    Ok(ObjectMeta {
-        name: Some(labels::router_child_name(&name)),
-        namespace: router.metadata.namespace.clone(),
-        labels: Some(labels::router_labels(&name)),
-        owner_references: Some(vec![owner_ref(router)?]),
-        ..Default::default()
-    })
+    super::child_meta(router, labels::router_child_name, labels::router_labels)
 }
 
 /// The ConfigMap with the routing configuration.
