@@ -37,8 +37,9 @@ pub fn load_keys(cfg: &RoutingAuth) -> Result<BTreeMap<String, String>> {
     if let Some(path) = &cfg.keys_file {
         let text = std::fs::read_to_string(path)
             .map_err(|source| Error::ReadConfig { path: path.clone(), source })?;
-        let file: BTreeMap<String, String> = serde_yaml::from_str(&text)
-            .map_err(|source| Error::ParseConfig { path: path.clone(), source })?;
+        let file: BTreeMap<String, String> = serde_saphyr::from_str(&text).map_err(|source| {
+            Error::ParseConfig { path: path.clone(), source: Box::new(source) }
+        })?;
         keys.extend(file);
     }
     if let Some(dir) = &cfg.keys_dir {

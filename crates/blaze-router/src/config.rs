@@ -21,8 +21,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Parses and checks a routing document.
 pub fn parse(text: &str, origin: &str) -> Result<RoutingConfig> {
-    let cfg: RoutingConfig = serde_yaml::from_str(text)
-        .map_err(|source| Error::ParseConfig { path: origin.to_owned(), source })?;
+    let cfg: RoutingConfig = serde_saphyr::from_str(text).map_err(|source| Error::ParseConfig {
+        path: origin.to_owned(),
+        source: Box::new(source),
+    })?;
     check(&cfg)?;
     Ok(cfg)
 }

@@ -119,9 +119,9 @@ pub enum Error {
     ParseConfig {
         /// The file.
         path: String,
-        /// What went wrong.
+        /// What went wrong (boxed: the parser's error, with its location, is large).
         #[source]
-        source: serde_yaml::Error,
+        source: Box<serde_saphyr::Error>,
     },
     /// The configuration parses but makes no sense.
     #[error("invalid configuration: {0}")]

@@ -44,6 +44,26 @@ fn other_headers_hold_the_bare_key_and_files_add_keys() {
     assert!(!a.check(&headers("x-api-key", "Bearer sk-file"), &m));
 }
 
+#[test]
+fn a_keys_file_keeps_keys_as_written_and_refuses_a_name_given_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.yaml");
+    std::fs::write(&path, "a: 0123\nb: yes\nc: 1e3\nd: 0x1F\n").unwrap();
+    let cfg = RoutingAuth {
+        header: "authorization".into(),
+        keys_file: Some(path.display().to_string()),
+        keys_dir: None,
+        keys: BTreeMap::new(),
+    };
+    let want: BTreeMap<String, String> = [("a", "0123"), ("b", "yes"), ("c", "1e3"), ("d", "0x1F")]
+        .map(|(k, v)| (k.into(), v.into()))
+        .into();
+    assert_eq!(load_keys(&cfg).unwrap(), want);
+    std::fs::write(&path, "a: sk-1\na: sk-2\n").unwrap();
+    let err = load_keys(&cfg).unwrap_err().to_string();
+    assert!(err.contains("keys.yaml"), "{err}");
+}
+
 /// Lays out `keys` as the kubelet mounts a Secret: the files live in a timestamped directory,
 /// `..data` links to it, and each key name is a link through `..data`. A second call swaps
 /// `..data` atomically to a new directory and then adds links for new keys, in the kubelet's
