@@ -189,9 +189,7 @@ struct Supervisor {
     stop: watch::Receiver<Option<Duration>>,
 }
 
-#[path = "container/run.rs"]
 mod run;
 
 #[cfg(test)]
-#[path = "container/tests.rs"]
 mod tests;

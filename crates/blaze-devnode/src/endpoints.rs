@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::core::{Selector, SelectorExt};
 
 use crate::replicas::{controller_ref, is_ready};
 
@@ -23,23 +24,6 @@ pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// This controller's value for [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 
-/// Whether `labels` satisfy a label selector (matchLabels and matchExpressions).
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
-        let value = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => !value.is_some_and(|v| values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
-}
-
 /// The pods a Service selects; a Service without a selector selects none (its endpoints are
 /// managed by hand).
 pub fn selected<'a>(service: &Service, pods: &'a [Pod]) -> Vec<&'a Pod> {
@@ -49,12 +33,11 @@ pub fn selected<'a>(service: &Service, pods: &'a [Pod]) -> Vec<&'a Pod> {
     if selector.is_empty() {
         return Vec::new();
     }
+    let selector: Selector = selector.into_iter().collect();
+    let no_labels = BTreeMap::new();
     pods.iter()
         .filter(|p| p.metadata.namespace == service.metadata.namespace)
-        .filter(|p| {
-            let labels = p.metadata.labels.clone().unwrap_or_default();
-            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-        })
+        .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&no_labels)))
         .collect()
 }
 
@@ -141,5 +124,4 @@ fn resolve_target_port(target: &IntOrString, pods: &[&Pod]) -> Option<i32> {
 }
 
 #[cfg(test)]
-#[path = "endpoints/tests.rs"]
 mod tests;

@@ -197,5 +197,4 @@ pub fn command_line(
 }
 
 #[cfg(test)]
-#[path = "env/tests.rs"]
 mod tests;

@@ -29,6 +29,9 @@ pub enum Error {
     /// The loopback address pool is exhausted.
     #[error("no free loopback address for a pod")]
     NoFreeAddress,
+    /// A label selector names an operator Kubernetes does not have.
+    #[error("label selector: {0}")]
+    Selector(#[from] kube::core::ParseExpressionError),
     /// A Kubernetes API call failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -52,6 +55,7 @@ impl Error {
             Error::MissingSource { .. } => "missing_source",
             Error::NoFreeAddress => "no_free_address",
             Error::Io { .. } => "io",
+            Error::Selector(_) => "selector",
             Error::Kube(_) => "kube",
         }
     }

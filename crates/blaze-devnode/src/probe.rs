@@ -264,5 +264,4 @@ fn replace(slot: &mut Verdict, new: Verdict) -> bool {
 }
 
 #[cfg(test)]
-#[path = "probe/tests.rs"]
 mod tests;

@@ -161,5 +161,4 @@ fn die_with_parent(cmd: &mut Command) {
 }
 
 #[cfg(test)]
-#[path = "process/tests.rs"]
 pub(crate) mod tests;

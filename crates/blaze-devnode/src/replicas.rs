@@ -104,5 +104,4 @@ pub fn deletion_order(pods: &mut [Pod]) {
 }
 
 #[cfg(test)]
-#[path = "replicas/tests.rs"]
 mod tests;

@@ -125,5 +125,4 @@ pub fn condition_reasons(
 }
 
 #[cfg(test)]
-#[path = "rollout/tests.rs"]
 mod tests;

@@ -193,5 +193,4 @@ fn load_after(node: &NodeInfo, used: &Resources, requests: &Resources) -> f64 {
 }
 
 #[cfg(test)]
-#[path = "scheduler/tests.rs"]
 mod tests;

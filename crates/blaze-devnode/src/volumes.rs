@@ -285,5 +285,4 @@ fn is_separator(c: char) -> bool {
 }
 
 #[cfg(test)]
-#[path = "volumes/tests.rs"]
 mod tests;

@@ -7,6 +7,7 @@ use blaze_devcluster::{ApiServer, Config};
 use blaze_devnode::backoff::BackoffConfig;
 use blaze_devnode::image::ImageMap;
 use blaze_devnode::ipam::AddressPool;
+use blaze_devnode::k8s::kubelet::LogRequest;
 use blaze_devnode::k8s::node::NodeConfig;
 use blaze_devnode::k8s::plane::NodeSide;
 use blaze_devnode::pod::RuntimeConfig;
@@ -149,7 +150,9 @@ async fn a_deployment_scales_0_3_1_and_deleting_it_leaves_no_process() {
         .find(|c| c.type_.as_deref() == Some("Available"));
     assert_eq!(available.and_then(|c| c.status), Some("True".into()));
 
-    let log = c.nodes.logs("default", &three[0].name_any(), None, false).unwrap();
+    let name = three[0].name_any();
+    let req = LogRequest { namespace: "default", pod: &name, container: None, previous: false };
+    let log = c.nodes.logs(&req).unwrap();
     assert!(String::from_utf8_lossy(&log).contains("listening on"));
 
     deploys.patch("web", &PatchParams::default(), &Patch::Merge(scale(1))).await.unwrap();

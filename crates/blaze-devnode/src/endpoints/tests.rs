@@ -73,18 +73,3 @@ fn publish_not_ready_addresses_marks_everything_ready() {
     let c = slice.endpoints.unwrap()[0].conditions.clone().unwrap();
     assert_eq!((c.ready, c.serving), (Some(true), Some(true)));
 }
-
-#[test]
-fn label_selectors() {
-    let sel: LabelSelector = serde_json::from_value(serde_json::json!({
-        "matchLabels": {"app": "web"},
-        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "canary", "operator": "DoesNotExist"}]
-    }))
-    .unwrap();
-    let labels = |pairs: &[(&str, &str)]| {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    };
-    assert!(selector_matches(&sel, &labels(&[("app", "web"), ("tier", "a")])));
-    assert!(!selector_matches(&sel, &labels(&[("app", "web"), ("tier", "c")])));
-    assert!(!selector_matches(&sel, &labels(&[("app", "web"), ("tier", "a"), ("canary", "1")])));
-}

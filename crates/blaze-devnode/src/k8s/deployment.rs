@@ -10,18 +10,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::error::{Error, Result};
-use crate::k8s::{label_query, merge, params};
+use crate::error::Result;
+use crate::k8s::{drive, merge, params, selecting};
 use crate::replicas::{POD_TEMPLATE_HASH, controlled_by, controller_ref, template_hash};
 use crate::rollout::{
     Bounds, RsCounts, bounds, condition_reasons, next_new_replicas, next_old_replicas,
@@ -34,21 +32,9 @@ mod status;
 
 /// Runs the controller until the watches end.
 pub async fn run(client: Client) {
-    let ctx = Arc::new(client.clone());
-    Controller::new(Api::<Deployment>::all(client.clone()), Default::default())
-        .owns(Api::<ReplicaSet>::all(client), Default::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "deployment reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_: Arc<Deployment>, e: &Error, _: Arc<Client>) -> Action {
-    tracing::warn!(error = %e, "deployment reconcile failed");
-    Action::requeue(Duration::from_secs(2))
+    let controller = Controller::new(Api::<Deployment>::all(client.clone()), Default::default())
+        .owns(Api::<ReplicaSet>::all(client.clone()), Default::default());
+    drive("deployment", controller, reconcile, client).await;
 }
 
 async fn reconcile(d: Arc<Deployment>, client: Arc<Client>) -> Result<Action> {
@@ -59,7 +45,7 @@ async fn reconcile(d: Arc<Deployment>, client: Arc<Client>) -> Result<Action> {
     let api: Api<ReplicaSet> = Api::namespaced((*client).clone(), &ns);
     let uid = d.uid().unwrap_or_default();
     let mut sets: Vec<ReplicaSet> = api
-        .list(&ListParams::default().labels(&label_query(&d.spec.selector)))
+        .list(&selecting(&d.spec.selector)?)
         .await?
         .items
         .into_iter()

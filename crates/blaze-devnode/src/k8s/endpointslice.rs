@@ -6,26 +6,25 @@
 //! collection remove the slice with it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use crate::endpoints::{MANAGED_BY, build_slice, selected};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::k8s::drive;
 
 /// Runs the controller until the watches end.
 pub async fn run(client: Client) {
-    let ctx = Arc::new(client.clone());
     let controller = Controller::new(Api::<Service>::all(client.clone()), Default::default());
     let services = controller.store();
-    controller
-        .watches(Api::<Pod>::all(client), Default::default(), move |pod: Pod| {
+    let controller =
+        controller.watches(Api::<Pod>::all(client.clone()), Default::default(), move |pod: Pod| {
             let ns = pod.namespace();
             let pods = [pod];
             services
@@ -34,19 +33,8 @@ pub async fn run(client: Client) {
                 .filter(|svc| svc.namespace() == ns && !selected(svc, &pods).is_empty())
                 .map(|svc| ObjectRef::from_obj(&*svc))
                 .collect::<Vec<_>>()
-        })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "endpointslice reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_: Arc<Service>, e: &Error, _: Arc<Client>) -> Action {
-    tracing::warn!(error = %e, "endpointslice reconcile failed");
-    Action::requeue(Duration::from_secs(2))
+        });
+    drive("endpointslice", controller, reconcile, client).await;
 }
 
 async fn reconcile(svc: Arc<Service>, client: Arc<Client>) -> Result<Action> {
@@ -57,9 +45,8 @@ async fn reconcile(svc: Arc<Service>, client: Arc<Client>) -> Result<Action> {
     }
     let ns = svc.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced((*client).clone(), &ns);
-    let selector = svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
-    let query = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-    let list = pods.list(&ListParams::default().labels(&query)).await?.items;
+    let selector: Selector = svc.spec.iter().flat_map(|s| s.selector.clone()).flatten().collect();
+    let list = pods.list(&ListParams::default().labels_from(&selector)).await?.items;
     let slice = build_slice(&svc, &selected(&svc, &list));
     let slices: Api<EndpointSlice> = Api::namespaced((*client).clone(), &ns);
     let name = slice.metadata.name.clone().unwrap_or_default();

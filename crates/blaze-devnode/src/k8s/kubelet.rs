@@ -9,8 +9,7 @@
 //! `Unhealthy`, `Killing`, `BackOff`) become Events on the pod.
 //!
 //! Logs: [`Kubelet::logs`] reads `pods/NAME/log`. The contract for an API server that proxies
-//! the log subresource: call it with namespace, pod name, the `container` query parameter and
-//! `previous`; `None` means no such pod or container runs on this node (answer 404),
+//! the log subresource: call it with a [`LogRequest`]; `None` means no such pod or container runs on this node (answer 404),
 //! otherwise answer `200 text/plain` with the bytes. [`crate::k8s::plane::NodeSide::log_fn`]
 //! wraps the kubelets' logs in the `Fn(namespace, pod, container) -> Option<String>` shape an
 //! in-process server can install.
@@ -37,6 +36,20 @@ mod pod_worker;
 
 /// Reads a pod container's log: `(namespace, pod, container)`.
 pub type LogFn = Arc<dyn Fn(&str, &str, Option<&str>) -> Option<String> + Send + Sync>;
+
+/// Which log to read: of a pod's container (its only one when `None`), of the current run
+/// or of the one before the last restart (`previous`).
+#[derive(Debug, Clone, Copy)]
+pub struct LogRequest<'a> {
+    /// The pod's namespace.
+    pub namespace: &'a str,
+    /// The pod's name.
+    pub pod: &'a str,
+    /// The container, as the `container` query parameter names it.
+    pub container: Option<&'a str>,
+    /// The run before the last restart, as the `previous` query parameter asks.
+    pub previous: bool,
+}
 
 /// What a kubelet needs.
 #[derive(Debug, Clone)]
@@ -153,19 +166,14 @@ impl Kubelet {
     }
 
     /// The log of a container of a pod running here; see the module docs for the contract.
-    pub fn logs(
-        &self,
-        namespace: &str,
-        pod: &str,
-        container: Option<&str>,
-        previous: bool,
-    ) -> Option<Vec<u8>> {
+    pub fn logs(&self, req: &LogRequest<'_>) -> Option<Vec<u8>> {
         let run = {
             let pods = self.inner.pods.lock();
-            let entry = pods.values().find(|e| e.namespace == namespace && e.name == pod)?;
+            let entry =
+                pods.values().find(|e| e.namespace == req.namespace && e.name == req.pod)?;
             entry.run.clone()?
         };
-        std::fs::read(run.log_path(container, previous)?).ok()
+        std::fs::read(run.log_path(req.container, req.previous)?).ok()
     }
 
     /// How many pods run here.

@@ -5,7 +5,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::Result;
 use crate::ipam::AddressPool;
-use crate::k8s::kubelet::{Kubelet, KubeletConfig};
+use crate::k8s::kubelet::{Kubelet, KubeletConfig, LogFn, LogRequest};
 use crate::k8s::node::NodeConfig;
 use crate::pod::RuntimeConfig;
 
@@ -58,24 +58,16 @@ impl NodeSide {
     }
 
     /// A pod's log from whichever kubelet runs it (see [`Kubelet::logs`]).
-    pub fn logs(
-        &self,
-        namespace: &str,
-        pod: &str,
-        container: Option<&str>,
-        previous: bool,
-    ) -> Option<Vec<u8>> {
-        self.kubelets.iter().find_map(|k| k.logs(namespace, pod, container, previous))
+    pub fn logs(&self, req: &LogRequest<'_>) -> Option<Vec<u8>> {
+        logs_of(&self.kubelets, req)
     }
 
     /// [`NodeSide::logs`] in the shape an in-process API server installs as its log source.
-    pub fn log_fn(&self) -> crate::k8s::kubelet::LogFn {
+    pub fn log_fn(&self) -> LogFn {
         let kubelets = self.kubelets.clone();
-        std::sync::Arc::new(move |ns, pod, container| {
-            kubelets
-                .iter()
-                .find_map(|k| k.logs(ns, pod, container, false))
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        std::sync::Arc::new(move |namespace, pod, container| {
+            let req = LogRequest { namespace, pod, container, previous: false };
+            logs_of(&kubelets, &req).map(|b| String::from_utf8_lossy(&b).into_owned())
         })
     }
 
@@ -88,4 +80,8 @@ impl NodeSide {
             k.shutdown().await;
         }
     }
+}
+
+fn logs_of(kubelets: &[Kubelet], req: &LogRequest<'_>) -> Option<Vec<u8>> {
+    kubelets.iter().find_map(|k| k.logs(req))
 }

@@ -7,55 +7,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::endpoints::selector_matches;
-use crate::error::{Error, Result};
-use crate::k8s::{label_query, merge, params};
+use crate::error::Result;
+use crate::k8s::{drive, merge, params, selecting};
 use crate::replicas::{controlled_by, deletion_order, is_active, is_available, is_ready, pod_for};
 
 const MANAGER: &str = "replicaset-controller";
 
 /// Runs the controller until the watches end.
 pub async fn run(client: Client) {
-    let ctx = Arc::new(client.clone());
-    Controller::new(Api::<ReplicaSet>::all(client.clone()), Default::default())
-        .owns(Api::<Pod>::all(client), Default::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "replicaset reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_: Arc<ReplicaSet>, e: &Error, _: Arc<Client>) -> Action {
-    tracing::warn!(error = %e, "replicaset reconcile failed");
-    Action::requeue(Duration::from_secs(2))
+    let controller = Controller::new(Api::<ReplicaSet>::all(client.clone()), Default::default())
+        .owns(Api::<Pod>::all(client.clone()), Default::default());
+    drive("replicaset", controller, reconcile, client).await;
 }
 
 /// The pods `rs` controls.
 pub async fn owned_pods(client: &Client, rs: &ReplicaSet) -> Result<Vec<Pod>> {
     let ns = rs.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let selector = &rs.spec.selector;
-    let list = api.list(&ListParams::default().labels(&label_query(selector))).await?;
+    let list = api.list(&selecting(&rs.spec.selector)?).await?;
     let uid = rs.uid().unwrap_or_default();
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|p| {
-            selector_matches(selector, p.metadata.labels.as_ref().unwrap_or(&Default::default()))
-        })
-        .filter(|p| controlled_by(&p.metadata, &uid))
-        .collect())
+    Ok(list.items.into_iter().filter(|p| controlled_by(&p.metadata, &uid)).collect())
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, client: Arc<Client>) -> Result<Action> {
