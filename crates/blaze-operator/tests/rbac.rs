@@ -4,9 +4,14 @@ use std::collections::BTreeSet;
 
 use blaze_operator::controller::permissions::{CLUSTER, LEADER};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
-use serde::Deserialize;
+use serde_json::Value;
 
 type Grant = BTreeSet<(String, String, String)>;
+
+/// The documents of a multi-document YAML file.
+fn docs(text: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple(text).expect("YAML documents")
+}
 
 fn grants(rules: &[PolicyRule]) -> Grant {
     let mut g = Grant::new();
@@ -39,19 +44,17 @@ fn wanted(table: &[(&str, &str, &[&str])]) -> Grant {
 #[test]
 fn rbac_grants_exactly_the_calls_the_code_makes() {
     let text = include_str!("../rbac.yaml");
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(text)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-        .collect();
-    let kind = |d: &serde_yaml::Value| d["kind"].as_str().unwrap_or("").to_owned();
+    let docs = docs(text);
+    let kind = |d: &Value| d["kind"].as_str().unwrap_or("").to_owned();
     let cluster: Vec<ClusterRole> = docs
         .iter()
         .filter(|d| kind(d) == "ClusterRole")
-        .map(|d| serde_yaml::from_value(d.clone()).unwrap())
+        .map(|d| serde_json::from_value(d.clone()).unwrap())
         .collect();
     let roles: Vec<Role> = docs
         .iter()
         .filter(|d| kind(d) == "Role")
-        .map(|d| serde_yaml::from_value(d.clone()).unwrap())
+        .map(|d| serde_json::from_value(d.clone()).unwrap())
         .collect();
     assert_eq!(cluster.len(), 1);
     assert_eq!(roles.len(), 1);
@@ -65,17 +68,12 @@ fn rbac_grants_exactly_the_calls_the_code_makes() {
 
 #[test]
 fn the_install_manifest_carries_the_same_rbac() {
-    let docs = |text: &str| -> Vec<serde_yaml::Value> {
-        serde_yaml::Deserializer::from_str(text)
-            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-            .collect()
-    };
     // The install manifest is rendered from the Helm chart, whose objects carry its labels;
     // rbac.yaml has none. Everything else must be equal.
-    let install: Vec<serde_yaml::Value> = docs(include_str!("../../../manifests/install.yaml"))
+    let install: Vec<Value> = docs(include_str!("../../../manifests/install.yaml"))
         .into_iter()
         .map(|mut d| {
-            if let Some(meta) = d.get_mut("metadata").and_then(|m| m.as_mapping_mut()) {
+            if let Some(meta) = d.get_mut("metadata").and_then(|m| m.as_object_mut()) {
                 meta.remove("labels");
             }
             d
@@ -113,10 +111,10 @@ fn without_actions(text: &str) -> String {
 
 #[test]
 fn the_chart_grants_the_same_rules() {
-    let rules = |text: &str| -> Vec<(String, serde_yaml::Value)> {
-        serde_yaml::Deserializer::from_str(text)
-            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-            .filter(|d| d["rules"].is_sequence())
+    let rules = |text: &str| -> Vec<(String, Value)> {
+        docs(text)
+            .into_iter()
+            .filter(|d| d["rules"].is_array())
             .map(|d| (d["kind"].as_str().unwrap().to_owned(), d["rules"].clone()))
             .collect()
     };
