@@ -4,28 +4,28 @@
 use std::collections::BTreeMap;
 
 /// Label carrying the BlazeEngine a worker pod belongs to.
-pub const ENGINE_LABEL: &str = "blaze.ai/engine";
+pub(crate) const ENGINE_LABEL: &str = "blaze.ai/engine";
 /// Label carrying the BlazeRouter a router pod belongs to.
-pub const ROUTER_LABEL: &str = "blaze.ai/router";
+pub(crate) const ROUTER_LABEL: &str = "blaze.ai/router";
 /// `app.kubernetes.io/name`.
-pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+pub(crate) const NAME_LABEL: &str = "app.kubernetes.io/name";
 /// `app.kubernetes.io/instance`.
-pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+pub(crate) const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 /// `app.kubernetes.io/component`.
-pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub(crate) const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// `app.kubernetes.io/managed-by`.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub(crate) const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// `app.kubernetes.io/part-of`.
-pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+pub(crate) const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
 /// Who manages the children, as `app.kubernetes.io/managed-by` says.
-pub const MANAGED_BY: &str = "blaze-operator";
+pub(crate) const MANAGED_BY: &str = "blaze-operator";
 /// The worker binary and container name.
-pub const WORKER: &str = "blaze-worker";
+pub(crate) const WORKER: &str = "blaze-worker";
 /// The router binary and container name.
-pub const ROUTER: &str = "blaze-router";
+pub(crate) const ROUTER: &str = "blaze-router";
 
 /// Suffix of an engine's child names.
-pub const WORKER_SUFFIX: &str = "-worker";
+pub(crate) const WORKER_SUFFIX: &str = "-worker";
 
 /// Name of an engine's Deployment, Service and PodDisruptionBudget.
 pub fn engine_child_name(engine: &str) -> String {
@@ -38,7 +38,7 @@ pub fn router_child_name(router: &str) -> String {
 }
 
 /// The labels that select an engine's worker pods (stable for the engine's life).
-pub fn engine_selector(engine: &str) -> BTreeMap<String, String> {
+pub(crate) fn engine_selector(engine: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (NAME_LABEL.to_owned(), WORKER.to_owned()),
         (ENGINE_LABEL.to_owned(), engine.to_owned()),
@@ -46,7 +46,7 @@ pub fn engine_selector(engine: &str) -> BTreeMap<String, String> {
 }
 
 /// The labels that select a router's pods.
-pub fn router_selector(router: &str) -> BTreeMap<String, String> {
+pub(crate) fn router_selector(router: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (NAME_LABEL.to_owned(), ROUTER.to_owned()),
         (ROUTER_LABEL.to_owned(), router.to_owned()),
@@ -54,14 +54,14 @@ pub fn router_selector(router: &str) -> BTreeMap<String, String> {
 }
 
 /// Every label of an engine's children and pods.
-pub fn engine_labels(engine: &str) -> BTreeMap<String, String> {
+pub(crate) fn engine_labels(engine: &str) -> BTreeMap<String, String> {
     let mut l = engine_selector(engine);
     common(&mut l, engine, "engine");
     l
 }
 
 /// Every label of a router's children and pods.
-pub fn router_labels(router: &str) -> BTreeMap<String, String> {
+pub(crate) fn router_labels(router: &str) -> BTreeMap<String, String> {
     let mut l = router_selector(router);
     common(&mut l, router, "router");
     l
@@ -75,7 +75,7 @@ fn common(l: &mut BTreeMap<String, String>, instance: &str, component: &str) {
 }
 
 /// A selector in the string form of `status.selector` (`k=v,k=v`, sorted).
-pub fn selector_string(selector: &BTreeMap<String, String>) -> String {
+pub(crate) fn selector_string(selector: &BTreeMap<String, String>) -> String {
     selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 

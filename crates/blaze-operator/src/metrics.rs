@@ -12,27 +12,27 @@ use prometheus_client::registry::Registry;
 
 /// Labels naming the controller.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ControllerLabels {
+pub(crate) struct ControllerLabels {
     /// `engine` or `router`.
-    pub controller: String,
+    pub(crate) controller: String,
 }
 
 /// Labels of a failure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
+pub(crate) struct ErrorLabels {
     /// `engine` or `router`.
-    pub controller: String,
+    pub(crate) controller: String,
     /// [`crate::Error::metric_label`].
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// Labels of a failed scrape.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ScrapeLabels {
+pub(crate) struct ScrapeLabels {
     /// `worker` or `router`.
-    pub target: String,
+    pub(crate) target: String,
     /// `io`, `timeout` or `status`.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// Metrics of the controllers.
@@ -94,44 +94,44 @@ impl Metrics {
     }
 
     /// Counts a cold start begun.
-    pub fn cold_start_begun(&self) {
+    pub(crate) fn cold_start_begun(&self) {
         self.cold_starts.inc();
     }
 
     /// Records a cold start that ended `secs` after it began.
-    pub fn cold_start_done(&self, secs: f64) {
+    pub(crate) fn cold_start_done(&self, secs: f64) {
         self.cold_start_seconds.observe(secs);
     }
 
     /// Counts a reconcile and returns a guard that records its duration when dropped.
-    pub fn reconcile(&self, controller: &str) -> DurationGuard {
+    pub(crate) fn reconcile(&self, controller: &str) -> DurationGuard {
         let l = ControllerLabels { controller: controller.to_owned() };
         self.reconciles.get_or_create(&l).inc();
         DurationGuard { hist: self.duration.get_or_create(&l).clone(), start: Instant::now() }
     }
 
     /// Counts a failure.
-    pub fn failure(&self, controller: &str, e: &crate::Error) {
+    pub(crate) fn failure(&self, controller: &str, e: &crate::Error) {
         let l =
             ErrorLabels { controller: controller.to_owned(), reason: e.metric_label().to_owned() };
         self.failures.get_or_create(&l).inc();
     }
 
     /// Counts a failed scrape of a `target` (`worker` or `router`).
-    pub fn scrape_failed(&self, target: &str, reason: &str) {
+    pub(crate) fn scrape_failed(&self, target: &str, reason: &str) {
         let l = ScrapeLabels { target: target.to_owned(), reason: reason.to_owned() };
         self.scrape_failures.get_or_create(&l).inc();
     }
 
     /// Sets the number of objects backing off.
-    pub fn set_backing_off(&self, controller: &str, n: usize) {
+    pub(crate) fn set_backing_off(&self, controller: &str, n: usize) {
         let l = ControllerLabels { controller: controller.to_owned() };
         self.backing_off.get_or_create(&l).set(n as i64);
     }
 }
 
 /// Records the time since its creation in a histogram when dropped.
-pub struct DurationGuard {
+pub(crate) struct DurationGuard {
     hist: Histogram,
     start: Instant,
 }

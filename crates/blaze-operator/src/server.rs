@@ -31,7 +31,7 @@ impl Health {
 }
 
 /// The router of the endpoints.
-pub fn routes(health: Health) -> Router {
+pub(crate) fn routes(health: Health) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/livez", get(|| async { "ok" }))

@@ -10,11 +10,11 @@ use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 
 /// Name of the Lease.
-pub const LEASE_NAME: &str = "blaze-operator-leader";
+pub(crate) const LEASE_NAME: &str = "blaze-operator-leader";
 /// Seconds a holder's lock lasts without renewal.
-pub const LEASE_SECONDS: u64 = 15;
+pub(crate) const LEASE_SECONDS: u64 = 15;
 /// Seconds before expiry the holder renews.
-pub const GRACE_SECONDS: u64 = 5;
+pub(crate) const GRACE_SECONDS: u64 = 5;
 
 /// The task that holds or waits for the Lease.
 pub type LeaseTask =

@@ -257,16 +257,6 @@ impl<T> History<T> {
     pub fn since(&self, from: f64) -> impl Iterator<Item = (f64, &BTreeMap<String, T>)> {
         self.scrapes.iter().filter(move |(t, _)| *t >= from).map(|(t, p)| (*t, p))
     }
-
-    /// How many scrapes are kept.
-    pub fn len(&self) -> usize {
-        self.scrapes.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.scrapes.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -340,10 +330,10 @@ this line is garbage
         for i in 0..600 {
             h.push(f64::from(i) * 0.1, pods(&["a"]), 10.0);
         }
-        assert!(h.len() <= 19, "{}", h.len());
+        assert!(h.scrapes.len() <= 19, "{}", h.scrapes.len());
         let base = h.baseline("a", 60.0, 10.0).unwrap().0;
         assert!((base - 50.0).abs() <= 10.0 / HISTORY_POINTS + 0.1, "{base}");
         h.push(30.0, pods(&["a"]), 10.0);
-        assert_eq!(h.len(), 1, "a clock that went back starts over");
+        assert_eq!(h.scrapes.len(), 1, "a clock that went back starts over");
     }
 }
