@@ -11,7 +11,9 @@ pub mod worker_flags;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::{DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
 use crate::{Error, Result};
@@ -88,6 +90,18 @@ pub fn child_meta<K: Resource<DynamicType = ()>>(
         owner_references: Some(vec![owner_ref(owner)?]),
         ..Default::default()
     })
+}
+
+/// The rollout of a child Deployment: one pod more at a time and none fewer, so capacity
+/// never drops while a new image or spec rolls out.
+pub fn surge_one() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    }
 }
 
 /// The name of an object, which the API server always sets.

@@ -1,9 +1,7 @@
 //! An engine's children: the worker Deployment, its Service and its PodDisruptionBudget.
 
 use blaze_api::BlazeEngine;
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -58,13 +56,7 @@ pub fn deployment(engine: &BlazeEngine, replicas: i32, defaults: &Defaults) -> R
         spec: DeploymentSpec {
             replicas: Some(replicas),
             selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::Int(1)),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            }),
+            strategy: Some(super::surge_one()),
             // Model loading is slow; give a rollout the startup budget before it counts as stuck.
             progress_deadline_seconds: Some(pod::STARTUP_BUDGET_SECONDS + 600),
             revision_history_limit: Some(3),

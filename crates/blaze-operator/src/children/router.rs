@@ -10,9 +10,7 @@
 use std::collections::BTreeMap;
 
 use blaze_api::BlazeRouter;
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
     SecretVolumeSource, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
@@ -189,13 +187,7 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
         spec: DeploymentSpec {
             replicas: Some(router.spec.replicas),
             selector: LabelSelector { match_labels: Some(selector), ..Default::default() },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::Int(1)),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            }),
+            strategy: Some(super::surge_one()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels::router_labels(&name)),
