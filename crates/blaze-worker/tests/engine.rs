@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use blaze_worker::engine::{Engine, Event, FinishReason, GenerateRequest, SubmitError};
 use blaze_worker::metrics::Metrics;
 use blaze_worker::model::{KvCache, Llama, LoadedModel};
 use blaze_worker::sampling::SamplingParams;
-use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 fn tiny_model(context: usize) -> (tempfile::TempDir, LoadedModel) {

@@ -8,10 +8,10 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use blaze_worker::engine::{Engine, Event, GenerateRequest};
 use blaze_worker::model::{KvCache, LoadOptions, Weights};
 use blaze_worker::sampling::SamplingParams;
-use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use support::Worker;
 
 const CLIENT: &str = r#"

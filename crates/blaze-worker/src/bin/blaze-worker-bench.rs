@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use blaze_worker::engine::{Engine, Event, GenerateRequest};
 use blaze_worker::model::{LoadOptions, Weights};
 use blaze_worker::sampling::{SamplingParams, argmax};
-use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
