@@ -13,14 +13,15 @@ pub mod permissions;
 pub mod router;
 pub(crate) mod scrape;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use blaze_api::{BlazeEngine, BlazeRouter};
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self as runtime, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -225,6 +226,16 @@ where
         .reflect(writer)
         .applied_objects();
     (stream, store)
+}
+
+/// The pods in `ns` that `selector` picks.
+pub(crate) async fn pods(
+    client: &Client,
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+) -> Result<Vec<Pod>> {
+    let lp = ListParams::default().labels(&crate::labels::selector_string(selector));
+    Ok(Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await?.items)
 }
 
 /// Server-side applies `child` into its namespace as `manager`, forcing: the controller takes

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -120,9 +120,8 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
     apply(&client, m, &build::pdb(&engine)?).await?;
 
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let selector = labels::selector_string(&labels::engine_selector(&name));
-    let pods = pod_api.list(&ListParams::default().labels(&selector)).await?;
-    let facts: Vec<_> = pods.items.iter().map(pods::facts).collect();
+    let workers = super::pods(&client, &ns, &labels::engine_selector(&name)).await?;
+    let facts: Vec<_> = workers.iter().map(pods::facts).collect();
     let now = Timestamp::now();
     for r in replacements(&engine, &facts, now) {
         info!(pod = %r.pod, reason = r.reason, "replacing worker");

@@ -18,7 +18,7 @@ use blaze_api::engine::AutoscalingMode;
 use blaze_api::router::WeightsMode;
 use blaze_api::{BlazeEngine, BlazeRouter};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
@@ -203,12 +203,9 @@ async fn observe_endpoints(
     eps: &[routing::Endpoint],
     ctx: &Context,
 ) -> Result<(BTreeMap<String, EndpointView>, f64)> {
-    let selector = labels::selector_string(&labels::router_selector(&router.name_any()));
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await?;
-    let targets = scrape::ready_targets(&pods.items, build::ADMIN_PORT);
-    let (now, _failed) = scrape::scrape_pods(&targets, &ctx.metrics, "router").await;
+    let selector = labels::router_selector(&router.name_any());
+    let (now, _failed) =
+        scrape::scrape_selected(ctx, ns, &selector, build::ADMIN_PORT, "router").await?;
     let held = held_requests(&now);
     let observed = ctx.scrapes.observe_router(&key(router), clock(), now, eps);
     Ok((observed, held))

@@ -9,7 +9,7 @@
 //! `blaze_operator_scrape_failures_total`: that worker's load is unknown, not zero, and
 //! counting it as zero would scale down under load.
 //!
-//! The router controller scrapes its own router pods through [`scrape_pods`] and keeps what
+//! The router controller scrapes its own router pods through [`scrape_selected`] and keeps what
 //! it learns here too ([`Scrapes::observe_router`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +25,6 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 use kube::runtime::reflector::Store;
 use parking_lot::Mutex;
 use tracing::debug;
@@ -127,6 +126,18 @@ pub async fn scrape_pods(
     (answered, failed)
 }
 
+/// Scrapes the ready pods in `ns` that `selector` picks on `port` (see [`scrape_pods`]).
+pub async fn scrape_selected(
+    ctx: &Context,
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+    port: i32,
+    target: &str,
+) -> crate::Result<(BTreeMap<String, Vec<prom::Sample>>, usize)> {
+    let pods = super::pods(&ctx.client, ns, selector).await?;
+    Ok(scrape_pods(&ready_targets(&pods, port), &ctx.metrics, target).await)
+}
+
 /// `HOST:PORT` of a pod's IP (IPv6 in brackets).
 pub fn pod_addr(ip: &str, port: i32) -> String {
     if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
@@ -226,12 +237,8 @@ pub async fn run(
 
 async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()> {
     let ns = engine.namespace().unwrap_or_default();
-    let selector = labels::selector_string(&labels::engine_selector(&engine.name_any()));
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default().labels(&selector))
-        .await?;
-    let (samples, failed) =
-        scrape_pods(&ready_targets(&pods.items, WORKER_PORT), &ctx.metrics, "worker").await;
+    let selector = labels::engine_selector(&engine.name_any());
+    let (samples, failed) = scrape_selected(ctx, &ns, &selector, WORKER_PORT, "worker").await?;
     if failed > 0 {
         // A missing sample: neither zero load nor a new baseline for the next one.
         return Ok(());
