@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::{Error, Result};
 
 /// Label on every engine the benchmark creates, so they can be found and removed.
-pub(crate) const BENCH_LABEL: &str = "blaze.ai/bench";
+const BENCH_LABEL: &str = "blaze.ai/bench";
 
 /// What the benchmark measured.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,7 +32,7 @@ pub struct Report {
 }
 
 /// An engine for the benchmark: replicas 0, so reconciling creates every child but no pod.
-pub(crate) fn bench_engine(i: usize) -> Result<BlazeEngine> {
+fn bench_engine(i: usize) -> Result<BlazeEngine> {
     Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "blaze.ai/v1alpha1",
         "kind": "BlazeEngine",
@@ -104,7 +104,7 @@ pub async fn run(
 /// benchmark's own polling does not weigh on the memory it reports.
 async fn count_reconciled(api: &Api<BlazeEngine>, lp: &ListParams) -> Result<usize> {
     let mut count = 0;
-    let mut page = lp.clone().limit(100);
+    let mut page = lp.clone().limit(crate::controller::LIST_PAGE);
     loop {
         let list = api.list(&page).await?;
         count += list.items.iter().filter(|e| reconciled(e)).count();
@@ -116,18 +116,18 @@ async fn count_reconciled(api: &Api<BlazeEngine>, lp: &ListParams) -> Result<usi
 }
 
 /// Whether an engine's status describes its current generation.
-pub(crate) fn reconciled(e: &BlazeEngine) -> bool {
+fn reconciled(e: &BlazeEngine) -> bool {
     let status_gen = e.status.as_ref().and_then(|s| s.observed_generation);
     status_gen.is_some() && status_gen == e.metadata.generation
 }
 
 /// This process's peak resident memory, from `/proc/self/status` (Linux).
-pub(crate) fn peak_rss() -> Option<u64> {
+fn peak_rss() -> Option<u64> {
     parse_vm_hwm(&std::fs::read_to_string("/proc/self/status").ok()?)
 }
 
 /// The `VmHWM` line of a `/proc/PID/status` text, in bytes.
-pub(crate) fn parse_vm_hwm(status: &str) -> Option<u64> {
+fn parse_vm_hwm(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
