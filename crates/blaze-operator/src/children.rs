@@ -108,3 +108,10 @@ pub fn surge_one() -> DeploymentStrategy {
 pub fn name_of<K: Resource>(obj: &K) -> Result<String> {
     obj.meta().name.clone().ok_or(Error::MissingField("metadata.name"))
 }
+
+/// Document `n` of a multi-document YAML manifest, as `T`.
+#[cfg(test)]
+pub(crate) fn manifest_doc<T: serde::de::DeserializeOwned>(yaml: &str, n: usize) -> T {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).expect("YAML documents");
+    serde_json::from_value(docs[n].clone()).expect("a document of the expected kind")
+}

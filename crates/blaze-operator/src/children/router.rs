@@ -53,7 +53,7 @@ pub fn config_map(router: &BlazeRouter, config: &RoutingConfig) -> Result<Config
     metadata.name = Some(config_map_name(&name_of(router)?));
     Ok(ConfigMap {
         metadata,
-        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), serde_yaml::to_string(config)?)])),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), serde_saphyr::to_string(config)?)])),
         ..Default::default()
     })
 }

@@ -1,16 +1,15 @@
 use blaze_api::BlazeEngine;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::*;
+use crate::children::manifest_doc;
 use crate::children::model_source::{HF_CACHE_MOUNT, HF_CACHE_VOLUME, PVC_MOUNT};
 use crate::children::pod::DOWNLOAD_CONTAINER;
 
 /// An engine from a YAML document, as the API server would hand it over.
 fn engine(yaml: &str) -> BlazeEngine {
-    let doc = serde_yaml::Deserializer::from_str(yaml).next().unwrap();
-    let mut e = BlazeEngine::deserialize(doc).unwrap();
+    let mut e: BlazeEngine = manifest_doc(yaml, 0);
     e.metadata.namespace = Some("ml".into());
     e.metadata.uid = Some("uid-1".into());
     e

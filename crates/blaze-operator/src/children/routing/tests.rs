@@ -1,10 +1,9 @@
 use blaze_api::BlazeRouter;
-use serde::Deserialize;
 use serde_json::json;
 
 use super::*;
-use crate::children::Defaults;
 use crate::children::router;
+use crate::children::{Defaults, manifest_doc};
 
 fn slice(service: &str, eps: serde_json::Value) -> EndpointSlice {
     serde_json::from_value(json!({
@@ -18,8 +17,7 @@ fn slice(service: &str, eps: serde_json::Value) -> EndpointSlice {
 
 fn quickstart_router() -> BlazeRouter {
     let yaml = include_str!("../../../../../manifests/examples/quickstart.yaml");
-    let doc = serde_yaml::Deserializer::from_str(yaml).nth(1).unwrap();
-    let mut r = BlazeRouter::deserialize(doc).unwrap();
+    let mut r: BlazeRouter = manifest_doc(yaml, 1);
     r.metadata.namespace = Some("default".into());
     r.metadata.uid = Some("u".into());
     r
@@ -95,13 +93,14 @@ fn config_carries_weights_and_traffic_settings_and_renders_into_the_config_map()
     assert_eq!(c.endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(), [100, 31]);
     assert_eq!(c.strategy, blaze_api::router::Strategy::Adaptive);
     assert_eq!(c.circuit_breaker.consecutive_failures, 5);
-    let yaml: serde_yaml::Value =
-        serde_yaml::from_str(&serde_yaml::to_string(&c).unwrap()).unwrap();
+    let yaml: serde_json::Value =
+        serde_saphyr::from_str(&serde_saphyr::to_string(&c).unwrap()).unwrap();
     assert_eq!(yaml["endpoints"][1]["address"].as_str(), Some("10.0.0.2:8000"));
     assert_eq!(yaml["slowStartSeconds"].as_u64(), Some(30));
     let cm = router::config_map(&r, &c).unwrap();
     assert_eq!(cm.metadata.name.as_deref(), Some("quickstart-routing"));
-    let back: RoutingConfig = serde_yaml::from_str(&cm.data.unwrap()[router::CONFIG_KEY]).unwrap();
+    let back: RoutingConfig =
+        serde_saphyr::from_str(&cm.data.unwrap()[router::CONFIG_KEY]).unwrap();
     assert_eq!(back, c);
 }
 
