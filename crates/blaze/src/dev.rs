@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-mod apply;
-mod install;
+pub mod apply;
+pub mod install;
 mod progress;
 mod run;
 mod up;

@@ -1,3 +1,4 @@
-//! The parts of the `blaze` command line that its tests use too.
+//! The `blaze` command line's library: the development control plane (`blaze dev`), which the
+//! end-to-end scenarios drive too.
 
-pub mod closed_loop;
+pub mod dev;

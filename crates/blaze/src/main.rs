@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-mod dev;
+use blaze::dev;
 
 /// Blaze runs AI inference engines on Kubernetes.
 #[derive(Debug, Parser)]
@@ -54,28 +54,6 @@ enum DevCommand {
 enum BenchCommand {
     /// Creates per second, watch events per second to 10 watchers, memory per 10,000 objects.
     Apiserver(BenchApiserverArgs),
-    /// The closed loop on the development control plane with real SmolLM2 workers: a load
-    /// step with the autoscaler on and off, a slowed worker, a frozen worker, a cold start.
-    Loop(BenchLoopArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct BenchLoopArgs {
-    /// The model cache holding the quickstart's SmolLM2 (`make test` fetches it).
-    #[arg(long, env = "BLAZE_DEV_MODELS", default_value = ".dev/models")]
-    models: PathBuf,
-    /// Where blaze-operator, blaze-worker and blaze-router are (default: beside this binary).
-    #[arg(long, env = "BLAZE_BIN_DIR")]
-    bin_dir: Option<PathBuf>,
-    /// Clients of the load step.
-    #[arg(long, default_value_t = 8)]
-    clients: usize,
-    /// Seconds of the load step.
-    #[arg(long, default_value_t = 40)]
-    step_seconds: u64,
-    /// Also write the results as JSON to this file.
-    #[arg(long, env = "BLAZE_BENCH_OUTPUT")]
-    output: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,7 +113,6 @@ fn main() -> anyhow::Result<()> {
         Command::Dev(DevCommand::Status(a)) => runtime()?.block_on(dev::status(a)),
         Command::Dev(DevCommand::Apiserver(a)) => runtime()?.block_on(apiserver(a)),
         Command::Bench(BenchCommand::Apiserver(a)) => runtime()?.block_on(bench_apiserver(a)),
-        Command::Bench(BenchCommand::Loop(a)) => runtime()?.block_on(bench_loop(a)),
     }
 }
 
@@ -214,71 +191,6 @@ fn crds(args: CrdsArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
         }
-    }
-    Ok(())
-}
-
-/// Each scenario on a fresh development control plane of its own, one after the other, so
-/// none disturbs another's figures.
-async fn bench_loop(args: BenchLoopArgs) -> anyhow::Result<()> {
-    use blaze::closed_loop::{self as cl, Cluster, Setup};
-    let setup = Setup::new(std::env::current_exe()?, args.bin_dir, args.models)?;
-    const PODS: &str = "127.0.70.1-127.0.70.254";
-    println!("closed loop on the development control plane (SmolLM2-135M Q4_1, CPU workers)");
-    let (n, secs) = (args.clients, args.step_seconds);
-    let on = cl::load_step(&Cluster::start(&setup, PODS).await?, true, n, secs).await?;
-    let off = cl::load_step(&Cluster::start(&setup, PODS).await?, false, n, secs).await?;
-    let s = |v: Option<f64>| v.map_or_else(|| "never".to_owned(), |v| format!("{v:.1} s"));
-    println!("load step, {n} clients for {secs} s, autoscaler 1..3 at 2 in flight each:");
-    println!("  scale-up decision after      {}", s(on.decision_s));
-    println!("  new worker ready after       {}", s(on.ready_s));
-    println!("  new worker serving after     {}", s(on.serving_s));
-    println!(
-        "  back to one worker after     {} (stable window 20 s + delay 20 s)",
-        s(on.back_to_min_s)
-    );
-    println!("  p95 latency, loop on / off   {:.2} s / {:.2} s", on.p95_s, off.p95_s);
-    println!(
-        "  failed requests, on / off    {} of {} / {} of {}",
-        on.failures, on.requests, off.failures, off.requests
-    );
-    let slow = cl::slow_worker(&Cluster::start(&setup, PODS).await?).await?;
-    println!("slow worker (stopped 0.8 s of every 1 s), 4 streaming clients:");
-    println!(
-        "  weight {} -> below half after {} (lowest {})",
-        slow.before,
-        s(slow.shift_s),
-        slow.lowest
-    );
-    println!("  back to half after recovery  {}", s(slow.regain_s));
-    println!("  failed requests              {} of {}", slow.failures, slow.requests);
-    let frozen = cl::frozen_worker(&Cluster::start(&setup, PODS).await?, 20).await?;
-    println!("frozen worker (SIGSTOP 20 s), 4 clients:");
-    println!(
-        "  worst request                {:.2} s (median {:.2} s)",
-        frozen.worst_s, frozen.normal_s
-    );
-    println!("  failed requests              {} of {}", frozen.failures, frozen.requests);
-    let cold = cl::scale_from_zero(&Cluster::start(&setup, PODS).await?).await?;
-    println!("scale from zero:");
-    println!("  idle engine at zero after    {:.1} s", cold.to_zero_s);
-    println!(
-        "  first token after            {:.2} s (whole answer {:.2} s, ok: {})",
-        cold.first_token_s, cold.answer_s, cold.ok
-    );
-    println!("  held by the router           {}; ColdStart event: {}", cold.held, cold.reported);
-    if let Some(path) = args.output {
-        let report = serde_json::json!({
-            "loadStep": {"decisionSeconds": on.decision_s, "servingSeconds": on.serving_s,
-                "backToMinSeconds": on.back_to_min_s, "p95SecondsLoopOn": on.p95_s,
-                "p95SecondsLoopOff": off.p95_s},
-            "slowWorker": {"before": slow.before, "lowest": slow.lowest,
-                "shiftSeconds": slow.shift_s, "regainSeconds": slow.regain_s},
-            "frozenWorker": {"worstSeconds": frozen.worst_s, "normalSeconds": frozen.normal_s,
-                "failures": frozen.failures},
-            "coldStart": {"firstTokenSeconds": cold.first_token_s, "ok": cold.ok},
-        });
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
 }

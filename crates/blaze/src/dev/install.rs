@@ -77,10 +77,16 @@ fn set_env(obj: &mut DynamicObject, name: &str, value: &str) {
     }
 }
 
-/// Provides the claim `blaze-models` in `default`, bound to a hostPath volume whose
+/// Provides the claim `blaze-models` in `namespace`, bound to a hostPath volume whose
 /// `smollm2/` folder is the model cache `models`, so the quickstart's
-/// `pvc://blaze-models/smollm2/...` is the cached file.
-pub async fn models_claim(client: &Client, dir: &Path, models: &Path) -> anyhow::Result<()> {
+/// `pvc://blaze-models/smollm2/...` is the cached file. Each namespace gets a volume of its
+/// own (`blaze-models` for `default`, `blaze-models-NAMESPACE` otherwise) on the same folder.
+pub async fn models_claim(
+    client: &Client,
+    dir: &Path,
+    models: &Path,
+    namespace: &str,
+) -> anyhow::Result<()> {
     let root = std::path::absolute(dir.join("volumes").join(MODELS_CLAIM))?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let link = root.join("smollm2");
@@ -89,25 +95,29 @@ pub async fn models_claim(client: &Client, dir: &Path, models: &Path) -> anyhow:
         std::os::unix::fs::symlink(&target, &link)
             .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
     }
+    let volume = match namespace {
+        "default" => MODELS_CLAIM.to_owned(),
+        ns => format!("{MODELS_CLAIM}-{ns}"),
+    };
     let pv = json!({
         "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": MODELS_CLAIM, "labels": {"app.kubernetes.io/part-of": "blaze"}},
+        "metadata": {"name": volume, "labels": {"app.kubernetes.io/part-of": "blaze"}},
         "spec": {
             "capacity": {"storage": "10Gi"},
             "accessModes": ["ReadOnlyMany", "ReadWriteOnce"],
             "persistentVolumeReclaimPolicy": "Retain",
             "storageClassName": "",
             "hostPath": {"path": root.display().to_string(), "type": "Directory"},
-            "claimRef": {"namespace": "default", "name": MODELS_CLAIM},
+            "claimRef": {"namespace": namespace, "name": MODELS_CLAIM},
         },
     });
     let pvc = json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": MODELS_CLAIM, "namespace": "default"},
+        "metadata": {"name": MODELS_CLAIM, "namespace": namespace},
         "spec": {
             "accessModes": ["ReadOnlyMany"],
             "storageClassName": "",
-            "volumeName": MODELS_CLAIM,
+            "volumeName": volume,
             "resources": {"requests": {"storage": "10Gi"}},
         },
     });
@@ -115,21 +125,21 @@ pub async fn models_claim(client: &Client, dir: &Path, models: &Path) -> anyhow:
         let obj: DynamicObject = serde_json::from_value(v)?;
         apply::apply(client, &obj, Duration::from_secs(10)).await?;
     }
-    mark_bound(client).await;
+    mark_bound(client, &volume, namespace).await;
     Ok(())
 }
 
 /// Reports the volume and claim bound, as the volume controller of a cluster would.
-async fn mark_bound(client: &Client) {
+async fn mark_bound(client: &Client, volume: &str, namespace: &str) {
     use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
     let params = PatchParams::apply(MANAGER).force();
     let pv: Api<PersistentVolume> = Api::all(client.clone());
     let status =
         json!({"apiVersion": "v1", "kind": "PersistentVolume", "status": {"phase": "Bound"}});
-    if let Err(e) = pv.patch_status(MODELS_CLAIM, &params, &Patch::Apply(status)).await {
+    if let Err(e) = pv.patch_status(volume, &params, &Patch::Apply(status)).await {
         tracing::debug!(error = %e, "cannot mark the volume bound");
     }
-    let pvc: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let pvc: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     let status: Value = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "status": {
         "phase": "Bound", "accessModes": ["ReadOnlyMany"], "capacity": {"storage": "10Gi"},
     }});

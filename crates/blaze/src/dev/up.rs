@@ -101,7 +101,7 @@ async fn serve(
         println!("operator installed (manifests/install.yaml, namespace blaze-system)");
     }
     let models = args.models.clone().unwrap_or_else(|| dir.join("models"));
-    install::models_claim(client, dir, &models).await?;
+    install::models_claim(client, dir, &models, "default").await?;
     let objects = examples(args)?;
     if objects.iter().any(|o| kind_of(o) == "BlazeEngine")
         && !models.join(QUICKSTART_MODEL).is_file()
