@@ -59,13 +59,5 @@ impl Error {
     }
 }
 
-/// `children::router` still renders the routing ConfigMap with serde_yaml: its errors are
-/// YAML rendering errors all the same. Goes with the last use of serde_yaml.
-impl From<serde_yaml::Error> for Error {
-    fn from(e: serde_yaml::Error) -> Self {
-        Error::Yaml(serde::ser::Error::custom(e))
-    }
-}
-
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
