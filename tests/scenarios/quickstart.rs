@@ -39,5 +39,6 @@ pub async fn dev_up_serves_a_chat_completion_and_dev_down_stops_every_process(
     let all = pids(&Api::<Pod>::all(q.client.clone()).list(&ListParams::default()).await?.items);
     ensure!(all.len() == 3, "a process for each pod: {all:?}");
     cluster.down()?;
-    until("no pod process left", 30, async || all.iter().all(|p| !alive(*p)).then_some(())).await
+    until("no pod process left", 30, async || all.iter().all(|p| !alive(*p)).then_some(())).await?;
+    Ok(())
 }

@@ -71,7 +71,8 @@ pub async fn a_frozen_only_worker_is_replaced_and_the_engine_serves_again(
         let out = http::request(&q.url, "POST", "/v1/completions", body).await.ok()?;
         out.starts_with("HTTP/1.1 200").then_some(())
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 /// One of two workers frozen for 20 s under load: no request fails, and none takes longer

@@ -40,8 +40,10 @@ pub async fn kubectl_scale_reaches_the_router_within_2_s_and_deleting_the_engine
     let worker_pids = pids(&three);
     q.api::<BlazeEngine>().delete(ENGINE, &DeleteParams::default()).await?;
     until("no worker pods", 90, async || q.workers().await.ok()?.is_empty().then_some(())).await?;
-    until("no worker processes", 30, async || worker_pids.iter().all(|p| !alive(*p)).then_some(()))
-        .await
+    Ok(until("no worker processes", 30, async || {
+        worker_pids.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .await?)
 }
 
 /// Follows the routing ConfigMap and the router's `/metrics` (at `metrics`) together, every

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 
 /// The quickstart's model file, looked for in the model cache.
 pub const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -43,22 +43,11 @@ impl Setup {
     pub fn from_build() -> Result<Self> {
         let bin_dir = match std::env::var_os("BLAZE_BIN_DIR") {
             Some(d) => PathBuf::from(d),
-            None => build_dir()?,
+            None => blaze_testing::bin_dir(),
         };
         let models = std::env::var_os("BLAZE_TEST_MODELS")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.dev/models"));
         Self::new(bin_dir, models)
     }
-}
-
-/// The target folder (`target/debug`, say) of the running program: its own folder, or the
-/// parent of `deps/` for a test.
-fn build_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("the running program's path")?;
-    let mut dir = exe.parent().context("the running program's folder")?;
-    if dir.ends_with("deps") {
-        dir = dir.parent().context("the target folder")?;
-    }
-    Ok(dir.to_path_buf())
 }

@@ -134,7 +134,8 @@ impl DevCluster {
             let holder = leases.get(LEADER_LEASE).await.ok()?.spec?.holder_identity?;
             (!old_names.iter().any(|n| holder.starts_with(n.as_str()))).then_some(())
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     /// `blaze dev down`, as a user stops it; an error carries its output if it fails.

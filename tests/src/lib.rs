@@ -15,10 +15,9 @@ pub mod cluster;
 pub mod http;
 pub mod load;
 pub mod pods;
-pub mod poll;
 pub mod quickstart;
 
 pub use binaries::Setup;
+pub use blaze_testing::until;
 pub use cluster::DevCluster;
-pub use poll::until;
 pub use quickstart::Quickstart;

@@ -109,10 +109,10 @@ impl Quickstart {
             (ready.len() == n && routed == n).then_some(())
         })
         .await?;
-        until("a chat completion through the router", 120, async || {
+        Ok(until("a chat completion through the router", 120, async || {
             chat(&self.url, CHAT).await.ok.then_some(())
         })
-        .await
+        .await?)
     }
 
     /// The API of `K` in the quickstart's namespace.
@@ -155,12 +155,12 @@ impl Quickstart {
 
     /// Waits until exactly `n` workers are ready and the engine's status says so.
     pub async fn ready(&self, n: usize) -> Result<Vec<Pod>> {
-        until(&format!("{n} ready workers"), 240, async || {
+        Ok(until(&format!("{n} ready workers"), 240, async || {
             let ready = self.ready_workers().await.ok()?;
             let status = self.engine().await.ok()?.status?;
             (ready.len() == n && status.ready_replicas == n as i32).then_some(ready)
         })
-        .await
+        .await?)
     }
 
     /// Workers the engine's Deployment asks for.

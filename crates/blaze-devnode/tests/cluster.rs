@@ -1,6 +1,8 @@
 //! The node side against the development API server, in-process, with real test app
 //! processes: Deployments scale and delete cleanly, pods that fit nowhere stay Pending.
 
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
 use std::time::{Duration, Instant};
 
 use blaze_devcluster::{ApiServer, Config};
@@ -59,15 +61,9 @@ async fn start(gpus: u32, octet: u8) -> Cluster {
     Cluster { server, client, nodes, _root: root }
 }
 
-async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// Waits up to 30 s for what `f` looks for.
+async fn poll<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
+    blaze_testing::eventually(what, 30, f).await
 }
 
 fn deployment(replicas: i32) -> Deployment {

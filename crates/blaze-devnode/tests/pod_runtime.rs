@@ -1,7 +1,8 @@
 //! Pods run as real processes of the test app, without an API server.
 
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
 
 use blaze_devnode::backoff::BackoffConfig;
 use blaze_devnode::container::RuntimeEvent;
@@ -51,12 +52,9 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits up to 20 s for `f` to hold.
 async fn poll(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    blaze_testing::eventually(what, 20, async || f().then_some(())).await
 }
 
 async fn http_get(addr: &str, path: &str) -> Option<String> {

@@ -1,6 +1,8 @@
 //! The router as a process in front of real upstream processes: balancing, headers, reloads,
 //! API keys, server-sent events and gRPC server streams.
 
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
 #[path = "support/process.rs"]
 mod support;
 

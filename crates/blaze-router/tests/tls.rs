@@ -2,6 +2,8 @@
 //! with `x-forwarded-proto: https`, a renewed certificate is served without a restart, and a
 //! broken renewal leaves the last good one in service.
 
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
 #[path = "support/process.rs"]
 mod support;
 

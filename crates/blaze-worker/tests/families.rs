@@ -6,6 +6,8 @@
 //! factors in GGUF files), a GGUF converted as llama.cpp does is checked against the
 //! safetensors checkpoint it came from.
 
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
 #[path = "support/compare.rs"]
 mod compare;
 #[path = "support/worker.rs"]

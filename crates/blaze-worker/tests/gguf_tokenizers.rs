@@ -4,6 +4,8 @@
 //! a tiny Phi-3 GGUF with that vocabulary through the production loading path and the
 //! worker binary. Byte-level BPE (`gpt2`) splitting words as `tokenizer.ggml.pre` says.
 
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
 #[path = "support/compare.rs"]
 mod compare;
 #[path = "support/worker.rs"]

@@ -1,5 +1,7 @@
 //! The gRPC surface on the HTTP port: streaming generate and grpc.health.v1.
 
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
 #[path = "support/worker.rs"]
 mod support;
 

@@ -2,6 +2,8 @@
 //! layout (`/ORG/NAME/resolve/REV/FILE`), through `HF_ENDPOINT` and a cache folder, both
 //! from the worker itself and from `blaze-worker download` (the init container's command).
 
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
 #[path = "support/hub.rs"]
 mod hub;
 #[path = "support/worker.rs"]
@@ -21,16 +23,16 @@ const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
 fn serve(model: &str, cache: &Path, endpoint: &str) -> support::Worker {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_blaze-worker"))
-        .args(["--model", model, "--listen", &format!("127.0.0.1:{port}")])
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blaze-worker"));
+    cmd.args(["--model", model, "--listen", &addr])
         .arg("--cache-dir")
         .arg(cache)
         .env("HF_ENDPOINT", endpoint)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    support::Worker { child, base: format!("http://127.0.0.1:{port}"), port }
+        .stdout(Stdio::null());
+    let proc = blaze_testing::Proc::spawn(&mut cmd, addr);
+    support::Worker { proc, base: format!("http://127.0.0.1:{port}"), port }
 }
 
 /// `blaze-worker download` with exactly the operator's init container arguments.

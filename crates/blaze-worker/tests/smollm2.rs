@@ -2,6 +2,8 @@
 //! scripts/test-deps.sh): chat through the official OpenAI Python client, and
 //! batched decoding against a plain single-sequence loop.
 
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
 #[path = "support/worker.rs"]
 mod support;
 

@@ -3,6 +3,8 @@
 //! health, and ends every request in flight at once with a retriable error. And a forward
 //! pass that fails during the warm-up fails the start.
 
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
 #[path = "support/worker.rs"]
 mod support;
 

@@ -1,9 +1,7 @@
 //! Starting a server and a kube-rs client for it.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
-
 use blaze_devcluster::{ApiServer, Config};
+pub use blaze_testing::eventually;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -26,22 +24,6 @@ pub async fn client_for(kubeconfig: &str) -> Client {
         .await
         .expect("kubeconfig loads");
     Client::try_from(config).expect("client builds")
-}
-
-/// Polls `f` until it returns `Some`, for at most `secs` seconds.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// The `Status` of a failed kube-rs call.

@@ -39,7 +39,7 @@ fn cm(name: &str) -> ConfigMap {
 }
 
 async fn child_exists(api: &Api<ConfigMap>, parent: &str) {
-    eventually(30, &format!("{parent}-child"), || async move {
+    eventually(&format!("{parent}-child"), 30, async || {
         api.get_opt(&format!("{parent}-child")).await.ok().flatten().map(|_| ())
     })
     .await;
@@ -73,7 +73,7 @@ async fn controller_survives_410_and_a_restart() {
     server.shutdown().await;
     let server = ApiServer::start(Config { listen: addr, ..config }).await.unwrap();
     // The first request may meet a pooled connection to the old process; retry until served.
-    eventually(10, "objects to survive the restart", || async {
+    eventually("objects to survive the restart", 10, async || {
         api.get("one-child").await.ok().map(|_| ())
     })
     .await;

@@ -199,9 +199,8 @@ async fn subresources_generation_transition_rules_and_crd_removal() {
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.delete("blazeengines.blaze.ai", &DeleteParams::default()).await.unwrap();
-    eventually(5, "the resource to go away", || {
-        let api = api.clone();
-        async move { (status_of(api.list(&ListParams::default()).await).code == 404).then_some(()) }
+    eventually("the resource to go away", 5, async || {
+        (status_of(api.list(&ListParams::default()).await).code == 404).then_some(())
     })
     .await;
     server.shutdown().await;

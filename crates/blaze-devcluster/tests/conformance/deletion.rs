@@ -19,7 +19,7 @@ async fn owner_and_dependent(api: &Api<ConfigMap>, owner: &str) -> String {
 }
 
 async fn gone(api: &Api<ConfigMap>, name: &str) {
-    eventually(10, &format!("{name} to be deleted"), || async move {
+    eventually(&format!("{name} to be deleted"), 10, async || {
         matches!(api.get_opt(name).await, Ok(None)).then_some(())
     })
     .await;
@@ -74,7 +74,7 @@ async fn owner_references_drive_garbage_collection() {
         ..Default::default()
     };
     api.delete("fg", &dp).await.unwrap();
-    eventually(10, "the dependent to be marked", || async {
+    eventually("the dependent to be marked", 10, async || {
         api.get(&dep).await.unwrap().metadata.deletion_timestamp.map(|_| ())
     })
     .await;
@@ -102,7 +102,7 @@ async fn deleting_a_namespace_removes_its_contents() {
     let c: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
     api.create(&PostParams::default(), &c).await.unwrap();
     nss.delete("scratch", &DeleteParams::default()).await.unwrap();
-    eventually(10, "the namespace to go", || async {
+    eventually("the namespace to go", 10, async || {
         matches!(nss.get_opt("scratch").await, Ok(None)).then_some(())
     })
     .await;

@@ -80,21 +80,15 @@ async fn dropping_the_handle_kills_the_group() {
 }
 
 pub(crate) async fn poll_dead(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "process {pid} is still running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("process {pid} to end");
+    blaze_testing::eventually(&what, 10, async || (!alive(pid)).then_some(())).await
 }
 
 async fn wait_for_log(path: &std::path::Path, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let what = format!("the log to contain {needle:?}");
+    blaze_testing::eventually(&what, 10, async || {
         let log = std::fs::read_to_string(path).unwrap_or_default();
-        if log.ends_with('\n') && log.contains(needle) {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "log never contained {needle:?}: {log:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (log.ends_with('\n') && log.contains(needle)).then_some(log)
+    })
+    .await
 }

@@ -3,39 +3,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use blaze_testing::until_within;
+pub use blaze_testing::{Proc, free_addr};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-
-/// A child process killed when dropped.
-pub struct Proc {
-    pub child: Child,
-    pub addr: String,
-}
-
-impl Proc {
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends `signal` (SIGSTOP freezes the process: its sockets stay open, nothing answers).
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Starts a test upstream on `listen` (port 0 for any) and waits for its address.
 pub fn upstream(name: &str, listen: &str) -> Proc {
@@ -57,25 +34,17 @@ pub fn upstream_with(name: &str, listen: &str, extra: &[&str]) -> Proc {
     Proc { child, addr }
 }
 
-/// A free loopback port (bound and released; the router binds it right after).
-pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 /// Starts the router on a free port with `config` and waits until `/livez` answers.
 pub async fn router(config: &Path, extra: &[&str]) -> Proc {
     let addr = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_blaze-router"))
-        .args(["--listen", &addr, "--config"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_blaze-router"));
+    cmd.args(["--listen", &addr, "--config"])
         .arg(config)
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start blaze-router");
-    let p = Proc { child, addr };
+        .stderr(Stdio::inherit());
+    let p = Proc::spawn(&mut cmd, addr);
     let c = client();
     let url = format!("http://{}/livez", p.addr);
     poll(Duration::from_secs(20), || async {
@@ -143,20 +112,17 @@ pub async fn exchange(
     Ok((parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// Polls `check` every 20 ms until it holds, panicking after `deadline`.
+/// Polls `check` until it holds, panicking after `deadline`: how long it took.
 pub async fn poll<F, Fut>(deadline: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < deadline, "condition not met within {deadline:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_within("the condition", deadline, async || check().await.then_some(()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    start.elapsed()
 }
 
 /// The value of a metric line that starts with `prefix` in the router's `/metrics`.

@@ -1,20 +1,19 @@
-//! Runs the real `blaze-worker` binary on a free loopback port for a test.
+//! Runs the real `blaze-worker` binary (and the router in front of it) on free loopback
+//! ports for a test.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+pub use blaze_testing::free_port;
+use blaze_testing::{Proc, bin, until};
+use nix::sys::signal::Signal;
 
 /// A worker process, killed when dropped.
 pub struct Worker {
-    pub child: Child,
+    pub proc: Proc,
     pub base: String,
     pub port: u16,
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Worker {
@@ -35,29 +34,31 @@ impl Worker {
         env: &[(&str, &str)],
         ready_within: Duration,
     ) -> Worker {
-        let child = Command::new(env!("CARGO_BIN_EXE_blaze-worker"))
-            .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+        let addr = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_blaze-worker"));
+        cmd.args(args)
+            .args(["--listen", &addr])
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting blaze-worker");
-        let mut worker = Worker { child, base: format!("http://127.0.0.1:{port}"), port };
-        let deadline = Instant::now() + ready_within;
+            .stdout(Stdio::null());
+        let mut worker = Worker {
+            proc: Proc::spawn(&mut cmd, addr),
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+        };
         let client = reqwest::Client::new();
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", worker.base)).send().await
-                && r.status() == 200
-            {
-                return worker;
-            }
-            if let Ok(Some(status)) = worker.child.try_wait() {
+        let url = format!("{}/readyz", worker.base);
+        let secs = ready_within.as_secs().max(1);
+        let ready = until("blaze-worker ready", secs, async || {
+            if let Some(status) = worker.proc.try_exit() {
                 panic!("blaze-worker exited before it was ready: {status}");
             }
-            assert!(Instant::now() < deadline, "blaze-worker not ready within {ready_within:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            let r = client.get(&url).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        ready.unwrap_or_else(|e| panic!("{e}"));
+        worker
     }
 
     /// POSTs `body` as JSON to `path`: the status and the JSON answer (null when not JSON).
@@ -78,35 +79,19 @@ impl Worker {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status =
-            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
+        self.proc.signal(Signal::SIGTERM);
     }
 
     /// Waits for the process to exit, up to `within`.
     pub async fn wait(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "blaze-worker did not exit within {within:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.exit_within(within).await
     }
 }
 
 /// The workspace's `blaze-router` binary (built beside this package's binaries by `cargo
 /// test --workspace`) in front of workers, killed when dropped.
 pub struct Router {
-    pub child: Child,
+    pub proc: Proc,
     pub addr: String,
     _config: tempfile::TempDir,
 }
@@ -114,36 +99,24 @@ pub struct Router {
 impl Router {
     /// Starts the router on a free port with `endpoints` and waits until `/livez` answers.
     pub async fn start(endpoints: &[&str]) -> Router {
-        let exe =
-            std::path::Path::new(env!("CARGO_BIN_EXE_blaze-worker")).with_file_name("blaze-router");
-        assert!(exe.is_file(), "{} is missing: cargo build -p blaze-router", exe.display());
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("routing.yaml");
         let list: String =
             endpoints.iter().map(|a| format!("- address: {a}\n  weight: 1\n")).collect();
         std::fs::write(&config, format!("endpoints:\n{list}")).unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(exe)
-            .args(["--listen", &addr, "--config"])
+        let addr = blaze_testing::free_addr();
+        let mut cmd = Command::new(bin("blaze-router"));
+        cmd.args(["--listen", &addr, "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting blaze-router");
-        let router = Router { child, addr, _config: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
+            .stdout(Stdio::null());
+        let router = Router { proc: Proc::spawn(&mut cmd, addr.clone()), addr, _config: dir };
         let url = format!("http://{}/livez", router.addr);
-        while !reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-            assert!(Instant::now() < deadline, "blaze-router did not answer /livez");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let live = until("blaze-router to answer /livez", 20, async || {
+            reqwest::get(&url).await.ok().filter(|r| r.status() == 200).map(|_| ())
+        })
+        .await;
+        live.unwrap_or_else(|e| panic!("{e}"));
         router
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
