@@ -178,43 +178,9 @@ pub struct ModelSpec {
     pub quantization: Option<Quantization>,
 }
 
-/// Quantize safetensors projection weights when the worker loads them: `q8_0` (8.5 bits per
-/// weight) or `q4k` (4.5 bits; the output head then gets q8_0). Not for GGUF, which is
-/// quantized already.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum Quantization {
-    /// 8-bit blocks of 32 weights.
-    #[serde(rename = "q8_0")]
-    Q8_0,
-    /// 4-bit k-quant superblocks of 256 weights.
-    #[serde(rename = "q4k")]
-    Q4K,
-}
-
-/// Checkpoint file format.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelFormat {
-    /// Hugging Face safetensors with `config.json` and `tokenizer.json`.
-    Safetensors,
-    /// A single GGUF file (quantized), tokenizer and chat template in its metadata.
-    Gguf,
-}
-
-/// Numeric type of model weights.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    /// Fast on the device the worker finds.
-    #[default]
-    Auto,
-    /// 32-bit float.
-    F32,
-    /// 16-bit float.
-    F16,
-    /// bfloat16.
-    Bf16,
-}
+// The model's format, dtype and quantization are the worker's own flag values: one spelling
+// for the CRD and the worker's command line.
+pub use blaze_worker_cli::{Dtype, ModelFormat, Quantization};
 
 /// Who decides the number of workers.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]

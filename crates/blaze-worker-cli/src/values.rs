@@ -3,6 +3,8 @@
 use std::fmt;
 
 use clap::ValueEnum;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// What kind of model the worker serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,19 +26,28 @@ pub enum LogFormat {
     Json,
 }
 
-/// A checkpoint format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+// The model's format, dtype and quantization are also BlazeEngine fields (`spec.model`): the
+// API uses these types, so the CRD and the worker's flags spell them the same way.
+
+/// Checkpoint file format.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ModelFormat {
-    /// A Hugging Face folder: config.json, *.safetensors, tokenizer.json.
+    /// Hugging Face safetensors with `config.json` and `tokenizer.json`.
     Safetensors,
-    /// A GGUF file, tokenizer and chat template in its metadata.
+    /// A single GGUF file (quantized), tokenizer and chat template in its metadata.
     Gguf,
 }
 
-/// Numeric type of safetensors weights in memory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+/// Numeric type of model weights in memory.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Dtype {
-    /// f32 on CPU, bf16 on a GPU.
+    /// Fast on the device the worker finds: f32 on a CPU, bf16 on a GPU.
     #[default]
     Auto,
     /// 32-bit float.
@@ -47,14 +58,20 @@ pub enum Dtype {
     Bf16,
 }
 
-/// In-situ quantization of safetensors projection weights at load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// Quantize safetensors projection weights when the worker loads them: `q8_0` (8.5 bits per
+/// weight) or `q4k` (4.5 bits; the output head then gets q8_0). Not for GGUF, which is
+/// quantized already.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Quantization {
     /// 8-bit blocks of 32 weights with an f16 scale.
     #[value(name = "q8_0")]
+    #[serde(rename = "q8_0")]
     Q8_0,
-    /// 4-bit k-quants: superblocks of 256 weights.
+    /// 4-bit k-quant superblocks of 256 weights.
     #[value(name = "q4k")]
+    #[serde(rename = "q4k")]
     Q4K,
 }
 

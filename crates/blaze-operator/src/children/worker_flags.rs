@@ -7,7 +7,7 @@
 //! requests; `gpus` also picks `--device`), `cache` (refused at admission in this release)
 //! and `diffusion` (only for kind `diffusion`, which the operator marks Unsupported).
 
-use blaze_api::engine::{BlazeEngineSpec, Dtype, EngineKind, ModelFormat, Quantization};
+use blaze_api::engine::{BlazeEngineSpec, EngineKind};
 use blaze_worker_cli as cli;
 
 /// The port the worker serves HTTP and gRPC on (one port: HTTP/1.1, HTTP/2 and gRPC).
@@ -38,20 +38,9 @@ pub fn worker_command(
     a.grpc_listen = Some(listen.clone());
     a.listen = listen;
     a.kind = kind(spec.kind);
-    a.model_format = Some(match spec.model.effective_format() {
-        ModelFormat::Safetensors => cli::ModelFormat::Safetensors,
-        ModelFormat::Gguf => cli::ModelFormat::Gguf,
-    });
-    a.dtype = match spec.model.dtype {
-        Dtype::Auto => cli::Dtype::Auto,
-        Dtype::F32 => cli::Dtype::F32,
-        Dtype::F16 => cli::Dtype::F16,
-        Dtype::Bf16 => cli::Dtype::Bf16,
-    };
-    a.quantization = spec.model.quantization.map(|q| match q {
-        Quantization::Q8_0 => cli::Quantization::Q8_0,
-        Quantization::Q4K => cli::Quantization::Q4K,
-    });
+    a.model_format = Some(spec.model.effective_format());
+    a.dtype = spec.model.dtype;
+    a.quantization = spec.model.quantization;
     a.device = if spec.resources.gpus > 0 { cli::Device::Cuda } else { cli::Device::Cpu };
     a.threads = cpu_threads(spec);
     let b = &spec.batching;
