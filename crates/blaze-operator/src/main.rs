@@ -8,7 +8,8 @@ use blaze_operator::children::Defaults;
 use blaze_operator::controller::{self, Context, leader};
 use blaze_operator::metrics::Metrics;
 use blaze_operator::server::{self, Health};
-use clap::{Parser, Subcommand, ValueEnum};
+use blaze_telemetry::LogFormat;
+use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -23,12 +24,6 @@ struct Args {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,7 +94,7 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logs(args.log_format);
+    blaze_telemetry::logs::init(args.log_format, "info");
     match args.command {
         Command::Crds => {
             let docs: Vec<String> =
@@ -109,21 +104,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(a) => tokio::runtime::Runtime::new()?.block_on(run(a)),
         Command::Bench(a) => tokio::runtime::Runtime::new()?.block_on(bench(a)),
-    }
-}
-
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: `kubectl logs` shows escape codes as text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().init(),
     }
 }
 

@@ -14,7 +14,8 @@ use blaze_router::metrics::{Metrics, ReloadLabels, ReloadResult};
 use blaze_router::proxy::{Proxy, serve};
 use blaze_router::routes::Table;
 use blaze_router::tls::{Tls, TlsFiles};
-use clap::{Parser, ValueEnum};
+use blaze_telemetry::LogFormat;
+use clap::Parser;
 use k8s_openapi::api::core::v1::ConfigMap;
 use prometheus_client::registry::Registry;
 
@@ -76,24 +77,9 @@ struct Args {
     worker_threads: Option<usize>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    match args.log_format {
-        // Colour only on a terminal: `kubectl logs` shows escape codes as text.
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
-    }
+    blaze_telemetry::logs::init(args.log_format, "info");
     if args.worker_threads == Some(0) {
         anyhow::bail!("--worker-threads must be at least 1");
     }

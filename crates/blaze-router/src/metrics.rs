@@ -68,7 +68,7 @@ fn hold_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 16))
 }
 
-blaze_metrics::metrics! {
+blaze_telemetry::metrics! {
     /// Every metric the router exports.
     #[derive(Clone)]
     pub struct Metrics {

@@ -17,14 +17,8 @@ pub enum Kind {
     Diffusion,
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable (coloured only on a terminal).
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+/// Log line format: every Blaze binary's.
+pub use blaze_telemetry::LogFormat;
 
 // The model's format, dtype and quantization are also BlazeEngine fields (`spec.model`): the
 // API uses these types, so the CRD and the worker's flags spell them the same way.
@@ -123,4 +117,4 @@ macro_rules! display_as_value {
     )*};
 }
 
-display_as_value!(Kind, LogFormat, ModelFormat, Dtype, Quantization, Device, Weights);
+display_as_value!(Kind, ModelFormat, Dtype, Quantization, Device, Weights);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use blaze_proto::generate::generate_server::GenerateServer;
-use blaze_worker::args::{Args, Command, DownloadArgs, LogFormat};
+use blaze_worker::args::{Args, Command, DownloadArgs};
 use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use blaze_worker::engine::{Engine, Health};
 use blaze_worker::grpc::GenerateService;
@@ -32,14 +32,14 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Command::Download(download_args)) = &args.command {
-        init_tracing(download_args.log_format);
+        blaze_telemetry::logs::init(download_args.log_format, "info");
         return download(download_args).await;
     }
     if let Err(message) = blaze_worker::args::validate(&args) {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
-    init_tracing(args.log_format);
+    blaze_telemetry::logs::init(args.log_format, "info");
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
     let state = AppState {
@@ -224,21 +224,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only where a person reads it: `kubectl logs` of a pod shows escape codes as
-    // text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

@@ -43,7 +43,7 @@ pub struct WatchdogLabels {
 }
 
 // prometheus-client appends `_total` to counters.
-blaze_metrics::metrics! {
+blaze_telemetry::metrics! {
     /// Handles to every metric the engine updates.
     #[derive(Clone)]
     pub struct Metrics {

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use blaze_telemetry::LogFormat;
+use clap::{Parser, Subcommand};
 
 use blaze::dev;
 
@@ -17,12 +18,6 @@ struct Args {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,7 +100,7 @@ fn main() -> anyhow::Result<()> {
     // them, so only warnings and errors are logged unless RUST_LOG asks for more.
     let level =
         if matches!(args.command, Command::Dev(DevCommand::Up(_))) { "warn" } else { "info" };
-    init_logs(args.log_format, level);
+    blaze_telemetry::logs::init(args.log_format, level);
     match args.command {
         Command::Crds(a) => crds(a),
         Command::Dev(DevCommand::Up(a)) => runtime()?.block_on(dev::up(a)),
@@ -113,21 +108,6 @@ fn main() -> anyhow::Result<()> {
         Command::Dev(DevCommand::Status(a)) => runtime()?.block_on(dev::status(a)),
         Command::Dev(DevCommand::Apiserver(a)) => runtime()?.block_on(apiserver(a)),
         Command::Bench(BenchCommand::Apiserver(a)) => runtime()?.block_on(bench_apiserver(a)),
-    }
-}
-
-fn init_logs(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| default_level.into());
-    // Colour only on a terminal: logs written to a file show escape codes as text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

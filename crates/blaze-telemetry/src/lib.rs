@@ -1,7 +1,16 @@
+//! What every Blaze binary sets up the same way.
+//!
+//! [`logs::init`] starts its logs: text or JSON lines on standard error, filtered by
+//! `RUST_LOG`.
+//!
 //! [`metrics!`] declares a component's Prometheus metrics in one list: each field with its
 //! docs, its type, its name and help text in `/metrics` and, for a type with no default, how
 //! to make it. Every metric is then named in one place, not once in the struct, once where
 //! it is made and once where it is registered.
+
+pub mod logs;
+
+pub use logs::LogFormat;
 
 #[doc(hidden)]
 pub use prometheus_client::registry::Registry;
@@ -13,7 +22,7 @@ pub use prometheus_client::registry::Registry;
 /// ```
 /// use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 ///
-/// blaze_metrics::metrics! {
+/// blaze_telemetry::metrics! {
 ///     /// The example's metrics.
 ///     #[derive(Clone)]
 ///     pub struct Metrics {
