@@ -8,7 +8,7 @@ use blaze_operator::children::Defaults;
 use blaze_operator::controller::{self, Context, leader};
 use blaze_operator::metrics::Metrics;
 use blaze_operator::server::{self, Health};
-use blaze_telemetry::LogFormat;
+use blaze_telemetry::LogArgs;
 use clap::{Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -19,9 +19,8 @@ use tracing::{error, info};
 #[derive(Debug, Parser)]
 #[command(name = "blaze-operator", version, about)]
 struct Args {
-    /// Log format: `text` for people, `json` for log pipelines. `RUST_LOG` sets the level.
-    #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logs: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,7 +93,7 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    blaze_telemetry::logs::init(args.log_format, "info");
+    args.logs.init("info");
     match args.command {
         Command::Crds => {
             let docs: Vec<String> =

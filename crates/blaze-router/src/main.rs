@@ -14,7 +14,7 @@ use blaze_router::metrics::{Metrics, ReloadLabels, ReloadResult};
 use blaze_router::proxy::{Proxy, serve};
 use blaze_router::routes::Table;
 use blaze_router::tls::{Tls, TlsFiles};
-use blaze_telemetry::LogFormat;
+use blaze_telemetry::LogArgs;
 use clap::Parser;
 use k8s_openapi::api::core::v1::ConfigMap;
 use prometheus_client::registry::Registry;
@@ -60,9 +60,8 @@ struct Args {
     /// proxy port.
     #[arg(long, env = "BLAZE_ROUTER_ADMIN_LISTEN")]
     admin_listen: Option<String>,
-    /// Log format.
-    #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logs: LogArgs,
     /// Milliseconds a circuit breaker first stays open, overriding the configuration's
     /// whole seconds (for tests and benchmarks).
     #[arg(long, env = "BLAZE_ROUTER_BREAKER_OPEN_MS")]
@@ -79,7 +78,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    blaze_telemetry::logs::init(args.log_format, "info");
+    args.logs.init("info");
     if args.worker_threads == Some(0) {
         anyhow::bail!("--worker-threads must be at least 1");
     }

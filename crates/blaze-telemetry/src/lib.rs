@@ -10,7 +10,7 @@
 
 pub mod logs;
 
-pub use logs::LogFormat;
+pub use logs::{LogArgs, LogFormat};
 
 #[doc(hidden)]
 pub use prometheus_client::registry::Registry;

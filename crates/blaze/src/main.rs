@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use blaze_telemetry::LogFormat;
+use blaze_telemetry::LogArgs;
 use clap::{Parser, Subcommand};
 
 use blaze::dev;
@@ -13,9 +13,8 @@ use blaze::dev;
 #[derive(Debug, Parser)]
 #[command(name = "blaze", version, about)]
 struct Args {
-    /// Log format.
-    #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logs: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,7 +99,7 @@ fn main() -> anyhow::Result<()> {
     // them, so only warnings and errors are logged unless RUST_LOG asks for more.
     let level =
         if matches!(args.command, Command::Dev(DevCommand::Up(_))) { "warn" } else { "info" };
-    blaze_telemetry::logs::init(args.log_format, level);
+    args.logs.init(level);
     match args.command {
         Command::Crds(a) => crds(a),
         Command::Dev(DevCommand::Up(a)) => runtime()?.block_on(dev::up(a)),
