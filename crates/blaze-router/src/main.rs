@@ -11,7 +11,7 @@ use blaze_router::auth::Auth;
 use blaze_router::config::{self, FileWatch};
 use blaze_router::kube_watch;
 use blaze_router::metrics::{Metrics, ReloadLabels, ReloadResult};
-use blaze_router::proxy::{Proxy, serve};
+use blaze_router::proxy::{Http1Server, Proxy, serve};
 use blaze_router::routes::Table;
 use blaze_router::tls::{Tls, TlsFiles};
 use blaze_telemetry::LogArgs;
@@ -74,6 +74,10 @@ struct Args {
     /// listener, as HAProxy's `nbthread` does.
     #[arg(long, env = "BLAZE_ROUTER_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// The server for cleartext HTTP/1.1: the router's own (`router`, which hands anything
+    /// but small requests of known length to hyper's) or hyper's for everything (`hyper`).
+    #[arg(long, env = "BLAZE_ROUTER_HTTP1_SERVER", value_enum, default_value_t)]
+    http1_server: Http1Server,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -190,6 +194,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let drain = Duration::from_secs(args.drain_seconds);
+    let http1 = args.http1_server;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for i in 1..threads {
@@ -200,7 +205,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 runtime()?.block_on(async move {
                     let l = tokio::net::TcpListener::from_std(l)?;
                     let stopped = async move { drop(stop.wait_for(|s| *s).await) };
-                    serve(l, proxy, tls, stopped, drain).await;
+                    serve(l, proxy, tls, stopped, drain, http1).await;
                     Ok(())
                 })
             },
@@ -212,7 +217,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     };
-    serve(tokio::net::TcpListener::from_std(listener)?, proxy, tls, stopped, drain).await;
+    let l = tokio::net::TcpListener::from_std(listener)?;
+    serve(l, proxy, tls, stopped, drain, args.http1_server).await;
     for w in workers {
         w.join().map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
     }

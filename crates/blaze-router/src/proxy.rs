@@ -57,7 +57,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 pub use h1::ResponseBody as H1ResponseBody;
 pub use headers::{Forwarding, REQUEST_ID, prepare_request, strip_hop_by_hop};
 pub use pool::{CONNECT_TIMEOUT, Lease, SendError, release_conn};
-pub use server::serve;
+pub use server::{Http1Server, serve};
 
 use crate::auth::Auth;
 use crate::balance::PickContext;
@@ -144,29 +144,49 @@ impl Proxy {
         peer: SocketAddr,
         https: bool,
     ) -> Response<Downstream> {
-        if let Some(admin) = &self.admin
-            && let Some(resp) = admin.serve(req.uri().path())
-        {
+        if let Some(resp) = self.gate(req.uri().path(), req.headers()) {
             return resp;
         }
-        if let Some(auth) = self.auth.load().as_ref()
-            && !auth.check(req.headers(), self.table.metrics())
-        {
-            return local(StatusCode::UNAUTHORIZED, "unauthorized\n");
-        }
         let routes = self.table.load();
-        let (mut parts, body) = req.into_parts();
-        let mut fwd = prepare_request(&mut parts.headers, peer.ip());
-        if https {
-            fwd.set_https();
-        }
-        let mut body = match read_small(body, millis(routes.config.timeouts.idle_timeout_ms)).await
-        {
+        let (parts, body) = req.into_parts();
+        let body = match read_small(body, millis(routes.config.timeouts.idle_timeout_ms)).await {
             Ok(b) => b,
             Err(e) => {
                 return local(StatusCode::BAD_REQUEST, format!("reading the request body: {e}\n"));
             }
         };
+        self.forward(routes, parts, body, peer, https).await
+    }
+
+    /// The answer to a request the router answers itself before reading its body: an admin
+    /// page on the proxy port, or `401` for a request without a valid API key.
+    fn gate(&self, path: &str, headers: &http::HeaderMap) -> Option<Response<Downstream>> {
+        if let Some(admin) = &self.admin
+            && let Some(resp) = admin.serve(path)
+        {
+            return Some(resp);
+        }
+        if let Some(auth) = self.auth.load().as_ref()
+            && !auth.check(headers, self.table.metrics())
+        {
+            return Some(local(StatusCode::UNAUTHORIZED, "unauthorized\n"));
+        }
+        None
+    }
+
+    /// Sends a request that passed the [gate](Self::gate) to its endpoints over `routes`.
+    async fn forward(
+        &self,
+        routes: Arc<Routes>,
+        mut parts: http::request::Parts,
+        mut body: ReqBody,
+        peer: SocketAddr,
+        https: bool,
+    ) -> Response<Downstream> {
+        let mut fwd = prepare_request(&mut parts.headers, peer.ip());
+        if https {
+            fwd.set_https();
+        }
         let key = session_key(&routes.config, &parts.headers, peer, &body);
         let mut resp = self.tries(routes, &mut parts, &fwd, &mut body, key).await;
         resp.headers_mut().insert(REQUEST_ID.clone(), fwd.request_id().clone());

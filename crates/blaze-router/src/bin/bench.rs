@@ -13,11 +13,13 @@
 //! also given as the median of each round's own ratio (router and HAProxy measured minutes
 //! apart can see different neighbours; within a round they run less than a minute apart).
 //!
-//! Pinning (`--cpus`, default `auto`: the proxies on the last `--threads` CPUs, `wrk` and the
-//! upstreams on the others, when the machine has more) keeps the scheduler from giving either
-//! proxy a quieter core than the other for part of a run, or from running `wrk` beside one
-//! proxy and not the other: on a small machine that placement, not the proxy, otherwise
-//! decides much of the spread between runs. `--cpus none` turns it off.
+//! Placement (`--cpus`): by default nothing is pinned (`none`), as a user's pods run: the
+//! scheduler places the proxy, `wrk` and the upstreams freely, which is what the router's
+//! figures must hold up under. `auto` pins the proxies to the last `--threads` CPUs and `wrk`
+//! and the upstreams to the others (when the machine has more), which keeps the scheduler
+//! from giving either proxy a quieter core for part of a run and so narrows the spread
+//! between runs; a `taskset -c` CPU list pins the proxies there. Several placements, comma
+//! separated (`--cpus none,auto`), are measured one after the other, each on fresh processes.
 //!
 //! Besides throughput and latency, each run reports the CPU time the proxy process spent per
 //! request (user and system, from `/proc`): when the machine, not the proxy, limits the
@@ -55,11 +57,11 @@ struct Args {
     /// Rounds; the targets take turns in each, and each is reported by its median.
     #[arg(long, env = "BLAZE_BENCH_ROUNDS", default_value_t = 5)]
     rounds: usize,
-    /// CPUs both proxies are pinned to (`taskset -c` syntax, e.g. `1` or `0-1`; `wrk` and
-    /// the upstreams then go on the others), `auto` (the last `--threads` CPUs, if the
-    /// machine has more than that) or `none`.
-    #[arg(long, env = "BLAZE_BENCH_CPUS", default_value = "auto")]
-    cpus: String,
+    /// Placements to measure, comma separated: `none` (nothing pinned), `auto` (the proxies
+    /// on the last `--threads` CPUs, `wrk` and the upstreams on the others, if the machine
+    /// has more) or a CPU list for the proxies (`taskset -c` syntax, e.g. `1`).
+    #[arg(long, env = "BLAZE_BENCH_CPUS", default_value = "none", value_delimiter = ',')]
+    cpus: Vec<String>,
     /// Where to write the results (text) besides stdout.
     #[arg(long, env = "BLAZE_BENCH_OUT", default_value = "target/blaze-router-bench.txt")]
     out: PathBuf,
@@ -99,7 +101,6 @@ struct Target {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let pins = pin_set(&args.cpus, args.threads);
     for tool in ["wrk", "haproxy"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -113,10 +114,26 @@ fn main() -> anyhow::Result<()> {
     }
     let bin_dir = std::env::current_exe()?.parent().context("binary directory")?.to_path_buf();
     build_siblings(&bin_dir)?;
+    let mut report = String::new();
+    for cpus in &args.cpus {
+        let pins = pin_set(cpus, args.threads);
+        let part = placement(&args, &pins, &bin_dir)?;
+        print!("{part}");
+        report.push_str(&part);
+    }
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, &report)?;
+    Ok(())
+}
+
+/// Measures one placement on fresh processes and renders its report.
+fn placement(args: &Args, pins: &Pins, bin_dir: &Path) -> anyhow::Result<String> {
     let mut keep = Vec::new();
     let mut ups = Vec::new();
     for i in 0..4 {
-        let (child, addr) = upstream(&pins, &bin_dir, i)?;
+        let (child, addr) = upstream(pins, bin_dir, i)?;
         keep.push(child);
         ups.push(addr);
     }
@@ -124,15 +141,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let direct = Target { name: "direct (1 upstream)", addr: ups[0].clone(), pid: keep[0].0.id() };
     let mut targets = vec![direct];
-    targets.extend(start_proxies(&args, &pins, &bin_dir, &dir, &ups, &mut keep)?);
-    let report = measure(&args, &pins, &targets)?;
-    print!("{report}");
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.out, &report)?;
+    targets.extend(start_proxies(args, pins, bin_dir, &dir, &ups, &mut keep)?);
+    let report = measure(args, pins, &targets);
+    drop(keep);
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    report
 }
 
 /// Starts both HAProxy instances and the router.
@@ -203,22 +216,43 @@ fn measure(args: &Args, pins: &Pins, targets: &[Target]) -> anyhow::Result<Strin
         ));
     }
     let (direct, hap, haph, rtr) = (med[0], med[1], med[2], med[3]);
-    let per_round = |other: usize| -> Vec<f64> {
-        runs[3].iter().zip(&runs[other]).map(|(r, o)| r.rps / o.rps).collect()
+    report.push_str(
+        "round   router req/s   p99 ms  cpu us | haproxy req/s   p99 ms  cpu us | \
+         router/haproxy  req/s    p99    cpu\n",
+    );
+    for (k, (r, h)) in runs[3].iter().zip(&runs[1]).enumerate() {
+        report.push_str(&format!(
+            "{:>5} {:>14.0} {:>8.3} {:>7.2} | {:>13.0} {:>8.3} {:>7.2} | {:>21.3} {:>6.3} {:>6.3}\n",
+            k + 1,
+            r.rps,
+            r.p99_ms,
+            r.cpu_us,
+            h.rps,
+            h.p99_ms,
+            h.cpu_us,
+            r.rps / h.rps,
+            r.p99_ms / h.p99_ms,
+            r.cpu_us / h.cpu_us,
+        ));
+    }
+    // Each figure's ratio within a round (the two ran less than a minute apart), then the
+    // median over rounds.
+    let ratio = |other: usize, f: fn(&Run) -> f64| -> f64 {
+        let v: Vec<f64> = runs[3].iter().zip(&runs[other]).map(|(r, o)| f(r) / f(o)).collect();
+        median_of(&v)
     };
-    let (vs_hap, vs_haph) = (per_round(1), per_round(2));
-    let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+    for (other, name) in [(1, "haproxy"), (2, "haproxy+headers")] {
+        report.push_str(&format!(
+            "median of per-round router/{name} ratios: throughput {:.3}x, p99 {:.3}x, cpu per \
+             request {:.3}x\n",
+            ratio(other, |r| r.rps),
+            ratio(other, |r| r.p99_ms),
+            ratio(other, |r| r.cpu_us),
+        ));
+    }
     report.push_str(&format!(
-        "per-round router/haproxy ratios: {} (median {:.3}); router/haproxy+headers: {} \
-         (median {:.3})\n",
-        fmt(&vs_hap),
-        median_of(&vs_hap),
-        fmt(&vs_haph),
-        median_of(&vs_haph),
-    ));
-    report.push_str(&format!(
-        "router/haproxy throughput ratio {:.3} (router/haproxy+headers {:.3}); added p99 over \
-         direct: haproxy {:.3} ms, haproxy+headers {:.3} ms, router {:.3} ms\n",
+        "router/haproxy throughput ratio of medians {:.3} (router/haproxy+headers {:.3}); added \
+         p99 over direct: haproxy {:.3} ms, haproxy+headers {:.3} ms, router {:.3} ms\n",
         rtr.rps / hap.rps,
         rtr.rps / haph.rps,
         hap.p99_ms - direct.p99_ms,
@@ -226,13 +260,9 @@ fn measure(args: &Args, pins: &Pins, targets: &[Target]) -> anyhow::Result<Strin
         rtr.p99_ms - direct.p99_ms
     ));
     report.push_str(&format!(
-        "proxy cpu per request (median of rounds): router {:.2} us, haproxy {:.2} us \
-         (router/haproxy {:.3}), haproxy+headers {:.2} us (router/haproxy+headers {:.3})\n",
-        cpu[3],
-        cpu[1],
-        cpu[3] / cpu[1],
-        cpu[2],
-        cpu[3] / cpu[2],
+        "proxy cpu per request (median of rounds): router {:.2} us, haproxy {:.2} us, \
+         haproxy+headers {:.2} us\n",
+        cpu[3], cpu[1], cpu[2],
     ));
     Ok(report)
 }

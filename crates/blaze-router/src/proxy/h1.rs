@@ -29,16 +29,16 @@ pub use response_body::ResponseBody;
 use super::headers::Forwarding;
 
 /// Most header lines a response head may have (hyper's default too).
-const MAX_HEADERS: usize = 100;
+pub(super) const MAX_HEADERS: usize = 100;
 /// Largest response head (or chunk-size line, or trailer block) accepted.
-const MAX_HEAD: usize = 64 * 1024;
+pub(super) const MAX_HEAD: usize = 64 * 1024;
 const _: () = assert!(MAX_HEAD < u32::MAX as usize);
 /// Bytes read from the socket at a time at least.
-const READ_SIZE: usize = 8 * 1024;
+pub(super) const READ_SIZE: usize = 8 * 1024;
 /// Bodies up to this size are copied behind the head and go out in one write.
-const COPY_BODY: usize = 16 * 1024;
+pub(super) const COPY_BODY: usize = 16 * 1024;
 /// Largest write buffer a connection keeps between requests.
-const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+pub(super) const KEEP_WRITE_BUFFER: usize = 64 * 1024;
 /// Most bytes of an answer kept while the request body is still being written (an endpoint
 /// echoing the body as it reads it); past it, reading waits until the body is out.
 const MAX_EARLY_ANSWER: usize = 4 << 20;
@@ -361,7 +361,7 @@ impl Conn {
 use std::future::Future as _;
 
 /// Where a header's name and value lie in the head: name start and end, value start and end.
-type Span = (u32, u32, u32, u32);
+pub(super) type Span = (u32, u32, u32, u32);
 
 /// A parsed head; its headers are positions into the buffer, so no value is copied.
 struct Head {
@@ -410,13 +410,13 @@ fn parse_head<'b>(
 /// What the framing needs from a head's headers, noted while the map is built (no lookups
 /// afterwards).
 #[derive(Debug, Default)]
-struct Seen {
+pub(super) struct Seen {
     /// A `Transfer-Encoding` header, and whether the last one ends in `chunked`.
-    te: Option<bool>,
+    pub(super) te: Option<bool>,
     /// The `Content-Length`, or why it is unusable.
-    len: Option<Result<u64, &'static str>>,
+    pub(super) len: Option<Result<u64, &'static str>>,
     /// `Connection: close`.
-    close: bool,
+    pub(super) close: bool,
 }
 
 impl Seen {
@@ -443,7 +443,7 @@ impl Seen {
 
 /// The header map of a head, its values sharing the head's bytes, with room for the
 /// `x-request-id` the router adds.
-fn head_map(bytes: &Bytes, spans: &[Span]) -> Result<(HeaderMap, Seen), Error> {
+pub(super) fn head_map(bytes: &Bytes, spans: &[Span]) -> Result<(HeaderMap, Seen), Error> {
     let mut map = HeaderMap::with_capacity(spans.len() + 1);
     let mut seen = Seen::default();
     for &(ns, ne, vs, ve) in spans {
@@ -480,7 +480,7 @@ fn framing(method: &Method, status: StatusCode, seen: &Seen) -> Result<(Framing,
 }
 
 /// A non-empty run of ASCII digits as a number, if it fits.
-fn decimal(digits: &[u8]) -> Option<u64> {
+pub(super) fn decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
@@ -525,7 +525,7 @@ fn encode(parts: &Parts, fwd: &Forwarding, address: &str, body_len: usize, dst: 
     dst.extend_from_slice(b"\r\n");
 }
 
-fn header_line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(super) fn header_line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.extend_from_slice(name);
     dst.extend_from_slice(b": ");
     dst.extend_from_slice(value);
@@ -533,7 +533,7 @@ fn header_line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Appends `n` in decimal, without going through the formatter.
-fn push_decimal(dst: &mut Vec<u8>, mut n: usize) {
+pub(super) fn push_decimal(dst: &mut Vec<u8>, mut n: usize) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {

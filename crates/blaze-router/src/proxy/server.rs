@@ -1,14 +1,21 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 on one port, in cleartext (HTTP/2 by prior
 //! knowledge) or over TLS (HTTP/2 or HTTP/1.1 as ALPN agrees; without ALPN, by the client's
-//! first bytes).
+//! first bytes). Cleartext connections start on the router's own HTTP/1.1 server ([`h1`]),
+//! which hands anything but the common case to hyper's; TLS connections are hyper's.
 
+mod h1;
+
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
@@ -16,11 +23,22 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Proxy;
+use crate::relay::Downstream;
 use crate::tls::{HANDSHAKE_TIMEOUT, Tls};
 
 /// Time a client has to send a request's headers (slowloris protection); bodies then follow
 /// the idle timeout.
 pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which server answers HTTP/1.1 on cleartext connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Http1Server {
+    /// The router's own for the common case, hyper's for the rest.
+    #[default]
+    Router,
+    /// hyper's for everything (for comparison; slower).
+    Hyper,
+}
 
 /// Serves `listener` (over TLS when `tls` is given) until `shutdown` completes, then stops
 /// accepting and waits up to `drain` for open connections (and their streams) to finish.
@@ -30,6 +48,7 @@ pub async fn serve(
     tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    http1: Http1Server,
 ) {
     let (graceful, _) = watch::channel(());
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -41,6 +60,7 @@ pub async fn serve(
         .header_read_timeout(CLIENT_HEADER_TIMEOUT)
         .writev(false);
     builder.http2().timer(TokioTimer::new()).adaptive_window(true);
+    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -56,21 +76,28 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let https = tls.is_some();
-        let svc = hyper::service::service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, https).await) }
-        });
+        let (proxy, builder, signal) = (proxy.clone(), builder.clone(), graceful.subscribe());
         let Some(tls) = &tls else {
-            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-            let conn = Graceful::new(conn, graceful.subscribe(), |c: Pin<&mut _>| {
-                auto::Connection::graceful_shutdown(c)
+            tokio::spawn(async move {
+                let rest = match http1 {
+                    Http1Server::Router => {
+                        match h1::serve(stream, peer, proxy.clone(), signal.clone()).await {
+                            Some(rest) => rest,
+                            None => return,
+                        }
+                    }
+                    Http1Server::Hyper => h1::Rewind::new(stream),
+                };
+                let conn =
+                    builder.serve_connection(TokioIo::new(rest), service(proxy, peer, false));
+                run(Graceful::new(conn, signal, |c: Pin<&mut _>| {
+                    auto::Connection::graceful_shutdown(c)
+                }))
+                .await;
             });
-            tokio::spawn(run(conn));
             continue;
         };
-        let (acceptor, builder, signal) = (tls.acceptor(), builder.clone(), graceful.subscribe());
+        let acceptor = tls.acceptor();
         tokio::spawn(async move {
             let stream =
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -80,11 +107,11 @@ pub async fn serve(
                 };
             // ALPN decides the protocol; without it, hyper tells by the first bytes.
             let builder = match stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => builder.http2_only(),
-                Some(b"http/1.1") => builder.http1_only(),
-                _ => builder,
+                Some(b"h2") => (*builder).clone().http2_only(),
+                Some(b"http/1.1") => (*builder).clone().http1_only(),
+                _ => (*builder).clone(),
             };
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = builder.serve_connection(TokioIo::new(stream), service(proxy, peer, true));
             run(Graceful::new(conn, signal, |c: Pin<&mut _>| {
                 auto::Connection::graceful_shutdown(c)
             }))
@@ -96,6 +123,25 @@ pub async fn serve(
     if tokio::time::timeout(drain, graceful.closed()).await.is_err() {
         tracing::warn!("connections still open after the drain time");
     }
+}
+
+/// The proxy as a hyper service for connections from `peer` (over TLS when `https`).
+fn service(
+    proxy: Arc<Proxy>,
+    peer: SocketAddr,
+    https: bool,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Downstream>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Downstream>, Infallible>> + Send + 'static,
+> + Clone
++ Send
++ 'static {
+    hyper::service::service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer, https).await) }
+    })
 }
 
 /// Drives one client connection to its end, logging how it ended.
