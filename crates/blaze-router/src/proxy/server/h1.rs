@@ -12,14 +12,19 @@
 //! are not a path (absolute form, `*`, `CONNECT`).
 //!
 //! Behaviour follows hyper's server as the router configures it, which the differential tests
-//! check: the head must arrive within [`CLIENT_HEADER_TIMEOUT`] of the wait for it (an idle
-//! keep-alive connection is closed then too); a malformed head is answered `400`, one too
-//! large or with more than 100 headers `431`, and the connection closed; a client that closes
-//! its side while its request is being handled cancels it (no half-close); pipelined requests
-//! are answered in order; responses carry `date`; a response body is framed by its
-//! `content-length`, by its known size, or else chunked; trailers go out only to a client that
-//! sent `te: trailers`; no body after `HEAD`, 1xx, 204 and 304; a body that fails part way
-//! closes the connection, which is how an HTTP/1.1 client learns that it is incomplete. Once the
+//! (`tests/h1_server.rs`) check: the head must arrive within [`CLIENT_HEADER_TIMEOUT`] of the
+//! wait for it (an idle keep-alive connection is closed then too); a malformed head is
+//! answered `400`, one over 64 KiB or with more than 100 headers `431`, and the connection
+//! closed; a request's body is read even when the router answers without sending it on; a
+//! client that closes its side while its request is being handled cancels it (no
+//! half-close); pipelined requests are answered in order; responses carry `date`; a response
+//! body is framed by its `content-length`, by its known size, or else chunked; no body after
+//! `HEAD`, 1xx, 204 and 304, and no `content-length` on 1xx and 204; a body that fails part
+//! way ends the connection after what was sent, which is how an HTTP/1.1 client learns that
+//! it is incomplete. Where it differs: trailers reach a client that sent `te: trailers`
+//! (hyper's server sends only those the response's `trailer` header announces, a header the
+//! proxy drops as hop-by-hop, so none); a `content-length` listing one value twice is
+//! accepted (RFC 9110 8.6 allows either); refusals carry a text body saying why. Once the
 //! router stops, idle connections close and busy ones close after their response.
 
 use std::cell::RefCell;
@@ -78,19 +83,21 @@ pub(super) async fn serve(
             }
             Read::Close => return None,
         };
+        // The body is read even when the router answers itself: left in the buffer, it would
+        // be taken for the next request.
+        let routes = proxy.table.load();
+        let idle = millis(routes.config.timeouts.idle_timeout_ms);
+        let body = match conn.read_body(meta.body_len, idle).await {
+            Ok(body) => body,
+            Err(Read::Refuse(status, why)) => {
+                conn.refuse(status, why).await;
+                return None;
+            }
+            Err(_) => return None,
+        };
         let resp = match proxy.gate(parts.uri.path(), &parts.headers) {
             Some(resp) => resp,
             None => {
-                let routes = proxy.table.load();
-                let idle = millis(routes.config.timeouts.idle_timeout_ms);
-                let body = match conn.read_body(meta.body_len, idle).await {
-                    Ok(body) => body,
-                    Err(Read::Refuse(status, why)) => {
-                        conn.refuse(status, why).await;
-                        return None;
-                    }
-                    Err(_) => return None,
-                };
                 let answer = proxy.forward(routes, parts, ReqBody::Buffered(body), peer, false);
                 conn.watching(answer).await?
             }
@@ -500,6 +507,10 @@ fn head(
             continue;
         }
         if name == CONTENT_LENGTH {
+            // None on a 1xx or 204 (RFC 9110 8.6); a 304's says what a 200 would have had.
+            if status.is_informational() || status == StatusCode::NO_CONTENT {
+                continue;
+            }
             length = crate::proxy::h1::decimal(value.as_bytes());
             if length.is_none() {
                 continue;
