@@ -122,6 +122,20 @@ pub struct Args {
     /// raise it for larger models or long prompts on CPU.
     #[arg(long, env = "BLAZE_STALL_TIMEOUT_SECONDS", default_value_t = 120)]
     pub stall_timeout_seconds: u64,
+    /// Bytes of memory for answers to deterministic requests (greedy, or with a seed), kept
+    /// to answer the same request again without the model (0: off).
+    #[arg(long, env = "BLAZE_RESPONSE_CACHE_MEMORY_BYTES", default_value_t = 0)]
+    pub response_cache_memory_bytes: u64,
+    /// Bytes of disk for such answers, in --response-cache-dir; they outlive a restart of
+    /// the worker (0: off).
+    #[arg(long, env = "BLAZE_RESPONSE_CACHE_DISK_BYTES", default_value_t = 0)]
+    pub response_cache_disk_bytes: u64,
+    /// Folder of the disk response cache (needed with --response-cache-disk-bytes).
+    #[arg(long, env = "BLAZE_RESPONSE_CACHE_DIR")]
+    pub response_cache_dir: Option<PathBuf>,
+    /// Seconds a cached answer stays valid.
+    #[arg(long, env = "BLAZE_RESPONSE_CACHE_TTL_SECONDS", default_value_t = 300)]
+    pub response_cache_ttl_seconds: u64,
     /// Log format.
     #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -203,6 +217,10 @@ impl Args {
         a.kv("--request-timeout-seconds", self.request_timeout_seconds);
         a.kv("--grace-period-seconds", self.grace_period_seconds);
         a.kv("--stall-timeout-seconds", self.stall_timeout_seconds);
+        a.kv("--response-cache-memory-bytes", self.response_cache_memory_bytes);
+        a.kv("--response-cache-disk-bytes", self.response_cache_disk_bytes);
+        a.opt("--response-cache-dir", self.response_cache_dir.as_ref().map(|p| p.display()));
+        a.kv("--response-cache-ttl-seconds", self.response_cache_ttl_seconds);
         a.kv("--log-format", self.log_format);
         a.0
     }
@@ -216,9 +234,13 @@ impl Args {
             ("--max-batch-tokens", self.max_batch_tokens),
             ("--default-max-tokens", self.default_max_tokens),
             ("--stall-timeout-seconds", self.stall_timeout_seconds as usize),
+            ("--response-cache-ttl-seconds", self.response_cache_ttl_seconds as usize),
         ];
         if let Some((flag, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{flag} must be at least 1"));
+        }
+        if self.response_cache_disk_bytes > 0 && self.response_cache_dir.is_none() {
+            return Err("--response-cache-disk-bytes needs --response-cache-dir".to_owned());
         }
         if self.model_format == Some(ModelFormat::Gguf) {
             if self.dtype != Dtype::Auto {

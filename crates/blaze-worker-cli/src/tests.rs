@@ -33,6 +33,10 @@ fn every_field_set() -> Args {
         request_timeout_seconds: 13,
         grace_period_seconds: 14,
         stall_timeout_seconds: 15,
+        response_cache_memory_bytes: 16,
+        response_cache_disk_bytes: 17,
+        response_cache_dir: Some("/var/cache/answers".into()),
+        response_cache_ttl_seconds: 18,
         log_format: LogFormat::Json,
     }
 }
@@ -95,4 +99,9 @@ fn combinations_that_make_no_sense_are_refused_naming_the_flag() {
     assert_eq!(a.validate(), Ok(()));
     a.max_queue = 0;
     assert_eq!(a.validate().unwrap_err(), "--max-queue must be at least 1");
+    a.max_queue = 1;
+    a.response_cache_disk_bytes = 1 << 20;
+    assert_eq!(a.validate().unwrap_err(), "--response-cache-disk-bytes needs --response-cache-dir");
+    a.response_cache_dir = Some("/cache".into());
+    assert_eq!(a.validate(), Ok(()));
 }

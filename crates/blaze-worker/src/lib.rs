@@ -3,6 +3,7 @@
 //! Prometheus metrics.
 
 pub mod args;
+pub mod cache;
 pub mod chat;
 pub mod engine;
 pub mod error;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use blaze_proto::generate::generate_server::GenerateServer;
 use blaze_worker::args::{Args, Command, DownloadArgs};
+use blaze_worker::cache::ResponseCache;
 use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use blaze_worker::engine::{Engine, Health};
 use blaze_worker::grpc::GenerateService;
@@ -42,6 +43,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     blaze_telemetry::logs::init(args.log_format, "info");
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let cache = blaze_worker::cache::Config {
+        memory_bytes: args.response_cache_memory_bytes,
+        disk_bytes: args.response_cache_disk_bytes,
+        dir: args.response_cache_dir.clone(),
+        ttl: Duration::from_secs(args.response_cache_ttl_seconds),
+    };
+    let response_cache =
+        ResponseCache::open(&cache, &mut registry).context("the response cache")?;
     let state = AppState {
         engine: Arc::new(OnceLock::new()),
         draining: Arc::default(),
@@ -49,6 +58,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         default_max_tokens: args.default_max_tokens,
         model_info: Arc::default(),
+        response_cache,
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::NotServing).await;
@@ -109,6 +119,8 @@ async fn load(
     })
     .await??;
     let _ = state.model_info.set(serde_json::json!({
+        "source": args.model(),
+        "weights": args.weights.to_string(),
         "device": device_name,
         "dtype": args.dtype.to_string(),
         "quantization": args.quantization.map(|q| q.to_string()),

@@ -37,6 +37,8 @@ pub struct AppState {
     /// How the model is held (device, dtype, quantization), once loaded; `/v1/models`
     /// shows it under `blaze`.
     pub model_info: Arc<OnceLock<serde_json::Value>>,
+    /// Answers to deterministic requests, when the response cache is on.
+    pub response_cache: Option<Arc<crate::cache::ResponseCache>>,
 }
 
 impl AppState {

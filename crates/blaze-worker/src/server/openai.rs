@@ -1,13 +1,16 @@
 //! `/v1/completions`, `/v1/chat/completions` (plain and SSE-streamed) and `/v1/models`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -16,6 +19,7 @@ use super::AppState;
 use super::body::read_limited;
 use super::error::ApiError;
 use super::request::{Parsed, Prompt, parse_chat, parse_completion};
+use crate::cache::{self, Answer, Key, ResponseCache};
 use crate::engine::{Engine, Event, GenerateRequest};
 use crate::sampling::TokenLogprob;
 
@@ -105,6 +109,31 @@ async fn serve(
         stop: parsed.common.stop.clone(),
         deadline: Some(Instant::now() + state.request_timeout),
     };
+    let model_id = format!(
+        "{}\n{}",
+        engine.model_name(),
+        state.model_info.get().map(ToString::to_string).unwrap_or_default()
+    );
+    let question = cache::Request {
+        model: &model_id,
+        endpoint: if chat { "chat" } else { "completion" },
+        prompt: &request.prompt,
+        max_tokens,
+        sampling: &request.sampling,
+        stop: &request.stop,
+        stream: parsed.common.stream,
+        include_usage: parsed.common.include_usage,
+    };
+    // Only an answer the request determines is looked up or kept.
+    let keep = match &state.response_cache {
+        Some(c) if question.deterministic() => Some((c.clone(), question.key())),
+        _ => None,
+    };
+    if let Some((cache, key)) = &keep
+        && let Some(answer) = cache.get(*key).await
+    {
+        return Ok(replay(answer));
+    }
     let events = engine.submit(request)?;
     let reply = Reply {
         id: format!("{}-{}", if chat { "chatcmpl" } else { "cmpl" }, uuid::Uuid::new_v4().simple()),
@@ -114,16 +143,37 @@ async fn serve(
         logprobs: parsed.common.sampling.logprobs.is_some(),
     };
     if parsed.common.stream {
-        Ok(Sse::new(stream(reply, engine, events)).into_response())
+        Ok(Sse::new(stream(reply, engine, events, keep)).into_response())
     } else {
-        whole(reply, engine, events).await
+        whole(reply, engine, events, keep).await
     }
+}
+
+/// Where a fresh answer goes: the cache and its key.
+type Keep = Option<(Arc<ResponseCache>, Key)>;
+
+/// A cached answer, as the client first got it.
+fn replay(answer: Answer) -> Response {
+    match answer {
+        Answer::Whole(body) => json_body(body),
+        Answer::Stream(events) => {
+            let events = events.into_iter().map(|data| {
+                Ok::<_, Infallible>(SseEvent::default().data(String::from_utf8_lossy(&data)))
+            });
+            Sse::new(futures::stream::iter(events)).into_response()
+        }
+    }
+}
+
+fn json_body(body: Bytes) -> Response {
+    ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 async fn whole(
     reply: Reply,
-    engine: std::sync::Arc<dyn Engine>,
+    engine: Arc<dyn Engine>,
     mut events: UnboundedReceiver<Event>,
+    keep: Keep,
 ) -> Result<Response, ApiError> {
     let mut text = String::new();
     let mut logprobs = Vec::new();
@@ -141,12 +191,16 @@ async fn whole(
                 } else {
                     json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": reason.as_openai()})
                 };
-                return Ok(Json(json!({
+                let body = json!({
                     "id": reply.id, "object": if reply.chat { "chat.completion" } else { "text_completion" },
                     "created": now(), "model": reply.model, "choices": [choice],
                     "usage": usage(prompt_tokens, completion_tokens),
-                }))
-                .into_response());
+                });
+                let body = Bytes::from(body.to_string());
+                if let Some((cache, key)) = keep {
+                    cache.put(key, &Answer::Whole(body.clone()));
+                }
+                return Ok(json_body(body));
             }
         }
     }
@@ -158,21 +212,27 @@ async fn whole(
 
 fn stream(
     reply: Reply,
-    engine: std::sync::Arc<dyn Engine>,
+    engine: Arc<dyn Engine>,
     mut events: UnboundedReceiver<Event>,
+    keep: Keep,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     async_stream::stream! {
         let created = now();
         let object = if reply.chat { "chat.completion.chunk" } else { "text_completion" };
-        let chunk = |choice: Value, usage: Value| {
+        // Each event's data, kept for the cache while the answer goes well.
+        let mut kept: Option<Vec<Bytes>> = keep.is_some().then(Vec::new);
+        let mut chunk = |choice: Value, usage: Value| {
             let mut body = json!({"id": reply.id, "object": object, "created": created, "model": reply.model, "choices": choice});
             if !usage.is_null() { body["usage"] = usage; }
-            SseEvent::default().data(body.to_string())
+            let data = body.to_string();
+            if let Some(k) = kept.as_mut() { k.push(Bytes::from(data.clone())); }
+            SseEvent::default().data(data)
         };
         // The role chunk goes with the first event, not before it: the first byte of a stream
         // is its first token, so time to first byte measures time to first token (the router
         // holds a response until its first byte and weighs endpoints by it).
         let mut role_due = reply.chat;
+        let mut failed = false;
         while let Some(event) = events.recv().await {
             if role_due {
                 role_due = false;
@@ -202,12 +262,17 @@ fn stream(
                     break;
                 }
                 Event::Error(e) => {
+                    failed = true;
                     yield Ok(SseEvent::default().data(ApiError::from(e).body().to_string()));
                     break;
                 }
             }
         }
         yield Ok(SseEvent::default().data("[DONE]"));
+        if let (Some((cache, key)), Some(mut events), false) = (keep, kept, failed) {
+            events.push(Bytes::from_static(b"[DONE]"));
+            cache.put(key, &Answer::Stream(events));
+        }
     }
 }
 

@@ -1,0 +1,379 @@
+//! The response cache: answers to deterministic requests (greedy, or with a seed) kept so an
+//! identical request is answered without running the model. Two levels: L1 in memory and L2
+//! on the pod's disk, each bounded by bytes with least-recently-used eviction; a lookup reads
+//! L1, then L2 (an L2 hit is copied into L1), and an answer goes into both. Entries expire
+//! after the TTL. An answer is kept as the bytes the client got: the JSON body, or the data of
+//! each server-sent event of a stream, so a hit is the same bytes again (its `id` and
+//! `created` included) and a streamed hit streams them.
+//!
+//! The key is a SHA-256 over what decides the answer: the worker's version, the model (its
+//! source, revision and how it is held), the endpoint, the prompt's tokens (so JSON spacing
+//! or key order do not matter), `max_tokens`, the sampling settings, the stop strings, and
+//! the shape of the answer (streamed or not, usage chunk or not). A sampled request without a
+//! seed is never looked up nor kept.
+
+mod disk;
+mod memory;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use sha2::{Digest as _, Sha256};
+
+use crate::sampling::SamplingParams;
+pub use disk::Disk;
+pub use memory::Memory;
+
+/// A cache key: SHA-256 of what decides the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    /// The key's file name form.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+/// What decides an answer.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The model's identity: source, revision, dtype, quantization (the worker's
+    /// `/v1/models` `blaze` object).
+    pub model: &'a str,
+    /// `chat` or `completion`.
+    pub endpoint: &'a str,
+    pub prompt: &'a [u32],
+    pub max_tokens: usize,
+    pub sampling: &'a SamplingParams,
+    pub stop: &'a [String],
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+impl Request<'_> {
+    /// Whether the answer is determined by the request: greedy, or sampled from a seed.
+    pub fn deterministic(&self) -> bool {
+        self.sampling.temperature == 0.0 || self.sampling.top_k == 1 || self.sampling.seed.is_some()
+    }
+
+    /// The key of this request's answer.
+    pub fn key(&self) -> Key {
+        let mut h = Sha256::new();
+        let mut field = |b: &[u8]| {
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        field(env!("CARGO_PKG_VERSION").as_bytes());
+        field(self.model.as_bytes());
+        field(self.endpoint.as_bytes());
+        let tokens: Vec<u8> = self.prompt.iter().flat_map(|t| t.to_le_bytes()).collect();
+        field(&tokens);
+        field(&(self.max_tokens as u64).to_le_bytes());
+        // Every sampling field, by its derived form: a new field changes the key.
+        field(format!("{:?}", self.sampling).as_bytes());
+        field(format!("{:?}", self.stop).as_bytes());
+        field(&[u8::from(self.stream), u8::from(self.include_usage)]);
+        Key(h.finalize().into())
+    }
+}
+
+/// A cached answer, as the client received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A JSON response body.
+    Whole(Bytes),
+    /// The data of each server-sent event, in order (`[DONE]` included).
+    Stream(Vec<Bytes>),
+}
+
+impl Answer {
+    /// The answer as bytes: a tag, then the body, or each event's length and data.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Answer::Whole(body) => {
+                let mut b = BytesMut::with_capacity(1 + body.len());
+                b.put_u8(0);
+                b.put_slice(body);
+                b.freeze()
+            }
+            Answer::Stream(events) => {
+                let len = events.iter().map(|e| 4 + e.len()).sum::<usize>();
+                let mut b = BytesMut::with_capacity(1 + len);
+                b.put_u8(1);
+                for e in events {
+                    b.put_u32_le(e.len() as u32);
+                    b.put_slice(e);
+                }
+                b.freeze()
+            }
+        }
+    }
+
+    /// The answer [`Answer::encode`] made; `None` for anything else.
+    pub fn decode(mut b: Bytes) -> Option<Self> {
+        if b.is_empty() {
+            return None;
+        }
+        match b.get_u8() {
+            0 => Some(Answer::Whole(b)),
+            1 => {
+                let mut events = Vec::new();
+                while !b.is_empty() {
+                    if b.len() < 4 {
+                        return None;
+                    }
+                    let n = b.get_u32_le() as usize;
+                    if b.len() < n {
+                        return None;
+                    }
+                    events.push(b.split_to(n));
+                }
+                Some(Answer::Stream(events))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How the cache is set up (the worker's `--response-cache-*` flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// L1 bytes; 0: no L1.
+    pub memory_bytes: u64,
+    /// L2 bytes; 0: no L2.
+    pub disk_bytes: u64,
+    /// L2's folder.
+    pub dir: Option<PathBuf>,
+    /// How long an answer stays valid.
+    pub ttl: Duration,
+}
+
+/// A cache level, for metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Level {
+    l1,
+    l2,
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    hit,
+    miss,
+    /// An L2 entry that failed its checksum or could not be read: dropped.
+    corrupt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LevelLabels {
+    level: Level,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LookupLabels {
+    level: Level,
+    outcome: Outcome,
+}
+
+/// The cache's metrics.
+#[derive(Debug, Clone)]
+struct Metrics {
+    lookups: Family<LookupLabels, Counter>,
+    evictions: Family<LevelLabels, Counter>,
+    bytes: Family<LevelLabels, Gauge>,
+    entries: Family<LevelLabels, Gauge>,
+    seconds: Family<LevelLabels, Histogram, fn() -> Histogram>,
+    errors: Counter,
+}
+
+/// Lookup time buckets, 50 us to 50 ms: a memory hit takes microseconds, a disk hit well
+/// under a millisecond from the page cache.
+fn lookup_histogram() -> Histogram {
+    Histogram::new([0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05])
+}
+
+impl Metrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            lookups: Family::default(),
+            evictions: Family::default(),
+            bytes: Family::default(),
+            entries: Family::default(),
+            seconds: Family::new_with_constructor(lookup_histogram),
+            errors: Counter::default(),
+        };
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "blaze_response_cache_lookups",
+            "Response cache lookups by level and outcome (hit, miss, corrupt)",
+            m.lookups.clone(),
+        );
+        registry.register(
+            "blaze_response_cache_evictions",
+            "Answers evicted to stay within a level's bytes",
+            m.evictions.clone(),
+        );
+        registry.register(
+            "blaze_response_cache_bytes",
+            "Bytes held by each cache level",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "blaze_response_cache_entries",
+            "Answers held by each cache level",
+            m.entries.clone(),
+        );
+        registry.register(
+            "blaze_response_cache_lookup_seconds",
+            "Time of a lookup at each level",
+            m.seconds.clone(),
+        );
+        registry.register(
+            "blaze_response_cache_write_errors",
+            "Answers that could not be written to the disk level",
+            m.errors.clone(),
+        );
+        m
+    }
+
+    fn lookup(&self, level: Level, outcome: Outcome, started: Instant) {
+        self.lookups.get_or_create(&LookupLabels { level, outcome }).inc();
+        self.seconds.get_or_create(&LevelLabels { level }).observe(started.elapsed().as_secs_f64());
+    }
+
+    fn size(&self, level: Level, bytes: u64, entries: usize) {
+        self.bytes.get_or_create(&LevelLabels { level }).set(bytes as i64);
+        self.entries.get_or_create(&LevelLabels { level }).set(entries as i64);
+    }
+}
+
+/// The response cache.
+#[derive(Debug)]
+pub struct ResponseCache {
+    memory: Option<Memory>,
+    disk: Option<Arc<Disk>>,
+    ttl: Duration,
+    metrics: Metrics,
+}
+
+impl ResponseCache {
+    /// A cache as `config` says, or `None` when both levels are off. Opens L2 (creating its
+    /// folder, and dropping what is over its bytes or unreadable); its entries from before a
+    /// restart are served again.
+    pub fn open(config: &Config, registry: &mut Registry) -> anyhow::Result<Option<Arc<Self>>> {
+        if config.memory_bytes == 0 && config.disk_bytes == 0 {
+            return Ok(None);
+        }
+        let metrics = Metrics::register(registry);
+        let memory = (config.memory_bytes > 0).then(|| Memory::new(config.memory_bytes));
+        let disk = match (&config.dir, config.disk_bytes) {
+            (_, 0) => None,
+            (Some(dir), bytes) => Some(Arc::new(Disk::open(dir, bytes)?)),
+            (None, _) => anyhow::bail!("--response-cache-disk-bytes needs --response-cache-dir"),
+        };
+        let cache = Self { memory, disk, ttl: config.ttl, metrics };
+        cache.sizes();
+        Ok(Some(Arc::new(cache)))
+    }
+
+    fn sizes(&self) {
+        if let Some(m) = &self.memory {
+            let (bytes, entries) = m.usage();
+            self.metrics.size(Level::l1, bytes, entries);
+        }
+        if let Some(d) = &self.disk {
+            let (bytes, entries) = d.usage();
+            self.metrics.size(Level::l2, bytes, entries);
+        }
+    }
+
+    /// The answer kept for `key`, from L1 or else L2 (which then fills L1).
+    pub async fn get(&self, key: Key) -> Option<Answer> {
+        if let Some(m) = &self.memory {
+            let started = Instant::now();
+            if let Some(bytes) = m.get(&key, started) {
+                self.metrics.lookup(Level::l1, Outcome::hit, started);
+                return Answer::decode(bytes);
+            }
+            self.metrics.lookup(Level::l1, Outcome::miss, started);
+        }
+        let disk = self.disk.clone()?;
+        let started = Instant::now();
+        let found = tokio::task::spawn_blocking(move || disk.get(&key, SystemTime::now()))
+            .await
+            .unwrap_or(disk::Found::Miss);
+        let (bytes, expires) = match found {
+            disk::Found::Hit(bytes, expires) => (bytes, expires),
+            disk::Found::Miss => {
+                self.metrics.lookup(Level::l2, Outcome::miss, started);
+                return None;
+            }
+            disk::Found::Corrupt => {
+                self.metrics.lookup(Level::l2, Outcome::corrupt, started);
+                self.sizes();
+                return None;
+            }
+        };
+        self.metrics.lookup(Level::l2, Outcome::hit, started);
+        if let Some(m) = &self.memory {
+            let left = expires.duration_since(SystemTime::now()).unwrap_or_default();
+            let evicted = m.put(key, bytes.clone(), Instant::now() + left);
+            self.evicted(Level::l1, evicted);
+            self.sizes();
+        }
+        Answer::decode(bytes)
+    }
+
+    /// Keeps `answer` for `key` in every level (L2 in the background).
+    pub fn put(self: &Arc<Self>, key: Key, answer: &Answer) {
+        let bytes = answer.encode();
+        if let Some(m) = &self.memory {
+            let evicted = m.put(key, bytes.clone(), Instant::now() + self.ttl);
+            self.evicted(Level::l1, evicted);
+        }
+        self.sizes();
+        let Some(disk) = self.disk.clone() else { return };
+        let (cache, expires) = (self.clone(), SystemTime::now() + self.ttl);
+        tokio::task::spawn_blocking(move || {
+            match disk.put(key, &bytes, expires) {
+                Ok(evicted) => cache.evicted(Level::l2, evicted),
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing a cached answer to disk failed");
+                    cache.metrics.errors.inc();
+                }
+            }
+            cache.sizes();
+        });
+    }
+
+    fn evicted(&self, level: Level, n: usize) {
+        if n > 0 {
+            self.metrics.evictions.get_or_create(&LevelLabels { level }).inc_by(n as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! The response cache through the worker binary with a tiny random-weight llama: answers to
+//! deterministic requests come back byte for byte (streamed and not) from memory, and from
+//! disk after a restart; sampled requests are never answered from it.
+
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+#[path = "support/worker.rs"]
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::Worker;
+
+/// The status and the raw body of a POST of `body` to `path`.
+async fn post(worker: &Worker, path: &str, body: &Value) -> (u16, Vec<u8>) {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", worker.base))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+}
+
+/// The value of the sample line that starts with `series` in `/metrics` (0 when absent).
+async fn metric(worker: &Worker, series: &str) -> f64 {
+    let text =
+        reqwest::get(format!("{}/metrics", worker.base)).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn hits(level: &str) -> String {
+    format!("blaze_response_cache_lookups_total{{level=\"{level}\",outcome=\"hit\"}}")
+}
+
+async fn start(model: &str, cache: &str) -> Worker {
+    let args = [
+        "--model",
+        model,
+        "--served-model-name",
+        "tiny",
+        "--response-cache-memory-bytes",
+        "1048576",
+        "--response-cache-disk-bytes",
+        "1048576",
+        "--response-cache-dir",
+        cache,
+    ];
+    Worker::start(&args, Duration::from_secs(60)).await
+}
+
+#[tokio::test]
+async fn deterministic_answers_come_back_byte_for_byte_and_sampled_ones_never_do() {
+    let dir = tempfile::tempdir().unwrap();
+    blaze_worker::testing::write_tiny_llama(dir.path(), 4096).unwrap();
+    let model = dir.path().to_str().unwrap().to_owned();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path().to_str().unwrap().to_owned();
+    let mut worker = start(&model, &cache).await;
+
+    let chat = |extra: Value| {
+        let mut body =
+            json!({"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 6});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let greedy = chat(json!({"temperature": 0}));
+    let (status, first) = post(&worker, "/v1/chat/completions", &greedy).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
+    let (_, again) = post(&worker, "/v1/chat/completions", &greedy).await;
+    assert_eq!(again, first, "a hit is the same bytes, id and created included");
+    assert_eq!(metric(&worker, &hits("l1")).await, 1.0);
+
+    // The same request written differently (key order, defaults spelled out) is the same
+    // request.
+    let respelled = json!({"temperature": 0.0, "max_tokens": 6, "top_p": 1,
+        "messages": [{"content": "hello there", "role": "user"}]});
+    let (_, third) = post(&worker, "/v1/chat/completions", &respelled).await;
+    assert_eq!(third, first);
+
+    // Streamed: the cached stream is the same events.
+    let streamed = chat(json!({"temperature": 0, "stream": true}));
+    let (status, s1) = post(&worker, "/v1/chat/completions", &streamed).await;
+    assert_eq!(status, 200);
+    let s1_text = String::from_utf8(s1.clone()).unwrap();
+    assert!(s1_text.contains("data: [DONE]"), "{s1_text}");
+    let (_, s2) = post(&worker, "/v1/chat/completions", &streamed).await;
+    assert_eq!(s2, s1);
+
+    // A seed makes sampling repeatable: cached too.
+    let seeded = chat(json!({"temperature": 0.9, "seed": 7}));
+    let (_, a) = post(&worker, "/v1/chat/completions", &seeded).await;
+    let (_, b) = post(&worker, "/v1/chat/completions", &seeded).await;
+    assert_eq!(a, b);
+    let l1_hits = metric(&worker, &hits("l1")).await;
+    assert_eq!(l1_hits, 4.0);
+
+    // Sampled without a seed: never looked up, never kept.
+    let sampled = chat(json!({"temperature": 0.9}));
+    let (_, x) = post(&worker, "/v1/chat/completions", &sampled).await;
+    let (_, y) = post(&worker, "/v1/chat/completions", &sampled).await;
+    assert_ne!(x, y, "two sampled answers have different ids at least");
+    assert_eq!(metric(&worker, &hits("l1")).await, l1_hits);
+    let misses = "blaze_response_cache_lookups_total{level=\"l1\",outcome=\"miss\"}";
+    assert_eq!(metric(&worker, misses).await, 3.0, "greedy, streamed and seeded once each");
+
+    // The answers are on disk (written in the background) ...
+    blaze_testing::eventually("three answers on disk", 10, async || {
+        (metric(&worker, "blaze_response_cache_entries{level=\"l2\"}").await == 3.0).then_some(())
+    })
+    .await;
+    worker.terminate();
+    worker.wait(Duration::from_secs(30)).await;
+
+    // ... and outlive the worker.
+    let worker = start(&model, &cache).await;
+    let (_, after) = post(&worker, "/v1/chat/completions", &greedy).await;
+    assert_eq!(after, first);
+    assert_eq!(metric(&worker, &hits("l2")).await, 1.0);
+    let (_, after) = post(&worker, "/v1/chat/completions", &greedy).await;
+    assert_eq!(after, first);
+    assert_eq!(metric(&worker, &hits("l1")).await, 1.0, "the disk hit filled memory");
+}
