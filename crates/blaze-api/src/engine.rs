@@ -438,31 +438,22 @@ impl Default for BatchingSpec {
     }
 }
 
-/// Caching in each worker. Response caching and prefix reuse are not in this release: the
-/// fields are kept so manifests can be written against the API, and refused at admission
-/// when they ask for caching, never accepted and ignored.
+/// Caching in each worker: answers to deterministic requests (greedy, or with a seed) kept in
+/// memory and on the pod's disk, so the same request is answered without the model. Prefix
+/// reuse is not in this release: refused at admission when asked for, never accepted and
+/// ignored.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheSpec {
-    /// Bytes of memory for cached responses to identical deterministic requests. 0 disables
-    /// (the only value this release takes).
+    /// Bytes of the worker's memory for cached answers (least recently used evicted first);
+    /// they count within the container's memory. 0 disables.
     #[serde(default)]
     #[schemars(range(min = 0))]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self == 0",
-        "message": "response caching is not in this release: set spec.cache.memoryBytes to 0 (or remove it)",
-        "reason": "FieldValueForbidden"
-    }]))]
     pub memory_bytes: i64,
-    /// Bytes of disk (an emptyDir) for cached responses. 0 disables (the only value this
-    /// release takes).
+    /// Bytes of disk for cached answers, in an emptyDir sized for them; they outlive a
+    /// restart of the worker container. 0 disables.
     #[serde(default)]
     #[schemars(range(min = 0))]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self == 0",
-        "message": "response caching is not in this release: set spec.cache.diskBytes to 0 (or remove it)",
-        "reason": "FieldValueForbidden"
-    }]))]
     pub disk_bytes: i64,
     /// Seconds a cached response stays valid.
     #[serde(default = "default_ttl_seconds")]

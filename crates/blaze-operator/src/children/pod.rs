@@ -52,6 +52,11 @@ pub fn worker_pod_spec(
     command.served_model_name = Some(name.to_owned());
     let args = command.to_args();
     let env = super::pod_ip_env(listen_host).unwrap_or_default();
+    let mut worker_mounts = mounts.clone();
+    if spec.cache.disk_bytes > 0 {
+        volumes.push(response_cache(spec.cache.disk_bytes));
+        worker_mounts.push(mount(RESPONSE_CACHE_VOLUME, worker_flags::RESPONSE_CACHE_MOUNT, false));
+    }
     let worker = Container {
         name: WORKER.into(),
         image: Some(image.to_owned()),
@@ -73,7 +78,7 @@ pub fn worker_pod_spec(
         readiness_probe: Some(probe("/readyz", 5, 3, 2)),
         liveness_probe: Some(probe("/livez", 10, 6, 5)),
         security_context: Some(container_security()),
-        volume_mounts: Some(mounts.clone()),
+        volume_mounts: Some(worker_mounts),
         ..Default::default()
     };
     let init = plan.hf_cache.as_deref().map(|dir| Container {
@@ -96,6 +101,25 @@ pub fn worker_pod_spec(
     };
     scheduling(&mut pod, spec, selector);
     Ok(pod)
+}
+
+/// The volume of the disk response cache.
+pub const RESPONSE_CACHE_VOLUME: &str = "response-cache";
+
+/// The emptyDir for `bytes` of cached answers. The worker counts each answer in whole 4 KiB
+/// blocks, as the node's disk accounting does; the limit leaves an eighth more, and 16 MiB,
+/// for answers being written (under temporary names until complete) and the folder itself,
+/// so the kubelet never evicts the pod for the cache it was given.
+fn response_cache(bytes: i64) -> Volume {
+    let limit = bytes.saturating_add(bytes / 8).saturating_add(16 << 20);
+    Volume {
+        name: RESPONSE_CACHE_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(limit.to_string())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// A memory-backed emptyDir (for `/dev/shm`, which NCCL and tokenizers use).

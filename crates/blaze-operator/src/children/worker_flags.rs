@@ -4,14 +4,17 @@
 //!
 //! Spec fields that never reach the worker: `replicas`, `autoscaling`, `scheduling`,
 //! `recovery`, `image` and `podTemplate` (the operator acts on them), `resources` (the pod's
-//! requests; `gpus` also picks `--device`), `cache` (refused at admission in this release)
-//! and `diffusion` (only for kind `diffusion`, which the operator marks Unsupported).
+//! requests; `gpus` also picks `--device`), `cache.prefixCache` (refused at admission in
+//! this release) and `diffusion` (only for kind `diffusion`, which the operator marks
+//! Unsupported).
 
 use blaze_api::engine::{BlazeEngineSpec, EngineKind};
 use blaze_worker_cli as cli;
 
 /// The port the worker serves HTTP and gRPC on (one port: HTTP/1.1, HTTP/2 and gRPC).
 pub const WORKER_PORT: i32 = 8000;
+/// Where the worker keeps cached answers on disk (`spec.cache.diskBytes`).
+pub const RESPONSE_CACHE_MOUNT: &str = "/var/cache/blaze/responses";
 
 /// The worker's arguments for `spec`, with `model` the source as the pod sees it and
 /// `hf_cache` the hub cache directory when the source is `hf://`.
@@ -49,6 +52,11 @@ pub fn worker_command(
     a.max_wait_ms = b.max_wait_ms.max(0) as u64;
     a.max_batch_tokens = b.max_batch_tokens.max(1) as usize;
     a.max_queue = b.max_queue.max(1) as usize;
+    let c = &spec.cache;
+    a.response_cache_memory_bytes = c.memory_bytes.max(0) as u64;
+    a.response_cache_disk_bytes = c.disk_bytes.max(0) as u64;
+    a.response_cache_dir = (c.disk_bytes > 0).then(|| RESPONSE_CACHE_MOUNT.into());
+    a.response_cache_ttl_seconds = c.ttl_seconds.max(1) as u64;
     a.log_format = cli::LogFormat::Json;
     a
 }

@@ -1,6 +1,7 @@
 //! L2: answers in files in one folder (an `emptyDir` in a pod), bounded by bytes, least
 //! recently used evicted first, kept across restarts of the worker.
 //!
+//! Each file counts in whole 4 KiB blocks, so the bytes bound what the files take on disk.
 //! One file per answer, named by its key: a header (`BLZR`, format version, expiry in Unix
 //! seconds, SHA-256 of the answer) and the answer. A file is written under a temporary name
 //! and renamed into place, so a reader never sees half of one; a file whose checksum does not
@@ -30,6 +31,13 @@ const HEADER: usize = 4 + 1 + 8 + 32;
 #[cfg(test)]
 pub(super) const HEADER_FOR_TESTS: usize = HEADER;
 const SUFFIX: &str = ".entry";
+/// Files are counted in whole blocks of this size, as a node's disk accounting sees them.
+const BLOCK: u64 = 4096;
+
+/// What a file of `len` bytes costs the level.
+pub(super) fn cost(len: u64) -> u64 {
+    len.div_ceil(BLOCK).max(1) * BLOCK
+}
 
 /// The disk level.
 #[derive(Debug)]
@@ -74,7 +82,7 @@ impl Disk {
             match name.strip_suffix(SUFFIX).and_then(Key::from_hex) {
                 Some(key) => {
                     let Ok(meta) = entry.metadata() else { continue };
-                    found.push((meta.modified().unwrap_or(UNIX_EPOCH), key, meta.len()));
+                    found.push((meta.modified().unwrap_or(UNIX_EPOCH), key, cost(meta.len())));
                 }
                 // A write cut short by a crash, or something that is not ours.
                 None if name.contains(".tmp.") => {
@@ -159,7 +167,7 @@ impl Disk {
     /// answers were evicted to stay within the bytes. An answer larger than the whole level
     /// is not kept.
     pub fn put(&self, key: Key, answer: &[u8], expires: SystemTime) -> io::Result<usize> {
-        let size = (HEADER + answer.len()) as u64;
+        let size = cost((HEADER + answer.len()) as u64);
         if size > self.limit {
             return Ok(0);
         }

@@ -128,7 +128,7 @@ fn memory_entries_expire() {
 fn disk_answers_survive_a_restart_and_stay_within_the_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let later = SystemTime::now() + Duration::from_secs(600);
-    let per = (disk::HEADER_FOR_TESTS + 1000) as u64;
+    let per = disk::cost((disk::HEADER_FOR_TESTS + 1000) as u64);
     {
         let d = Disk::open(dir.path(), 20 * per).unwrap();
         let mut evicted = 0;

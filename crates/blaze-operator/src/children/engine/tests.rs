@@ -86,6 +86,33 @@ fn hf_engine_downloads_once_in_an_init_container_into_the_cache() {
 }
 
 #[test]
+fn a_disk_response_cache_gets_a_sized_empty_dir_mounted_in_the_worker_only() {
+    let mut e = hf_gpu();
+    let d = deployment(&e, 1, &Defaults::default()).unwrap();
+    assert_eq!(arg(worker_of(&d), "--response-cache-memory-bytes"), Some("0"));
+    assert!(arg(worker_of(&d), "--response-cache-dir").is_none());
+    assert!(pod_spec(&d).volumes.as_ref().unwrap().iter().all(|v| v.name != "response-cache"));
+
+    e.spec.cache.memory_bytes = 64 << 20;
+    e.spec.cache.disk_bytes = 1 << 30;
+    let d = deployment(&e, 1, &Defaults::default()).unwrap();
+    let w = worker_of(&d);
+    assert_eq!(arg(w, "--response-cache-memory-bytes"), Some("67108864"));
+    assert_eq!(arg(w, "--response-cache-disk-bytes"), Some("1073741824"));
+    let dir = arg(w, "--response-cache-dir").unwrap();
+    let p = pod_spec(&d);
+    let vol = p.volumes.as_ref().unwrap().iter().find(|v| v.name == "response-cache").unwrap();
+    // The bytes, an eighth more and 16 MiB: room for block rounding and answers being written.
+    let limit = vol.empty_dir.as_ref().unwrap().size_limit.as_ref().unwrap();
+    assert_eq!(limit.0, ((1i64 << 30) + (1 << 27) + (16 << 20)).to_string());
+    let mounted = |c: &Container| {
+        c.volume_mounts.iter().flatten().any(|m| m.name == "response-cache" && m.mount_path == dir)
+    };
+    assert!(mounted(w));
+    assert!(!mounted(&p.init_containers.as_ref().unwrap()[0]));
+}
+
+#[test]
 fn hf_engine_with_a_shared_cache_claim_mounts_the_claim_instead_of_an_empty_dir() {
     let mut e = hf_gpu();
     e.spec.pod_template = Some(json!({"spec": {"volumes": [

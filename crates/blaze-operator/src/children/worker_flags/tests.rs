@@ -24,7 +24,7 @@ fn every_field() -> BlazeEngineSpec {
         "scheduling": {"nodeSelector": {"a": "b"}, "tolerateGpuTaint": false,
             "priorityClassName": "high", "runtimeClassName": "nvidia"},
         "batching": {"maxBatchSize": 7, "maxWaitMs": 40, "maxBatchTokens": 999, "maxQueue": 11},
-        "cache": {"memoryBytes": 0, "diskBytes": 0, "ttlSeconds": 60, "prefixCache": false},
+        "cache": {"memoryBytes": 1048576, "diskBytes": 8388608, "ttlSeconds": 60, "prefixCache": false},
         "recovery": {"maxRestartsBeforeReplace": 2, "unhealthyAfterSeconds": 30},
         "image": "reg/worker:1",
         "podTemplate": {"metadata": {"annotations": {"x": "y"}}}
@@ -59,6 +59,15 @@ fn the_worker_parses_what_the_operator_renders_for_every_field() {
         (parsed.max_batch_size, parsed.max_wait_ms, parsed.max_batch_tokens, parsed.max_queue),
         (7, 40, 999, 11)
     );
+    assert_eq!(
+        (parsed.response_cache_memory_bytes, parsed.response_cache_disk_bytes),
+        (1048576, 8388608)
+    );
+    assert_eq!(
+        parsed.response_cache_dir.as_deref(),
+        Some(std::path::Path::new(RESPONSE_CACHE_MOUNT))
+    );
+    assert_eq!(parsed.response_cache_ttl_seconds, 60);
     assert_eq!(parsed.log_format, LogFormat::Json);
 }
 
