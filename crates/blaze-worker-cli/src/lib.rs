@@ -136,6 +136,16 @@ pub struct Args {
     /// Seconds a cached answer stays valid.
     #[arg(long, env = "BLAZE_RESPONSE_CACHE_TTL_SECONDS", default_value_t = 300)]
     pub response_cache_ttl_seconds: u64,
+    /// Redis (HOST:PORT) shared by the engine's workers as a third cache level.
+    #[arg(long, env = "BLAZE_RESPONSE_CACHE_REDIS")]
+    pub response_cache_redis: Option<String>,
+    /// A file holding the Redis password (a mounted Secret; read at each new connection).
+    #[arg(long, env = "BLAZE_RESPONSE_CACHE_REDIS_PASSWORD_FILE")]
+    pub response_cache_redis_password_file: Option<PathBuf>,
+    /// Longest a Redis command may take, connecting included, in milliseconds; a slower or
+    /// failed one is a miss, and Redis is left alone for a second.
+    #[arg(long, env = "BLAZE_RESPONSE_CACHE_REDIS_TIMEOUT_MS", default_value_t = 50)]
+    pub response_cache_redis_timeout_ms: u64,
     /// Log format.
     #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -221,6 +231,10 @@ impl Args {
         a.kv("--response-cache-disk-bytes", self.response_cache_disk_bytes);
         a.opt("--response-cache-dir", self.response_cache_dir.as_ref().map(|p| p.display()));
         a.kv("--response-cache-ttl-seconds", self.response_cache_ttl_seconds);
+        a.opt("--response-cache-redis", self.response_cache_redis.as_ref());
+        let password = self.response_cache_redis_password_file.as_ref();
+        a.opt("--response-cache-redis-password-file", password.map(|p| p.display()));
+        a.kv("--response-cache-redis-timeout-ms", self.response_cache_redis_timeout_ms);
         a.kv("--log-format", self.log_format);
         a.0
     }
@@ -235,6 +249,7 @@ impl Args {
             ("--default-max-tokens", self.default_max_tokens),
             ("--stall-timeout-seconds", self.stall_timeout_seconds as usize),
             ("--response-cache-ttl-seconds", self.response_cache_ttl_seconds as usize),
+            ("--response-cache-redis-timeout-ms", self.response_cache_redis_timeout_ms as usize),
         ];
         if let Some((flag, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{flag} must be at least 1"));

@@ -37,6 +37,9 @@ fn every_field_set() -> Args {
         response_cache_disk_bytes: 17,
         response_cache_dir: Some("/var/cache/answers".into()),
         response_cache_ttl_seconds: 18,
+        response_cache_redis: Some("redis.cache:6379".into()),
+        response_cache_redis_password_file: Some("/var/run/secrets/redis/password".into()),
+        response_cache_redis_timeout_ms: 19,
         log_format: LogFormat::Json,
     }
 }

@@ -1,8 +1,11 @@
 //! The response cache: answers to deterministic requests (greedy, or with a seed) kept so an
-//! identical request is answered without running the model. Two levels: L1 in memory and L2
-//! on the pod's disk, each bounded by bytes with least-recently-used eviction; a lookup reads
-//! L1, then L2 (an L2 hit is copied into L1), and an answer goes into both. Entries expire
-//! after the TTL. An answer is kept as the bytes the client got: the JSON body, or the data of
+//! identical request is answered without running the model. Three levels, each optional: L1
+//! in memory and L2 on the pod's disk, each bounded by bytes with least-recently-used
+//! eviction, and L3 in Redis, shared by every replica of the engine (Redis bounds and evicts
+//! it). A lookup reads L1, then L2, then L3, and a hit is copied into the levels above it; an
+//! answer goes into every level. Entries expire after the TTL. Redis is never in the way: a
+//! Redis that is down or slow costs a lookup at most its timeout, then is left alone for a
+//! second, and counts as `outcome="error"`, never as an error to the client. An answer is kept as the bytes the client got: the JSON body, or the data of
 //! each server-sent event of a stream, so a hit is the same bytes again (its `id` and
 //! `created` included) and a streamed hit streams them.
 //!
@@ -14,6 +17,7 @@
 
 mod disk;
 mod memory;
+pub mod redis;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use sha2::{Digest as _, Sha256};
 use crate::sampling::SamplingParams;
 pub use disk::Disk;
 pub use memory::Memory;
+pub use redis::Redis;
 
 /// A cache key: SHA-256 of what decides the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -166,6 +171,8 @@ pub struct Config {
     pub dir: Option<PathBuf>,
     /// How long an answer stays valid.
     pub ttl: Duration,
+    /// L3: Redis, when given.
+    pub redis: Option<redis::Config>,
 }
 
 /// A cache level, for metric labels.
@@ -174,6 +181,7 @@ pub struct Config {
 pub enum Level {
     l1,
     l2,
+    l3,
 }
 
 /// What a lookup found.
@@ -184,6 +192,8 @@ pub enum Outcome {
     miss,
     /// An L2 entry that failed its checksum or could not be read: dropped.
     corrupt,
+    /// Redis failed, was too slow, or is being left alone after a failure.
+    error,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -252,7 +262,7 @@ impl Metrics {
         );
         registry.register(
             "blaze_response_cache_write_errors",
-            "Answers that could not be written to the disk level",
+            "Answers that could not be written to the disk level or to Redis",
             m.errors.clone(),
         );
         m
@@ -274,6 +284,7 @@ impl Metrics {
 pub struct ResponseCache {
     memory: Option<Memory>,
     disk: Option<Arc<Disk>>,
+    redis: Option<Arc<Redis>>,
     ttl: Duration,
     metrics: Metrics,
 }
@@ -283,7 +294,7 @@ impl ResponseCache {
     /// folder, and dropping what is over its bytes or unreadable); its entries from before a
     /// restart are served again.
     pub fn open(config: &Config, registry: &mut Registry) -> anyhow::Result<Option<Arc<Self>>> {
-        if config.memory_bytes == 0 && config.disk_bytes == 0 {
+        if config.memory_bytes == 0 && config.disk_bytes == 0 && config.redis.is_none() {
             return Ok(None);
         }
         let metrics = Metrics::register(registry);
@@ -293,7 +304,8 @@ impl ResponseCache {
             (Some(dir), bytes) => Some(Arc::new(Disk::open(dir, bytes)?)),
             (None, _) => anyhow::bail!("--response-cache-disk-bytes needs --response-cache-dir"),
         };
-        let cache = Self { memory, disk, ttl: config.ttl, metrics };
+        let redis = config.redis.clone().map(|r| Arc::new(Redis::new(r)));
+        let cache = Self { memory, disk, redis, ttl: config.ttl, metrics };
         cache.sizes();
         Ok(Some(Arc::new(cache)))
     }
@@ -309,8 +321,9 @@ impl ResponseCache {
         }
     }
 
-    /// The answer kept for `key`, from L1 or else L2 (which then fills L1).
-    pub async fn get(&self, key: Key) -> Option<Answer> {
+    /// The answer kept for `key`, from the first level that has it (which then fills the
+    /// levels above it).
+    pub async fn get(self: &Arc<Self>, key: Key) -> Option<Answer> {
         if let Some(m) = &self.memory {
             let started = Instant::now();
             if let Some(bytes) = m.get(&key, started) {
@@ -319,34 +332,61 @@ impl ResponseCache {
             }
             self.metrics.lookup(Level::l1, Outcome::miss, started);
         }
-        let disk = self.disk.clone()?;
+        if let Some(disk) = self.disk.clone() {
+            let started = Instant::now();
+            let found = tokio::task::spawn_blocking(move || disk.get(&key, SystemTime::now()))
+                .await
+                .unwrap_or(disk::Found::Miss);
+            match found {
+                disk::Found::Hit(bytes, expires) => {
+                    self.metrics.lookup(Level::l2, Outcome::hit, started);
+                    let left = expires.duration_since(SystemTime::now()).unwrap_or_default();
+                    self.fill_memory(key, &bytes, left);
+                    return Answer::decode(bytes);
+                }
+                disk::Found::Miss => self.metrics.lookup(Level::l2, Outcome::miss, started),
+                disk::Found::Corrupt => {
+                    self.metrics.lookup(Level::l2, Outcome::corrupt, started);
+                    self.sizes();
+                }
+            }
+        }
+        let redis = self.redis.as_ref()?;
         let started = Instant::now();
-        let found = tokio::task::spawn_blocking(move || disk.get(&key, SystemTime::now()))
-            .await
-            .unwrap_or(disk::Found::Miss);
-        let (bytes, expires) = match found {
-            disk::Found::Hit(bytes, expires) => (bytes, expires),
-            disk::Found::Miss => {
-                self.metrics.lookup(Level::l2, Outcome::miss, started);
-                return None;
+        match redis.get(&key).await {
+            Ok(Some(bytes)) => {
+                // Something else may share the database: only an answer that decodes counts.
+                let answer = Answer::decode(bytes.clone())?;
+                self.metrics.lookup(Level::l3, Outcome::hit, started);
+                self.fill_memory(key, &bytes, self.ttl);
+                if let Some(disk) = self.disk.clone() {
+                    self.write_disk(disk, key, bytes, SystemTime::now() + self.ttl);
+                }
+                Some(answer)
             }
-            disk::Found::Corrupt => {
-                self.metrics.lookup(Level::l2, Outcome::corrupt, started);
-                self.sizes();
-                return None;
+            Ok(None) => {
+                self.metrics.lookup(Level::l3, Outcome::miss, started);
+                None
             }
-        };
-        self.metrics.lookup(Level::l2, Outcome::hit, started);
+            Err(e) => {
+                if !matches!(e, redis::Error::Backoff) {
+                    tracing::warn!(error = %e, "response cache: Redis lookup failed; a miss");
+                }
+                self.metrics.lookup(Level::l3, Outcome::error, started);
+                None
+            }
+        }
+    }
+
+    fn fill_memory(&self, key: Key, bytes: &Bytes, left: Duration) {
         if let Some(m) = &self.memory {
-            let left = expires.duration_since(SystemTime::now()).unwrap_or_default();
             let evicted = m.put(key, bytes.clone(), Instant::now() + left);
             self.evicted(Level::l1, evicted);
             self.sizes();
         }
-        Answer::decode(bytes)
     }
 
-    /// Keeps `answer` for `key` in every level (L2 in the background).
+    /// Keeps `answer` for `key` in every level (L2 and L3 in the background).
     pub fn put(self: &Arc<Self>, key: Key, answer: &Answer) {
         let bytes = answer.encode();
         if let Some(m) = &self.memory {
@@ -354,8 +394,24 @@ impl ResponseCache {
             self.evicted(Level::l1, evicted);
         }
         self.sizes();
-        let Some(disk) = self.disk.clone() else { return };
-        let (cache, expires) = (self.clone(), SystemTime::now() + self.ttl);
+        if let Some(disk) = self.disk.clone() {
+            self.write_disk(disk, key, bytes.clone(), SystemTime::now() + self.ttl);
+        }
+        if let Some(redis) = self.redis.clone() {
+            let (cache, ttl) = (self.clone(), self.ttl);
+            tokio::spawn(async move {
+                if let Err(e) = redis.set(&key, &bytes, ttl).await {
+                    if !matches!(e, redis::Error::Backoff) {
+                        tracing::warn!(error = %e, "response cache: storing in Redis failed");
+                    }
+                    cache.metrics.errors.inc();
+                }
+            });
+        }
+    }
+
+    fn write_disk(self: &Arc<Self>, disk: Arc<Disk>, key: Key, bytes: Bytes, expires: SystemTime) {
+        let cache = self.clone();
         tokio::task::spawn_blocking(move || {
             match disk.put(key, &bytes, expires) {
                 Ok(evicted) => cache.evicted(Level::l2, evicted),

@@ -48,6 +48,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         disk_bytes: args.response_cache_disk_bytes,
         dir: args.response_cache_dir.clone(),
         ttl: Duration::from_secs(args.response_cache_ttl_seconds),
+        redis: args.response_cache_redis.clone().map(|address| {
+            blaze_worker::cache::redis::Config {
+                address,
+                password_file: args.response_cache_redis_password_file.clone(),
+                timeout: Duration::from_millis(args.response_cache_redis_timeout_ms),
+            }
+        }),
     };
     let response_cache =
         ResponseCache::open(&cache, &mut registry).context("the response cache")?;

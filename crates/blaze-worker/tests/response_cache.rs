@@ -7,8 +7,11 @@
 #[path = "support/worker.rs"]
 mod support;
 
-use std::time::Duration;
+use std::io::{Read as _, Write as _};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use blaze_testing::{Proc, free_port};
 use serde_json::{Value, json};
 use support::Worker;
 
@@ -36,6 +39,59 @@ async fn metric(worker: &Worker, series: &str) -> f64 {
 
 fn hits(level: &str) -> String {
     format!("blaze_response_cache_lookups_total{{level=\"{level}\",outcome=\"hit\"}}")
+}
+
+/// A real `redis-server` on a free port with `password`, and a way to ask it one command.
+struct RedisServer {
+    proc: Proc,
+    port: u16,
+    password: String,
+}
+
+impl RedisServer {
+    async fn start(password: &str) -> RedisServer {
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--requirepass", password])
+            .stdout(Stdio::null());
+        // Not found: scripts/test-deps.sh installs Debian's redis-server.
+        let proc = Proc::spawn(&mut cmd, format!("127.0.0.1:{port}"));
+        let server = RedisServer { proc, port, password: password.to_owned() };
+        blaze_testing::eventually("redis-server answering", 20, async || {
+            server.command(&["PING"]).filter(|r| r == "+PONG")
+        })
+        .await;
+        server
+    }
+
+    /// Sends one command (after AUTH) and returns the first line of its reply.
+    fn command(&self, args: &[&str]) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let resp = |args: &[&str]| {
+            let mut out = format!("*{}\r\n", args.len());
+            for a in args {
+                out += &format!("${}\r\n{a}\r\n", a.len());
+            }
+            out
+        };
+        let mut wire = resp(&["AUTH", &self.password]);
+        wire += &resp(args);
+        s.write_all(wire.as_bytes()).ok()?;
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 512];
+        // Two replies: AUTH's and the command's, each at least one line.
+        while reply.iter().filter(|b| **b == b'\n').count() < 2 {
+            let n = s.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        text.lines().nth(1).map(str::to_owned)
+    }
 }
 
 async fn start(model: &str, cache: &str) -> Worker {
@@ -125,4 +181,58 @@ async fn deterministic_answers_come_back_byte_for_byte_and_sampled_ones_never_do
     let (_, after) = post(&worker, "/v1/chat/completions", &greedy).await;
     assert_eq!(after, first);
     assert_eq!(metric(&worker, &hits("l1")).await, 1.0, "the disk hit filled memory");
+}
+
+#[tokio::test]
+async fn workers_share_answers_through_redis_and_a_stopped_redis_costs_only_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    blaze_worker::testing::write_tiny_llama(dir.path(), 4096).unwrap();
+    let model = dir.path().to_str().unwrap().to_owned();
+    let mut redis = RedisServer::start("s3cret").await;
+    let password = dir.path().join("redis-password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let address = format!("127.0.0.1:{}", redis.port);
+    let args = [
+        "--model",
+        model.as_str(),
+        "--served-model-name",
+        "tiny",
+        "--response-cache-memory-bytes",
+        "1048576",
+        "--response-cache-redis",
+        address.as_str(),
+        "--response-cache-redis-password-file",
+        password.to_str().unwrap(),
+    ];
+    let a = Worker::start(&args, Duration::from_secs(60)).await;
+    let b = Worker::start(&args, Duration::from_secs(60)).await;
+
+    let greedy = json!({"prompt": "shared answers", "max_tokens": 6, "temperature": 0});
+    let (status, first) = post(&a, "/v1/completions", &greedy).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
+    // Stored in the background.
+    blaze_testing::eventually("the answer in Redis", 10, async || {
+        redis.command(&["DBSIZE"]).filter(|r| r == ":1")
+    })
+    .await;
+    let (_, from_b) = post(&b, "/v1/completions", &greedy).await;
+    assert_eq!(from_b, first, "the second worker answers with the first one's bytes");
+    assert_eq!(metric(&b, &hits("l3")).await, 1.0);
+
+    // Redis stops: requests are answered by the model, each lookup costing at most the
+    // timeout, and the failures are counted.
+    redis.proc.kill();
+    let started = Instant::now();
+    for i in 0..3 {
+        let body =
+            json!({"prompt": format!("redis is gone {i}"), "max_tokens": 2, "temperature": 0});
+        let (status, answer) = post(&a, "/v1/completions", &body).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let errors = "blaze_response_cache_lookups_total{level=\"l3\",outcome=\"error\"}";
+    assert_eq!(metric(&a, errors).await, 3.0);
+    // Memory still serves what it holds.
+    let (_, again) = post(&a, "/v1/completions", &greedy).await;
+    assert_eq!(again, first);
 }

@@ -182,6 +182,7 @@ async fn an_l2_hit_fills_l1_and_every_level_is_counted() {
         disk_bytes: 1 << 20,
         dir: Some(dir.path().to_path_buf()),
         ttl: Duration::from_secs(60),
+        redis: None,
     };
     let answer = Answer::Stream(vec![Bytes::from("{\"x\":1}"), Bytes::from("[DONE]")]);
     {
@@ -220,7 +221,13 @@ async fn an_l2_hit_fills_l1_and_every_level_is_counted() {
 #[test]
 fn no_levels_no_cache_and_a_disk_level_needs_a_folder() {
     let mut registry = Registry::default();
-    let off = Config { memory_bytes: 0, disk_bytes: 0, dir: None, ttl: Duration::from_secs(1) };
+    let off = Config {
+        memory_bytes: 0,
+        disk_bytes: 0,
+        dir: None,
+        ttl: Duration::from_secs(1),
+        redis: None,
+    };
     assert!(ResponseCache::open(&off, &mut registry).unwrap().is_none());
     let no_dir = Config { disk_bytes: 10, ..off };
     let err = ResponseCache::open(&no_dir, &mut registry).unwrap_err().to_string();
