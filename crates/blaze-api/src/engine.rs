@@ -468,10 +468,49 @@ pub struct CacheSpec {
         "reason": "FieldValueForbidden"
     }]))]
     pub prefix_cache: bool,
+    /// Redis shared by the engine's workers as a third level: an answer one worker computed
+    /// is served by the others. Redis bounds and evicts it (its `maxmemory`). A Redis that is
+    /// down or slow costs a request at most `timeoutMs`, never an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisCacheSpec>,
+}
+
+/// Redis for the response cache.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCacheSpec {
+    /// `HOST:PORT`, for example `redis.cache.svc:6379`.
+    #[schemars(length(min = 3, max = 261), regex(pattern = r"^[^\s:/]+:[0-9]{1,5}$"))]
+    pub address: String,
+    /// The password (`AUTH`): a key of a Secret in the engine's namespace, mounted into the
+    /// workers (a rotated Secret is used for new connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKeySpec>,
+    /// Milliseconds a Redis command may take, connecting included, before it counts as a
+    /// miss (Redis is then left alone for a second).
+    #[serde(default = "default_redis_timeout_ms")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub timeout_ms: i32,
+}
+
+/// One key of a Secret in the resource's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeySpec {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::router::SECRET_NAME))]
+    pub name: String,
+    /// The key within it.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }
 
 fn default_ttl_seconds() -> i32 {
     300
+}
+
+fn default_redis_timeout_ms() -> i32 {
+    50
 }
 
 impl Default for CacheSpec {
@@ -481,6 +520,7 @@ impl Default for CacheSpec {
             disk_bytes: 0,
             ttl_seconds: default_ttl_seconds(),
             prefix_cache: false,
+            redis: None,
         }
     }
 }

@@ -509,7 +509,8 @@ impl Default for HoldSpec {
 }
 
 /// A Secret's name: a DNS subdomain (RFC 1123).
-const SECRET_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub(crate) const SECRET_NAME: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// API-key authentication.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

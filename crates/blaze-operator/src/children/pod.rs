@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use blaze_api::engine::{BlazeEngineSpec, SchedulingSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
-    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
-    Toleration, Volume,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, KeyToPath,
+    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Toleration, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -56,6 +56,10 @@ pub fn worker_pod_spec(
     if spec.cache.disk_bytes > 0 {
         volumes.push(response_cache(spec.cache.disk_bytes));
         worker_mounts.push(mount(RESPONSE_CACHE_VOLUME, worker_flags::RESPONSE_CACHE_MOUNT, false));
+    }
+    if let Some(secret) = spec.cache.redis.as_ref().and_then(|r| r.password_secret.as_ref()) {
+        volumes.push(redis_password(&secret.name, &secret.key));
+        worker_mounts.push(mount(REDIS_PASSWORD_VOLUME, worker_flags::REDIS_PASSWORD_MOUNT, true));
     }
     let worker = Container {
         name: WORKER.into(),
@@ -116,6 +120,26 @@ fn response_cache(bytes: i64) -> Volume {
         name: RESPONSE_CACHE_VOLUME.into(),
         empty_dir: Some(EmptyDirVolumeSource {
             size_limit: Some(Quantity(limit.to_string())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The volume of the Redis password.
+pub const REDIS_PASSWORD_VOLUME: &str = "redis-password";
+
+/// The Secret `name`'s `key` as the file the worker reads the Redis password from.
+fn redis_password(name: &str, key: &str) -> Volume {
+    Volume {
+        name: REDIS_PASSWORD_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(name.to_owned()),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: worker_flags::REDIS_PASSWORD_FILE.into(),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()

@@ -15,6 +15,10 @@ use blaze_worker_cli as cli;
 pub const WORKER_PORT: i32 = 8000;
 /// Where the worker keeps cached answers on disk (`spec.cache.diskBytes`).
 pub const RESPONSE_CACHE_MOUNT: &str = "/var/cache/blaze/responses";
+/// Where the Redis password Secret is mounted (`spec.cache.redis.passwordSecret`).
+pub const REDIS_PASSWORD_MOUNT: &str = "/var/run/secrets/blaze/redis";
+/// The file in it that holds the password.
+pub const REDIS_PASSWORD_FILE: &str = "password";
 
 /// The worker's arguments for `spec`, with `model` the source as the pod sees it and
 /// `hf_cache` the hub cache directory when the source is `hf://`.
@@ -57,6 +61,14 @@ pub fn worker_command(
     a.response_cache_disk_bytes = c.disk_bytes.max(0) as u64;
     a.response_cache_dir = (c.disk_bytes > 0).then(|| RESPONSE_CACHE_MOUNT.into());
     a.response_cache_ttl_seconds = c.ttl_seconds.max(1) as u64;
+    if let Some(r) = &c.redis {
+        a.response_cache_redis = Some(r.address.clone());
+        a.response_cache_redis_timeout_ms = r.timeout_ms.max(1) as u64;
+        a.response_cache_redis_password_file = r
+            .password_secret
+            .as_ref()
+            .map(|_| format!("{REDIS_PASSWORD_MOUNT}/{REDIS_PASSWORD_FILE}").into());
+    }
     a.log_format = cli::LogFormat::Json;
     a
 }

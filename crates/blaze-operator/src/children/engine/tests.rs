@@ -113,6 +113,30 @@ fn a_disk_response_cache_gets_a_sized_empty_dir_mounted_in_the_worker_only() {
 }
 
 #[test]
+fn a_redis_cache_level_gets_its_address_timeout_and_password_secret_as_a_file() {
+    let mut e = hf_gpu();
+    e.spec.cache.redis = Some(
+        serde_json::from_value(json!({"address": "redis.cache:6379", "timeoutMs": 20,
+            "passwordSecret": {"name": "redis-auth", "key": "pw"}}))
+        .unwrap(),
+    );
+    let d = deployment(&e, 1, &Defaults::default()).unwrap();
+    let w = worker_of(&d);
+    assert_eq!(arg(w, "--response-cache-redis"), Some("redis.cache:6379"));
+    assert_eq!(arg(w, "--response-cache-redis-timeout-ms"), Some("20"));
+    let file = arg(w, "--response-cache-redis-password-file").unwrap();
+    let p = pod_spec(&d);
+    let vol = p.volumes.as_ref().unwrap().iter().find(|v| v.name == "redis-password").unwrap();
+    let secret = vol.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("redis-auth"));
+    let item = &secret.items.as_ref().unwrap()[0];
+    assert_eq!(item.key, "pw");
+    let m = w.volume_mounts.iter().flatten().find(|m| m.name == "redis-password").unwrap();
+    assert_eq!(format!("{}/{}", m.mount_path, item.path), file);
+    assert_eq!(m.read_only, Some(true));
+}
+
+#[test]
 fn hf_engine_with_a_shared_cache_claim_mounts_the_claim_instead_of_an_empty_dir() {
     let mut e = hf_gpu();
     e.spec.pod_template = Some(json!({"spec": {"volumes": [

@@ -24,7 +24,9 @@ fn every_field() -> BlazeEngineSpec {
         "scheduling": {"nodeSelector": {"a": "b"}, "tolerateGpuTaint": false,
             "priorityClassName": "high", "runtimeClassName": "nvidia"},
         "batching": {"maxBatchSize": 7, "maxWaitMs": 40, "maxBatchTokens": 999, "maxQueue": 11},
-        "cache": {"memoryBytes": 1048576, "diskBytes": 8388608, "ttlSeconds": 60, "prefixCache": false},
+        "cache": {"memoryBytes": 1048576, "diskBytes": 8388608, "ttlSeconds": 60, "prefixCache": false,
+            "redis": {"address": "redis.cache:6379", "timeoutMs": 30,
+                "passwordSecret": {"name": "redis-auth", "key": "password"}}},
         "recovery": {"maxRestartsBeforeReplace": 2, "unhealthyAfterSeconds": 30},
         "image": "reg/worker:1",
         "podTemplate": {"metadata": {"annotations": {"x": "y"}}}
@@ -68,6 +70,10 @@ fn the_worker_parses_what_the_operator_renders_for_every_field() {
         Some(std::path::Path::new(RESPONSE_CACHE_MOUNT))
     );
     assert_eq!(parsed.response_cache_ttl_seconds, 60);
+    assert_eq!(parsed.response_cache_redis.as_deref(), Some("redis.cache:6379"));
+    assert_eq!(parsed.response_cache_redis_timeout_ms, 30);
+    let password = format!("{REDIS_PASSWORD_MOUNT}/{REDIS_PASSWORD_FILE}");
+    assert_eq!(parsed.response_cache_redis_password_file, Some(password.into()));
     assert_eq!(parsed.log_format, LogFormat::Json);
 }
 
