@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: dev test e2e deps lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-router bench-operator bench-loop
+.PHONY: dev test e2e deps lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-router bench-operator bench-loop bench-cache
 
 ## Run Blaze locally on its embedded development control plane (Ctrl-C stops it).
 dev:
@@ -76,3 +76,10 @@ bench-router:
 	command -v haproxy >/dev/null && command -v wrk >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq haproxy wrk >/dev/null)
 	$(CARGO) run --release -q -p blaze-router --bin blaze-router-bench
+
+## The response cache: hit latency per level (memory, disk, Redis) and the throughput of a
+## workload where 30% of prompts repeat, with and without the cache (SmolLM2 on CPU).
+bench-cache:
+	scripts/test-deps.sh
+	$(CARGO) build --release -q -p blaze-worker --bins
+	$(CARGO) run --release -q -p blaze-worker --bin blaze-cache-bench
