@@ -156,6 +156,8 @@ async fn responses_are_framed_as_hyper_frames_them() {
         ("HEAD of a close-delimited answer", head("/eof"), HEAD),
         ("HEAD of interim answers", head("/interim"), HEAD),
         ("connection: close", get("/length", "connection: close\r\n"), GET),
+        ("connection: close, chunked", get("/chunked", "connection: close\r\n"), GET),
+        ("connection: close, streamed", get("/slow", "connection: close\r\n"), GET),
         ("keep-alive, close", get("/length", "connection: keep-alive, close\r\n"), GET),
         ("HTTP/1.0", b"GET /chunked HTTP/1.0\r\nhost: t\r\n\r\n".to_vec(), GET),
         ("HTTP/1.0, close-delimited", b"GET /eof HTTP/1.0\r\n\r\n".to_vec(), GET),

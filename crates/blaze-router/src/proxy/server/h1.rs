@@ -381,9 +381,6 @@ impl Conn {
                 }
                 Framing::Empty => {}
             }
-            if !keep {
-                break;
-            }
             // A body that knows it is done needs no further poll (the endpoint connection
             // is released with the last frame).
             if body.is_end_stream() && framing == Framing::Chunked {
