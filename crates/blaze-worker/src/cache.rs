@@ -207,15 +207,31 @@ struct LookupLabels {
     outcome: Outcome,
 }
 
-/// The cache's metrics.
-#[derive(Debug, Clone)]
-struct Metrics {
-    lookups: Family<LookupLabels, Counter>,
-    evictions: Family<LevelLabels, Counter>,
-    bytes: Family<LevelLabels, Gauge>,
-    entries: Family<LevelLabels, Gauge>,
-    seconds: Family<LevelLabels, Histogram, fn() -> Histogram>,
-    errors: Counter,
+// prometheus-client appends `_total` to counters.
+blaze_telemetry::metrics! {
+    /// The cache's metrics.
+    #[derive(Debug, Clone)]
+    struct Metrics {
+        /// Lookups by level and outcome.
+        lookups: Family<LookupLabels, Counter> = "blaze_response_cache_lookups",
+            "Response cache lookups by level and outcome (hit, miss, corrupt, error)";
+        /// Answers evicted by level.
+        evictions: Family<LevelLabels, Counter> = "blaze_response_cache_evictions",
+            "Answers evicted to stay within a level's bytes";
+        /// Bytes held by level.
+        bytes: Family<LevelLabels, Gauge> = "blaze_response_cache_bytes",
+            "Bytes held by each cache level";
+        /// Answers held by level.
+        entries: Family<LevelLabels, Gauge> = "blaze_response_cache_entries",
+            "Answers held by each cache level";
+        /// Lookup time by level.
+        seconds: Family<LevelLabels, Histogram, fn() -> Histogram> =
+            "blaze_response_cache_lookup_seconds", "Time of a lookup at each level",
+            Family::new_with_constructor(lookup_histogram);
+        /// Answers not written to disk or Redis.
+        errors: Counter = "blaze_response_cache_write_errors",
+            "Answers that could not be written to the disk level or to Redis";
+    }
 }
 
 /// Lookup time buckets, 50 us to 50 ms: a memory hit takes microseconds, a disk hit well
@@ -225,49 +241,6 @@ fn lookup_histogram() -> Histogram {
 }
 
 impl Metrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            lookups: Family::default(),
-            evictions: Family::default(),
-            bytes: Family::default(),
-            entries: Family::default(),
-            seconds: Family::new_with_constructor(lookup_histogram),
-            errors: Counter::default(),
-        };
-        // prometheus-client appends `_total` to counters.
-        registry.register(
-            "blaze_response_cache_lookups",
-            "Response cache lookups by level and outcome (hit, miss, corrupt)",
-            m.lookups.clone(),
-        );
-        registry.register(
-            "blaze_response_cache_evictions",
-            "Answers evicted to stay within a level's bytes",
-            m.evictions.clone(),
-        );
-        registry.register(
-            "blaze_response_cache_bytes",
-            "Bytes held by each cache level",
-            m.bytes.clone(),
-        );
-        registry.register(
-            "blaze_response_cache_entries",
-            "Answers held by each cache level",
-            m.entries.clone(),
-        );
-        registry.register(
-            "blaze_response_cache_lookup_seconds",
-            "Time of a lookup at each level",
-            m.seconds.clone(),
-        );
-        registry.register(
-            "blaze_response_cache_write_errors",
-            "Answers that could not be written to the disk level or to Redis",
-            m.errors.clone(),
-        );
-        m
-    }
-
     fn lookup(&self, level: Level, outcome: Outcome, started: Instant) {
         self.lookups.get_or_create(&LookupLabels { level, outcome }).inc();
         self.seconds.get_or_create(&LevelLabels { level }).observe(started.elapsed().as_secs_f64());
@@ -297,7 +270,7 @@ impl ResponseCache {
         if config.memory_bytes == 0 && config.disk_bytes == 0 && config.redis.is_none() {
             return Ok(None);
         }
-        let metrics = Metrics::register(registry);
+        let metrics = Metrics::create(registry);
         let memory = (config.memory_bytes > 0).then(|| Memory::new(config.memory_bytes));
         let disk = match (&config.dir, config.disk_bytes) {
             (_, 0) => None,
