@@ -111,20 +111,24 @@ async fn hit_latency(base: &str, n: usize) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Requests per second of the repeating workload.
-async fn workload(base: &str, a: &Args) -> anyhow::Result<f64> {
-    // Every `100 / repeat_percent`-th request repeats the one before it, from distinct
-    // prompts otherwise; a run tag keeps runs from sharing answers.
+async fn workload(base: &str, a: &Args) -> anyhow::Result<(f64, usize)> {
+    // `repeat_percent` of the requests repeat the prompt sent `2 * clients` requests
+    // earlier (answered by then, as a repeat in a real workload mostly is); the others are
+    // distinct. A run tag keeps runs from sharing answers.
     let tag = std::process::id() ^ Instant::now().elapsed().subsec_nanos();
-    let every = (100 / a.repeat_percent.max(1)).max(1);
-    let mut prompts = Vec::new();
+    let lag = 2 * a.clients;
+    let mut prompts: Vec<String> = Vec::new();
     for i in 0..a.requests {
-        let repeat = a.repeat_percent > 0 && i % every == every - 1;
-        prompts.push(if repeat {
-            prompts.last().cloned().unwrap_or_default()
+        let due = (i + 1) * a.repeat_percent / 100 != i * a.repeat_percent / 100;
+        prompts.push(if due && i >= lag {
+            prompts[i - lag].clone()
         } else {
             format!("Run {tag}, question {i}: name a colour.")
         });
     }
+    let repeats = prompts.iter().enumerate().filter(|(i, p)| prompts[..*i].contains(p)).count();
+    // Taken from the end: reversed, so requests go out in order.
+    prompts.reverse();
     let queue = std::sync::Arc::new(parking_lot::Mutex::new(prompts));
     let started = Instant::now();
     let mut clients = Vec::new();
@@ -142,7 +146,7 @@ async fn workload(base: &str, a: &Args) -> anyhow::Result<f64> {
     for c in clients {
         c.await??;
     }
-    Ok(a.requests as f64 / started.elapsed().as_secs_f64())
+    Ok((a.requests as f64 / started.elapsed().as_secs_f64(), repeats))
 }
 
 #[tokio::main]
@@ -185,10 +189,11 @@ async fn main() -> anyhow::Result<()> {
     let mut rates = Vec::new();
     for (name, args) in [("without cache", vec![]), ("with cache", levels[0].1.clone())] {
         let (_w, base) = worker(&bin, &model, &args).await?;
-        let rate = workload(&base, &a).await?;
+        let (rate, repeats) = workload(&base, &a).await?;
         println!(
-            "{} requests, {}% repeating, {} clients, {} tokens: {name}: {rate:.2} req/s",
-            a.requests, a.repeat_percent, a.clients, a.tokens
+            "{} requests ({repeats} repeating an earlier one), {} clients, {} tokens: {name}: \
+             {rate:.2} req/s",
+            a.requests, a.clients, a.tokens
         );
         rates.push(rate);
     }
