@@ -46,10 +46,9 @@ async fn kubectl_works_against_the_server() {
 fn scenario(kc: &Path) {
     let out = ok(kc, &["version", "-o", "json"]);
     assert!(out.contains("\"minor\": \"33\""), "{out}");
-    // The CRDs as JSON: crds/*.yaml writes `off` unquoted, which kubectl's YAML 1.1 reader
-    // turns into `false` (a real server refuses that default too).
-    let crd_dir =
-        std::env::temp_dir().join(format!("blaze-devcluster-crds-{}", std::process::id()));
+    // The CRDs as the API crate makes them (crds/*.yaml is rendered from these), as JSON,
+    // beside the kubeconfig in the test's own folder.
+    let crd_dir = kc.with_file_name("crds");
     std::fs::create_dir_all(&crd_dir).unwrap();
     for crd in blaze_api::crds::all() {
         let path = crd_dir.join(format!("{}.json", crd.spec.names.plural));
@@ -84,11 +83,13 @@ fn scenario(kc: &Path) {
     assert_eq!(replicas.trim(), "3");
 
     let cm = dir_file(
+        kc,
         "cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\ndata:\n  a: \"1\"\n",
     );
     ok(kc, &["apply", "-f", cm.to_str().unwrap()]);
     let cm2 = dir_file(
+        kc,
         "cm2.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\ndata:\n  a: \"2\"\n",
     );
@@ -115,7 +116,7 @@ fn events_published_through_either_api_show_in_describe(kc: &Path, engine: &str)
             "name": engine, "namespace": "default", "uid": uid.trim()},
         "note": "all 2 workers are ready"
     });
-    let file = dir_file("event.json", &event.to_string());
+    let file = dir_file(kc, "event.json", &event.to_string());
     ok(kc, &["apply", "--server-side", "-f", file.to_str().unwrap()]);
     let described = ok(kc, &["describe", "be", engine]);
     let line = described.lines().find(|l| l.contains("WorkersReady")).unwrap_or_default();
@@ -132,8 +133,9 @@ fn events_published_through_either_api_show_in_describe(kc: &Path, engine: &str)
     assert!(!core.contains(&format!("{engine}.ready")), "deleted from both APIs: {core}");
 }
 
-fn dir_file(name: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("blaze-devcluster-{}-{name}", std::process::id()));
+/// Writes `text` to the file `name` beside the kubeconfig `kc`, in the test's own folder.
+fn dir_file(kc: &Path, name: &str, text: &str) -> PathBuf {
+    let path = kc.with_file_name(name);
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -167,8 +169,11 @@ fn watch_sees_a_new_object(kc: &Path) {
     }
     // `kubectl create` encodes built-ins as protobuf, which the server does not speak; apply
     // sends JSON.
-    let watched =
-        dir_file("watched.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\n");
+    let watched = dir_file(
+        kc,
+        "watched.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\n",
+    );
     ok(kc, &["apply", "-f", watched.to_str().unwrap()]);
     while !lines.iter().any(|l: &String| l.starts_with("watched")) {
         assert!(Instant::now() < deadline, "kubectl get -w did not show the new object: {lines:?}");
