@@ -307,9 +307,14 @@ impl ResponseCache {
         }
         if let Some(disk) = self.disk.clone() {
             let started = Instant::now();
-            let found = tokio::task::spawn_blocking(move || disk.get(&key, SystemTime::now()))
-                .await
-                .unwrap_or(disk::Found::Miss);
+            // A miss is known from the index in memory: only a read goes to the blocking pool.
+            let found = if disk.contains(&key) {
+                tokio::task::spawn_blocking(move || disk.get(&key, SystemTime::now()))
+                    .await
+                    .unwrap_or(disk::Found::Miss)
+            } else {
+                disk::Found::Miss
+            };
             match found {
                 disk::Found::Hit(bytes, expires) => {
                     self.metrics.lookup(Level::l2, Outcome::hit, started);

@@ -15,17 +15,6 @@ use blaze_testing::{Proc, free_port};
 use serde_json::{Value, json};
 use support::Worker;
 
-/// The status and the raw body of a POST of `body` to `path`.
-async fn post(worker: &Worker, path: &str, body: &Value) -> (u16, Vec<u8>) {
-    let r = reqwest::Client::new()
-        .post(format!("{}{path}", worker.base))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
-}
-
 /// The value of the sample line that starts with `series` in `/metrics` (0 when absent).
 async fn metric(worker: &Worker, series: &str) -> f64 {
     let text =
@@ -126,9 +115,9 @@ async fn deterministic_answers_come_back_byte_for_byte_and_sampled_ones_never_do
         body
     };
     let greedy = chat(json!({"temperature": 0}));
-    let (status, first) = post(&worker, "/v1/chat/completions", &greedy).await;
+    let (status, first) = worker.post_raw("/v1/chat/completions", &greedy).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
-    let (_, again) = post(&worker, "/v1/chat/completions", &greedy).await;
+    let (_, again) = worker.post_raw("/v1/chat/completions", &greedy).await;
     assert_eq!(again, first, "a hit is the same bytes, id and created included");
     assert_eq!(metric(&worker, &hits("l1")).await, 1.0);
 
@@ -136,30 +125,30 @@ async fn deterministic_answers_come_back_byte_for_byte_and_sampled_ones_never_do
     // request.
     let respelled = json!({"temperature": 0.0, "max_tokens": 6, "top_p": 1,
         "messages": [{"content": "hello there", "role": "user"}]});
-    let (_, third) = post(&worker, "/v1/chat/completions", &respelled).await;
+    let (_, third) = worker.post_raw("/v1/chat/completions", &respelled).await;
     assert_eq!(third, first);
 
     // Streamed: the cached stream is the same events.
     let streamed = chat(json!({"temperature": 0, "stream": true}));
-    let (status, s1) = post(&worker, "/v1/chat/completions", &streamed).await;
+    let (status, s1) = worker.post_raw("/v1/chat/completions", &streamed).await;
     assert_eq!(status, 200);
     let s1_text = String::from_utf8(s1.clone()).unwrap();
     assert!(s1_text.contains("data: [DONE]"), "{s1_text}");
-    let (_, s2) = post(&worker, "/v1/chat/completions", &streamed).await;
+    let (_, s2) = worker.post_raw("/v1/chat/completions", &streamed).await;
     assert_eq!(s2, s1);
 
     // A seed makes sampling repeatable: cached too.
     let seeded = chat(json!({"temperature": 0.9, "seed": 7}));
-    let (_, a) = post(&worker, "/v1/chat/completions", &seeded).await;
-    let (_, b) = post(&worker, "/v1/chat/completions", &seeded).await;
+    let (_, a) = worker.post_raw("/v1/chat/completions", &seeded).await;
+    let (_, b) = worker.post_raw("/v1/chat/completions", &seeded).await;
     assert_eq!(a, b);
     let l1_hits = metric(&worker, &hits("l1")).await;
     assert_eq!(l1_hits, 4.0);
 
     // Sampled without a seed: never looked up, never kept.
     let sampled = chat(json!({"temperature": 0.9}));
-    let (_, x) = post(&worker, "/v1/chat/completions", &sampled).await;
-    let (_, y) = post(&worker, "/v1/chat/completions", &sampled).await;
+    let (_, x) = worker.post_raw("/v1/chat/completions", &sampled).await;
+    let (_, y) = worker.post_raw("/v1/chat/completions", &sampled).await;
     assert_ne!(x, y, "two sampled answers have different ids at least");
     assert_eq!(metric(&worker, &hits("l1")).await, l1_hits);
     let misses = "blaze_response_cache_lookups_total{level=\"l1\",outcome=\"miss\"}";
@@ -175,10 +164,10 @@ async fn deterministic_answers_come_back_byte_for_byte_and_sampled_ones_never_do
 
     // ... and outlive the worker.
     let worker = start(&model, &cache).await;
-    let (_, after) = post(&worker, "/v1/chat/completions", &greedy).await;
+    let (_, after) = worker.post_raw("/v1/chat/completions", &greedy).await;
     assert_eq!(after, first);
     assert_eq!(metric(&worker, &hits("l2")).await, 1.0);
-    let (_, after) = post(&worker, "/v1/chat/completions", &greedy).await;
+    let (_, after) = worker.post_raw("/v1/chat/completions", &greedy).await;
     assert_eq!(after, first);
     assert_eq!(metric(&worker, &hits("l1")).await, 1.0, "the disk hit filled memory");
 }
@@ -208,14 +197,14 @@ async fn workers_share_answers_through_redis_and_a_stopped_redis_costs_only_miss
     let b = Worker::start(&args, Duration::from_secs(60)).await;
 
     let greedy = json!({"prompt": "shared answers", "max_tokens": 6, "temperature": 0});
-    let (status, first) = post(&a, "/v1/completions", &greedy).await;
+    let (status, first) = a.post_raw("/v1/completions", &greedy).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
     // Stored in the background.
     blaze_testing::eventually("the answer in Redis", 10, async || {
         redis.command(&["DBSIZE"]).filter(|r| r == ":1")
     })
     .await;
-    let (_, from_b) = post(&b, "/v1/completions", &greedy).await;
+    let (_, from_b) = b.post_raw("/v1/completions", &greedy).await;
     assert_eq!(from_b, first, "the second worker answers with the first one's bytes");
     assert_eq!(metric(&b, &hits("l3")).await, 1.0);
 
@@ -226,13 +215,13 @@ async fn workers_share_answers_through_redis_and_a_stopped_redis_costs_only_miss
     for i in 0..3 {
         let body =
             json!({"prompt": format!("redis is gone {i}"), "max_tokens": 2, "temperature": 0});
-        let (status, answer) = post(&a, "/v1/completions", &body).await;
+        let (status, answer) = a.post_raw("/v1/completions", &body).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     }
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     let errors = "blaze_response_cache_lookups_total{level=\"l3\",outcome=\"error\"}";
     assert_eq!(metric(&a, errors).await, 3.0);
     // Memory still serves what it holds.
-    let (_, again) = post(&a, "/v1/completions", &greedy).await;
+    let (_, again) = a.post_raw("/v1/completions", &greedy).await;
     assert_eq!(again, first);
 }

@@ -124,9 +124,14 @@ impl Disk {
         self.dir.join(format!("{}{SUFFIX}", key.hex()))
     }
 
+    /// Whether an answer for `key` is on disk (as far as the index knows; no I/O).
+    pub fn contains(&self, key: &Key) -> bool {
+        self.index.lock().files.contains_key(key)
+    }
+
     /// Reads the answer for `key` (blocking).
     pub fn get(&self, key: &Key, now: SystemTime) -> Found {
-        if !self.index.lock().files.contains_key(key) {
+        if !self.contains(key) {
             return Found::Miss;
         }
         let path = self.path(key);

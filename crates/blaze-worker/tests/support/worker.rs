@@ -67,6 +67,12 @@ impl Worker {
         path: &str,
         body: &serde_json::Value,
     ) -> (u16, serde_json::Value) {
+        let (status, bytes) = self.post_raw(path, body).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POSTs `body` as JSON to `path`: the status and the answer's bytes as they came.
+    pub async fn post_raw(&self, path: &str, body: &serde_json::Value) -> (u16, Vec<u8>) {
         let r = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
             .json(body)
@@ -74,7 +80,7 @@ impl Worker {
             .await
             .unwrap();
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        (status, r.bytes().await.unwrap().to_vec())
     }
 
     /// Sends SIGTERM.
