@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use host_port::HostPort;
-pub use values::{Device, Dtype, Kind, LogFormat, ModelFormat, Quantization, Weights};
+pub use values::{
+    Device, Dtype, Kind, LogFormat, ModelFormat, Quantization, WarmMessage, WarmPrompt, Weights,
+};
 
 /// Where `pvc://CLAIM/PATH` sources are found: claims are mounted at `ROOT/CLAIM`.
 pub const DEFAULT_PVC_ROOT: &str = "/mnt/models";
@@ -146,6 +148,17 @@ pub struct Args {
     /// failed one is a miss, and Redis is left alone for a second.
     #[arg(long, env = "BLAZE_RESPONSE_CACHE_REDIS_TIMEOUT_MS", default_value_t = 50)]
     pub response_cache_redis_timeout_ms: u64,
+    /// Bytes of memory for the keys and values of recent prompts, kept in blocks of
+    /// tokens so that a request sharing a prefix with an earlier one skips prefilling it
+    /// (0: off). Least recently used blocks are evicted first, the ends of prompts before
+    /// their beginnings.
+    #[arg(long, env = "BLAZE_PREFIX_CACHE_BYTES", default_value_t = 0)]
+    pub prefix_cache_bytes: u64,
+    /// A prompt prefilled into the prefix cache before the worker reports ready, as JSON:
+    /// `{"prompt": "..."}` or `{"messages": [{"role": "system", "content": "..."}]}`.
+    /// Repeat the flag for several.
+    #[arg(long = "warm-prompt", env = "BLAZE_WARM_PROMPT")]
+    pub warm_prompts: Vec<WarmPrompt>,
     /// Log format.
     #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -235,6 +248,10 @@ impl Args {
         let password = self.response_cache_redis_password_file.as_ref();
         a.opt("--response-cache-redis-password-file", password.map(|p| p.display()));
         a.kv("--response-cache-redis-timeout-ms", self.response_cache_redis_timeout_ms);
+        a.kv("--prefix-cache-bytes", self.prefix_cache_bytes);
+        for warm in &self.warm_prompts {
+            a.kv("--warm-prompt", warm);
+        }
         a.kv("--log-format", self.log_format);
         a.0
     }
@@ -253,6 +270,9 @@ impl Args {
         ];
         if let Some((flag, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{flag} must be at least 1"));
+        }
+        if !self.warm_prompts.is_empty() && self.prefix_cache_bytes == 0 {
+            return Err("--warm-prompt needs --prefix-cache-bytes".to_owned());
         }
         if self.response_cache_disk_bytes > 0 && self.response_cache_dir.is_none() {
             return Err("--response-cache-disk-bytes needs --response-cache-dir".to_owned());

@@ -40,6 +40,17 @@ fn every_field_set() -> Args {
         response_cache_redis: Some("redis.cache:6379".into()),
         response_cache_redis_password_file: Some("/var/run/secrets/redis/password".into()),
         response_cache_redis_timeout_ms: 19,
+        prefix_cache_bytes: 20,
+        warm_prompts: vec![
+            WarmPrompt { prompt: Some("You are terse.".into()), messages: None },
+            WarmPrompt {
+                prompt: None,
+                messages: Some(vec![WarmMessage {
+                    role: "system".into(),
+                    content: "Answer in French, \"s'il vous plaît\".".into(),
+                }]),
+            },
+        ],
         log_format: LogFormat::Json,
     }
 }
@@ -52,10 +63,13 @@ fn rendered_arguments_parse_back_to_the_same_settings() {
     assert_eq!(parse(&defaults.to_args()), defaults);
     // Each field differs from its default, so the check above covers all of them.
     let rendered = args.to_args();
-    let flags: Vec<_> = rendered.iter().filter(|a| a.starts_with("--")).collect();
+    // --warm-prompt is the one flag given once per value.
+    let flags: Vec<_> =
+        rendered.iter().filter(|a| a.starts_with("--") && *a != "--warm-prompt").collect();
     let mut unique = flags.clone();
     unique.dedup();
     assert_eq!(flags, unique, "a flag is written twice");
+    assert_eq!(rendered.iter().filter(|a| *a == "--warm-prompt").count(), 2);
 }
 
 #[test]
@@ -107,4 +121,21 @@ fn combinations_that_make_no_sense_are_refused_naming_the_flag() {
     assert_eq!(a.validate().unwrap_err(), "--response-cache-disk-bytes needs --response-cache-dir");
     a.response_cache_dir = Some("/cache".into());
     assert_eq!(a.validate(), Ok(()));
+}
+
+#[test]
+fn warm_prompts_name_what_is_wrong() {
+    let bad = |json: &str| json.parse::<WarmPrompt>().unwrap_err();
+    assert!(
+        bad(r#"{"prompt": "a", "messages": [{"role": "system", "content": "b"}]}"#)
+            .contains("not both")
+    );
+    assert!(bad("{}").contains("needs `prompt` or `messages`"));
+    assert!(bad(r#"{"messages": []}"#).contains("empty"));
+    assert!(bad(r#"{"promt": "a"}"#).contains("unknown field `promt`"));
+    let mut args = Args::serve("/m");
+    args.warm_prompts = vec![r#"{"prompt": "hi"}"#.parse().unwrap()];
+    assert_eq!(args.validate().unwrap_err(), "--warm-prompt needs --prefix-cache-bytes");
+    args.prefix_cache_bytes = 1 << 20;
+    assert_eq!(args.validate(), Ok(()));
 }

@@ -118,3 +118,54 @@ macro_rules! display_as_value {
 }
 
 display_as_value!(Kind, ModelFormat, Dtype, Quantization, Device, Weights);
+
+/// A prompt the worker prefills into its prefix cache before it reports ready: plain text
+/// (tokenized like a completion's prompt) or chat messages (rendered with the model's chat
+/// template, like a chat completion's). Exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarmPrompt {
+    /// Text, as a completion's `prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Messages, as a chat completion's (typically the system prompt conversations share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<WarmMessage>>,
+}
+
+/// One chat message of a [`WarmPrompt`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarmMessage {
+    /// `system`, `user`, `assistant`, ...
+    pub role: String,
+    /// The message's text.
+    pub content: String,
+}
+
+impl std::str::FromStr for WarmPrompt {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let warm: WarmPrompt = serde_json::from_str(s).map_err(|e| {
+            format!(
+                "not a warm prompt ({e}); expected {{\"prompt\": \"...\"}} or \
+                 {{\"messages\": [{{\"role\": \"system\", \"content\": \"...\"}}]}}"
+            )
+        })?;
+        match (&warm.prompt, &warm.messages) {
+            (Some(_), Some(_)) => Err("a warm prompt has `prompt` or `messages`, not both".into()),
+            (None, None) => Err("a warm prompt needs `prompt` or `messages`".into()),
+            (_, Some(m)) if m.is_empty() => Err("a warm prompt's `messages` is empty".into()),
+            _ => Ok(warm),
+        }
+    }
+}
+
+impl fmt::Display for WarmPrompt {
+    /// Compact JSON, which [`FromStr`](std::str::FromStr) parses back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let json = serde_json::to_string(self).map_err(|_| fmt::Error)?;
+        f.write_str(&json)
+    }
+}
