@@ -228,6 +228,10 @@ blaze_telemetry::metrics! {
         seconds: Family<LevelLabels, Histogram, fn() -> Histogram> =
             "blaze_response_cache_lookup_seconds", "Time of a lookup at each level",
             Family::new_with_constructor(lookup_histogram);
+        /// Whether Redis answers: 1 after a command it carried out, 0 after a failed one
+        /// (checked every 10 s besides the lookups); only with a Redis level.
+        redis_up: Gauge = "blaze_response_cache_redis_up",
+            "1 while Redis answers the worker, 0 after a failed command";
         /// Answers not written to disk or Redis.
         errors: Counter = "blaze_response_cache_write_errors",
             "Answers that could not be written to the disk level or to Redis";
@@ -262,6 +266,24 @@ pub struct ResponseCache {
     metrics: Metrics,
 }
 
+/// Checks Redis now and every [`redis::PROBE_EVERY`] until the cache is dropped, so that its
+/// `up` gauge is true without traffic too.
+fn spawn_probe(redis: std::sync::Weak<Redis>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(redis::PROBE_EVERY);
+        loop {
+            every.tick().await;
+            let Some(redis) = redis.upgrade() else { return };
+            if let Err(e) = redis.probe().await
+                && !matches!(e, redis::Error::Backoff)
+            {
+                tracing::warn!(error = %e, "response cache: Redis does not answer");
+            }
+        }
+    });
+}
+
 impl ResponseCache {
     /// A cache as `config` says, or `None` when both levels are off. Opens L2 (creating its
     /// folder, and dropping what is over its bytes or unreadable); its entries from before a
@@ -277,9 +299,12 @@ impl ResponseCache {
             (Some(dir), bytes) => Some(Arc::new(Disk::open(dir, bytes)?)),
             (None, _) => anyhow::bail!("--response-cache-disk-bytes needs --response-cache-dir"),
         };
-        let redis = config.redis.clone().map(|r| Arc::new(Redis::new(r)));
+        let redis = config.redis.clone().map(|r| Arc::new(Redis::new(r, metrics.redis_up.clone())));
         let cache = Self { memory, disk, redis, ttl: config.ttl, metrics };
         cache.sizes();
+        if let Some(redis) = &cache.redis {
+            spawn_probe(Arc::downgrade(redis));
+        }
         Ok(Some(Arc::new(cache)))
     }
 

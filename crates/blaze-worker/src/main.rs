@@ -139,9 +139,18 @@ async fn load(
         max_batch_tokens: args.max_batch_tokens,
         max_wait: Duration::from_millis(args.max_wait_ms),
         stall_timeout: Duration::from_secs(args.stall_timeout_seconds),
+        prefix_cache_bytes: args.prefix_cache_bytes,
     };
     let engine: Arc<dyn Engine> =
         Arc::new(LlmEngine::start(args.model_name(), model, config, metrics));
+    if !args.warm_prompts.is_empty() {
+        let warming = Instant::now();
+        let tokens = blaze_worker::engine::llm::warm(engine.as_ref(), &args.warm_prompts)
+            .await
+            .map_err(|e| anyhow::anyhow!("--warm-prompt: {e}"))?;
+        let seconds = warming.elapsed().as_secs_f64();
+        tracing::info!(prompts = args.warm_prompts.len(), tokens, seconds, "prefix cache warmed");
+    }
     let _ = state.engine.set(engine.clone());
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<GenerateServer<GenerateService>>().await;

@@ -51,9 +51,26 @@ blaze_telemetry::metrics! {
         running: Gauge = "vllm:num_requests_running", "Sequences in the running batch";
         /// Requests admitted but not yet prefilled.
         waiting: Gauge = "vllm:num_requests_waiting", "Requests waiting to be scheduled";
-        /// Fraction (0..1) of the KV token budget in use.
-        kv_cache_usage: Gauge<f64, std::sync::atomic::AtomicU64> =
-            "vllm:kv_cache_usage_perc", "Fraction of the KV token budget in use";
+        /// Fraction (0..1) of the memory a full batch's caches may take (`--max-batch-size`
+        /// sequences at the model's context length) that the running sequences' buffers
+        /// hold; the prefix cache counts apart (`blaze_prefix_cache_bytes`).
+        kv_cache_usage: Gauge<f64, std::sync::atomic::AtomicU64> = "vllm:kv_cache_usage_perc",
+            "Fraction of a full batch's KV cache memory the running sequences hold";
+        /// Prompt tokens looked up in the prefix cache.
+        prefix_queries: Counter = "vllm:prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache";
+        /// Prompt tokens whose keys and values came from the prefix cache.
+        prefix_hits: Counter = "vllm:prefix_cache_hits",
+            "Prompt tokens whose keys and values came from the prefix cache";
+        /// Bytes of keys and values the prefix cache holds.
+        prefix_bytes: Gauge = "blaze_prefix_cache_bytes",
+            "Bytes of keys and values the prefix cache holds";
+        /// Bytes the prefix cache may hold (0: off).
+        prefix_capacity: Gauge = "blaze_prefix_cache_capacity_bytes",
+            "Bytes the prefix cache may hold (0: off)";
+        /// Blocks evicted from the prefix cache.
+        prefix_evictions: Counter = "blaze_prefix_cache_evictions",
+            "Blocks evicted from the prefix cache";
         /// Seconds from admission to the first token.
         ttft: Histogram = "vllm:time_to_first_token_seconds", "Time to first token",
             Histogram::new(latency_buckets());

@@ -16,6 +16,7 @@ mod hf_config;
 pub mod kv_cache;
 mod linear;
 pub mod llama;
+pub mod prefix_cache;
 pub mod rope;
 pub mod safetensors;
 
@@ -31,6 +32,7 @@ pub use blaze_worker_cli::{Device as DeviceChoice, Dtype, ModelFormat, Quantizat
 pub use family::Family;
 pub use kv_cache::KvCache;
 pub use llama::{DENSE_MIN_ROWS, Llama, SeqInput};
+pub use prefix_cache::PrefixCache;
 
 /// A model ready to serve.
 pub struct LoadedModel {

@@ -207,6 +207,8 @@ async fn workers_share_answers_through_redis_and_a_stopped_redis_costs_only_miss
     let (_, from_b) = b.post_raw("/v1/completions", &greedy).await;
     assert_eq!(from_b, first, "the second worker answers with the first one's bytes");
     assert_eq!(metric(&b, &hits("l3")).await, 1.0);
+    let up = "blaze_response_cache_redis_up";
+    assert_eq!(metric(&b, up).await, 1.0, "Redis answers");
 
     // Redis stops: requests are answered by the model, each lookup costing at most the
     // timeout, and the failures are counted.
@@ -221,6 +223,7 @@ async fn workers_share_answers_through_redis_and_a_stopped_redis_costs_only_miss
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     let errors = "blaze_response_cache_lookups_total{level=\"l3\",outcome=\"error\"}";
     assert_eq!(metric(&a, errors).await, 3.0);
+    assert_eq!(metric(&a, up).await, 0.0, "the failures show");
     // Memory still serves what it holds.
     let (_, again) = a.post_raw("/v1/completions", &greedy).await;
     assert_eq!(again, first);

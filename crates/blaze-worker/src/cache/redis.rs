@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use parking_lot::Mutex;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -18,6 +19,8 @@ use super::Key;
 
 /// How long the worker leaves Redis alone after a failure.
 pub const BACKOFF: Duration = Duration::from_secs(1);
+/// How often an idle worker checks that Redis answers (for `blaze_response_cache_redis_up`).
+pub const PROBE_EVERY: Duration = Duration::from_secs(10);
 /// Idle connections kept.
 const POOL: usize = 8;
 /// The prefix of the cache's keys in Redis.
@@ -59,12 +62,23 @@ pub struct Redis {
     config: Config,
     idle: Mutex<Vec<TcpStream>>,
     failed_at: Mutex<Option<Instant>>,
+    /// 1 after a command Redis carried out, 0 after one that failed (an error reply
+    /// included: a refused password means Redis does not serve this worker).
+    up: Gauge,
 }
 
 impl Redis {
-    /// A client for `config`; connects on first use.
-    pub fn new(config: Config) -> Self {
-        Self { config, idle: Mutex::new(Vec::new()), failed_at: Mutex::new(None) }
+    /// A client for `config`; connects on first use. `up` follows whether Redis answers.
+    pub fn new(config: Config, up: Gauge) -> Self {
+        Self { config, idle: Mutex::new(Vec::new()), failed_at: Mutex::new(None), up }
+    }
+
+    /// Checks that Redis answers (`PING`), which sets the `up` gauge like any command.
+    pub async fn probe(&self) -> Result<(), Error> {
+        match self.command(&[b"PING"]).await? {
+            Reply::Status(_) => Ok(()),
+            _ => Err(Error::Protocol),
+        }
     }
 
     /// The answer stored for `key`, if any.
@@ -98,9 +112,17 @@ impl Redis {
             Err(_) => Err(Error::Timeout(self.config.address.clone(), timeout)),
         };
         match &result {
+            Ok(_) => {
+                self.up.set(1);
+            }
             // An error reply leaves the connection usable; anything else does not.
-            Ok(_) | Err(Error::Reply(_)) => {}
-            Err(_) => *self.failed_at.lock() = Some(Instant::now()),
+            Err(Error::Reply(_)) => {
+                self.up.set(0);
+            }
+            Err(_) => {
+                self.up.set(0);
+                *self.failed_at.lock() = Some(Instant::now());
+            }
         }
         result
     }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use blaze_worker_cli::WarmPrompt;
+
 use self::health::Shared;
 use crate::chat::Message;
 use crate::engine::{Engine, Event, GenerateRequest, Health, SubmitError};
@@ -38,6 +40,9 @@ pub struct SchedulerConfig {
     /// Longest the scheduler may go without progress (one forward pass, or an idle wait)
     /// while requests are queued or running before the watchdog fails the engine.
     pub stall_timeout: Duration,
+    /// Bytes of keys and values of recent prompts kept for prompts that start the same way
+    /// (0: off).
+    pub prefix_cache_bytes: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -49,6 +54,7 @@ impl Default for SchedulerConfig {
             max_batch_tokens: 2048,
             max_wait: Duration::from_millis(5),
             stall_timeout: Duration::from_secs(120),
+            prefix_cache_bytes: 0,
         }
     }
 }
@@ -140,6 +146,44 @@ impl LlmEngine {
     pub fn config(&self) -> &SchedulerConfig {
         &self.config
     }
+}
+
+/// Runs each of `prompts` through `engine` (a prefill and one greedy token), in order, so
+/// that its prefix cache holds them before the worker reports ready. Returns the prompt
+/// tokens prefilled; an error names the prompt (by its place in the list) and what failed.
+pub async fn warm(engine: &dyn Engine, prompts: &[WarmPrompt]) -> Result<usize, String> {
+    let mut tokens = 0;
+    for (i, warm) in prompts.iter().enumerate() {
+        let prompt = match (&warm.prompt, &warm.messages) {
+            (Some(text), _) => engine.tokenize(text),
+            (None, Some(messages)) => {
+                let messages: Vec<Message> = messages
+                    .iter()
+                    .map(|m| Message { role: m.role.clone(), content: m.content.clone() })
+                    .collect();
+                engine.tokenize_chat(&messages)
+            }
+            (None, None) => Ok(Vec::new()),
+        };
+        let request = GenerateRequest {
+            prompt: prompt.map_err(|e| format!("warm prompt {i}: {e}"))?,
+            max_tokens: 1,
+            sampling: crate::sampling::SamplingParams::default(),
+            stop: Vec::new(),
+            deadline: None,
+        };
+        tokens += request.prompt.len();
+        let mut events = engine.submit(request).map_err(|e| format!("warm prompt {i}: {e}"))?;
+        loop {
+            match events.recv().await {
+                Some(Event::Token { .. }) => {}
+                Some(Event::Done { .. }) => break,
+                Some(Event::Error(e)) => return Err(format!("warm prompt {i}: {e}")),
+                None => return Err(format!("warm prompt {i}: the engine stopped")),
+            }
+        }
+    }
+    Ok(tokens)
 }
 
 impl Engine for LlmEngine {

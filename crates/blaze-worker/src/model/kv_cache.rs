@@ -15,7 +15,7 @@ const FIRST_CAPACITY: usize = 64;
 pub struct KvCache {
     /// Per layer, `[1, kv_heads, capacity, head_dim]` keys and values; the first `len`
     /// positions are filled.
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
     pub(crate) len: usize,
 }
 
@@ -37,6 +37,56 @@ impl KvCache {
             .flatten()
             .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
             .sum()
+    }
+
+    /// A cache whose first `len` positions are copied from `blocks` (per block, per layer,
+    /// keys and values `[1, kv_heads, block, head_dim]`, consecutive), with room for
+    /// `len + more` positions so that the prefill of the rest does not grow it.
+    pub(crate) fn from_blocks(
+        blocks: &[&[(Tensor, Tensor)]],
+        len: usize,
+        more: usize,
+    ) -> Result<Self> {
+        let Some(first) = blocks.first() else { return Ok(Self::default()) };
+        let capacity = (len + more).next_power_of_two().max(FIRST_CAPACITY);
+        let mut layers = Vec::with_capacity(first.len());
+        for layer in 0..first.len() {
+            let (k0, _) = &first[layer];
+            let (b, h, _, d) = k0.dims4()?;
+            let keys = Tensor::zeros((b, h, capacity, d), k0.dtype(), k0.device())?;
+            let values = keys.zeros_like()?;
+            let mut at = 0;
+            for block in blocks {
+                if at >= len {
+                    break;
+                }
+                let (k, v) = &block[layer];
+                let n = k.dim(2)?.min(len - at);
+                let (k, v) = if n == k.dim(2)? {
+                    (k.clone(), v.clone())
+                } else {
+                    (k.narrow(2, 0, n)?.contiguous()?, v.narrow(2, 0, n)?.contiguous()?)
+                };
+                keys.slice_set(&k, 2, at)?;
+                values.slice_set(&v, 2, at)?;
+                at += n;
+            }
+            layers.push(Some((keys, values)));
+        }
+        Ok(Self { layers, len })
+    }
+
+    /// Copies of positions `start..start + n` of every layer's keys and values.
+    pub(crate) fn copy_span(&self, start: usize, n: usize) -> Result<Vec<(Tensor, Tensor)>> {
+        self.layers
+            .iter()
+            .map(|layer| {
+                let Some((k, v)) = layer else {
+                    return Err(crate::Error::Unsupported("a layer without keys".into()));
+                };
+                Ok((k.narrow(2, start, n)?.contiguous()?, v.narrow(2, start, n)?.contiguous()?))
+            })
+            .collect()
     }
 
     /// Writes `k` and `v` (`[1, kv_heads, n, head_dim]`, contiguous) at positions
@@ -106,5 +156,34 @@ mod tests {
             assert_eq!(diff(&got_v, &want_v), 0.0, "values at {}", cache.len);
         }
         assert_eq!(cache.bytes(), 2 * 2 * 256 * 4 * 4, "capacity doubled 64 -> 128 -> 256");
+    }
+
+    /// Spans copied out of one cache and assembled into another give the same keys and
+    /// values, a partial last block included.
+    #[test]
+    fn blocks_copied_out_assemble_into_the_same_prefix() {
+        let device = Device::Cpu;
+        let mut source = KvCache::default();
+        for layer in 0..2 {
+            let k = Tensor::randn(0f32, 1f32, (1, 2, 40, 4), &device).unwrap();
+            let v = Tensor::randn(0f32, 1f32, (1, 2, 40, 4), &device).unwrap();
+            source.append(layer, &k, &v).unwrap();
+        }
+        source.len = 40;
+        let spans = [source.copy_span(0, 16).unwrap(), source.copy_span(16, 16).unwrap()];
+        let blocks: Vec<&[(Tensor, Tensor)]> = spans.iter().map(Vec::as_slice).collect();
+        let rebuilt = KvCache::from_blocks(&blocks, 27, 13).unwrap();
+        assert_eq!(rebuilt.len(), 27);
+        assert_eq!(rebuilt.bytes(), 2 * 2 * 2 * 64 * 4 * 4, "room for 40 rounds up to 64");
+        for layer in 0..2 {
+            let (want_k, want_v) = source.layers[layer].as_ref().unwrap();
+            let (got_k, got_v) = rebuilt.layers[layer].as_ref().unwrap();
+            for (want, got) in [(want_k, got_k), (want_v, got_v)] {
+                let want = want.narrow(2, 0, 27).unwrap();
+                let got = got.narrow(2, 0, 27).unwrap();
+                let diff = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "layer {layer}");
+            }
+        }
     }
 }

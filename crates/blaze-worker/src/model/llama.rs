@@ -228,9 +228,26 @@ impl Llama {
         &self.device
     }
 
+    /// Bytes one position of a sequence's cache takes: keys and values of every layer.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        let c = &self.config;
+        self.blocks.len() * 2 * c.num_kv_heads * c.head_dim * self.embed.dtype().size_in_bytes()
+    }
+
     /// Runs one forward pass over a ragged batch and returns the logits of each sequence's
     /// last new token, shape `[batch, vocab]`. Appends to every sequence's cache.
     pub fn forward(&self, seqs: &mut [SeqInput<'_>]) -> Result<Tensor> {
+        self.pass(seqs, false)
+    }
+
+    /// [`Self::forward`] for prompts: the prefill kernels even where a sequence brings one
+    /// token (its prompt's prefix came from the prefix cache), so that its numbers are
+    /// those of a prefill of the whole prompt.
+    pub fn prefill(&self, seqs: &mut [SeqInput<'_>]) -> Result<Tensor> {
+        self.pass(seqs, true)
+    }
+
+    fn pass(&self, seqs: &mut [SeqInput<'_>], prefill: bool) -> Result<Tensor> {
         let all: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let total = all.len();
         let ids = Tensor::from_vec(all, total, &self.device)?;
@@ -239,7 +256,8 @@ impl Llama {
             x = (x * scale)?;
         }
         // Prefill, or a decode step big enough for GEMM to beat the row-by-row kernels.
-        let dense = seqs.len() >= DENSE_MIN_ROWS || seqs.iter().any(|s| s.tokens.len() > 1);
+        let dense =
+            prefill || seqs.len() >= DENSE_MIN_ROWS || seqs.iter().any(|s| s.tokens.len() > 1);
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.config.rms_eps as f32)?;
             let attn = self.attention(layer, block, &h, seqs, dense)?;

@@ -14,7 +14,7 @@ use super::stop::StopMatcher;
 use super::{Admission, SchedulerConfig};
 use crate::engine::{EngineError, Event, FinishReason};
 use crate::metrics::Metrics;
-use crate::model::{KvCache, LoadedModel, SeqInput};
+use crate::model::{KvCache, LoadedModel, PrefixCache, SeqInput};
 use crate::sampling::Sampler;
 use crate::tokenizer::StreamDecoder;
 
@@ -45,6 +45,10 @@ pub(crate) struct Worker {
     metrics: Metrics,
     config: SchedulerConfig,
     running: Vec<Sequence>,
+    /// Keys and values of recent prompts, when `config.prefix_cache_bytes` is not zero.
+    prefixes: Option<PrefixCache>,
+    /// Bytes of cache a full batch may take: the denominator of `vllm:kv_cache_usage_perc`.
+    kv_budget: usize,
 }
 
 impl Worker {
@@ -55,7 +59,21 @@ impl Worker {
         metrics: Metrics,
         config: SchedulerConfig,
     ) -> Self {
-        Self { model, queue, shared, metrics, config, running: Vec::new() }
+        let per_token = model.llama.kv_bytes_per_token();
+        let prefixes = (config.prefix_cache_bytes > 0)
+            .then(|| PrefixCache::new(config.prefix_cache_bytes, per_token));
+        let capacity = prefixes.as_ref().map_or(0, PrefixCache::capacity_bytes);
+        metrics.prefix_capacity.set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        if config.prefix_cache_bytes > 0 && capacity == 0 {
+            tracing::warn!(
+                bytes = config.prefix_cache_bytes,
+                block_bytes = per_token * crate::model::prefix_cache::BLOCK_TOKENS,
+                "the prefix cache is smaller than one block; nothing will be kept"
+            );
+        }
+        let kv_budget =
+            (config.max_batch_size * model.llama.config().max_seq_len * per_token).max(1);
+        Self { model, queue, shared, metrics, config, running: Vec::new(), prefixes, kv_budget }
     }
 
     pub(crate) fn run(&mut self) {
@@ -115,10 +133,11 @@ impl Worker {
             }
             let r = a.request;
             self.metrics.prompt_tokens.inc_by(r.prompt.len() as u64);
+            let cache = self.reuse(&r.prompt);
             self.running.push(Sequence {
                 sink: a.sink,
                 sampler: Sampler::new(r.sampling, &r.prompt),
-                cache: KvCache::default(),
+                cache,
                 last: 0,
                 generated: 0,
                 max_tokens: r.max_tokens,
@@ -136,6 +155,36 @@ impl Worker {
             self.metrics.prefill_batch_size.observe(sequences as f64);
         }
         self.step(start, true);
+        if let Some(prefixes) = &mut self.prefixes {
+            for s in &self.running[start..] {
+                // A sequence that failed its prefill holds no keys to keep.
+                if s.cache.len() < s.prompt.len() {
+                    continue;
+                }
+                if let Err(e) = prefixes.insert(&s.prompt, &s.cache) {
+                    tracing::warn!(error = %e, "keeping a prompt in the prefix cache failed");
+                }
+            }
+            let evicted = prefixes.evictions() - self.metrics.prefix_evictions.get();
+            self.metrics.prefix_evictions.inc_by(evicted);
+            self.metrics.prefix_bytes.set(i64::try_from(prefixes.bytes()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A cache for `prompt`: its longest prefix found in the prefix cache, or empty.
+    fn reuse(&self, prompt: &[u32]) -> KvCache {
+        let Some(prefixes) = &self.prefixes else { return KvCache::default() };
+        self.metrics.prefix_queries.inc_by(prompt.len() as u64);
+        match prefixes.lookup(prompt) {
+            Ok(reuse) => {
+                self.metrics.prefix_hits.inc_by(reuse.tokens as u64);
+                reuse.cache
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the prefix cache failed; prefilling all");
+                KvCache::default()
+            }
+        }
     }
 
     /// One decode step over every running sequence.
@@ -179,13 +228,16 @@ impl Worker {
             .iter_mut()
             .zip(&last)
             .map(|(s, l)| SeqInput {
-                tokens: if prefill { &s.prompt } else { l },
+                // A prompt's prefix may be in the cache already (from the prefix cache).
+                tokens: if prefill { &s.prompt[s.cache.len()..] } else { l },
                 cache: &mut s.cache,
             })
             .collect();
         self.shared.mark_progress();
         fault::before_forward();
-        let logits = self.model.llama.forward(&mut inputs).and_then(|l| Ok(l.to_vec2::<f32>()?));
+        let llama = &self.model.llama;
+        let logits = if prefill { llama.prefill(&mut inputs) } else { llama.forward(&mut inputs) };
+        let logits = logits.and_then(|l| Ok(l.to_vec2::<f32>()?));
         drop(inputs);
         self.shared.mark_progress();
         match logits {
@@ -268,9 +320,8 @@ impl Worker {
 
     fn update_gauges(&self) {
         let live = self.running.iter().filter(|s| !s.done);
-        let tokens: usize = live.clone().map(|s| s.cache.len()).sum();
+        let bytes: usize = live.clone().map(|s| s.cache.bytes()).sum();
         self.metrics.running.set(live.count() as i64);
-        let budget = (self.config.max_batch_size * self.model.llama.config().max_seq_len).max(1);
-        self.metrics.kv_cache_usage.set(tokens as f64 / budget as f64);
+        self.metrics.kv_cache_usage.set((bytes as f64 / self.kv_budget as f64).min(1.0));
     }
 }
