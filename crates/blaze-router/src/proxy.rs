@@ -39,6 +39,7 @@ mod attempt;
 mod h1;
 mod headers;
 mod pool;
+mod prefix;
 mod request;
 mod server;
 

@@ -54,6 +54,48 @@ async fn round_robin_spreads_evenly_and_headers_are_forwarded() {
     assert!(!body.contains("x-secret"), "hop-by-hop header leaked: {body}");
 }
 
+/// A chat request with a system prompt and a user turn; the name of the upstream it reached.
+async fn chat(c: &Http, router: &str, system: &str, user: &str) -> String {
+    let body = serde_json::json!({
+        "model": "qwen3-8b",
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+    });
+    let req = http::Request::post(format!("http://{router}/"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let (status, text) = send(c, req).await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+#[tokio::test]
+async fn prefix_aware_lands_conversations_sharing_a_system_prompt_on_one_upstream() {
+    let ups: Vec<Proc> = (0..3).map(|i| upstream(&format!("u{i}"), "127.0.0.1:0")).collect();
+    let addrs: Vec<&str> = ups.iter().map(|u| u.addr.as_str()).collect();
+    // Requests go one at a time; a high load bound keeps a response whose in-flight count is
+    // not yet released from spilling the next request off its key's upstream.
+    let routing = format!(
+        "strategy: prefixAware\nhashLoadFactor: 4\nslowStartSeconds: 0\n{FAST}{}",
+        endpoints_yaml(&addrs)
+    );
+    let Routed { _dir, r, c, .. } = routed(&routing, &[]).await;
+    let turns = ["What is Rust?", "Write a haiku about autumn.", "Summarise: the cat sat."];
+    let mut homes = std::collections::HashSet::new();
+    for i in 0..12 {
+        // Far shorter than `prefixBytes` (256): the user turns differ within it.
+        let system = format!("You are assistant number {i}. Answer briefly.");
+        let mut seen = std::collections::HashSet::new();
+        for user in turns {
+            seen.insert(chat(&c, &r.addr, &system, user).await);
+        }
+        assert_eq!(seen.len(), 1, "one system prompt, several upstreams: {seen:?}");
+        homes.extend(seen);
+    }
+    // Twelve keys all on one of three upstreams would happen about once in 177,000 runs.
+    assert!(homes.len() >= 2, "every system prompt went to {homes:?}");
+}
+
 #[tokio::test]
 async fn a_config_change_is_live_within_two_seconds() {
     let a = upstream("alpha", "127.0.0.1:0");

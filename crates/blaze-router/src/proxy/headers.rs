@@ -1,4 +1,4 @@
-//! Header handling: hop-by-hop headers, `x-forwarded-*`, request ids, session keys.
+//! Header handling: hop-by-hop headers, `x-forwarded-*`, request ids, session cookies.
 
 use std::net::IpAddr;
 
@@ -197,32 +197,6 @@ pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     )
 }
 
-/// The text a prompt starts with, for prefix-aware routing: the `prompt` of a completion
-/// request, or the concatenated message contents of a chat request, else the raw body.
-pub fn prompt_prefix(body: &[u8], max: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        if let Some(p) = v.get("prompt").and_then(|p| p.as_str()) {
-            out.extend_from_slice(p.as_bytes());
-        } else if let Some(msgs) = v.get("messages").and_then(|m| m.as_array()) {
-            for m in msgs {
-                if let Some(c) = m.get("content").and_then(|c| c.as_str()) {
-                    out.extend_from_slice(c.as_bytes());
-                    out.push(0);
-                }
-                if out.len() >= max {
-                    break;
-                }
-            }
-        }
-    }
-    if out.is_empty() {
-        out.extend_from_slice(body);
-    }
-    out.truncate(max);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,14 +277,10 @@ mod tests {
     }
 
     #[test]
-    fn cookies_and_prompts_are_found() {
+    fn cookies_are_found() {
         let h = map(&[("cookie", "a=1; session=xyz"), ("cookie", "b=2")]);
         assert_eq!(cookie(&h, "session"), Some("xyz"));
         assert_eq!(cookie(&h, "b"), Some("2"));
         assert_eq!(cookie(&h, "c"), None);
-        let chat = br#"{"model":"m","messages":[{"role":"system","content":"You are kind."},{"role":"user","content":"hi"}]}"#;
-        assert_eq!(prompt_prefix(chat, 8), b"You are ");
-        assert_eq!(prompt_prefix(br#"{"prompt":"Once upon"}"#, 100), b"Once upon");
-        assert_eq!(prompt_prefix(b"raw bytes", 3), b"raw");
     }
 }

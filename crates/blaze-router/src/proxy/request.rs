@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Uri, Version};
 use hyper::body::Incoming;
 
-use super::{MAX_BUFFERED, RetryType, headers};
+use super::{MAX_BUFFERED, RetryType, headers, prefix};
 use crate::balance::hash_bytes;
 use crate::relay::{BoxError, Idle};
 
@@ -57,7 +57,7 @@ pub(super) fn session_key(
     match cfg.strategy {
         Strategy::PrefixAware => match body {
             ReqBody::Buffered(b) if !b.is_empty() => {
-                Some(hash_bytes(&headers::prompt_prefix(b, cfg.prefix_bytes)))
+                Some(hash_bytes(&prefix::prefix_key(b, cfg.prefix_bytes)))
             }
             _ => None,
         },
