@@ -169,8 +169,10 @@ pub enum Strategy {
     ConsistentHash,
     /// A worker at random, in proportion to weight.
     Random,
-    /// Bounded-load consistent hashing of the prompt prefix, so requests that share a prefix
-    /// land where its KV cache is warm.
+    /// Bounded-load consistent hashing of the model and the prompt's shared beginning (a
+    /// chat's leading system and developer messages, else its first message; a completion's
+    /// first prompt), so conversations that share a system prompt land where its KV cache is
+    /// warm.
     PrefixAware,
 }
 

@@ -47,7 +47,10 @@ pub struct RoutingConfig {
     /// the mean in-flight load (plus one), so a hot key cannot sink a backend.
     #[serde(default = "default_load_factor")]
     pub hash_load_factor: f64,
-    /// Bytes of the request body (the prompt) hashed by `prefixAware`.
+    /// Bytes of a prompt's shared beginning that `prefixAware` hashes, together with the
+    /// model name: of a chat, its leading `system` and `developer` messages (else its first
+    /// message); of a completion, its first prompt (token ids as decimal text); of any other
+    /// body, the body itself.
     #[serde(default = "default_prefix_bytes")]
     pub prefix_bytes: usize,
     /// Per-endpoint circuit breaker.
