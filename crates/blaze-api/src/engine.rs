@@ -438,12 +438,19 @@ impl Default for BatchingSpec {
     }
 }
 
-/// Caching in each worker: answers to deterministic requests (greedy, or with a seed) kept in
-/// memory and on the pod's disk, so the same request is answered without the model. Prefix
-/// reuse is not in this release: refused at admission when asked for, never accepted and
-/// ignored.
+/// Caching in each worker. Answers to deterministic requests (greedy, or with a seed) are kept
+/// in memory, on the pod's disk and in a Redis the workers share, so the same request is
+/// answered without the model. With `prefixCache`, the KV blocks of recent prompts are kept in
+/// the worker's memory, so a request that shares a prefix with an earlier one (a system
+/// prompt, a conversation's history) skips prefilling that prefix.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.warm) || size(self.warm) == 0 || (has(self.prefixCache) && self.prefixCache)",
+    "message": "spec.cache.warm prefills the prefix cache: set spec.cache.prefixCache to true, or remove spec.cache.warm",
+    "fieldPath": ".warm",
+    "reason": "FieldValueForbidden"
+}]))]
 pub struct CacheSpec {
     /// Bytes of the worker's memory for cached answers (least recently used evicted first);
     /// they count within the container's memory. 0 disables.
@@ -459,21 +466,35 @@ pub struct CacheSpec {
     #[serde(default = "default_ttl_seconds")]
     #[schemars(range(min = 1, max = 2592000))]
     pub ttl_seconds: i32,
-    /// Reuse the KV cache of shared prompt prefixes across requests. Off (the only value this
-    /// release takes).
+    /// Keep the KV blocks of recent prompts in the worker's memory, so a request that shares a
+    /// prefix with an earlier one skips prefilling it (`prefixCacheBytes` bounds them). Any
+    /// request benefits, sampled or not; answers are the same as without it. A router with
+    /// strategy `prefixAware` sends prompts that share a prefix to the same worker.
     #[serde(default)]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "!self",
-        "message": "KV prefix reuse is not in this release: set spec.cache.prefixCache to false (or remove it)",
-        "reason": "FieldValueForbidden"
-    }]))]
     pub prefix_cache: bool,
+    /// Bytes of the worker's memory for the prefix cache's KV blocks (least recently used
+    /// evicted first, the ends of prompts before their beginnings); they count within the
+    /// container's memory, so leave room for them in `spec.resources.memory`. Only with
+    /// `prefixCache`.
+    #[serde(default = "default_prefix_cache_bytes")]
+    #[schemars(range(min = 1048576))]
+    pub prefix_cache_bytes: i64,
+    /// Prompts each worker prefills into its prefix cache before it reports ready (typically
+    /// the system prompts conversations share), so the first requests that start with them
+    /// skip their prefill too. Needs `prefixCache`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub warm: Vec<WarmPrompt>,
     /// Redis shared by the engine's workers as a third level: an answer one worker computed
     /// is served by the others. Redis bounds and evicts it (its `maxmemory`). A Redis that is
     /// down or slow costs a request at most `timeoutMs`, never an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisCacheSpec>,
 }
+
+// A warm prompt is the worker's own `--warm-prompt` value: one spelling for the CRD and the
+// worker's command line, and the worker's check of it is the CRD's rule.
+pub use blaze_worker_cli::{WarmMessage, WarmPrompt};
 
 /// Redis for the response cache.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -513,6 +534,14 @@ fn default_redis_timeout_ms() -> i32 {
     50
 }
 
+/// 256 MiB: the keys and values of about 2,000 prompt tokens of an 8B model with grouped-query
+/// attention in bf16 (32 layers x 8 KV heads x 128 x 2 x 2 bytes = 128 KiB a token), a few
+/// system prompts; over 5,000 for SmolLM2-135M even in f32 (45 KiB a token). Small enough to
+/// fit beside the model in the memory a worker is usually given.
+fn default_prefix_cache_bytes() -> i64 {
+    256 << 20
+}
+
 impl Default for CacheSpec {
     fn default() -> Self {
         Self {
@@ -520,6 +549,8 @@ impl Default for CacheSpec {
             disk_bytes: 0,
             ttl_seconds: default_ttl_seconds(),
             prefix_cache: false,
+            prefix_cache_bytes: default_prefix_cache_bytes(),
+            warm: Vec::new(),
             redis: None,
         }
     }
@@ -597,7 +628,8 @@ pub struct BlazeEngineStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `ModelLoaded`, `Scaling`, `Degraded` and `Unschedulable`.
+    /// `Ready`, `ModelLoaded`, `Scaling`, `Degraded` and `Unschedulable`; `CacheReady` while
+    /// `spec.cache` turns a cache on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -657,6 +689,9 @@ pub mod condition_types {
     pub const DEGRADED: &str = "Degraded";
     /// Workers cannot be placed on any node.
     pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// Every ready worker reports the caches `spec.cache` asks for working (present only
+    /// while `spec.cache` turns one on).
+    pub const CACHE_READY: &str = "CacheReady";
 }
 
 impl ModelSpec {
@@ -689,8 +724,28 @@ mod tests {
         assert_eq!(spec.resources.gpu_resource_name, "nvidia.com/gpu");
         assert_eq!(spec.batching.max_queue, 256);
         assert!(!spec.cache.prefix_cache);
+        assert_eq!(spec.cache.prefix_cache_bytes, 256 << 20);
+        assert!(spec.cache.warm.is_empty());
         assert!(spec.scheduling.tolerate_gpu_taint);
         assert_eq!(spec.model.effective_format(), ModelFormat::Gguf);
+    }
+
+    #[test]
+    fn warm_prompts_are_the_workers_own_values() {
+        let cache: CacheSpec = serde_json::from_value(serde_json::json!({
+            "prefixCache": true,
+            "warm": [{"prompt": "Be brief."},
+                {"messages": [{"role": "system", "content": "You are a helpful assistant."}]}]
+        }))
+        .unwrap();
+        let flags: Vec<String> = cache.warm.iter().map(ToString::to_string).collect();
+        assert_eq!(flags[0], r#"{"prompt":"Be brief."}"#);
+        for (flag, warm) in flags.iter().zip(&cache.warm) {
+            assert_eq!(&flag.parse::<WarmPrompt>().unwrap(), warm, "the worker reads it back");
+        }
+        // An empty list is left out, as written by a user who never set it.
+        let json = serde_json::to_value(CacheSpec::default()).unwrap();
+        assert!(json.get("warm").is_none(), "{json}");
     }
 
     #[test]

@@ -124,16 +124,23 @@ display_as_value!(Kind, ModelFormat, Dtype, Quantization, Device, Weights);
 /// template, like a chat completion's). Exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+// BlazeEngine's `spec.cache.warm` is a list of these: the CRD refuses what `from_str` refuses.
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.prompt) != has(self.messages)",
+    "message": "a warm prompt has exactly one of prompt (text) and messages (chat messages)",
+    "reason": "FieldValueInvalid"
+}]))]
 pub struct WarmPrompt {
     /// Text, as a completion's `prompt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
     /// Messages, as a chat completion's (typically the system prompt conversations share).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub messages: Option<Vec<WarmMessage>>,
 }
 
-/// One chat message of a [`WarmPrompt`].
+/// One chat message of a warm prompt.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WarmMessage {

@@ -139,11 +139,17 @@ async fn invalid_manifests_get_the_servers_messages() {
             // names it as a path, with the real server's wording.
             Some(pointer) => {
                 let (ptr, _) = pointer.split_once(':').unwrap();
-                let mut field = ptr.replace('/', ".");
-                if let Some((head, idx)) =
-                    field.rsplit_once('.').filter(|(_, i)| i.parse::<usize>().is_ok())
-                {
-                    field = format!("{head}[{idx}]");
+                // `a/0/b` is `a[0].b`.
+                let mut field = String::new();
+                for seg in ptr.split('/') {
+                    if seg.parse::<usize>().is_ok() {
+                        field.push_str(&format!("[{seg}]"));
+                    } else {
+                        if !field.is_empty() {
+                            field.push('.');
+                        }
+                        field.push_str(seg);
+                    }
                 }
                 if expect.contains("is a required property") {
                     let missing = expect.split('"').nth(1).unwrap();
