@@ -1,12 +1,15 @@
-//! Benchmark of the response cache: the latency of a hit at each level (memory, disk, Redis)
-//! and the throughput of a workload in which some prompts repeat, with the cache and without.
+//! Benchmark of the caches: the time to first token of prompts sharing a long prefix with the
+//! prefix cache and without, the latency of a response-cache hit at each level (memory,
+//! disk, Redis), and the throughput of a workload in which some prompts repeat, with the
+//! response cache and without.
 //!
 //! Starts the `blaze-worker` binary built beside this one (release: `cargo build --release
 //! -p blaze-worker`) with SmolLM2 (`scripts/fetch-models.sh`) once per configuration, on
 //! loopback; for the Redis level, a `redis-server` (Debian's package) on a free port. A hit's
 //! latency is the client's round trip: request written, whole answer read.
 //!
-//! `cargo run --release -p blaze-worker --bin blaze-cache-bench -- [--hits N] [--requests N]`
+//! `cargo run --release -p blaze-worker --bin blaze-cache-bench -- [--only prefix|levels|workload]
+//! [--prefix-words N] [--hits N] [--requests N]`
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,6 +40,78 @@ struct Args {
     /// Tokens generated per workload request.
     #[arg(long, default_value_t = 16)]
     tokens: usize,
+    /// Words of the shared prefix (about one token each with SmolLM2's tokenizer).
+    #[arg(long, default_value_t = 1000)]
+    prefix_words: usize,
+    /// Prompts sharing the prefix, per configuration.
+    #[arg(long, default_value_t = 6)]
+    prefix_prompts: usize,
+    /// One part only.
+    #[arg(long, value_parser = ["prefix", "levels", "workload"])]
+    only: Option<String>,
+}
+
+/// A prompt of the prefix part: the shared text, then a question of its own.
+fn prefixed(prefix: &str, i: usize) -> Value {
+    let prompt = format!("{prefix}\nQuestion {i}: which word came first?");
+    json!({"prompt": prompt, "max_tokens": 1, "temperature": 0, "stream": true})
+}
+
+/// Milliseconds from sending a streamed completion to its first event, and the prompt's
+/// tokens (from a second, non-streamed request only when `count` is set).
+async fn first_token(client: &reqwest::Client, base: &str, body: &Value) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut r = client.post(format!("{base}/v1/completions")).json(body).send().await?;
+    if !r.status().is_success() {
+        bail!("{}: {}", r.status(), r.text().await?);
+    }
+    let mut seen = Vec::new();
+    while let Some(chunk) = r.chunk().await? {
+        seen.extend_from_slice(&chunk);
+        if seen.windows(5).any(|w| w == b"data:") {
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            while r.chunk().await?.is_some() {}
+            return Ok(ms);
+        }
+    }
+    bail!("the stream ended without an event")
+}
+
+/// Median time to first token of `prompts` prompts sharing a `words`-word prefix, on a
+/// worker without the prefix cache and on one with it (whose first prompt fills it), and
+/// the prompts' length in tokens.
+async fn prefix_ttft(bin: &Path, model: &Path, a: &Args) -> anyhow::Result<()> {
+    let vocabulary = ["river", "stone", "lamp", "orbit", "cedar", "quartz", "meadow", "signal"];
+    let prefix: Vec<&str> = (0..a.prefix_words).map(|i| vocabulary[(i * 7 + i / 8) % 8]).collect();
+    let prefix = prefix.join(" ");
+    let client = reqwest::Client::new();
+    let mut medians = Vec::new();
+    for (name, args) in [
+        ("cold prefill", vec![]),
+        ("prefix reuse", vec!["--prefix-cache-bytes".to_owned(), (256u64 << 20).to_string()]),
+    ] {
+        let (_w, base) = worker(bin, model, &args).await?;
+        let mut count = prefixed(&prefix, 0);
+        count["stream"] = json!(false);
+        let r: Value =
+            client.post(format!("{base}/v1/completions")).json(&count).send().await?.json().await?;
+        let tokens = r["usage"]["prompt_tokens"].as_u64().context("usage.prompt_tokens")?;
+        let mut ms = Vec::new();
+        for i in 1..=a.prefix_prompts {
+            ms.push(first_token(&client, &base, &prefixed(&prefix, i)).await?);
+        }
+        let shown: Vec<String> = ms.iter().map(|m| format!("{m:.0}")).collect();
+        ms.sort_by(f64::total_cmp);
+        let median = ms[ms.len() / 2];
+        println!(
+            "prefix {tokens}-token prompts, {name:<12}: time to first token median {median:.1} ms \
+             (each: {} ms)",
+            shown.join(", ")
+        );
+        medians.push(median);
+    }
+    println!("prefix reuse / cold prefill: {:.1}x faster", medians[0] / medians[1]);
+    Ok(())
 }
 
 struct Kill(Child);
@@ -180,14 +255,22 @@ async fn main() -> anyhow::Result<()> {
         ),
         ("redis (L3)", vec!["--response-cache-redis".into(), format!("127.0.0.1:{redis_port}")]),
     ];
-    println!("model {}, loopback, {} hits per level", model.display(), a.hits);
-    for (name, args) in &levels {
+    println!("model {}, loopback", model.display());
+    let run = |part: &str| a.only.as_deref().is_none_or(|only| only == part);
+    if run("prefix") {
+        prefix_ttft(&bin, &model, &a).await?;
+    }
+    if run("levels") {
+        println!("{} hits per level", a.hits);
+    }
+    for (name, args) in levels.iter().filter(|_| run("levels")) {
         let (_w, base) = worker(&bin, &model, args).await?;
         let (p50, p99) = hit_latency(&base, a.hits).await?;
         println!("{name:<12} hit: p50 {p50:.3} ms, p99 {p99:.3} ms");
     }
     let mut rates = Vec::new();
-    for (name, args) in [("without cache", vec![]), ("with cache", levels[0].1.clone())] {
+    let workloads = [("without cache", vec![]), ("with cache", levels[0].1.clone())];
+    for (name, args) in workloads.into_iter().filter(|_| run("workload")) {
         let (_w, base) = worker(&bin, &model, &args).await?;
         let (rate, repeats) = workload(&base, &a).await?;
         println!(
@@ -197,7 +280,9 @@ async fn main() -> anyhow::Result<()> {
         );
         rates.push(rate);
     }
-    println!("with / without: {:.2}x", rates[1] / rates[0]);
+    if let [without, with] = rates[..] {
+        println!("with / without: {:.2}x", with / without);
+    }
     let _ = std::fs::remove_dir_all(&disk);
     Ok(())
 }
