@@ -4,9 +4,10 @@
 //!
 //! Spec fields that never reach the worker: `replicas`, `autoscaling`, `scheduling`,
 //! `recovery`, `image` and `podTemplate` (the operator acts on them), `resources` (the pod's
-//! requests; `gpus` also picks `--device`), `cache.prefixCache` (refused at admission in
-//! this release) and `diffusion` (only for kind `diffusion`, which the operator marks
-//! Unsupported).
+//! requests; `gpus` also picks `--device`) and `diffusion` (only for kind `diffusion`, which
+//! the operator marks Unsupported). The caches' bytes in memory (`cache.memoryBytes`,
+//! `cache.prefixCacheBytes`) count within `resources.memory` and add nothing to the pod's
+//! requests: the memory given is the memory the container may use, caches included.
 
 use blaze_api::engine::{BlazeEngineSpec, EngineKind};
 use blaze_worker_cli as cli;
@@ -69,6 +70,10 @@ pub fn worker_command(
             .as_ref()
             .map(|_| format!("{REDIS_PASSWORD_MOUNT}/{REDIS_PASSWORD_FILE}").into());
     }
+    // `prefixCacheBytes` has a schema default, so it only counts when the cache is on; warm
+    // prompts without it are refused at admission (and by the worker).
+    a.prefix_cache_bytes = if c.prefix_cache { c.prefix_cache_bytes.max(0) as u64 } else { 0 };
+    a.warm_prompts = if c.prefix_cache { c.warm.clone() } else { Vec::new() };
     a.log_format = cli::LogFormat::Json;
     a
 }

@@ -133,9 +133,10 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
         };
         ctx.publish(engine.as_ref(), "Recover", &note).await;
     }
+    let caches = ctx.scrapes.caches(&key(engine.as_ref()));
     let mut status = engine_status(
         &engine,
-        &Observation { deployment: Some(&deployment), pods: &facts, desired, now },
+        &Observation { deployment: Some(&deployment), pods: &facts, desired, now, caches: &caches },
     );
     if let Some(m) = ctx.scrapes.metrics_due(&key(engine.as_ref())) {
         status.metrics = Some(m);

@@ -9,6 +9,10 @@
 //! `blaze_operator_scrape_failures_total`: that worker's load is unknown, not zero, and
 //! counting it as zero would scale down under load.
 //!
+//! The same scrape tells what each ready worker says of its caches
+//! ([`crate::status::cache::PodCache`]), kept per engine for its `CacheReady` condition; a
+//! change asks for the engine's reconcile at once, so the condition follows within a scrape.
+//!
 //! The router controller scrapes its own router pods through [`scrape_selected`] and keeps what
 //! it learns here too ([`Scrapes::observe_router`]).
 
@@ -36,6 +40,7 @@ use crate::policy::autoscale::Sample;
 use crate::policy::load::{self, PodLoad};
 use crate::policy::prom::{self, History};
 use crate::policy::router_stats::{self, EndpointView, RouterMemory};
+use crate::status::cache::{self, PodCache};
 
 /// Time between scrapes. Short enough for the 6 s panic window to see a burst.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -158,6 +163,8 @@ pub struct Scrapes {
     engines: Mutex<HashMap<String, History<PodLoad>>>,
     metrics: Mutex<HashMap<String, EngineMetrics>>,
     published: Mutex<HashMap<String, Instant>>,
+    /// What each engine's ready workers said of their caches at the latest scrape, by pod.
+    caches: Mutex<HashMap<String, BTreeMap<String, PodCache>>>,
     /// Each router's recent scrapes and endpoint memory (`namespace/name`).
     routers: Mutex<HashMap<String, RouterMemory>>,
 }
@@ -195,6 +202,7 @@ impl Scrapes {
         self.engines.lock().remove(engine);
         self.metrics.lock().remove(engine);
         self.published.lock().remove(engine);
+        self.caches.lock().remove(engine);
     }
 
     /// Forgets everything about a deleted router.
@@ -205,6 +213,17 @@ impl Scrapes {
     /// Records the latest metrics of an engine.
     pub fn set_metrics(&self, engine: &str, m: EngineMetrics) {
         self.metrics.lock().insert(engine.to_owned(), m);
+    }
+
+    /// Records what an engine's ready workers said of their caches at a scrape (the workers
+    /// that answered); returns whether that differs from the scrape before.
+    pub fn set_caches(&self, engine: &str, now: BTreeMap<String, PodCache>) -> bool {
+        self.caches.lock().insert(engine.to_owned(), now.clone()).is_none_or(|before| before != now)
+    }
+
+    /// What an engine's ready workers said of their caches at the latest scrape, by pod.
+    pub fn caches(&self, engine: &str) -> BTreeMap<String, PodCache> {
+        self.caches.lock().get(engine).cloned().unwrap_or_default()
     }
 }
 
@@ -239,13 +258,20 @@ async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()>
     let ns = engine.namespace().unwrap_or_default();
     let selector = labels::engine_selector(&engine.name_any());
     let (samples, failed) = scrape_selected(ctx, &ns, &selector, WORKER_PORT, "worker").await?;
+    let k = key(engine);
+    if cache::wanted(&engine.spec.cache) {
+        // The workers that answered tell their caches even when another did not.
+        let caches = samples.iter().map(|(p, s)| (p.clone(), PodCache::from_samples(s))).collect();
+        if ctx.scrapes.set_caches(&k, caches) {
+            let _ = ctx.urgent.send(kube::runtime::reflector::ObjectRef::from_obj(engine));
+        }
+    }
     if failed > 0 {
         // A missing sample: neither zero load nor a new baseline for the next one.
         return Ok(());
     }
     let now: BTreeMap<String, PodLoad> =
         samples.iter().map(|(pod, s)| (pod.clone(), PodLoad::from_samples(s))).collect();
-    let k = key(engine);
     let at = super::clock();
     let window = f64::from(engine.spec.autoscaling.stable_window_seconds.max(1));
     let (sample, metrics) = {
@@ -315,6 +341,21 @@ mod tests {
         assert!(s.metrics_due("ns/a").is_none(), "published a moment ago");
         s.set_metrics("ns/b", EngineMetrics::default());
         assert!(s.metrics_due("ns/b").is_some(), "engines are independent");
+    }
+
+    #[test]
+    fn a_change_in_what_workers_say_of_their_caches_is_reported_once() {
+        let s = Scrapes::default();
+        let up = |v| -> BTreeMap<String, PodCache> {
+            [("a".to_owned(), PodCache { redis_up: Some(v), prefix_capacity_bytes: None })].into()
+        };
+        assert!(s.caches("ns/a").is_empty());
+        assert!(s.set_caches("ns/a", up(true)), "the first scrape");
+        assert!(!s.set_caches("ns/a", up(true)), "the same again");
+        assert!(s.set_caches("ns/a", up(false)));
+        assert_eq!(s.caches("ns/a"), up(false));
+        s.forget("ns/a");
+        assert!(s.caches("ns/a").is_empty());
     }
 
     /// A worker on a local port answering `/metrics` with four requests running: its

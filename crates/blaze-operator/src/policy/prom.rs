@@ -26,6 +26,11 @@ pub mod series {
     /// `deadline` (answered, cut at the worker's request timeout) and `cancelled` (the client
     /// went away).
     pub const FAILED: &str = "error";
+    /// Whether the response cache's Redis answers: 1 after a command it carried out, 0 after
+    /// one that failed (a gauge, only with a Redis level).
+    pub const REDIS_UP: &str = "blaze_response_cache_redis_up";
+    /// Bytes the prefix cache may hold, 0 when it is off (a gauge).
+    pub const PREFIX_CACHE_CAPACITY: &str = "blaze_prefix_cache_capacity_bytes";
 }
 
 /// One sample line.

@@ -1,5 +1,8 @@
-//! An engine's status: `Ready`, `ModelLoaded`, `Scaling`, `Degraded`, `Unschedulable`, replica
-//! counts and the selector, and the workers recovery should replace.
+//! An engine's status: `Ready`, `ModelLoaded`, `Scaling`, `Degraded`, `Unschedulable`,
+//! `CacheReady` (see [`super::cache`]), replica counts and the selector, and the workers
+//! recovery should replace.
+
+use std::collections::BTreeMap;
 
 use blaze_api::conditions::{ConditionStatus, Observed, set_condition};
 use blaze_api::engine::condition_types as ct;
@@ -8,6 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use super::cache::{PodCache, cache_ready};
 use super::pods::{PodFacts, unready_too_long};
 use super::support::{UNSUPPORTED, unsupported};
 use crate::children::pod::DOWNLOAD_CONTAINER;
@@ -22,19 +26,25 @@ pub struct Observation<'a> {
     pub pods: &'a [PodFacts],
     /// Workers the operator wants (spec or autoscaler).
     pub desired: i32,
+    /// What the latest scrape of the ready workers said of their caches, by pod.
+    pub caches: &'a BTreeMap<String, PodCache>,
     /// The clock.
     pub now: Timestamp,
 }
 
 /// One condition as computed, before it is recorded.
-struct Cond {
-    status: ConditionStatus,
-    reason: &'static str,
-    message: String,
+pub(crate) struct Cond {
+    pub(crate) status: ConditionStatus,
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
 }
 
 impl Cond {
-    fn new(status: impl Into<ConditionStatus>, reason: &'static str, message: String) -> Self {
+    pub(crate) fn new(
+        status: impl Into<ConditionStatus>,
+        reason: &'static str,
+        message: String,
+    ) -> Self {
         Self { status: status.into(), reason, message }
     }
 }
@@ -84,6 +94,20 @@ pub fn engine_status(engine: &BlazeEngine, obs: &Observation<'_>) -> BlazeEngine
             generation: g,
         };
         set_condition(&mut st.conditions, obs, ctx.now);
+    }
+    let ready_pods: Vec<&str> = live.iter().filter(|p| p.ready).map(|p| p.name.as_str()).collect();
+    match cache_ready(&engine.spec.cache, &ready_pods, obs.caches) {
+        Some(c) => {
+            let obs = Observed {
+                type_: ct::CACHE_READY,
+                status: c.status,
+                reason: c.reason,
+                message: c.message,
+                generation: g,
+            };
+            set_condition(&mut st.conditions, obs, ctx.now);
+        }
+        None => st.conditions.retain(|c| c.type_ != ct::CACHE_READY),
     }
     st
 }

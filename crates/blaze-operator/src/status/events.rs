@@ -20,7 +20,7 @@ pub fn engine_events(old: Option<&BlazeEngineStatus>, new: &BlazeEngineStatus) -
     let mut out = Vec::new();
     let empty = BlazeEngineStatus::default();
     let old = old.unwrap_or(&empty);
-    for ty in [ct::READY, ct::MODEL_LOADED, ct::UNSCHEDULABLE, ct::DEGRADED] {
+    for ty in [ct::READY, ct::MODEL_LOADED, ct::UNSCHEDULABLE, ct::DEGRADED, ct::CACHE_READY] {
         let Some(n) = find(&new.conditions, ty) else { continue };
         let before = find(&old.conditions, ty);
         if before.is_some_and(|b| b.status == n.status && b.reason == n.reason) {
@@ -30,12 +30,14 @@ pub fn engine_events(old: Option<&BlazeEngineStatus>, new: &BlazeEngineStatus) -
             ct::UNSCHEDULABLE | ct::DEGRADED => n.status == "True",
             _ => n.status == "False" && !matches!(n.reason.as_str(), "Loading" | "ScaledToZero"),
         };
-        // First observations that are fine, and recoveries from nothing, are not news.
-        if !bad
-            && (before.is_none()
-                || matches!(ty, ct::UNSCHEDULABLE | ct::DEGRADED)
-                    && before.is_some_and(|b| b.status != "True"))
-        {
+        // First observations that are fine, and recoveries from nothing, are not news. For
+        // CacheReady only a fault and its end are: not its Unknown while no worker is ready.
+        let from_nothing = match ty {
+            ct::UNSCHEDULABLE | ct::DEGRADED => before.is_some_and(|b| b.status != "True"),
+            ct::CACHE_READY => before.is_some_and(|b| b.status != "False"),
+            _ => false,
+        };
+        if !bad && (before.is_none() || from_nothing) {
             continue;
         }
         // Conditions that flip for one cause (Ready copies ModelLoaded's reason; an
@@ -128,5 +130,32 @@ mod tests {
             ev.iter().any(|e| e.reason == "Scaled" && e.message == "desired workers 1 -> 3"),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn a_cache_fault_warns_and_its_end_informs_but_waiting_for_workers_is_quiet() {
+        let cache = |status, reason: &str| {
+            let mut s = with(&[("Ready", true, "Serving")], 1);
+            let o = Observed {
+                type_: "CacheReady",
+                status,
+                reason,
+                message: format!("{reason}!"),
+                generation: Some(1),
+            };
+            set_condition(&mut s.conditions, o, "2026-01-01T00:00:00Z".parse().unwrap());
+            s
+        };
+        let waiting = cache(ConditionStatus::Unknown, "NoReadyPods");
+        let ready = cache(ConditionStatus::True, "Ready");
+        let down = cache(ConditionStatus::False, "RedisUnreachable");
+        assert!(engine_events(None, &waiting).is_empty());
+        assert!(engine_events(Some(&waiting), &ready).is_empty(), "a first verdict, fine");
+        let ev = engine_events(Some(&ready), &down);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert!(ev[0].warning && ev[0].reason == "RedisUnreachable", "{ev:?}");
+        let ev = engine_events(Some(&down), &ready);
+        assert!(ev.len() == 1 && !ev[0].warning && ev[0].reason == "Ready", "{ev:?}");
+        assert!(engine_events(Some(&ready), &waiting).is_empty(), "scaled to zero: not news");
     }
 }

@@ -113,6 +113,32 @@ fn a_disk_response_cache_gets_a_sized_empty_dir_mounted_in_the_worker_only() {
 }
 
 #[test]
+fn the_prefix_cache_gets_its_bytes_and_warm_prompts_within_the_memory_the_spec_gives() {
+    let mut e = hf_gpu();
+    let d = deployment(&e, 1, &Defaults::default()).unwrap();
+    assert_eq!(arg(worker_of(&d), "--prefix-cache-bytes"), Some("0"));
+    assert!(arg(worker_of(&d), "--warm-prompt").is_none());
+    let before = worker_of(&d).resources.clone();
+
+    e.spec.cache.prefix_cache = true;
+    e.spec.cache.prefix_cache_bytes = 512 << 20;
+    e.spec.cache.warm = vec![
+        serde_json::from_value(json!({"messages": [{"role": "system", "content": "Be brief."}]}))
+            .unwrap(),
+    ];
+    let d = deployment(&e, 1, &Defaults::default()).unwrap();
+    let w = worker_of(&d);
+    assert_eq!(arg(w, "--prefix-cache-bytes"), Some("536870912"));
+    assert_eq!(
+        arg(w, "--warm-prompt"),
+        Some(r#"{"messages":[{"role":"system","content":"Be brief."}]}"#)
+    );
+    // Like the response cache's memory, the prefix cache's counts within spec.resources.memory.
+    assert_eq!(w.resources, before);
+    assert_eq!(before.unwrap().limits.unwrap()["memory"].0, "64Gi");
+}
+
+#[test]
 fn a_redis_cache_level_gets_its_address_timeout_and_password_secret_as_a_file() {
     let mut e = hf_gpu();
     e.spec.cache.redis = Some(

@@ -24,7 +24,10 @@ fn every_field() -> BlazeEngineSpec {
         "scheduling": {"nodeSelector": {"a": "b"}, "tolerateGpuTaint": false,
             "priorityClassName": "high", "runtimeClassName": "nvidia"},
         "batching": {"maxBatchSize": 7, "maxWaitMs": 40, "maxBatchTokens": 999, "maxQueue": 11},
-        "cache": {"memoryBytes": 1048576, "diskBytes": 8388608, "ttlSeconds": 60, "prefixCache": false,
+        "cache": {"memoryBytes": 1048576, "diskBytes": 8388608, "ttlSeconds": 60,
+            "prefixCache": true, "prefixCacheBytes": 33554432,
+            "warm": [{"prompt": "You are terse."},
+                {"messages": [{"role": "system", "content": "Answer in \"French\"."}]}],
             "redis": {"address": "redis.cache:6379", "timeoutMs": 30,
                 "passwordSecret": {"name": "redis-auth", "key": "password"}}},
         "recovery": {"maxRestartsBeforeReplace": 2, "unhealthyAfterSeconds": 30},
@@ -74,7 +77,31 @@ fn the_worker_parses_what_the_operator_renders_for_every_field() {
     assert_eq!(parsed.response_cache_redis_timeout_ms, 30);
     let password = format!("{REDIS_PASSWORD_MOUNT}/{REDIS_PASSWORD_FILE}");
     assert_eq!(parsed.response_cache_redis_password_file, Some(password.into()));
+    assert_eq!(parsed.prefix_cache_bytes, 33554432);
+    assert_eq!(parsed.warm_prompts, spec.cache.warm);
+    assert_eq!(
+        parsed.warm_prompts[1].messages.as_ref().unwrap()[0].content,
+        "Answer in \"French\"."
+    );
     assert_eq!(parsed.log_format, LogFormat::Json);
+}
+
+/// `prefixCacheBytes` has a default, so an engine that never asked for the prefix cache has
+/// one in its spec: it must not reach the worker.
+#[test]
+fn the_prefix_cache_and_its_warm_prompts_reach_the_worker_only_when_turned_on() {
+    let mut spec = every_field();
+    spec.cache.prefix_cache = false;
+    let a = worker_command(&spec, "hf://org/tiny@v2", None, "0.0.0.0");
+    assert_eq!((a.prefix_cache_bytes, a.warm_prompts.len()), (0, 0));
+    assert_eq!(a.validate(), Ok(()));
+    let defaults: BlazeEngineSpec = serde_json::from_value(serde_json::json!({
+        "kind": "llm", "model": {"source": "file:///m/tiny.gguf"}
+    }))
+    .unwrap();
+    assert_eq!(defaults.cache.prefix_cache_bytes, 256 << 20);
+    let a = worker_command(&defaults, "/m/tiny.gguf", None, "0.0.0.0");
+    assert_eq!(a.prefix_cache_bytes, 0);
 }
 
 #[test]

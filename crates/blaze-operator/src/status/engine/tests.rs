@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use blaze_api::conditions::find;
 use k8s_openapi::api::apps::v1::DeploymentStatus;
 use k8s_openapi::api::core::v1::Pod;
@@ -46,7 +48,11 @@ fn status_of(
     desired: i32,
     now: &str,
 ) -> BlazeEngineStatus {
-    engine_status(e, &Observation { deployment: Some(d), pods, desired, now: t(now) })
+    let caches = BTreeMap::new();
+    engine_status(
+        e,
+        &Observation { deployment: Some(d), pods, desired, now: t(now), caches: &caches },
+    )
 }
 
 fn cond<'a>(s: &'a BlazeEngineStatus, ty: &str) -> (&'a str, &'a str, &'a str) {
@@ -71,6 +77,39 @@ fn all_workers_ready_is_ready_loaded_stable_and_healthy() {
         Some("app.kubernetes.io/name=blaze-worker,blaze.ai/engine=chat")
     );
     assert!(s.conditions.iter().all(|c| c.observed_generation == Some(2)));
+}
+
+#[test]
+fn cache_ready_comes_and_goes_with_the_caches_the_spec_turns_on() {
+    use crate::status::cache::PodCache;
+    let mut e = engine(0);
+    let pods = [ready_pod("a")];
+    let d = deploy(1, 1, 1);
+    let s = status_of(&e, &d, &pods, 1, T0);
+    assert!(find(&s.conditions, "CacheReady").is_none(), "no cache, no condition");
+
+    e.spec.cache =
+        serde_json::from_value(json!({"prefixCache": true, "redis": {"address": "redis:6379"}}))
+            .unwrap();
+    let caches: BTreeMap<_, _> =
+        [("a".to_owned(), PodCache { redis_up: Some(false), prefix_capacity_bytes: Some(1e6) })]
+            .into();
+    let obs =
+        Observation { deployment: Some(&d), pods: &pods, desired: 1, now: t(T0), caches: &caches };
+    e.status = Some(engine_status(&e, &obs));
+    let c = find(&e.status.as_ref().unwrap().conditions, "CacheReady").unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "RedisUnreachable"));
+    assert_eq!(c.observed_generation, Some(2));
+
+    let loading = [PodFacts { name: "a".into(), ..Default::default() }];
+    let s = status_of(&e, &deploy(1, 0, 1), &loading, 1, T0);
+    assert_eq!(cond(&s, "CacheReady").1, "NoReadyPods");
+
+    // Turning the caches off removes the condition from a status that had it.
+    e.spec.cache = Default::default();
+    let s = engine_status(&e, &obs);
+    assert!(find(&s.conditions, "CacheReady").is_none());
+    assert!(find(&s.conditions, "Ready").is_some());
 }
 
 #[test]
@@ -198,7 +237,13 @@ fn crash_looping_and_long_unready_workers_are_replaced_while_others_serve() {
     );
     let s = engine_status(
         &e,
-        &Observation { deployment: Some(&deploy(8, 6, 8)), pods: &pods, desired: 8, now },
+        &Observation {
+            deployment: Some(&deploy(8, 6, 8)),
+            pods: &pods,
+            desired: 8,
+            now,
+            caches: &BTreeMap::new(),
+        },
     );
     let (st, reason, message) = cond(&s, "Degraded");
     assert_eq!((st, reason), ("True", "CrashLoop"));
