@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub mod apply;
 pub mod install;
 mod progress;
+pub mod redis;
 mod run;
 mod up;
 
@@ -56,6 +57,14 @@ pub struct UpArgs {
     /// Loopback addresses for pods, `FIRST-LAST`.
     #[arg(long, env = "BLAZE_DEV_POD_ADDRESSES", default_value = "127.0.1.1-127.0.255.254")]
     pub pod_addresses: String,
+    /// Also run a Redis for engines' `spec.cache.redis` (`address: 127.0.0.1:PORT`): the
+    /// `redis-server` on PATH (Debian's package `redis-server`), bound to 127.0.0.1, saving
+    /// nothing, stopped with the rest.
+    #[arg(long, env = "BLAZE_DEV_REDIS")]
+    pub redis: bool,
+    /// Port of the `--redis` server.
+    #[arg(long, env = "BLAZE_DEV_REDIS_PORT", default_value_t = 6379, requires = "redis")]
+    pub redis_port: u16,
 }
 
 /// `blaze dev down` and `blaze dev status`.
@@ -77,6 +86,9 @@ pub struct RunInfo {
     pub kubeconfig: PathBuf,
     /// `router namespace/name` -> local URL of its Service.
     pub routers: Vec<(String, String)>,
+    /// `HOST:PORT` of the `--redis` server, when one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 impl RunInfo {

@@ -19,6 +19,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 
 use super::progress::Snapshot;
+use super::redis::Redis;
 use super::{RunInfo, UpArgs, apply, install, run};
 
 /// The quickstart's model file, looked for in the model cache.
@@ -36,6 +37,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             "blaze dev is already running from {} (pid {}); `blaze dev down` stops it",
             dir.display(),
             info.pid
+        );
+    }
+    // First, so that a missing redis-server or a taken port stops us before anything runs.
+    let redis = if args.redis {
+        Some(Redis::start(args.redis_port, &dir.join("redis")).await?)
+    } else {
+        None
+    };
+    if let Some(r) = &redis {
+        println!(
+            "redis-server on {} (no persistence; log in {})",
+            r.addr(),
+            dir.join("redis").display()
         );
     }
     let kubeconfig = dir.join("kubeconfig");
@@ -76,12 +90,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         apiserver: server.url(),
         kubeconfig: kubeconfig.clone(),
         routers: Vec::new(),
+        redis: redis.as_ref().map(|r| r.addr().to_string()),
     };
     write_info(&dir, &info)?;
     let result = serve(&args, &dir, &client, &mut info, started).await;
-    println!("stopping: pods first, then the control plane");
+    let redis_too = if redis.is_some() { ", then Redis" } else { "" };
+    println!("stopping: pods first, then the control plane{redis_too}");
     nodes.shutdown().await;
     server.shutdown().await;
+    if let Some(r) = redis {
+        r.stop().await;
+    }
     let _ = std::fs::remove_file(RunInfo::path(&dir));
     result
 }
@@ -138,7 +157,13 @@ async fn serve(
         .filter(|o| matches!(kind_of(o).as_str(), "BlazeEngine" | "BlazeRouter"))
         .map(|o| format!("{}/{}", o.namespace().unwrap_or_else(|| "default".into()), o.name_any()))
         .collect();
-    let result = watch_progress(client, &wanted, info, started).await;
+    // The curl the banner prints asks for the first engine applied (a router's clients name
+    // the engine as the model).
+    let model = objects
+        .iter()
+        .find(|o| kind_of(o) == "BlazeEngine")
+        .map_or_else(|| "smollm2".to_owned(), ResourceExt::name_any);
+    let result = watch_progress(client, &wanted, info, &model, started).await;
     for f in forwards {
         f.abort();
     }
@@ -150,6 +175,7 @@ async fn watch_progress(
     client: &Client,
     wanted: &[String],
     info: &RunInfo,
+    model: &str,
     started: Instant,
 ) -> anyhow::Result<()> {
     let signal = run::shutdown_signal();
@@ -164,7 +190,7 @@ async fn watch_progress(
                 }
                 if !announced && wanted.iter().all(|w| snap.ready.contains(w)) {
                     announced = true;
-                    println!("{}", ready_banner(info, started.elapsed()));
+                    println!("{}", ready_banner(info, model, started.elapsed()));
                 }
                 last = snap;
             }
@@ -177,15 +203,18 @@ async fn watch_progress(
     }
 }
 
-fn ready_banner(info: &RunInfo, elapsed: Duration) -> String {
+fn ready_banner(info: &RunInfo, model: &str, elapsed: Duration) -> String {
     let mut out = format!("\nready in {:.1} s.\n", elapsed.as_secs_f64());
     for (router, url) in &info.routers {
         out.push_str(&format!("\nBlazeRouter {router} is served at {url}\n"));
     }
+    if let Some(addr) = &info.redis {
+        out.push_str(&format!("\nRedis (spec.cache.redis.address) is at {addr}\n"));
+    }
     if let Some((_, url)) = info.routers.first() {
         out.push_str(&format!(
             "\n  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\\n    \
-             -d '{{\"model\": \"smollm2\", \"messages\": [{{\"role\": \"system\", \"content\": \
+             -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"system\", \"content\": \
              \"You are a helpful assistant.\"}}, {{\"role\": \"user\", \"content\": \
              \"What is the capital of France?\"}}], \"temperature\": 0, \"max_tokens\": 32}}'\n"
         ));
