@@ -95,7 +95,8 @@ pub struct Args {
     #[arg(long, env = "BLAZE_MAX_WAIT_MS", default_value_t = 5)]
     pub max_wait_ms: u64,
     /// Most prompt tokens prefilled between two decode steps (bounds the stall running
-    /// sequences see when new ones arrive).
+    /// sequences see when new ones arrive): a longer prompt is prefilled in chunks, one per
+    /// step, and a short prompt arriving behind it passes it.
     #[arg(long, env = "BLAZE_MAX_BATCH_TOKENS", default_value_t = 2048)]
     pub max_batch_tokens: usize,
     /// Most requests waiting for a slot; more get 429 at once.

@@ -119,6 +119,60 @@ async fn batched_greedy_equals_unbatched_greedy_token_for_token() {
     );
 }
 
+/// A prompt longer than `max_batch_tokens` is prefilled in chunks, between decode steps of
+/// the sequences already running, and generates what a whole prefill does; a short prompt
+/// sent behind it gets its first token first.
+#[tokio::test]
+async fn long_prompts_are_prefilled_in_chunks_between_decode_steps() {
+    let (_dir, model) = tiny_model(4096);
+    let long = model.encode_prompt(&"many words of a long prompt ".repeat(60)).unwrap();
+    let short = model.encode_prompt("short").unwrap();
+    assert!(long.len() > 8 * 32, "{} tokens", long.len());
+    let want = reference(&model.llama, &long, 6);
+    let config = SchedulerConfig { max_batch_size: 8, max_batch_tokens: 32, ..Default::default() };
+    let (engine, registry) = engine_with(model, config);
+
+    // One sequence decoding for the whole test.
+    let mut running = engine.submit(greedy(short.clone(), 100_000)).unwrap();
+    assert!(matches!(running.recv().await, Some(Event::Token { .. })));
+    let steps_before = sample(&registry, "blaze_batch_size_count");
+    // Each request's tokens, and when its first came.
+    let follow = |events: tokio::sync::mpsc::UnboundedReceiver<Event>| {
+        tokio::spawn(async move {
+            let mut events = events;
+            let (mut ids, mut first) = (Vec::new(), None);
+            while let Some(e) = events.recv().await {
+                match e {
+                    Event::Token { id, .. } => {
+                        first.get_or_insert_with(Instant::now);
+                        ids.push(id);
+                    }
+                    Event::Done { .. } => break,
+                    Event::Error(e) => panic!("{e}"),
+                }
+            }
+            (ids, first.expect("no token"))
+        })
+    };
+    let long_request = follow(engine.submit(greedy(long.clone(), 6)).unwrap());
+    let short_request = follow(engine.submit(greedy(short.clone(), 1)).unwrap());
+    let (ids, long_first) = long_request.await.unwrap();
+    let (_, short_first) = short_request.await.unwrap();
+    assert!(short_first < long_first, "the short prompt waited for the long one");
+    assert_eq!(ids, want, "a chunked prefill changed what greedy decoding generates");
+    // The long prompt took a pass per 32 tokens (up to half the budget while the short one
+    // shared a pass), and the running sequence stepped between them.
+    let passes = sample(&registry, "blaze_prefill_batch_size_count");
+    assert!(
+        passes >= (long.len() / 32) as f64,
+        "{passes} prefill passes for {} tokens",
+        long.len()
+    );
+    let steps = sample(&registry, "blaze_batch_size_count") - steps_before;
+    assert!(steps >= (long.len() / 32) as f64 - 1.0, "{steps} decode steps during the prefill");
+    drop(running);
+}
+
 /// Four requests arriving 20 ms apart at an idle scheduler: with `max_wait` zero the first
 /// is prefilled as soon as it arrives and the others in passes of their own; with a
 /// `max_wait` longer than the burst, one prefill pass takes all four.
@@ -163,8 +217,10 @@ async fn a_full_pass_or_a_running_batch_does_not_wait() {
     let (engine, registry) = engine_with(model, config);
     // Well below the 60 s wait, well above a tiny prefill on a loaded machine.
     let prompt = Duration::from_secs(15);
-    // A prompt as long as max_batch_tokens fills the pass alone.
+    // A prompt as long as max_batch_tokens fills the pass alone (a longer one takes a pass
+    // per 64 tokens).
     assert!(long.len() >= 64);
+    let long_passes = long.len().div_ceil(64) as f64;
     collect(engine.submit(greedy(long, 2)).unwrap(), prompt).await;
     // Two requests fill max_batch_size; the first goes on decoding (for 90k tokens).
     let mut running = engine.submit(greedy(short.clone(), 90_000)).unwrap();
@@ -173,7 +229,7 @@ async fn a_full_pass_or_a_running_batch_does_not_wait() {
     assert!(matches!(token, Ok(Some(Event::Token { .. }))), "{token:?}");
     // A request arriving while one decodes joins it at the next step.
     collect(engine.submit(greedy(short, 2)).unwrap(), prompt).await;
-    assert_eq!(sample(&registry, "blaze_prefill_batch_size_count"), 3.0);
+    assert_eq!(sample(&registry, "blaze_prefill_batch_size_count"), long_passes + 2.0);
 }
 
 #[tokio::test]

@@ -30,7 +30,10 @@ pub struct SchedulerConfig {
     /// Most requests waiting for a batch slot; one more is refused at once.
     pub max_queue: usize,
     /// Most prompt tokens prefilled between two decode steps (bounds the stall that running
-    /// sequences see when new ones arrive).
+    /// sequences see when new ones arrive). A longer prompt is prefilled in chunks, a pass
+    /// per decode step: the oldest unfinished prompt takes up to half of each pass, the
+    /// others share the rest fewest tokens left first, so a short prompt passes a long one
+    /// and the long one still advances every step.
     pub max_batch_tokens: usize,
     /// How long an idle scheduler holds a first request so that others arriving meanwhile
     /// are prefilled in the same pass (up to `max_batch_size` sequences or

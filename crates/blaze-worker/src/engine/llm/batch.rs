@@ -1,5 +1,6 @@
-//! The scheduler thread: admits queued requests, prefills them, and decodes every running
-//! sequence together, one token per step.
+//! The scheduler thread: admits queued requests, prefills their prompts in chunks of a
+//! token budget, and between two chunks decodes every running sequence together, one token
+//! per step.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -94,9 +95,8 @@ impl Worker {
                 // Decoding: never wait; whatever has arrived joins between two steps.
                 self.take(Vec::new(), Instant::now())
             };
-            if !new.is_empty() {
-                self.prefill(new);
-            }
+            self.admit(new);
+            self.prefill();
             self.decode();
         }
     }
@@ -122,9 +122,9 @@ impl Worker {
         new
     }
 
-    /// Prefills newly admitted requests together and emits each one's first token.
-    fn prefill(&mut self, admissions: Vec<Admission>) {
-        let start = self.running.len();
+    /// Adds newly admitted requests to the running sequences, each with the longest prefix
+    /// of its prompt the prefix cache holds; the prefill passes compute the rest.
+    fn admit(&mut self, admissions: Vec<Admission>) {
         for a in admissions {
             self.metrics.waiting.dec();
             if a.sink.is_closed() {
@@ -150,25 +150,41 @@ impl Worker {
                 done: false,
             });
         }
-        if self.running.len() > start {
-            let sequences = self.running.len() - start;
-            self.metrics.prefill_batch_size.observe(sequences as f64);
+    }
+
+    /// One prefill pass: chunks of the prompts not yet prefilled, `max_batch_tokens` tokens
+    /// in all (see [`chunks`]); a prompt left unfinished goes on in the next pass, after a
+    /// decode step of the running sequences. A sequence whose prompt is complete emits its
+    /// first token, and its prompt goes into the prefix cache.
+    fn prefill(&mut self) {
+        let left: Vec<(usize, usize)> = (self.running.iter().enumerate())
+            .filter(|(_, s)| !s.done && s.cache.len() < s.prompt.len())
+            .map(|(i, s)| (i, s.prompt.len() - s.cache.len()))
+            .collect();
+        let chunks = chunks(&left, self.config.max_batch_tokens.max(1));
+        if chunks.is_empty() {
+            return;
         }
-        self.step(start, true);
-        if let Some(prefixes) = &mut self.prefixes {
-            for s in &self.running[start..] {
-                // A sequence that failed its prefill holds no keys to keep.
-                if s.cache.len() < s.prompt.len() {
-                    continue;
-                }
-                if let Err(e) = prefixes.insert(&s.prompt, &s.cache) {
-                    tracing::warn!(error = %e, "keeping a prompt in the prefix cache failed");
-                }
+        self.metrics.prefill_batch_size.observe(chunks.len() as f64);
+        let Some(rows) = self.pass(&chunks, true) else { return };
+        for (&(i, _), mut row) in chunks.iter().zip(rows) {
+            if self.running[i].cache.len() < self.running[i].prompt.len() {
+                continue; // more chunks to go: these logits are of a prompt token
             }
+            self.emit(i, &mut row);
+            let s = &self.running[i];
+            if let Some(prefixes) = &mut self.prefixes
+                && let Err(e) = prefixes.insert(&s.prompt, &s.cache)
+            {
+                tracing::warn!(error = %e, "keeping a prompt in the prefix cache failed");
+            }
+        }
+        if let Some(prefixes) = &self.prefixes {
             let evicted = prefixes.evictions() - self.metrics.prefix_evictions.get();
             self.metrics.prefix_evictions.inc_by(evicted);
             self.metrics.prefix_bytes.set(i64::try_from(prefixes.bytes()).unwrap_or(i64::MAX));
         }
+        self.update_gauges();
     }
 
     /// A cache for `prompt`: its longest prefix found in the prefix cache, or empty.
@@ -209,30 +225,42 @@ impl Worker {
             }
         }
         self.running.retain(|s| !s.done);
-        if !self.running.is_empty() {
-            self.metrics.batch_size.observe(self.running.len() as f64);
-            self.step(0, false);
+        // Sequences whose prompt is prefilled (and first token emitted) take a step.
+        let decoding: Vec<(usize, usize)> = (0..self.running.len())
+            .filter(|&i| self.running[i].cache.len() >= self.running[i].prompt.len())
+            .map(|i| (i, 1))
+            .collect();
+        if !decoding.is_empty() {
+            self.metrics.batch_size.observe(decoding.len() as f64);
+            if let Some(rows) = self.pass(&decoding, false) {
+                for (&(i, _), mut row) in decoding.iter().zip(rows) {
+                    self.emit(i, &mut row);
+                }
+            }
         }
         self.running.retain(|s| !s.done);
         self.update_gauges();
     }
 
-    /// Runs the forward pass for `running[from..]` (whole prompts when `prefill`, else the
-    /// last token) and handles each sampled token.
-    fn step(&mut self, from: usize, prefill: bool) {
-        if from >= self.running.len() {
-            return;
+    /// Runs one forward pass over `picks` (index into `running`, tokens): the next `tokens`
+    /// of each prompt when `prefill`, else each sequence's last token. Returns each pick's
+    /// logits, or `None` after ending the picked sequences with the pass's error.
+    fn pass(&mut self, picks: &[(usize, usize)], prefill: bool) -> Option<Vec<Vec<f32>>> {
+        let last: Vec<[u32; 1]> = self.running.iter().map(|s| [s.last]).collect();
+        let mut wanted = picks.iter().peekable();
+        let mut inputs: Vec<SeqInput<'_>> = Vec::with_capacity(picks.len());
+        for ((i, s), l) in self.running.iter_mut().enumerate().zip(&last) {
+            let Some(&&(want, n)) = wanted.peek() else { break };
+            if i != want {
+                continue;
+            }
+            wanted.next();
+            let at = s.cache.len();
+            // A prompt's prefix may be in the cache already (from the prefix cache, or from
+            // the chunks before).
+            let tokens = if prefill { &s.prompt[at..at + n] } else { l.as_slice() };
+            inputs.push(SeqInput { tokens, cache: &mut s.cache });
         }
-        let last: Vec<[u32; 1]> = self.running[from..].iter().map(|s| [s.last]).collect();
-        let mut inputs: Vec<SeqInput<'_>> = self.running[from..]
-            .iter_mut()
-            .zip(&last)
-            .map(|(s, l)| SeqInput {
-                // A prompt's prefix may be in the cache already (from the prefix cache).
-                tokens: if prefill { &s.prompt[s.cache.len()..] } else { l },
-                cache: &mut s.cache,
-            })
-            .collect();
         self.shared.mark_progress();
         fault::before_forward();
         let llama = &self.model.llama;
@@ -241,22 +269,20 @@ impl Worker {
         drop(inputs);
         self.shared.mark_progress();
         match logits {
-            Ok(rows) => {
-                for (i, mut row) in rows.into_iter().enumerate() {
-                    self.emit(from + i, &mut row);
-                }
-            }
+            Ok(rows) => Some(rows),
             Err(e) => {
                 tracing::error!(error = %e, "forward pass failed");
-                for s in &mut self.running[from..] {
+                for &(i, _) in picks {
+                    let s = &mut self.running[i];
                     let _ = s.sink.send(Event::Error(EngineError::Forward(e.to_string())));
                     s.done = true;
                     self.metrics.finish("error");
                     self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                 }
+                self.update_gauges();
+                None
             }
         }
-        self.update_gauges();
     }
 
     /// Samples sequence `i`'s next token from `logits` and sends it.
@@ -323,5 +349,53 @@ impl Worker {
         let bytes: usize = live.clone().map(|s| s.cache.bytes()).sum();
         self.metrics.running.set(live.count() as i64);
         self.metrics.kv_cache_usage.set((bytes as f64 / self.kv_budget as f64).min(1.0));
+    }
+}
+
+/// Splits one prefill pass's `budget` tokens among prompts (`(index, tokens left)`, oldest
+/// first), returning `(index, tokens)` in index order. The oldest takes up to half the budget,
+/// so it always advances; the rest goes to the others, fewest tokens left first, so a short
+/// prompt behind a long one is prefilled in the next pass instead of after the long one; what
+/// is left over goes back to the oldest.
+fn chunks(left: &[(usize, usize)], budget: usize) -> Vec<(usize, usize)> {
+    let Some((&(oldest, oldest_left), others)) = left.split_first() else { return Vec::new() };
+    let first = oldest_left.min(budget.div_ceil(2));
+    let mut spare = budget - first;
+    let mut out = vec![(oldest, first)];
+    let mut others = others.to_vec();
+    others.sort_by_key(|&(i, n)| (n, i));
+    for (i, n) in others {
+        if spare == 0 {
+            break;
+        }
+        let take = n.min(spare);
+        spare -= take;
+        out.push((i, take));
+    }
+    out[0].1 += (oldest_left - first).min(spare);
+    out.sort_unstable();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn the_oldest_prompt_advances_and_short_ones_pass_long_ones() {
+        // Alone, a prompt takes the whole budget.
+        assert_eq!(chunks(&[(0, 5000)], 2048), [(0, 2048)]);
+        assert_eq!(chunks(&[(3, 10)], 2048), [(3, 10)]);
+        // A long prompt and two short ones behind it: the short ones finish in this pass.
+        assert_eq!(chunks(&[(0, 5000), (1, 300), (2, 20)], 2048), [(0, 1728), (1, 300), (2, 20)]);
+        // Many short ones cannot starve the oldest: it keeps half.
+        let left: Vec<(usize, usize)> =
+            std::iter::once((0, 5000)).chain((1..20).map(|i| (i, 200))).collect();
+        let got = chunks(&left, 2048);
+        assert_eq!(got[0], (0, 1024));
+        assert_eq!(got.iter().map(|c| c.1).sum::<usize>(), 2048);
+        assert_eq!(got.len(), 1 + 6, "five whole short prompts and part of a sixth");
+        assert_eq!(got[6], (6, 24));
+        assert_eq!(chunks(&[], 2048), []);
     }
 }
