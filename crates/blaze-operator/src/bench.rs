@@ -52,10 +52,13 @@ pub async fn run(
 ) -> Result<Report> {
     let api: Api<BlazeEngine> = Api::namespaced(client.clone(), namespace);
     let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let history = Arc::new(crate::history::History::new(metrics.objects.clone()));
     let ctx = Context::new(
         client,
         Defaults::default(),
-        Metrics::new(&mut registry),
+        metrics,
+        history,
         None,
         Some(namespace.to_owned()),
         concurrency,

@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
 use crate::children::{Defaults, name_of};
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::policy::autoscale::Autoscaler;
 use crate::status::events::Note;
@@ -66,6 +67,7 @@ impl Reconciled for BlazeEngine {
     fn forget(ctx: &Context, key: &str) {
         ctx.autoscalers.lock().remove(key);
         ctx.scrapes.forget(key);
+        ctx.history.forget_engine(key);
     }
 }
 
@@ -75,6 +77,7 @@ impl Reconciled for BlazeRouter {
 
     fn forget(ctx: &Context, key: &str) {
         ctx.scrapes.forget_router(key);
+        ctx.history.forget_router(key);
     }
 }
 
@@ -96,6 +99,8 @@ pub struct Context {
     pub(crate) namespace: Option<String>,
     /// The last scrape of each engine's workers.
     pub(crate) scrapes: scrape::Scrapes,
+    /// The last hour of what the controllers observed and decided, for the dashboard.
+    pub(crate) history: Arc<History>,
     /// Reconciles each controller runs at once (0: unbounded).
     pub(crate) concurrency: u16,
     /// Engines to reconcile now rather than at their next resync: a sample that asks for
@@ -110,11 +115,13 @@ pub struct Context {
 pub const DEFAULT_CONCURRENCY: u16 = 32;
 
 impl Context {
-    /// A context for `client`, reporting events as `instance` (the pod name).
+    /// A context for `client`, reporting events as `instance` (the pod name) and keeping what
+    /// it observes in `history`.
     pub fn new(
         client: Client,
         defaults: Defaults,
         metrics: Metrics,
+        history: Arc<History>,
         instance: Option<String>,
         namespace: Option<String>,
         concurrency: u16,
@@ -129,6 +136,7 @@ impl Context {
             autoscalers: Mutex::new(HashMap::new()),
             namespace,
             scrapes: scrape::Scrapes::default(),
+            history,
             concurrency,
             urgent: tokio::sync::broadcast::channel(1024).0,
         })
@@ -148,6 +156,14 @@ impl Context {
             action: action.to_owned(),
             secondary: None,
         };
+        let object = format!("{}/{}", K::kind(&()), key(obj));
+        let kept = crate::history::Note {
+            t: crate::history::now_ms(),
+            warning: note.warning,
+            reason: note.reason.clone(),
+            message: note.message.clone(),
+        };
+        self.history.note(&object, kept);
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason = %note.reason, "cannot publish event");
         }

@@ -6,11 +6,13 @@
 //! - [`children`]: the child objects built from a spec (no IO);
 //! - [`status`]: conditions and recovery decisions from what the cluster shows (no IO);
 //! - [`policy`]: autoscaling, router weights, Prometheus text parsing (no IO, simulated time);
-//! - [`controller`]: the kube-runtime controllers that apply the above (IO).
+//! - [`controller`]: the kube-runtime controllers that apply the above (IO);
+//! - [`history`]: the last hour of what the controllers observed and decided.
 
 pub mod bench;
 pub mod children;
 pub mod controller;
+pub mod history;
 pub mod labels;
 pub mod metrics;
 pub(crate) mod policy;

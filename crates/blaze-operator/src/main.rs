@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use blaze_operator::children::Defaults;
 use blaze_operator::controller::{self, Context, leader};
+use blaze_operator::history::History;
 use blaze_operator::metrics::Metrics;
 use blaze_operator::server::{self, Health};
 use blaze_telemetry::LogArgs;
@@ -125,6 +126,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         .context("cannot reach the Kubernetes API (kubeconfig or in-cluster config)")?;
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
+    let history = Arc::new(History::new(metrics.objects.clone()));
     let health = Health::new(registry);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -162,6 +164,7 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         client,
         defaults,
         metrics,
+        history,
         Some(identity),
         a.namespace,
         a.max_concurrent_reconciles,

@@ -1,7 +1,12 @@
 //! The operator's own metrics: reconciles, failures by reason, reconcile durations, and the
-//! number of objects waiting for a retry. One registry is made in `main` and handed down.
+//! number of objects waiting for a retry; and what it observes of each engine and router
+//! endpoint ([`ObjectMetrics`], the dashboard's history for Prometheus). One registry is made
+//! in `main` and handed down.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
+
+use blaze_api::routing::RoutingEndpoint;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +40,197 @@ pub(crate) struct ScrapeLabels {
     pub(crate) reason: String,
 }
 
+/// Labels naming an engine.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabels {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub engine: String,
+}
+
+/// Labels of a scale decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleLabels {
+    /// The engine's namespace.
+    pub namespace: String,
+    /// The engine's name.
+    pub engine: String,
+    /// `up` or `down`.
+    pub direction: &'static str,
+}
+
+/// Labels naming a router's endpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouterEndpointLabels {
+    /// The router's namespace.
+    pub namespace: String,
+    /// The router's name.
+    pub router: String,
+    /// The engine the endpoint belongs to.
+    pub engine: String,
+    /// `HOST:PORT`.
+    pub endpoint: String,
+}
+
+/// A gauge of a measured quantity.
+type Level = Gauge<f64, AtomicU64>;
+
+blaze_telemetry::metrics! {
+    /// What the operator observes of each engine and router endpoint, as gauges: the latest
+    /// samples of [`crate::history::History`]. Names do not repeat what routers export of
+    /// their endpoints themselves (`blaze_router_endpoint_in_flight`, `_breaker_state`, the
+    /// latency histograms): these are the operator's view over all router replicas.
+    #[derive(Clone)]
+    pub struct ObjectMetrics {
+        /// Workers the operator asks for.
+        desired: Family<EngineLabels, Gauge> =
+            "engine_desired_replicas", "Workers the operator asks for, per engine";
+        /// Workers ready.
+        ready: Family<EngineLabels, Gauge> = "engine_ready_replicas", "Workers ready, per engine";
+        /// Requests queued or running over the stable window.
+        in_flight: Family<EngineLabels, Level> =
+            "engine_in_flight", "Requests queued or running (mean over the stable window)";
+        /// Median latency over the stable window.
+        p50: Family<EngineLabels, Level> =
+            "engine_latency_p50_seconds", "Median request latency over the stable window";
+        /// p95 latency over the stable window.
+        p95: Family<EngineLabels, Level> =
+            "engine_latency_p95_seconds", "p95 request latency over the stable window";
+        /// p95 time to first token over the stable window.
+        ttft: Family<EngineLabels, Level> =
+            "engine_ttft_p95_seconds", "p95 time to first token over the stable window";
+        /// Tokens generated per second over the stable window.
+        tokens: Family<EngineLabels, Level> =
+            "engine_tokens_per_second", "Tokens generated per second over the stable window";
+        /// Fraction of requests the engine failed over the stable window.
+        errors: Family<EngineLabels, Level> =
+            "engine_error_ratio", "Fraction of finished requests the engine failed";
+        /// Changes of the desired workers, by direction.
+        scale: Family<ScaleLabels, Counter> =
+            "engine_scale_decisions", "Changes of an engine's desired workers, by direction";
+        /// The weight the operator published for an endpoint.
+        weight: Family<RouterEndpointLabels, Gauge> =
+            "router_endpoint_published_weight", "Weight the operator published to the routers";
+        /// p95 time to first token over the weights' window, all router replicas together.
+        endpoint_p95: Family<RouterEndpointLabels, Level> = "router_endpoint_ttft_p95_seconds",
+            "p95 time to first token over the weights' window, all router replicas";
+        /// Fraction of tries that failed over the weights' window.
+        endpoint_errors: Family<RouterEndpointLabels, Level> = "router_endpoint_error_ratio",
+            "Fraction of tries that failed over the weights' window, all router replicas";
+        /// Worst breaker state over router replicas: 0 closed, 1 open, 2 half-open.
+        endpoint_breaker: Family<RouterEndpointLabels, Gauge> =
+            "router_endpoint_worst_breaker_state",
+            "Worst breaker state over router replicas: 0 closed, 1 open, 2 half-open";
+    }
+}
+
+/// `(namespace, name)` of a `namespace/name` key.
+fn split(key: &str) -> (String, String) {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    (ns.to_owned(), name.to_owned())
+}
+
+impl ObjectMetrics {
+    /// Sets an engine's (`namespace/name`) gauges to `p`; a figure not measured is removed.
+    pub(crate) fn engine(&self, engine: &str, p: &crate::history::EnginePoint) {
+        let (namespace, engine) = split(engine);
+        let l = EngineLabels { namespace, engine };
+        if let Some(d) = p.desired {
+            self.desired.get_or_create(&l).set(i64::from(d));
+        }
+        if let Some(r) = p.ready {
+            self.ready.get_or_create(&l).set(i64::from(r));
+        }
+        let m = &p.metrics;
+        let secs = |ms: Option<f64>| ms.map(|v| v / 1000.0);
+        for (family, v) in [
+            (&self.in_flight, m.in_flight),
+            (&self.p50, secs(m.p50_latency_ms)),
+            (&self.p95, secs(m.p95_latency_ms)),
+            (&self.ttft, secs(m.ttft_p95_ms)),
+            (&self.tokens, m.tokens_per_second),
+            (&self.errors, m.error_rate),
+        ] {
+            set_or_remove(family, &l, v);
+        }
+    }
+
+    /// Counts a change of an engine's desired workers.
+    pub(crate) fn scaled(&self, engine: &str, from: i32, to: i32) {
+        let (namespace, engine) = split(engine);
+        let direction = if to > from { "up" } else { "down" };
+        self.scale.get_or_create(&ScaleLabels { namespace, engine, direction }).inc();
+    }
+
+    /// Removes a deleted engine's series.
+    pub(crate) fn forget_engine(&self, engine: &str) {
+        let (namespace, engine) = split(engine);
+        let l = EngineLabels { namespace: namespace.clone(), engine: engine.clone() };
+        self.desired.remove(&l);
+        self.ready.remove(&l);
+        for f in [&self.in_flight, &self.p50, &self.p95, &self.ttft, &self.tokens, &self.errors] {
+            f.remove(&l);
+        }
+        for direction in ["up", "down"] {
+            let l = ScaleLabels { namespace: namespace.clone(), engine: engine.clone(), direction };
+            self.scale.remove(&l);
+        }
+    }
+
+    /// Sets a router's (`namespace/name`) endpoint gauges.
+    pub(crate) fn endpoint(
+        &self,
+        router: &str,
+        e: &RoutingEndpoint,
+        p: &crate::history::EndpointPoint,
+    ) {
+        let l = endpoint_labels(router, &e.engine, &e.address);
+        self.weight.get_or_create(&l).set(i64::from(p.weight));
+        let breaker = match p.breaker {
+            blaze_api::router::BreakerState::Closed => 0,
+            blaze_api::router::BreakerState::Open => 1,
+            blaze_api::router::BreakerState::HalfOpen => 2,
+        };
+        self.endpoint_breaker.get_or_create(&l).set(breaker);
+        set_or_remove(&self.endpoint_p95, &l, p.p95_ms.map(|v| v / 1000.0));
+        set_or_remove(&self.endpoint_errors, &l, p.error_rate);
+    }
+
+    /// Removes an endpoint's series.
+    pub(crate) fn forget_endpoint(&self, router: &str, engine: &str, address: &str) {
+        let l = endpoint_labels(router, engine, address);
+        self.weight.remove(&l);
+        self.endpoint_breaker.remove(&l);
+        self.endpoint_p95.remove(&l);
+        self.endpoint_errors.remove(&l);
+    }
+}
+
+fn endpoint_labels(router: &str, engine: &str, address: &str) -> RouterEndpointLabels {
+    let (namespace, router) = split(router);
+    RouterEndpointLabels {
+        namespace,
+        router,
+        engine: engine.to_owned(),
+        endpoint: address.to_owned(),
+    }
+}
+
+fn set_or_remove<L>(family: &Family<L, Level>, l: &L, v: Option<f64>)
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    match v {
+        Some(v) => {
+            family.get_or_create(l).set(v);
+        }
+        None => {
+            family.remove(l);
+        }
+    }
+}
+
 /// Metrics of the controllers.
 #[derive(Clone)]
 pub struct Metrics {
@@ -45,6 +241,8 @@ pub struct Metrics {
     backing_off: Family<ControllerLabels, Gauge>,
     cold_starts: Counter,
     cold_start_seconds: Histogram,
+    /// What the operator observes of engines and router endpoints.
+    pub objects: ObjectMetrics,
 }
 
 impl Metrics {
@@ -65,6 +263,7 @@ impl Metrics {
             cold_start_seconds: Histogram::new([
                 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
             ]),
+            objects: ObjectMetrics::create(registry.sub_registry_with_prefix("blaze")),
         };
         let r = registry.sub_registry_with_prefix("blaze_operator");
         r.register("reconciles", "Reconciles run", m.reconciles.clone());

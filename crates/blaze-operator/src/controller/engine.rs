@@ -112,7 +112,7 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
     } else {
         None
     };
-    let desired = desired_replicas(&engine, current.as_ref(), &ctx);
+    let (desired, panicking) = desired_replicas(&engine, current.as_ref(), &ctx);
     let m = BlazeEngine::MANAGER;
     let deployment =
         apply(&client, m, &build::deployment(&engine, desired, &ctx.defaults)?).await?;
@@ -158,6 +158,7 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
             ctx.publish(engine.as_ref(), "Scale", &note).await;
         }
     }
+    record(&ctx, &engine, &status, panicking);
     if engine.status.as_ref() != Some(&status) {
         apply_status(&client, engine.as_ref(), &status).await?;
         for note in engine_events(engine.status.as_ref(), &status) {
@@ -176,21 +177,49 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
     Ok(Action::requeue(next))
 }
 
-/// Workers wanted: none for an engine this release does not serve (status says why), else
-/// the spec's with autoscaling `off` or `external` (the scale subresource writes
-/// `spec.replicas`), the autoscaler's with `blaze`.
-fn desired_replicas(engine: &BlazeEngine, current: Option<&Deployment>, ctx: &Context) -> i32 {
+/// Keeps the engine's replicas in its history, and a change of its desired workers with the
+/// reason (the first status has no earlier size to change from).
+fn record(ctx: &Context, engine: &BlazeEngine, status: &blaze_api::BlazeEngineStatus, panic: bool) {
+    let k = key(engine);
+    let t = crate::history::now_ms();
+    ctx.history.engine_replicas(&k, t, status.desired_replicas, status.ready_replicas);
+    let Some(before) = engine.status.as_ref().filter(|s| !s.conditions.is_empty()) else {
+        return;
+    };
+    let (from, to) = (before.desired_replicas, status.desired_replicas);
+    if from == to {
+        return;
+    }
+    let reason = if let Some(why) = unsupported(&engine.spec) {
+        format!("not served: {why}")
+    } else {
+        let sample = ctx.autoscalers.lock().get(&k).and_then(|a| a.latest());
+        crate::history::scale_reason(&engine.spec.autoscaling, from, to, panic, sample.as_ref())
+    };
+    info!(from, to, %reason, "desired workers changed");
+    ctx.history.scaled(&k, t, from, to, reason);
+}
+
+/// Workers wanted, and whether the autoscaler is in panic mode: none for an engine this
+/// release does not serve (status says why), else the spec's with autoscaling `off` or
+/// `external` (the scale subresource writes `spec.replicas`), the autoscaler's with `blaze`.
+fn desired_replicas(
+    engine: &BlazeEngine,
+    current: Option<&Deployment>,
+    ctx: &Context,
+) -> (i32, bool) {
     if unsupported(&engine.spec).is_some() {
-        return 0;
+        return (0, false);
     }
     let a = &engine.spec.autoscaling;
     if a.mode != AutoscalingMode::Blaze {
-        return engine.spec.replicas;
+        return (engine.spec.replicas, false);
     }
     let ready = current.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas);
     // A new engine starts at one worker (Knative's initial scale), within the bounds.
     let asked = current.and_then(|d| d.spec.replicas).unwrap_or(1);
     let mut scalers = ctx.autoscalers.lock();
     let scaler = scalers.entry(key(engine)).or_default();
-    scaler.decide(a, asked, ready.unwrap_or(0), clock()).desired
+    let d = scaler.decide(a, asked, ready.unwrap_or(0), clock());
+    (d.desired, d.panicking)
 }

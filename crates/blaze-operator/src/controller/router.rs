@@ -160,6 +160,12 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
     let deployment = apply(&c, m, &build::deployment(&router, &ctx.defaults)?).await?;
     apply(&c, m, &build::service(&router)?).await?;
 
+    ctx.history.router(
+        &key(router.as_ref()),
+        crate::history::now_ms(),
+        &config.endpoints,
+        &observed,
+    );
     let status = router_status(
         &router,
         &deployment,

@@ -283,6 +283,7 @@ async fn scrape_engine(ctx: &Context, engine: &BlazeEngine) -> crate::Result<()>
         (sample, metrics)
     };
     if let Some(m) = metrics {
+        ctx.history.engine_metrics(&k, crate::history::now_ms(), &m);
         ctx.scrapes.set_metrics(&k, m);
     }
     // Only `blaze` engines consult (and so prune) their autoscaler's samples; another mode's

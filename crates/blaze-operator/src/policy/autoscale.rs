@@ -82,6 +82,11 @@ impl Autoscaler {
         self.cold_since.take().map(|t| now - t)
     }
 
+    /// The latest measurement recorded, if any is kept.
+    pub fn latest(&self) -> Option<Sample> {
+        self.samples.back().copied()
+    }
+
     /// Whether a wake-up keeps at least one worker at `now`.
     fn woken(&self, spec: &AutoscalingSpec, now: f64) -> bool {
         self.woken_at.is_some_and(|t| now - t < f64::from(spec.stable_window_seconds))
