@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod children;
 pub mod controller;
+pub mod dashboard;
 pub mod history;
 pub mod labels;
 pub mod metrics;

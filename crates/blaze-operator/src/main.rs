@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use blaze_operator::children::Defaults;
 use blaze_operator::controller::{self, Context, leader};
+use blaze_operator::dashboard::{self, ApiObjects, Dashboard};
 use blaze_operator::history::History;
 use blaze_operator::metrics::Metrics;
 use blaze_operator::server::{self, Health};
@@ -61,6 +62,11 @@ struct RunArgs {
     /// Address for `/metrics`, `/livez` and `/readyz`.
     #[arg(long, env = "BLAZE_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     metrics_listen: SocketAddr,
+    /// Address of the read-only dashboard (engines, routers, the last hour's charts and scale
+    /// decisions); off unless given. It lists BlazeEngines and BlazeRouters with the
+    /// operator's rights, so expose it only to those who may see them.
+    #[arg(long, env = "BLAZE_DASHBOARD_LISTEN")]
+    dashboard_listen: Option<SocketAddr>,
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, env = "BLAZE_LEASE_NAMESPACE", default_value = "default")]
     lease_namespace: String,
@@ -121,6 +127,14 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     let listener = server::bind(a.metrics_listen)
         .await
         .with_context(|| format!("--metrics-listen {}: cannot listen", a.metrics_listen))?;
+    let dashboard_listener = match a.dashboard_listen {
+        Some(addr) => Some(
+            dashboard::bind(addr)
+                .await
+                .with_context(|| format!("--dashboard-listen {addr}: cannot listen"))?,
+        ),
+        None => None,
+    };
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (kubeconfig or in-cluster config)")?;
@@ -133,6 +147,13 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let http = tokio::spawn(server::serve(listener, health.clone(), stopped(stop_rx.clone())));
+    let board = dashboard_listener.map(|l| {
+        info!(addr = ?a.dashboard_listen, "serving the dashboard");
+        let objects =
+            Arc::new(ApiObjects { client: client.clone(), namespace: a.namespace.clone() });
+        let d = Dashboard::new(objects, Arc::clone(&history));
+        tokio::spawn(d.serve(l, stopped(stop_rx.clone())))
+    });
     let identity = a.identity.unwrap_or_else(|| format!("blaze-operator-{}", std::process::id()));
     let (mut leading, lease_task) = if a.leader_elect {
         let (rx, task) = leader::contend(client.clone(), &a.lease_namespace, &identity)
@@ -156,6 +177,9 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
             release(lease_task).await;
             let _ = stop_tx.send(true);
             let _ = http.await;
+            if let Some(b) = board {
+                let _ = b.await;
+            }
             return Ok(());
         }
     }
@@ -185,6 +209,9 @@ async fn run(a: RunArgs) -> anyhow::Result<()> {
     // The receiver went with the select above: hand the Lease over before the process goes.
     release(lease_task).await;
     let _ = http.await;
+    if let Some(b) = board {
+        let _ = b.await;
+    }
     if lost {
         error!("lost the leader Lease; exiting so this replica restarts as a stand-by");
         std::process::exit(1);

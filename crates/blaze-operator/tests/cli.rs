@@ -31,6 +31,9 @@ fn bad_flags_are_refused_with_their_name() {
     let out = op(&["run", "--metrics-listen", "not-an-address"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-listen"));
+    let out = op(&["run", "--dashboard-listen", "not-an-address"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dashboard-listen"));
     let out = op(&["--log-format", "xml", "crds"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--log-format"));
