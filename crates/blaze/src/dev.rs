@@ -54,6 +54,10 @@ pub struct UpArgs {
     /// First local port on which BlazeRouters' Services are exposed (one port per router).
     #[arg(long, env = "BLAZE_DEV_PORT", default_value_t = 8000)]
     pub port: u16,
+    /// Local port of the operator's dashboard (`http://127.0.0.1:PORT`; default 8090, or a
+    /// free one when `--port` is 0, so that several control planes run side by side).
+    #[arg(long, env = "BLAZE_DEV_DASHBOARD_PORT")]
+    pub dashboard_port: Option<u16>,
     /// Loopback addresses for pods, `FIRST-LAST`.
     #[arg(long, env = "BLAZE_DEV_POD_ADDRESSES", default_value = "127.0.1.1-127.0.255.254")]
     pub pod_addresses: String,
@@ -86,6 +90,9 @@ pub struct RunInfo {
     pub kubeconfig: PathBuf,
     /// `router namespace/name` -> local URL of its Service.
     pub routers: Vec<(String, String)>,
+    /// Local URL of the operator's dashboard, when the operator runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<String>,
     /// `HOST:PORT` of the `--redis` server, when one runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<String>,

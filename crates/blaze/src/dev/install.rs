@@ -16,6 +16,13 @@ use super::apply::{self, MANAGER};
 pub const INSTALL_YAML: &str = include_str!("../../../../manifests/install.yaml");
 /// The quickstart (`manifests/examples/quickstart.yaml`), applied when no file is named.
 pub const QUICKSTART_YAML: &str = include_str!("../../../../manifests/examples/quickstart.yaml");
+/// Port of the operator's dashboard on its pod and on its Service.
+pub const DASHBOARD_PORT: u16 = 8090;
+/// The dashboard's Service (in the operator's namespace), as the chart names it with
+/// `dashboard.enabled`.
+pub const DASHBOARD_SERVICE: &str = "blaze-operator-dashboard";
+/// The operator's namespace in the install manifest.
+pub const OPERATOR_NAMESPACE: &str = "blaze-system";
 /// The claim that holds the local model cache.
 pub const MODELS_CLAIM: &str = "blaze-models";
 
@@ -50,19 +57,36 @@ pub async fn crds(client: &Client) -> anyhow::Result<()> {
 /// Applies the install manifest, less its CRDs ([`crds`] applied them from this build's
 /// types, which a stale rendering must not undo). All pods here share this machine's network,
 /// each on its own loopback address, so the operator listens on its pod IP and tells workers
-/// and routers to do the same (`0.0.0.0` would take the port on every address).
+/// and routers to do the same (`0.0.0.0` would take the port on every address). The dashboard
+/// is on, as the chart's `dashboard.enabled` turns it on, with its Service.
 pub async fn operator(client: &Client) -> anyhow::Result<()> {
     let mut objs = apply::parse(INSTALL_YAML, "manifests/install.yaml")?;
     objs.retain(|o| o.types.as_ref().is_none_or(|t| t.kind != "CustomResourceDefinition"));
+    let mut dashboard = None;
     for obj in &mut objs {
         if obj.types.as_ref().is_some_and(|t| t.kind == "Deployment") {
             set_env(obj, "BLAZE_METRICS_LISTEN", "$(POD_IP):8080");
             // Escaped: the operator passes `$(POD_IP)` on to each worker and router pod, where
             // the kubelet expands it to that pod's address.
             set_env(obj, "BLAZE_LISTEN_HOST", "$$(POD_IP)");
+            set_env(obj, "BLAZE_DASHBOARD_LISTEN", &format!("$(POD_IP):{DASHBOARD_PORT}"));
+            dashboard = Some(dashboard_service(&obj.data["spec"]["selector"]["matchLabels"])?);
         }
     }
+    objs.extend(dashboard);
     apply::apply_all(client, &objs).await
+}
+
+/// The dashboard's Service over the operator pods that `selector` picks.
+fn dashboard_service(selector: &Value) -> anyhow::Result<DynamicObject> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": DASHBOARD_SERVICE, "namespace": OPERATOR_NAMESPACE},
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "dashboard", "port": DASHBOARD_PORT, "targetPort": DASHBOARD_PORT}],
+        },
+    }))?)
 }
 
 /// Sets (or replaces) an environment variable of the first container of a Deployment.

@@ -71,6 +71,9 @@ pub async fn status(args: DirArgs) -> anyhow::Result<()> {
     for (router, url) in &info.routers {
         println!("BlazeRouter {router}: {url}");
     }
+    if let Some(url) = &info.dashboard {
+        println!("operator dashboard: {url}");
+    }
     if let Some(addr) = &info.redis {
         println!("Redis (spec.cache.redis.address): {addr}");
     }

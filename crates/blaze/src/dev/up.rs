@@ -90,6 +90,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         apiserver: server.url(),
         kubeconfig: kubeconfig.clone(),
         routers: Vec::new(),
+        dashboard: None,
         redis: redis.as_ref().map(|r| r.addr().to_string()),
     };
     write_info(&dir, &info)?;
@@ -132,6 +133,22 @@ async fn serve(
     }
     apply::apply_all(client, &objects).await?;
     let mut forwards = Vec::new();
+    if !args.no_operator {
+        let target = ServiceTarget {
+            namespace: install::OPERATOR_NAMESPACE.into(),
+            name: install::DASHBOARD_SERVICE.into(),
+            port: IntOrString::Int(i32::from(install::DASHBOARD_PORT)),
+        };
+        let port = args.dashboard_port.unwrap_or(if args.port == 0 { 0 } else { 8090 });
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--dashboard-port: cannot listen on {addr}"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        println!("operator dashboard at {url} (once the operator pod is ready)");
+        info.dashboard = Some(url);
+        forwards.push(tokio::spawn(service_proxy::forward(client.clone(), target, listener)));
+    }
     for (i, r) in objects.iter().filter(|o| kind_of(o) == "BlazeRouter").enumerate() {
         let ns = r.namespace().unwrap_or_else(|| "default".into());
         // A router with `spec.tls` serves TLS on a port named `https`; the local port passes
@@ -207,6 +224,9 @@ fn ready_banner(info: &RunInfo, model: &str, elapsed: Duration) -> String {
     let mut out = format!("\nready in {:.1} s.\n", elapsed.as_secs_f64());
     for (router, url) in &info.routers {
         out.push_str(&format!("\nBlazeRouter {router} is served at {url}\n"));
+    }
+    if let Some(url) = &info.dashboard {
+        out.push_str(&format!("\nThe operator's dashboard is at {url}\n"));
     }
     if let Some(addr) = &info.redis {
         out.push_str(&format!("\nRedis (spec.cache.redis.address) is at {addr}\n"));
