@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond the Rust toolchain, installed idempotently and quietly: the
-# real models that tests use (scripts/fetch-models.sh) and the OpenAI Python client.
+# real models that tests use (scripts/fetch-models.sh), the OpenAI Python client, Redis and a
+# headless browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,11 @@ command -v redis-server >/dev/null || {
     export DEBIAN_FRONTEND=noninteractive
     (apt-get install -y -qq redis-server >/dev/null 2>&1 ||
         (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null))
+}
+
+# The operator's dashboard is tested in a real headless browser (Debian's chromium).
+command -v chromium >/dev/null || {
+    export DEBIAN_FRONTEND=noninteractive
+    (apt-get install -y -qq chromium >/dev/null 2>&1 ||
+        (apt-get update -qq && apt-get install -y -qq chromium >/dev/null))
 }

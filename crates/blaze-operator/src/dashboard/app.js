@@ -34,8 +34,10 @@ function num(v, digits) {
 function conditions(list) {
   const span = el("span");
   for (const c of list || []) {
-    const bad = (c.type === "Degraded" || c.type === "Unschedulable") && c.status === "True";
-    const cls = "cond " + c.status + (bad ? " bad" : "");
+    // Degraded and Unschedulable are good when False; the others when True.
+    const inverted = c.type === "Degraded" || c.type === "Unschedulable";
+    const good = c.status === (inverted ? "False" : "True");
+    const cls = "cond " + (c.status === "Unknown" ? "unknown" : good ? "good" : "bad");
     span.append(el("span", { class: cls, title: c.reason + ": " + c.message }, c.type + " " + c.status));
   }
   return span;
