@@ -11,6 +11,7 @@
 //! measure latency, or restart what all share (the operator), run alone; the others two at a
 //! time.
 
+mod caching;
 mod quickstart;
 mod recovery;
 mod routing;
@@ -130,6 +131,12 @@ fn main() {
             "tls::a_router_serves_http2_over_tls_from_a_secret",
             Alongside,
             tls::a_router_serves_http2_over_tls_from_a_secret,
+        ),
+        scenario(
+            f,
+            "caching::conversations_sharing_a_system_prompt_reach_one_worker_and_reuse_its_prefix",
+            Alongside,
+            caching::conversations_sharing_a_system_prompt_reach_one_worker_and_reuse_its_prefix,
         ),
         scenario(
             f,
