@@ -9,7 +9,10 @@
 //! GGUF tokenizers are byte-level BPE (`tokenizer.ggml.model = gpt2`, as Qwen, Llama 3,
 //! SmolLM and Phi-4 ship) or SentencePiece (`llama`: Phi-3, Mistral, Llama 2); see
 //! [`crate::tokenizer`].
+//!
+//! Embedding models (BERT-family encoders, `--kind embedding`) load through [`embedding`].
 
+pub mod embedding;
 pub mod family;
 pub mod gguf;
 mod hf_config;

@@ -1,5 +1,6 @@
-//! Helpers for tests and benchmarks: a tiny random-weight llama in the Hugging Face layout
-//! (config.json, model.safetensors, tokenizer.json), and where the real test models live.
+//! Helpers for tests and benchmarks: a tiny random-weight llama and tiny random-weight
+//! encoders (BERT, XLM-RoBERTa) in the Hugging Face layout (config.json, model.safetensors,
+//! tokenizer.json), and where the real test models live.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -130,6 +131,109 @@ fn byte_tokenizer() -> serde_json::Value {
     })
 }
 
+/// Shape of the tiny encoders: several heads and layers, so that attention masks matter.
+const ENCODER_HIDDEN: usize = 32;
+const ENCODER_INTERMEDIATE: usize = 64;
+const ENCODER_LAYERS: usize = 2;
+const ENCODER_HEADS: usize = 4;
+
+/// Writes a random-weight encoder of `model_type` `bert` or `xlm-roberta` that takes
+/// `max_positions` positions, with a WordPiece tokenizer whose vocabulary is `[PAD]`,
+/// `[UNK]`, `[CLS]`, `[SEP]`, the letters a to z and their `##` continuations (so a word of
+/// n letters is n tokens, and every input gains `[CLS]` and `[SEP]`), into `dir`. No
+/// sentence-transformers files: the model is mean-pooled and normalized unless the test
+/// writes its own `modules.json`.
+pub fn write_tiny_encoder(dir: &Path, model_type: &str, max_positions: usize) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].map(String::from).into();
+    vocab.extend(('a'..='z').map(String::from));
+    vocab.extend(('a'..='z').map(|c| format!("##{c}")));
+    let xlm = model_type == "xlm-roberta";
+    // XLM-RoBERTa numbers positions after the padding id's.
+    let positions = if xlm { max_positions + 1 } else { max_positions };
+    let config = json!({
+        "architectures": [if xlm { "XLMRobertaModel" } else { "BertModel" }],
+        "model_type": model_type, "vocab_size": vocab.len(), "hidden_size": ENCODER_HIDDEN,
+        "num_hidden_layers": ENCODER_LAYERS, "num_attention_heads": ENCODER_HEADS,
+        "intermediate_size": ENCODER_INTERMEDIATE, "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": positions, "type_vocab_size": if xlm { 1 } else { 2 },
+        "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+        "position_embedding_type": "absolute",
+    });
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    std::fs::write(dir.join("tokenizer.json"), serde_json::to_vec(&wordpiece_tokenizer(&vocab))?)?;
+    let device = Device::Cpu;
+    let mut weights: HashMap<String, Tensor> = HashMap::new();
+    let mut add = |name: String, shape: &[usize]| -> Result<()> {
+        let t = Tensor::randn(0f32, 1f32, shape, &device)?;
+        // Matrices scaled as initialisation would; vectors (biases, norms) of order 0.1 to 1.
+        let t = if shape.len() == 2 { (t / (shape[1] as f64).sqrt())? } else { (t * 0.1)? };
+        weights.insert(name, t);
+        Ok(())
+    };
+    let (h, i) = (ENCODER_HIDDEN, ENCODER_INTERMEDIATE);
+    add("embeddings.word_embeddings.weight".into(), &[vocab.len(), h])?;
+    add("embeddings.position_embeddings.weight".into(), &[positions, h])?;
+    add("embeddings.token_type_embeddings.weight".into(), &[if xlm { 1 } else { 2 }, h])?;
+    let mut norms = vec!["embeddings.LayerNorm".to_string()];
+    for layer in 0..ENCODER_LAYERS {
+        let p = format!("encoder.layer.{layer}");
+        for (name, out, inp) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", i, h),
+            ("output.dense", h, i),
+        ] {
+            add(format!("{p}.{name}.weight"), &[out, inp])?;
+            add(format!("{p}.{name}.bias"), &[out])?;
+        }
+        norms.push(format!("{p}.attention.output.LayerNorm"));
+        norms.push(format!("{p}.output.LayerNorm"));
+    }
+    for norm in norms {
+        weights.insert(format!("{norm}.weight"), (Tensor::randn(0f32, 0.1, h, &device)? + 1.0)?);
+        weights.insert(format!("{norm}.bias"), Tensor::randn(0f32, 0.1, h, &device)?);
+    }
+    candle_core::safetensors::save(&weights, dir.join("model.safetensors"))?;
+    Ok(())
+}
+
+/// A BERT-style WordPiece `tokenizer.json` over `vocab` (ids in order), lower-casing, with
+/// `[CLS]` and `[SEP]` around every input.
+fn wordpiece_tokenizer(vocab: &[String]) -> serde_json::Value {
+    let ids: serde_json::Map<String, serde_json::Value> =
+        vocab.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let special = |i: usize| {
+        json!({"id": i, "content": vocab[i], "single_word": false, "lstrip": false,
+               "rstrip": false, "normalized": false, "special": true})
+    };
+    let token =
+        |name: &str, type_id: u32| json!({"SpecialToken": {"id": name, "type_id": type_id}});
+    let sequence = |name: &str, type_id: u32| json!({"Sequence": {"id": name, "type_id": type_id}});
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": (0..4).map(special).collect::<Vec<_>>(),
+        "normalizer": {"type": "BertNormalizer", "clean_text": true,
+                       "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [token("[CLS]", 0), sequence("A", 0), token("[SEP]", 0)],
+            "pair": [token("[CLS]", 0), sequence("A", 0), token("[SEP]", 0), sequence("B", 1), token("[SEP]", 1)],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]},
+            },
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": ids},
+    })
+}
+
 /// The folder real test models are cached in: `$BLAZE_TEST_MODELS`, else `.dev/models` at
 /// the workspace root (filled by `scripts/test-deps.sh`).
 pub fn test_models_dir() -> PathBuf {
@@ -143,5 +247,17 @@ pub fn test_models_dir() -> PathBuf {
 pub fn smollm2_gguf() -> PathBuf {
     let path = test_models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(path.is_file(), "{} is missing: run scripts/test-deps.sh", path.display());
+    path
+}
+
+/// sentence-transformers' all-MiniLM-L6-v2 (the Hugging Face folder), panicking with the fix
+/// when it is missing.
+pub fn minilm() -> PathBuf {
+    let path = test_models_dir().join("all-MiniLM-L6-v2");
+    assert!(
+        path.join("model.safetensors").is_file(),
+        "{} is missing: run scripts/test-deps.sh",
+        path.display()
+    );
     path
 }
