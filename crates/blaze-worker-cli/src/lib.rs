@@ -48,7 +48,8 @@ pub struct Args {
     /// gRPC address; the same as --listen serves gRPC on the HTTP port (HTTP/2).
     #[arg(long, env = "BLAZE_GRPC_LISTEN")]
     pub grpc_listen: Option<HostPort>,
-    /// What the model is.
+    /// What the model is: `llm` serves completions and chat completions, `embedding`
+    /// /v1/embeddings (a BERT-family encoder folder).
     #[arg(long, env = "BLAZE_KIND", value_enum, default_value_t = Kind::Llm)]
     pub kind: Kind,
     /// The checkpoint format the model must be in; the worker refuses to start when the
@@ -87,16 +88,17 @@ pub struct Args {
     /// quantized kernels spin on a barrier), so on a busy shared node give fewer.
     #[arg(long, env = "BLAZE_THREADS")]
     pub threads: Option<usize>,
-    /// Most sequences decoded together.
+    /// Most sequences decoded together (--kind embedding: most inputs in one forward pass).
     #[arg(long, env = "BLAZE_MAX_BATCH_SIZE", default_value_t = 16)]
     pub max_batch_size: usize,
     /// Longest time, in milliseconds, an idle scheduler holds a first request so that others
-    /// arriving meanwhile are prefilled in the same pass (0: start at once).
+    /// arriving meanwhile are prefilled (or embedded) in the same pass (0: start at once).
     #[arg(long, env = "BLAZE_MAX_WAIT_MS", default_value_t = 5)]
     pub max_wait_ms: u64,
     /// Most prompt tokens prefilled between two decode steps (bounds the stall running
     /// sequences see when new ones arrive): a longer prompt is prefilled in chunks, one per
-    /// step, and a short prompt arriving behind it passes it.
+    /// step, and a short prompt arriving behind it passes it. --kind embedding: most tokens in
+    /// one forward pass, padding included (inputs of similar length are batched together).
     #[arg(long, env = "BLAZE_MAX_BATCH_TOKENS", default_value_t = 2048)]
     pub max_batch_tokens: usize,
     /// Most requests waiting for a slot; more get 429 at once.

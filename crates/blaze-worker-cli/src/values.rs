@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub enum Kind {
     /// Text generation (OpenAI completions and chat completions).
     Llm,
-    /// Embeddings (not served by this build yet).
+    /// Embeddings (OpenAI /v1/embeddings) with a BERT-family encoder.
     Embedding,
     /// Image generation (not served by this build yet).
     Diffusion,

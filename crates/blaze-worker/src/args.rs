@@ -7,10 +7,28 @@ pub use blaze_worker_cli::{
 };
 
 /// Everything [`Args::validate`] checks, and what only the worker knows: which kinds this
-/// build serves and which model sources it can open. The message names the flag.
+/// build serves, in which forms, and which model sources it can open. The message names the
+/// flag.
 pub fn validate(args: &Args) -> Result<(), String> {
-    if args.kind != Kind::Llm {
-        return Err(format!("--kind {}: this build serves only --kind llm", args.kind));
+    match args.kind {
+        Kind::Llm => {}
+        Kind::Embedding => {
+            if args.model_format == Some(ModelFormat::Gguf) {
+                return Err("--model-format gguf: embedding models are served from safetensors \
+                            folders (--kind embedding)"
+                    .to_owned());
+            }
+            if let Some(q) = args.quantization {
+                return Err(format!(
+                    "--quantization {q}: embedding models are served unquantized (--kind embedding)"
+                ));
+            }
+        }
+        Kind::Diffusion => {
+            return Err(
+                "--kind diffusion: this build serves --kind llm and --kind embedding".to_owned()
+            );
+        }
     }
     args.validate()?;
     crate::source::ModelSource::parse(args.model()).map_err(|e| format!("--model: {e}"))?;

@@ -1,13 +1,20 @@
 //! Engines: the contract between the servers (HTTP, gRPC) and whatever executes requests,
-//! and its implementations. The LLM engine ([`llm`]) implements it today; embedding and
-//! diffusion engines plug in beside it, behind the same trait.
+//! and its implementations: text generation ([`llm`], behind the [`Engine`] trait) and
+//! embeddings ([`embedding`]). A worker serves one of them, as its `--kind` says
+//! ([`Served`]); both share the health states, the watchdog and the fault hook.
 
+pub mod embedding;
+pub mod fault;
+mod health;
 pub mod llm;
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use blaze_worker_cli::Kind;
 use tokio::sync::{mpsc, watch};
 
+use self::embedding::EmbeddingEngine;
 use crate::sampling::{SamplingParams, TokenLogprob};
 
 /// Where the engine is in its life.
@@ -153,4 +160,82 @@ pub trait Engine: Send + Sync + 'static {
     fn drain(&self);
     /// Requests queued or running.
     fn in_flight(&self) -> usize;
+}
+
+/// The engine a worker serves: one, of the kind its `--kind` names. The HTTP and gRPC
+/// handlers take the variant their API is for and answer the other kind's clients with an
+/// error that says which API this worker serves.
+#[derive(Clone)]
+pub enum Served {
+    /// Text generation: completions, chat completions, the generate RPC.
+    Llm(Arc<dyn Engine>),
+    /// Embeddings: `/v1/embeddings`.
+    Embedding(Arc<EmbeddingEngine>),
+}
+
+impl Served {
+    /// What it serves.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Served::Llm(_) => Kind::Llm,
+            Served::Embedding(_) => Kind::Embedding,
+        }
+    }
+
+    /// The name clients use for the served model.
+    pub fn model_name(&self) -> &str {
+        match self {
+            Served::Llm(e) => e.model_name(),
+            Served::Embedding(e) => e.model_name(),
+        }
+    }
+
+    /// The longest input in tokens: the context of a generator, the most an embedding
+    /// model takes.
+    pub fn max_model_len(&self) -> usize {
+        match self {
+            Served::Llm(e) => e.context_length(),
+            Served::Embedding(e) => e.model().max_tokens(),
+        }
+    }
+
+    /// Current health.
+    pub fn health(&self) -> Health {
+        match self {
+            Served::Llm(e) => e.health(),
+            Served::Embedding(e) => e.health(),
+        }
+    }
+
+    /// Health as it changes.
+    pub fn watch_health(&self) -> watch::Receiver<Health> {
+        match self {
+            Served::Llm(e) => e.watch_health(),
+            Served::Embedding(e) => e.watch_health(),
+        }
+    }
+
+    /// What failed, once the health is [`Health::Failed`].
+    pub fn failure(&self) -> Option<String> {
+        match self {
+            Served::Llm(e) => e.failure(),
+            Served::Embedding(e) => e.failure(),
+        }
+    }
+
+    /// Stops admitting requests; those in flight run to completion.
+    pub fn drain(&self) {
+        match self {
+            Served::Llm(e) => e.drain(),
+            Served::Embedding(e) => e.drain(),
+        }
+    }
+
+    /// Requests queued or running.
+    pub fn in_flight(&self) -> usize {
+        match self {
+            Served::Llm(e) => e.in_flight(),
+            Served::Embedding(e) => e.in_flight(),
+        }
+    }
 }

@@ -1,4 +1,6 @@
-//! The gRPC surface: `blaze.generate.v1.Generate/GenerateStream` and `grpc.health.v1`.
+//! The gRPC surface: `blaze.generate.v1.Generate/GenerateStream` and `grpc.health.v1`. An
+//! embedding worker answers the generate service `UNIMPLEMENTED`: it generates no text (its
+//! gRPC API is the Open Inference Protocol's, to come).
 
 use std::pin::Pin;
 use std::time::Instant;
@@ -7,6 +9,8 @@ use blaze_proto::generate::generate_server::{Generate, GenerateServer};
 use blaze_proto::generate::{GenerateRequest as ProtoRequest, GenerateResponse};
 use futures::Stream;
 use tonic::{Request, Response, Status};
+
+use blaze_worker_cli::Kind;
 
 use crate::engine::{EngineError, Event, GenerateRequest, SubmitError};
 use crate::sampling::SamplingParams;
@@ -51,6 +55,13 @@ impl Generate for GenerateService {
         &self,
         request: Request<ProtoRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        if self.state.kind != Kind::Llm {
+            return Err(Status::unimplemented(format!(
+                "blaze.generate.v1.Generate is for text-generation models; this worker serves \
+                 --kind {} (embeddings: POST /v1/embeddings)",
+                self.state.kind
+            )));
+        }
         let r = request.into_inner();
         let engine = self
             .state

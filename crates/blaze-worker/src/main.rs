@@ -1,20 +1,23 @@
 //! `blaze-worker`: loads a model and serves it over HTTP and gRPC until SIGTERM.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use blaze_proto::generate::generate_server::GenerateServer;
-use blaze_worker::args::{Args, Command, DownloadArgs};
+use blaze_worker::args::{Args, Command, DownloadArgs, Kind};
 use blaze_worker::cache::ResponseCache;
+use blaze_worker::engine::embedding::{EmbeddingConfig, EmbeddingEngine, EmbeddingMetrics};
 use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
-use blaze_worker::engine::{Engine, Health};
+use blaze_worker::engine::{Engine, Health, Served};
 use blaze_worker::grpc::GenerateService;
 use blaze_worker::metrics::Metrics;
 use blaze_worker::model::{LoadOptions, LoadedModel};
 use blaze_worker::server::{self, AppState};
 use blaze_worker::source::{HubOptions, ModelSource};
+use candle_core::Device;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -58,7 +61,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let response_cache =
         ResponseCache::open(&cache, &mut registry).context("the response cache")?;
+    let embedding_metrics =
+        (args.kind == Kind::Embedding).then(|| EmbeddingMetrics::register(&mut registry));
     let state = AppState {
+        kind: args.kind,
         engine: Arc::new(OnceLock::new()),
         draining: Arc::default(),
         registry: Arc::new(registry),
@@ -84,7 +90,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let grpc = args.grpc_listen.as_ref().map(ToString::to_string);
     tracing::info!(listen = %args.listen, ?grpc, model = %args.model(), "serving; loading the model");
 
-    let loader = tokio::spawn(load(args.clone(), state.clone(), metrics, health.clone()));
+    let loader =
+        tokio::spawn(load(args.clone(), state.clone(), metrics, embedding_metrics, health.clone()));
     tokio::select! {
         loaded = loader => loaded.context("model loader panicked")?.context("loading the model")?,
         () = shutdown_signal() => {
@@ -106,6 +113,7 @@ async fn load(
     args: Args,
     state: AppState,
     metrics: Metrics,
+    embedding_metrics: Option<EmbeddingMetrics>,
     health: HealthReporter,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -115,12 +123,35 @@ async fn load(
     let device = blaze_worker::model::select_device(args.device)?;
     let device_name = blaze_worker::model::device_name(&device);
     tracing::info!(device = %device_name, requested = %args.device, "computing on {device_name}");
+    let served = match embedding_metrics {
+        Some(own) => load_embedding(&args, path, device, &state, metrics, own).await?,
+        None => Served::Llm(load_llm(&args, path, device, &state, metrics).await?),
+    };
+    let _ = state.engine.set(served.clone());
+    health.set_service_status("", ServingStatus::Serving).await;
+    match served {
+        Served::Llm(_) => health.set_serving::<GenerateServer<GenerateService>>().await,
+        Served::Embedding(_) => health.set_not_serving::<GenerateServer<GenerateService>>().await,
+    }
+    tokio::spawn(not_serving_once_failed(served, health));
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), name = %args.model_name(), "model ready");
+    Ok(())
+}
+
+async fn load_llm(
+    args: &Args,
+    path: PathBuf,
+    device: Device,
+    state: &AppState,
+    metrics: Metrics,
+) -> anyhow::Result<Arc<dyn Engine>> {
     let options = LoadOptions {
         weights: args.weights,
         format: args.model_format,
         dtype: args.dtype,
         quantization: args.quantization,
     };
+    let device_name = blaze_worker::model::device_name(&device);
     let model = tokio::task::spawn_blocking(move || {
         blaze_worker::model::load_with(&path, &device, options)
     })
@@ -151,12 +182,58 @@ async fn load(
         let seconds = warming.elapsed().as_secs_f64();
         tracing::info!(prompts = args.warm_prompts.len(), tokens, seconds, "prefix cache warmed");
     }
-    let _ = state.engine.set(engine.clone());
-    health.set_service_status("", ServingStatus::Serving).await;
-    health.set_serving::<GenerateServer<GenerateService>>().await;
-    tokio::spawn(not_serving_once_failed(engine, health));
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), name = %args.model_name(), "model ready");
-    Ok(())
+    Ok(engine)
+}
+
+/// Loads an embedding model, embeds one input to warm it up, and starts its engine. The
+/// batching flags mean what they say for inputs (--max-batch-size inputs, --max-batch-tokens
+/// tokens with padding per forward pass); the caches of text generation do not apply.
+async fn load_embedding(
+    args: &Args,
+    path: PathBuf,
+    device: Device,
+    state: &AppState,
+    metrics: Metrics,
+    own: EmbeddingMetrics,
+) -> anyhow::Result<Served> {
+    let caches = [
+        ("--prefix-cache-bytes", args.prefix_cache_bytes > 0 || !args.warm_prompts.is_empty()),
+        ("--response-cache-*", state.response_cache.is_some()),
+    ];
+    for (flag, _) in caches.iter().filter(|(_, set)| *set) {
+        tracing::warn!(flag, "ignored: embedding workers keep no prefix or response cache");
+    }
+    let dtype = blaze_worker::model::resolve_dtype(args.dtype, &device);
+    let device_name = blaze_worker::model::device_name(&device);
+    let model = tokio::task::spawn_blocking(move || -> blaze_worker::Result<_> {
+        let model = blaze_worker::model::embedding::load(&path, &device, dtype)?;
+        let took = EmbeddingEngine::warm_up(&model)?;
+        tracing::info!(seconds = took.as_secs_f64(), "warm-up forward pass done");
+        Ok(model)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("loading the embedding model panicked: {e}"))??;
+    let sentence = model.sentence();
+    let _ = state.model_info.set(serde_json::json!({
+        "source": args.model(),
+        "kind": "embedding",
+        "device": device_name,
+        "dtype": args.dtype.to_string(),
+        "model_type": model.model_type(),
+        "dimensions": model.dimensions(),
+        "pooling": format!("{:?}", sentence.pooling).to_lowercase(),
+        "normalized": sentence.normalize,
+        "matryoshka": sentence.matryoshka,
+    }));
+    let config = EmbeddingConfig {
+        max_batch_size: args.max_batch_size,
+        max_batch_tokens: args.max_batch_tokens,
+        max_queue: args.max_queue,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        stall_timeout: Duration::from_secs(args.stall_timeout_seconds),
+    };
+    let engine = EmbeddingEngine::start(args.model_name(), model, config, metrics, own);
+    Ok(Served::Embedding(Arc::new(engine)))
 }
 
 /// Runs the warm-up forward pass (off the async runtime) before the worker reports ready;
@@ -174,7 +251,7 @@ async fn warm_up(model: LoadedModel) -> anyhow::Result<LoadedModel> {
 
 /// Reports NOT_SERVING over gRPC health once the engine fails (the watchdog tripped), as
 /// `/livez` and `/readyz` then answer 503.
-async fn not_serving_once_failed(engine: Arc<dyn Engine>, health: HealthReporter) {
+async fn not_serving_once_failed(engine: Served, health: HealthReporter) {
     let mut changes = engine.watch_health();
     if changes.wait_for(|h| *h == Health::Failed).await.is_ok() {
         health.set_service_status("", ServingStatus::NotServing).await;

@@ -1,6 +1,10 @@
-//! The HTTP server: OpenAI-compatible API, health and metrics.
+//! The HTTP server: OpenAI-compatible API, health and metrics. `/v1/models`, `/livez`,
+//! `/readyz` and `/metrics` serve either kind of worker; `/v1/completions` and
+//! `/v1/chat/completions` a text-generation worker, `/v1/embeddings` an embedding one (each
+//! answers the other kind with a 400 that names the API this worker serves).
 
 mod body;
+mod embeddings;
 pub mod error;
 mod openai;
 pub mod request;
@@ -14,9 +18,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use blaze_worker_cli::Kind;
 use prometheus_client::registry::Registry;
 
-use crate::engine::{Engine, Health};
+use crate::engine::{Engine, Health, Served};
 
 /// Largest request body accepted; a prompt bigger than this is far past any context.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -24,8 +29,11 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// What this worker serves (`--kind`), known before the model is loaded: a request for
+    /// another kind's API is refused as such even while loading.
+    pub kind: Kind,
     /// The engine, once the model is loaded.
-    pub engine: Arc<OnceLock<Arc<dyn Engine>>>,
+    pub engine: Arc<OnceLock<Served>>,
     /// Set on SIGTERM: not ready, no new requests.
     pub draining: Arc<AtomicBool>,
     /// The metrics registry `/metrics` renders.
@@ -43,10 +51,19 @@ pub struct AppState {
 
 impl AppState {
     /// The engine when it is loaded and accepting requests.
-    pub fn ready_engine(&self) -> Option<&Arc<dyn Engine>> {
+    pub fn ready(&self) -> Option<&Served> {
         let engine = self.engine.get()?;
         (!self.draining.load(Ordering::SeqCst) && engine.health() == Health::Ready)
             .then_some(engine)
+    }
+
+    /// The text-generation engine when it is loaded and accepting requests (never on an
+    /// embedding worker).
+    pub fn ready_engine(&self) -> Option<&Arc<dyn Engine>> {
+        match self.ready()? {
+            Served::Llm(engine) => Some(engine),
+            Served::Embedding(_) => None,
+        }
     }
 }
 
@@ -55,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))

@@ -45,7 +45,7 @@ impl Faulty {
         let addr = format!("127.0.0.1:{port}");
         let mut args = vec!["--model", model.to_str().unwrap(), "--grpc-listen", &addr];
         args.extend_from_slice(extra);
-        let env = [(blaze_worker::engine::llm::fault::FAULT_FILE_VAR, fault.to_str().unwrap())];
+        let env = [(blaze_worker::engine::fault::FAULT_FILE_VAR, fault.to_str().unwrap())];
         let worker = Worker::start_with_env(port, &args, &env, Duration::from_secs(60)).await;
         Some(Faulty { worker, fault, _dir: dir })
     }
@@ -233,7 +233,7 @@ async fn exit_of(model: &Path, fault: &Path) -> std::process::Output {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_blaze-worker"))
         .args(["--model", model.to_str().unwrap(), "--listen"])
         .arg(format!("127.0.0.1:{}", support::free_port()))
-        .env(blaze_worker::engine::llm::fault::FAULT_FILE_VAR, fault)
+        .env(blaze_worker::engine::fault::FAULT_FILE_VAR, fault)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

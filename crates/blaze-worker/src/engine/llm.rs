@@ -3,8 +3,6 @@
 //! back; dropping it cancels.
 
 mod batch;
-pub mod fault;
-mod health;
 pub mod stop;
 
 use std::sync::Arc;
@@ -16,9 +14,9 @@ use tokio::sync::{mpsc, watch};
 
 use blaze_worker_cli::WarmPrompt;
 
-use self::health::Shared;
 use crate::chat::Message;
-use crate::engine::{Engine, Event, GenerateRequest, Health, SubmitError};
+use crate::engine::health::{self, Shared};
+use crate::engine::{Engine, Event, GenerateRequest, Health, SubmitError, fault};
 use crate::metrics::{Metrics, WatchdogCause};
 use crate::model::{KvCache, LoadedModel};
 
@@ -74,7 +72,7 @@ pub struct LlmEngine {
     name: String,
     model: Arc<LoadedModel>,
     queue: SyncSender<Admission>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<Event>>,
     metrics: Metrics,
     config: SchedulerConfig,
 }

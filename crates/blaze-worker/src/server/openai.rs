@@ -1,4 +1,5 @@
-//! `/v1/completions`, `/v1/chat/completions` (plain and SSE-streamed) and `/v1/models`.
+//! `/v1/completions`, `/v1/chat/completions` (plain and SSE-streamed) and `/v1/models`, and
+//! what the embeddings handler shares with them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use super::request::{Parsed, Prompt, parse_chat, parse_completion};
 use crate::cache::{self, Answer, Key, ResponseCache};
 use crate::engine::{Engine, Event, GenerateRequest};
 use crate::sampling::TokenLogprob;
+use blaze_worker_cli::Kind;
 
 pub(super) async fn models(State(state): State<AppState>) -> Response {
     let Some(engine) = state.engine.get() else {
@@ -30,7 +32,7 @@ pub(super) async fn models(State(state): State<AppState>) -> Response {
     };
     Json(json!({"object": "list", "data": [{
         "id": engine.model_name(), "object": "model", "created": now(), "owned_by": "blaze",
-        "max_model_len": engine.context_length(),
+        "max_model_len": engine.max_model_len(),
         "blaze": state.model_info.get().cloned().unwrap_or(Value::Null),
     }]}))
     .into_response()
@@ -61,9 +63,21 @@ struct Reply {
     logprobs: bool,
 }
 
+/// The answer to a request for an API this worker's kind does not serve: a 400 about
+/// `model`, which is what is wrong (the same request to another model works), naming the
+/// APIs this worker does serve.
+pub(super) fn wrong_kind(kind: Kind, path: &str) -> ApiError {
+    let serves = match kind {
+        Kind::Llm => "a text-generation model (/v1/completions, /v1/chat/completions)",
+        Kind::Embedding => "an embedding model (/v1/embeddings)",
+        Kind::Diffusion => "an image-generation model",
+    };
+    ApiError::invalid("model", format!("this worker serves {serves}; {path} is not for it"))
+}
+
 /// Why no request is taken now: the watchdog's reason once the engine failed, else loading
 /// or draining. A 503 either way, so a router tries another worker.
-fn not_ready(state: &AppState) -> ApiError {
+pub(super) fn not_ready(state: &AppState) -> ApiError {
     let message = match state.engine.get().and_then(|e| e.failure()) {
         Some(reason) => format!("the worker failed and takes no requests: {reason}"),
         None => "the worker is not ready (loading or draining)".to_owned(),
@@ -76,17 +90,14 @@ async fn serve(
     parsed: Result<Parsed, ApiError>,
     chat: bool,
 ) -> Result<Response, ApiError> {
+    if state.kind != Kind::Llm {
+        let path = if chat { "/v1/chat/completions" } else { "/v1/completions" };
+        return Err(wrong_kind(state.kind, path));
+    }
     let parsed = parsed?;
     let engine = state.ready_engine().ok_or_else(|| not_ready(&state))?.clone();
-    if let Some(model) = parsed.common.model.as_deref().filter(|m| *m != engine.model_name()) {
-        return Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!(
-                "model: {model:?} is not served here; this worker serves {:?}",
-                engine.model_name()
-            ),
-            param: Some("model".into()),
-        });
+    if let Some(model) = parsed.common.model.as_deref() {
+        check_model(model, engine.model_name())?;
     }
     let prompt = match &parsed.prompt {
         Prompt::Text(t) => engine.tokenize(t)?,
@@ -149,6 +160,18 @@ async fn serve(
     }
 }
 
+/// A 404 about `model` when a request names a model other than the one served.
+pub(super) fn check_model(asked: &str, served: &str) -> Result<(), ApiError> {
+    if asked == served {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("model: {asked:?} is not served here; this worker serves {served:?}"),
+        param: Some("model".into()),
+    })
+}
+
 /// Where a fresh answer goes: the cache and its key.
 type Keep = Option<(Arc<ResponseCache>, Key)>;
 
@@ -165,7 +188,7 @@ fn replay(answer: Answer) -> Response {
     }
 }
 
-fn json_body(body: Bytes) -> Response {
+pub(super) fn json_body(body: Bytes) -> Response {
     ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
@@ -310,6 +333,6 @@ fn usage(prompt: usize, completion: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

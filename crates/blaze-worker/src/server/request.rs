@@ -1,6 +1,8 @@
 //! Parsing and validating OpenAI request bodies. Every check names the field it rejects;
 //! nothing here panics on any input (a property test feeds it garbage).
 
+pub mod embeddings;
+
 use serde_json::{Map, Value};
 
 use super::error::ApiError;

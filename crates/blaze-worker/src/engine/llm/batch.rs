@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::fault;
-use super::health::Shared;
 use super::stop::StopMatcher;
 use super::{Admission, SchedulerConfig};
-use crate::engine::{EngineError, Event, FinishReason};
+use crate::engine::health::Shared;
+use crate::engine::{EngineError, Event, FinishReason, fault};
 use crate::metrics::Metrics;
 use crate::model::{KvCache, LoadedModel, PrefixCache, SeqInput};
 use crate::sampling::Sampler;
@@ -42,7 +41,7 @@ struct Sequence {
 pub(crate) struct Worker {
     model: Arc<LoadedModel>,
     queue: Receiver<Admission>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<Event>>,
     metrics: Metrics,
     config: SchedulerConfig,
     running: Vec<Sequence>,
@@ -56,7 +55,7 @@ impl Worker {
     pub(crate) fn new(
         model: Arc<LoadedModel>,
         queue: Receiver<Admission>,
-        shared: Arc<Shared>,
+        shared: Arc<Shared<Event>>,
         metrics: Metrics,
         config: SchedulerConfig,
     ) -> Self {

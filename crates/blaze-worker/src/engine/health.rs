@@ -1,5 +1,5 @@
-//! The engine's health as the handlers, the scheduler thread and its watchdog share it, and
-//! the watchdog itself.
+//! An engine's health as the handlers, the scheduler thread and its watchdog share it, and
+//! the watchdog itself; both engines (text generation and embeddings) use them.
 //!
 //! A worker whose scheduler died (a panic in the forward pass) or stalled (a step that never
 //! returns: a hung kernel, a deadlock) must not look alive: `/livez` fails so the kubelet
@@ -20,33 +20,45 @@ use tokio::sync::{mpsc, watch};
 use crate::engine::{EngineError, Event, Health};
 use crate::metrics::{Metrics, WatchdogCause};
 
-/// State shared by the engine handle, its scheduler thread and its watchdog.
-pub(crate) struct Shared {
+/// What a request's channel carries, and how it carries an error that ends the request.
+pub(crate) trait Ending: Send + 'static {
+    /// The message that ends a request with `error`.
+    fn failed(error: EngineError) -> Self;
+}
+
+impl Ending for Event {
+    fn failed(error: EngineError) -> Self {
+        Event::Error(error)
+    }
+}
+
+/// State shared by the engine handle, its scheduler thread and its watchdog; `T` is what
+/// the engine sends its requests.
+pub(crate) struct Shared<T> {
     health: watch::Sender<Health>,
     /// Requests queued or running.
     pub(crate) in_flight: AtomicUsize,
     epoch: Instant,
     /// Nanoseconds from `epoch` to the scheduler's last sign of progress.
     progress: AtomicU64,
-    open: Mutex<Open>,
+    open: Mutex<Open<T>>,
     metrics: Metrics,
 }
 
 /// The requests a trip must end, and the trip's reason once there was one.
-#[derive(Default)]
-struct Open {
-    sinks: Vec<mpsc::WeakUnboundedSender<Event>>,
+struct Open<T> {
+    sinks: Vec<mpsc::WeakUnboundedSender<T>>,
     failure: Option<String>,
 }
 
-impl Shared {
+impl<T: Ending> Shared<T> {
     pub(crate) fn new(metrics: Metrics) -> Self {
         Self {
             health: watch::Sender::new(Health::Ready),
             in_flight: AtomicUsize::new(0),
             epoch: Instant::now(),
             progress: AtomicU64::new(0),
-            open: Mutex::default(),
+            open: Mutex::new(Open { sinks: Vec::new(), failure: None }),
             metrics,
         }
     }
@@ -76,7 +88,7 @@ impl Shared {
 
     /// Keeps a weak reference to a new request's event sender, so that a trip can end the
     /// request; refused once the engine has failed.
-    pub(crate) fn register(&self, sink: &mpsc::UnboundedSender<Event>) -> Result<(), Health> {
+    pub(crate) fn register(&self, sink: &mpsc::UnboundedSender<T>) -> Result<(), Health> {
         let mut open = self.open.lock();
         if open.failure.is_some() {
             return Err(Health::Failed);
@@ -111,7 +123,7 @@ impl Shared {
         tracing::error!(?cause, %reason, in_flight = open.sinks.len(), "the scheduler failed; /livez now fails and requests in flight are ended");
         self.metrics.watchdog_trip(cause);
         for sink in open.sinks.drain(..).filter_map(|s| s.upgrade()) {
-            let _ = sink.send(Event::Error(EngineError::Failed(reason.clone())));
+            let _ = sink.send(T::failed(EngineError::Failed(reason.clone())));
         }
         open.failure = Some(reason);
         // Last, so that whoever sees the health change finds the requests ended.
@@ -128,8 +140,8 @@ fn tick(stall_timeout: Duration) -> Duration {
 /// Watches `shared` until the scheduler thread ends or a stall trips it: a stall is no
 /// progress for `stall_timeout` while requests are queued or running. (A panic on the
 /// scheduler thread trips it there and then.)
-pub(crate) fn spawn_watchdog(
-    shared: std::sync::Arc<Shared>,
+pub(crate) fn spawn_watchdog<T: Ending>(
+    shared: std::sync::Arc<Shared<T>>,
     scheduler: JoinHandle<()>,
     stall_timeout: Duration,
 ) {
@@ -172,7 +184,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
 
-    fn shared() -> (Shared, prometheus_client::registry::Registry) {
+    fn shared() -> (Shared<Event>, prometheus_client::registry::Registry) {
         let mut registry = prometheus_client::registry::Registry::default();
         (Shared::new(Metrics::register(&mut registry)), registry)
     }
