@@ -245,6 +245,12 @@ impl History {
         });
     }
 
+    /// Exports an engine's autoscaling bounds (the most workers, the p95 latency target) for
+    /// alerts; `None` for one the operator does not scale or that sets no target.
+    pub fn engine_bounds(&self, engine: &str, max: Option<i32>, target_p95_ms: Option<i32>) {
+        self.exported.bounds(engine, max, target_p95_ms);
+    }
+
     fn engine_update(&self, engine: &str, t: u64, f: impl FnOnce(&mut EnginePoint)) {
         let point = {
             let mut engines = self.engines.lock();

@@ -106,6 +106,12 @@ blaze_telemetry::metrics! {
         /// Fraction of requests the engine failed over the stable window.
         errors: Family<EngineLabels, Level> =
             "engine_error_ratio", "Fraction of finished requests the engine failed";
+        /// The most workers the autoscaler may ask for.
+        max: Family<EngineLabels, Gauge> = "engine_max_replicas",
+            "Most workers the autoscaler may ask for, per engine the operator scales";
+        /// The p95 latency the autoscaler adds workers to stay under.
+        target_p95: Family<EngineLabels, Level> = "engine_target_latency_p95_seconds",
+            "p95 latency the autoscaler adds workers to stay under, per engine that sets one";
         /// Changes of the desired workers, by direction.
         scale: Family<ScaleLabels, Counter> =
             "engine_scale_decisions", "Changes of an engine's desired workers, by direction";
@@ -156,6 +162,22 @@ impl ObjectMetrics {
         }
     }
 
+    /// Sets an engine's autoscaling bounds: the most workers and the p95 latency target,
+    /// each removed when the engine has none (not scaled by the operator, or no target).
+    pub(crate) fn bounds(&self, engine: &str, max: Option<i32>, target_p95_ms: Option<i32>) {
+        let (namespace, engine) = split(engine);
+        let l = EngineLabels { namespace, engine };
+        match max {
+            Some(m) => {
+                self.max.get_or_create(&l).set(i64::from(m));
+            }
+            None => {
+                self.max.remove(&l);
+            }
+        }
+        set_or_remove(&self.target_p95, &l, target_p95_ms.map(|ms| f64::from(ms) / 1000.0));
+    }
+
     /// Counts a change of an engine's desired workers.
     pub(crate) fn scaled(&self, engine: &str, from: i32, to: i32) {
         let (namespace, engine) = split(engine);
@@ -169,7 +191,9 @@ impl ObjectMetrics {
         let l = EngineLabels { namespace: namespace.clone(), engine: engine.clone() };
         self.desired.remove(&l);
         self.ready.remove(&l);
-        for f in [&self.in_flight, &self.p50, &self.p95, &self.ttft, &self.tokens, &self.errors] {
+        self.max.remove(&l);
+        let levels = [&self.in_flight, &self.p50, &self.p95, &self.ttft, &self.tokens];
+        for f in levels.into_iter().chain([&self.errors, &self.target_p95]) {
             f.remove(&l);
         }
         for direction in ["up", "down"] {
@@ -231,101 +255,101 @@ where
     }
 }
 
+fn reconcile_histogram() -> Histogram {
+    // Reconciles take milliseconds to a few seconds against a busy API server.
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
+fn cold_start_histogram() -> Histogram {
+    // From held requests waking an engine at zero to its first ready worker: a pod start and
+    // a model load, seconds to minutes.
+    Histogram::new([1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0])
+}
+
+blaze_telemetry::metrics! {
+    /// What the controllers do (registered under `blaze_operator_`).
+    #[derive(Clone)]
+    struct ControllerMetrics {
+        /// Reconciles run.
+        reconciles: Family<ControllerLabels, Counter> = "reconciles", "Reconciles run";
+        /// Failed scrapes of workers and routers, by target and reason.
+        scrape_failures: Family<ScrapeLabels, Counter> = "scrape_failures",
+            "Scrapes of a worker's or router's /metrics that failed: missing samples";
+        /// Failed reconciles, by reason.
+        failures: Family<ErrorLabels, Counter> =
+            "reconcile_errors", "Reconciles that failed, by reason";
+        /// Time per reconcile.
+        duration: Family<ControllerLabels, Histogram, fn() -> Histogram> =
+            "reconcile_duration_seconds", "Time spent in one reconcile",
+            Family::new_with_constructor(reconcile_histogram);
+        /// Objects waiting to retry after a failure.
+        backing_off: Family<ControllerLabels, Gauge> =
+            "objects_backing_off", "Objects waiting to retry after a failure";
+        /// Cold starts begun.
+        cold_starts: Counter = "cold_starts",
+            "Engines at zero workers woken by requests a router held for them";
+        /// Cold starts' durations.
+        cold_start_seconds: Histogram = "cold_start_seconds",
+            "Time from held requests waking an engine at zero to its first ready worker",
+            cold_start_histogram();
+    }
+}
+
 /// Metrics of the controllers.
 #[derive(Clone)]
 pub struct Metrics {
-    scrape_failures: Family<ScrapeLabels, Counter>,
-    reconciles: Family<ControllerLabels, Counter>,
-    failures: Family<ErrorLabels, Counter>,
-    duration: Family<ControllerLabels, Histogram>,
-    backing_off: Family<ControllerLabels, Gauge>,
-    cold_starts: Counter,
-    cold_start_seconds: Histogram,
+    controllers: ControllerMetrics,
     /// What the operator observes of engines and router endpoints.
     pub objects: ObjectMetrics,
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them under `blaze_operator_`.
+    /// Creates the metrics and registers them: the controllers' under `blaze_operator_`, what
+    /// they observe of objects under `blaze_`.
     pub fn new(registry: &mut Registry) -> Self {
-        let m = Self {
-            scrape_failures: Family::default(),
-            reconciles: Family::default(),
-            failures: Family::default(),
-            // Reconciles take milliseconds to a few seconds against a busy API server.
-            duration: Family::new_with_constructor(|| {
-                Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-            }),
-            backing_off: Family::default(),
-            cold_starts: Counter::default(),
-            // From held requests waking an engine at zero to its first ready worker: a pod
-            // start and a model load, seconds to minutes.
-            cold_start_seconds: Histogram::new([
-                1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-            ]),
+        Self {
+            controllers: ControllerMetrics::create(
+                registry.sub_registry_with_prefix("blaze_operator"),
+            ),
             objects: ObjectMetrics::create(registry.sub_registry_with_prefix("blaze")),
-        };
-        let r = registry.sub_registry_with_prefix("blaze_operator");
-        r.register("reconciles", "Reconciles run", m.reconciles.clone());
-        r.register(
-            "scrape_failures",
-            "Scrapes of a worker's or router's /metrics that failed: missing samples",
-            m.scrape_failures.clone(),
-        );
-        r.register("reconcile_errors", "Reconciles that failed, by reason", m.failures.clone());
-        r.register("reconcile_duration_seconds", "Time spent in one reconcile", m.duration.clone());
-        r.register(
-            "objects_backing_off",
-            "Objects waiting to retry after a failure",
-            m.backing_off.clone(),
-        );
-        r.register(
-            "cold_starts",
-            "Engines at zero workers woken by requests a router held for them",
-            m.cold_starts.clone(),
-        );
-        r.register(
-            "cold_start_seconds",
-            "Time from held requests waking an engine at zero to its first ready worker",
-            m.cold_start_seconds.clone(),
-        );
-        m
+        }
     }
 
     /// Counts a cold start begun.
     pub(crate) fn cold_start_begun(&self) {
-        self.cold_starts.inc();
+        self.controllers.cold_starts.inc();
     }
 
     /// Records a cold start that ended `secs` after it began.
     pub(crate) fn cold_start_done(&self, secs: f64) {
-        self.cold_start_seconds.observe(secs);
+        self.controllers.cold_start_seconds.observe(secs);
     }
 
     /// Counts a reconcile and returns a guard that records its duration when dropped.
     pub(crate) fn reconcile(&self, controller: &str) -> DurationGuard {
         let l = ControllerLabels { controller: controller.to_owned() };
-        self.reconciles.get_or_create(&l).inc();
-        DurationGuard { hist: self.duration.get_or_create(&l).clone(), start: Instant::now() }
+        self.controllers.reconciles.get_or_create(&l).inc();
+        let hist = self.controllers.duration.get_or_create(&l).clone();
+        DurationGuard { hist, start: Instant::now() }
     }
 
     /// Counts a failure.
     pub(crate) fn failure(&self, controller: &str, e: &crate::Error) {
         let l =
             ErrorLabels { controller: controller.to_owned(), reason: e.metric_label().to_owned() };
-        self.failures.get_or_create(&l).inc();
+        self.controllers.failures.get_or_create(&l).inc();
     }
 
     /// Counts a failed scrape of a `target` (`worker` or `router`).
     pub(crate) fn scrape_failed(&self, target: &str, reason: &str) {
         let l = ScrapeLabels { target: target.to_owned(), reason: reason.to_owned() };
-        self.scrape_failures.get_or_create(&l).inc();
+        self.controllers.scrape_failures.get_or_create(&l).inc();
     }
 
     /// Sets the number of objects backing off.
     pub(crate) fn set_backing_off(&self, controller: &str, n: usize) {
         let l = ControllerLabels { controller: controller.to_owned() };
-        self.backing_off.get_or_create(&l).set(n as i64);
+        self.controllers.backing_off.get_or_create(&l).set(n as i64);
     }
 }
 

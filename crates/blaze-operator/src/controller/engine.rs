@@ -183,6 +183,9 @@ fn record(ctx: &Context, engine: &BlazeEngine, status: &blaze_api::BlazeEngineSt
     let k = key(engine);
     let t = crate::history::now_ms();
     ctx.history.engine_replicas(&k, t, status.desired_replicas, status.ready_replicas);
+    let a = &engine.spec.autoscaling;
+    let scaled = |v: Option<i32>| v.filter(|_| a.mode == AutoscalingMode::Blaze);
+    ctx.history.engine_bounds(&k, scaled(a.max_replicas), scaled(a.target_latency_p95_ms));
     let Some(before) = engine.status.as_ref().filter(|s| !s.conditions.is_empty()) else {
         return;
     };

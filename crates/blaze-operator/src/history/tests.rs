@@ -49,6 +49,7 @@ fn engine_figures_and_decisions_are_exported_and_forgotten_with_the_engine() {
     h.engine_metrics("ml/a", 1_000, &m);
     h.engine_replicas("ml/a", 2_000, 3, 2);
     h.scaled("ml/a", 2_000, 2, 3, "load".into());
+    h.engine_bounds("ml/a", Some(8), Some(1500));
     let text = exposition(&reg);
     for line in [
         "blaze_engine_desired_replicas{namespace=\"ml\",engine=\"a\"} 3",
@@ -57,10 +58,14 @@ fn engine_figures_and_decisions_are_exported_and_forgotten_with_the_engine() {
         "blaze_engine_error_ratio{namespace=\"ml\",engine=\"a\"} 0.5",
         "blaze_engine_tokens_per_second{namespace=\"ml\",engine=\"a\"} 12.0",
         "blaze_engine_scale_decisions_total{namespace=\"ml\",engine=\"a\",direction=\"up\"} 1",
+        "blaze_engine_max_replicas{namespace=\"ml\",engine=\"a\"} 8",
+        "blaze_engine_target_latency_p95_seconds{namespace=\"ml\",engine=\"a\"} 1.5",
     ] {
         assert!(text.contains(line), "{line} in {text}");
     }
     assert!(!text.contains("blaze_engine_latency_p50_seconds{"), "not measured: no series");
+    h.engine_bounds("ml/a", Some(8), None);
+    assert!(!exposition(&reg).contains("blaze_engine_target_latency_p95_seconds{"), "no target");
     let d = h.engine("ml/a").unwrap().decisions.last().cloned().unwrap();
     assert_eq!((d.from, d.to, d.reason.as_str()), (2, 3, "load"));
     h.note(
