@@ -17,13 +17,37 @@ bad() {
         echo "helm template accepted the bad value $*" >&2
         exit 1
     fi
-    echo "refused $*: $(grep -m1 -E 'operator|metrics' <<<"$err" || echo "$err")"
+    echo "refused $*: $(grep -m1 -E '^- |operator|metrics' <<<"$err" || echo "$err")"
 }
 bad --set operator.logFormat=xml
 bad --set operator.replicas=0
 bad --set operator.image.pullPolicy=Sometimes
 bad --set operator.unknownValue=1
 bad --set operator.replicas=2 --set operator.leaderElection=false
+bad --set prometheusRule.errorRatio=2
+bad --set prometheusRule.notReadyFor=ten
+
+# The monitoring objects (Prometheus Operator and Grafana) render only when asked for, and
+# then each once. crates/blaze-operator/tests/monitoring.rs checks what is inside them.
+echo "== monitoring objects off and on"
+on=(--set metrics.serviceMonitor.enabled=true --set metrics.podMonitor.enabled=true
+    --set grafana.dashboard.enabled=true --set prometheusRule.enabled=true)
+helm lint --strict charts/blaze "${on[@]}" >/dev/null
+kinds() {
+    helm template blaze charts/blaze "$@" |
+        grep -E '^kind: (ServiceMonitor|PodMonitor|PrometheusRule)$|^    grafana_dashboard: "1"$' |
+        sort | uniq -c | awk '{$1=$1; print}' | paste -sd, -
+}
+if [ -n "$(kinds)" ]; then
+    echo "monitoring objects rendered with the default values: $(kinds)" >&2
+    exit 1
+fi
+want='1 grafana_dashboard: "1",2 kind: PodMonitor,1 kind: PrometheusRule,1 kind: ServiceMonitor'
+if [ "$(kinds "${on[@]}")" != "$want" ]; then
+    echo "with ${on[*]}: rendered $(kinds "${on[@]}"), wanted $want" >&2
+    exit 1
+fi
+echo "none by default; with them on: $want"
 
 echo "== manifests/install.yaml matches charts/blaze"
 rendered="$(mktemp)"
