@@ -5,6 +5,7 @@
 //! not at all. Every flag also reads a `BLAZE_...` environment variable.
 
 mod host_port;
+mod progress;
 mod values;
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use host_port::HostPort;
+pub use progress::DownloadProgress;
 pub use values::{
     Device, Dtype, Kind, LogFormat, ModelFormat, Quantization, WarmMessage, WarmPrompt, Weights,
 };

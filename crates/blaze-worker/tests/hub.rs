@@ -122,6 +122,27 @@ async fn download_subcommand_fills_the_cache_resuming_a_cut_off_file() {
     assert_eq!(hub.hits().len(), hits, "nothing asked the hub after the download");
 }
 
+/// A file that takes longer than the progress interval logs how far it has got, in the
+/// fields the operator reads back for the engine's `ModelLoaded` condition.
+#[tokio::test]
+async fn a_slow_download_logs_bytes_done_total_and_rate() {
+    let repo = tempfile::tempdir().unwrap();
+    blaze_worker::testing::write_tiny_llama(repo.path(), 512).unwrap();
+    let size = std::fs::metadata(repo.path().join("model.safetensors")).unwrap().len();
+    let hub = Hub::start(repo.path().to_path_buf()).await;
+    let cache = tempfile::tempdir().unwrap();
+    // Progress is logged every 5 s: one report half way through the weights, none after.
+    hub.slow_next("model.safetensors", Duration::from_secs(7));
+    let out = download("hf://blaze-test/tiny@v1", cache.path(), &hub.endpoint).await;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let p = blaze_worker_cli::DownloadProgress::last_in(&log)
+        .unwrap_or_else(|| panic!("no progress line: {log}"));
+    assert_eq!((p.file.as_str(), p.total), ("model.safetensors", Some(size)), "{log}");
+    assert!(p.bytes > 0 && p.bytes < size && p.bytes_per_second > 0.0, "{p:?}");
+    assert!(log.contains(&format!("downloading {p}")), "the message says it in words: {log}");
+}
+
 #[tokio::test]
 async fn download_failures_exit_non_zero_naming_the_file() {
     let repo = tempfile::tempdir().unwrap();

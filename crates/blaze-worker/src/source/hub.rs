@@ -9,8 +9,9 @@
 //! worker starts offline from what `blaze-worker download` fetched.
 
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use blaze_worker_cli::DownloadProgress;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use tokio::io::AsyncWriteExt;
@@ -35,6 +36,12 @@ const ATTEMPTS: u32 = 4;
 
 /// First wait between tries, doubled after each.
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+/// How often a file being downloaded logs how far it has got. Often enough that `kubectl logs
+/// -f` and the engine's `ModelLoaded` condition (the operator reads the last line each time it
+/// reconciles a loading engine, every 10 s) show it moving; rarely enough that a download of
+/// hours logs a few thousand lines. A file done sooner logs only its `downloaded` line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// How hub downloads are done.
 #[derive(Debug, Clone)]
@@ -167,7 +174,7 @@ impl<'a> Fetcher<'a> {
         let partial = PathBuf::from(format!("{}.partial", target.display()));
         let mut wait = RETRY_BACKOFF;
         for attempt in 1..=ATTEMPTS {
-            match self.try_once(&url, &partial).await {
+            match self.try_once(name, &url, &partial).await {
                 Ok(Some(bytes)) => {
                     std::fs::rename(&partial, &target)?;
                     tracing::info!(%url, bytes, "downloaded");
@@ -189,8 +196,14 @@ impl<'a> Fetcher<'a> {
         unreachable!("the last try returns")
     }
 
-    /// One GET into `partial`, resuming what is there. `Ok(None)` is a 404.
-    async fn try_once(&self, url: &str, partial: &Path) -> Result<Option<u64>, Failure> {
+    /// One GET of `name` into `partial`, resuming what is there, logging its progress.
+    /// `Ok(None)` is a 404.
+    async fn try_once(
+        &self,
+        name: &str,
+        url: &str,
+        partial: &Path,
+    ) -> Result<Option<u64>, Failure> {
         let have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
         let mut request = self.client.get(url);
         if let Some(token) = &self.hub.token {
@@ -236,9 +249,14 @@ impl<'a> Fetcher<'a> {
             .await
             .map_err(io)?;
         let mut size = if resumed { have } else { 0 };
+        let mut meter = Meter::new(name, expected, size, Instant::now(), PROGRESS_EVERY);
         while let Some(chunk) = response.chunk().await.map_err(|e| transient(&e))? {
             file.write_all(&chunk).await.map_err(io)?;
             size += chunk.len() as u64;
+            if let Some(p) = meter.tick(Instant::now(), size) {
+                let (bytes, total, rate) = (p.bytes, p.total, p.bytes_per_second);
+                tracing::info!(file = %p.file, bytes, total, bytes_per_second = rate, "downloading {p}");
+            }
         }
         file.flush().await.map_err(io)?;
         file.sync_all().await.map_err(io)?;
@@ -248,6 +266,37 @@ impl<'a> Fetcher<'a> {
             }
             _ => Ok(Some(size)),
         }
+    }
+}
+
+/// Reports a file's progress at most once per interval, with the rate since the last report.
+struct Meter {
+    file: String,
+    total: Option<u64>,
+    every: Duration,
+    /// When the last report (or the start) was, and the bytes on disk then.
+    last: (Instant, u64),
+}
+
+impl Meter {
+    fn new(file: &str, total: Option<u64>, bytes: u64, now: Instant, every: Duration) -> Self {
+        Self { file: file.to_owned(), total, every, last: (now, bytes) }
+    }
+
+    /// The report due at `now` with `bytes` on disk, if one is.
+    fn tick(&mut self, now: Instant, bytes: u64) -> Option<DownloadProgress> {
+        let elapsed = now.saturating_duration_since(self.last.0);
+        if elapsed < self.every {
+            return None;
+        }
+        let rate = bytes.saturating_sub(self.last.1) as f64 / elapsed.as_secs_f64();
+        self.last = (now, bytes);
+        Some(DownloadProgress {
+            file: self.file.clone(),
+            bytes,
+            total: self.total,
+            bytes_per_second: rate,
+        })
     }
 }
 
@@ -265,6 +314,21 @@ fn is_relative_inside(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_is_reported_once_per_interval_with_the_rate_since_the_last_report() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // Resumed at 1000 bytes of 10000.
+        let mut m = Meter::new("model.gguf", Some(10_000), 1_000, t0, s(5));
+        assert_eq!(m.tick(t0 + s(4), 3_000), None, "not yet");
+        let p = m.tick(t0 + s(5), 6_000).unwrap();
+        assert_eq!((p.bytes, p.total, p.bytes_per_second), (6_000, Some(10_000), 1_000.0));
+        assert_eq!(p.to_string(), "model.gguf: 5.9 KiB of 9.8 KiB (60%) at 1000 B/s");
+        assert_eq!(m.tick(t0 + s(9), 8_000), None);
+        let p = m.tick(t0 + s(15), 10_000).unwrap();
+        assert_eq!(p.bytes_per_second, 400.0, "over the 10 s since the last report");
+    }
 
     #[test]
     fn file_names_stay_inside_the_snapshot() {

@@ -1,6 +1,7 @@
 //! A local server with the Hugging Face hub's file layout (`/ORG/NAME/resolve/REV/FILE`)
 //! serving the files of one folder as `blaze-test/tiny@v1`, with range requests, a request
-//! log, and a switch that cuts the next download of a file off half way.
+//! log, a switch that cuts the next download of a file off half way and one that sends it
+//! slowly.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ struct Shared {
     root: PathBuf,
     hits: Arc<Mutex<Vec<Hit>>>,
     cut_next: Arc<Mutex<Option<String>>>,
+    slow_next: Arc<Mutex<Option<(String, std::time::Duration)>>>,
 }
 
 /// The running server.
@@ -55,6 +57,11 @@ impl Hub {
     pub fn cut_next(&self, file: &str) {
         *self.shared.cut_next.lock() = Some(file.to_string());
     }
+
+    /// The next download of `file` sends it in 12 even parts spread over `over`.
+    pub fn slow_next(&self, file: &str, over: std::time::Duration) {
+        *self.shared.slow_next.lock() = Some((file.to_string(), over));
+    }
 }
 
 async fn resolve(
@@ -70,6 +77,21 @@ async fn resolve(
     let Ok(bytes) = std::fs::read(hub.root.join(&file)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let slow = hub.slow_next.lock().take_if(|(f, _)| *f == file).map(|(_, over)| over);
+    if let Some(over) = slow {
+        let parts: Vec<Vec<u8>> =
+            bytes.chunks(bytes.len().div_ceil(12)).map(<[u8]>::to_vec).collect();
+        let pause = over / parts.len() as u32;
+        let chunks = async_stream::stream! {
+            for part in parts {
+                tokio::time::sleep(pause).await;
+                yield Ok::<_, std::io::Error>(part);
+            }
+        };
+        let mut response = Body::from_stream(chunks).into_response();
+        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        return response;
+    }
     let cut = {
         let mut next = hub.cut_next.lock();
         let cut = next.as_deref() == Some(file.as_str());
