@@ -1,10 +1,11 @@
 //! The quickstart as a newcomer runs it: `blaze dev up` applies it, a chat completion goes
-//! through its router, kubectl lists the pods, `blaze dev down` ends every process. On a
-//! control plane of its own, since it stops it.
+//! through its router, the operator dashboard shows the engine with data in a real browser,
+//! kubectl lists the pods, `blaze dev down` ends every process. On a control plane of its
+//! own, since it stops it.
 
 use std::sync::Arc;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use blaze_api::router::BlazeRouter;
 use blaze_e2e::pods::{alive, pids};
 use blaze_e2e::quickstart::ROUTER;
@@ -31,6 +32,7 @@ pub async fn dev_up_serves_a_chat_completion_and_dev_down_stops_every_process(
     })
     .await?;
     ensure!(answer.contains("Paris"), "{answer}");
+    dashboard_shows_the_quickstart(&cluster, &q.url, body).await?;
     let listing = cluster.kubectl(&["get", "pods", "-A"])?;
     ensure!(listing.contains("READY") && listing.contains("STATUS"), "{listing}");
     let running = listing.matches("Running").count();
@@ -41,4 +43,45 @@ pub async fn dev_up_serves_a_chat_completion_and_dev_down_stops_every_process(
     cluster.down()?;
     until("no pod process left", 30, async || all.iter().all(|p| !alive(*p)).then_some(())).await?;
     Ok(())
+}
+
+/// The dashboard `blaze dev up` printed, in Debian's headless chromium (as a user opens it;
+/// scripts/test-deps.sh installs it): the overview lists the quickstart's engine and router,
+/// and after a few requests the engine page draws its latency.
+async fn dashboard_shows_the_quickstart(
+    cluster: &DevCluster,
+    router: &str,
+    chat: &str,
+) -> Result<()> {
+    let base = cluster.dashboard.clone().context("blaze dev up printed no dashboard URL")?;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let engine = "/api/engines/default/smollm2";
+    until("the dashboard's history to hold a latency", 90, async || {
+        http::request(router, "POST", "/v1/chat/completions", chat).await.ok()?;
+        let body = http::get(&addr, engine).await.ok()?;
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let points = json["history"].as_array().or_else(|| json["points"].as_array())?;
+        points.iter().any(|p| p["p50LatencyMs"].as_f64().is_some()).then_some(())
+    })
+    .await?;
+    let profile = tempfile::tempdir()?;
+    let overview = browse(&format!("{base}/"), profile.path())?;
+    ensure!(overview.contains(">default/smollm2</a>"), "{overview}");
+    ensure!(overview.contains(">default/quickstart</a>"), "{overview}");
+    let page = browse(&format!("{base}/engines/default/smollm2"), profile.path())?;
+    ensure!(page.matches("class=\"chart\"").count() == 6, "six charts: {page}");
+    ensure!(page.contains("data-series=\"p50\""), "a drawn latency: {page}");
+    Ok(())
+}
+
+/// The page at `url` after its script ran (5 s of virtual time: a few polls).
+fn browse(url: &str, profile: &std::path::Path) -> Result<String> {
+    let out = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", url])
+        .output()
+        .context("chromium (scripts/test-deps.sh installs Debian's chromium)")?;
+    ensure!(out.status.success(), "chromium {url}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -31,6 +31,8 @@ pub struct DevCluster {
     setup: Setup,
     /// `namespace/name` and local URL of each router `blaze dev up` applied and exposed.
     pub routers: Vec<(String, String)>,
+    /// The operator dashboard's local URL, as `blaze dev up` printed it.
+    pub dashboard: Option<String>,
 }
 
 impl DevCluster {
@@ -62,17 +64,24 @@ impl DevCluster {
         let log = std::fs::File::create(dir.path().join("blaze-dev-up.log"))?;
         cmd.stderr(log);
         let child = cmd.spawn().context("starting blaze dev up")?;
-        let mut cluster =
-            Self { child: Mutex::new(Some(child)), dir, setup: setup.clone(), routers: vec![] };
+        let mut cluster = Self {
+            child: Mutex::new(Some(child)),
+            dir,
+            setup: setup.clone(),
+            routers: vec![],
+            dashboard: None,
+        };
         let info_path = cluster.dir.path().join("blaze-dev.json");
-        cluster.routers = until("blaze dev up to write its state", 90, async || {
-            let info: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&info_path).ok()?).ok()?;
-            let routers: Vec<(String, String)> =
-                serde_json::from_value(info["routers"].clone()).ok()?;
-            (!quickstart || !routers.is_empty()).then_some(routers)
-        })
-        .await?;
+        (cluster.routers, cluster.dashboard) =
+            until("blaze dev up to write its state", 90, async || {
+                let info: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&info_path).ok()?).ok()?;
+                let routers: Vec<(String, String)> =
+                    serde_json::from_value(info["routers"].clone()).ok()?;
+                let dashboard = info["dashboard"].as_str().map(str::to_owned);
+                (!quickstart || !routers.is_empty()).then_some((routers, dashboard))
+            })
+            .await?;
         let client = cluster.client().await?;
         let operator: Api<Pod> = Api::namespaced(client, OPERATOR_NS);
         until("the operator ready", 120, async || {
