@@ -12,6 +12,7 @@
 //! time.
 
 mod caching;
+mod embeddings;
 mod quickstart;
 mod recovery;
 mod routing;
@@ -137,6 +138,12 @@ fn main() {
             "caching::conversations_sharing_a_system_prompt_reach_one_worker_and_reuse_its_prefix",
             Alongside,
             caching::conversations_sharing_a_system_prompt_reach_one_worker_and_reuse_its_prefix,
+        ),
+        scenario(
+            f,
+            "embeddings::the_embedding_example_serves_embeddings_through_its_router",
+            Alongside,
+            embeddings::the_embedding_example_serves_embeddings_through_its_router,
         ),
         scenario(
             f,

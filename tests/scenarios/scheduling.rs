@@ -41,16 +41,16 @@ pub async fn more_gpus_than_any_node_has_is_unschedulable(f: Arc<Fixture>) -> Re
 pub async fn an_engine_of_an_unsupported_kind_is_marked_and_runs_no_workers(
     f: Arc<Fixture>,
 ) -> Result<()> {
-    let spec = "{kind: embedding, model: {source: 'file:///models/minilm'}}";
-    let engines = engine(&f, "unsupported", "minilm", spec).await?;
+    let spec = "{kind: diffusion, model: {source: 'file:///models/tiny-sd'}}";
+    let engines = engine(&f, "unsupported", "tiny-sd", spec).await?;
     let (_, reason) = until("the engine marked", 60, async || {
-        let e = engines.get("minilm").await.ok()?;
+        let e = engines.get("tiny-sd").await.ok()?;
         condition(&e, "Degraded").filter(|(s, _)| s == "True")
     })
     .await?;
     ensure!(reason == "Unsupported", "reason {reason}");
     let pods: Api<Pod> = Api::namespaced(f.cluster().await?.client().await?, "unsupported");
-    let listed = pods.list(&ListParams::default().labels("blaze.ai/engine=minilm")).await?;
+    let listed = pods.list(&ListParams::default().labels("blaze.ai/engine=tiny-sd")).await?;
     ensure!(listed.items.is_empty(), "workers for an unsupported kind");
     Ok(())
 }

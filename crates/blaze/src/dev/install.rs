@@ -101,10 +101,15 @@ fn set_env(obj: &mut DynamicObject, name: &str, value: &str) {
     }
 }
 
+/// The embedding model's folder in the model cache (scripts/fetch-models.sh).
+const MINILM: &str = "all-MiniLM-L6-v2";
+
 /// Provides the claim `blaze-models` in `namespace`, bound to a hostPath volume whose
 /// `smollm2/` folder is the model cache `models`, so the quickstart's
-/// `pvc://blaze-models/smollm2/...` is the cached file. Each namespace gets a volume of its
-/// own (`blaze-models` for `default`, `blaze-models-NAMESPACE` otherwise) on the same folder.
+/// `pvc://blaze-models/smollm2/...` is the cached file, and whose `all-MiniLM-L6-v2/` is the
+/// cache's embedding model (the embedding example's `pvc://blaze-models/all-MiniLM-L6-v2`).
+/// Each namespace gets a volume of its own (`blaze-models` for `default`,
+/// `blaze-models-NAMESPACE` otherwise) on the same folder.
 pub async fn models_claim(
     client: &Client,
     dir: &Path,
@@ -113,11 +118,13 @@ pub async fn models_claim(
 ) -> anyhow::Result<()> {
     let root = std::path::absolute(dir.join("volumes").join(MODELS_CLAIM))?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let link = root.join("smollm2");
-    if link.symlink_metadata().is_err() {
-        let target = std::path::absolute(models)?;
-        std::os::unix::fs::symlink(&target, &link)
-            .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+    let models = std::path::absolute(models)?;
+    for (name, target) in [("smollm2", models.clone()), (MINILM, models.join(MINILM))] {
+        let link = root.join(name);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(&target, &link)
+                .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+        }
     }
     let volume = match namespace {
         "default" => MODELS_CLAIM.to_owned(),
