@@ -6,19 +6,21 @@ use std::time::Duration;
 
 use blaze_api::BlazeEngine;
 use blaze_api::engine::AutoscalingMode;
+use blaze_worker_cli::DownloadProgress;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, LogParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use tracing::{info, instrument};
+use tracing::{debug, info, instrument};
 
 use super::{Context, Reconciled, apply, apply_status, clock, key, scoped};
 use crate::children::engine as build;
+use crate::children::pod::DOWNLOAD_CONTAINER;
 use crate::labels;
 use crate::status::engine::{Observation, engine_status, replacements};
 use crate::status::events::{Note, engine_events};
@@ -121,7 +123,10 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
 
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let workers = super::pods(&client, &ns, &labels::engine_selector(&name)).await?;
-    let facts: Vec<_> = workers.iter().map(pods::facts).collect();
+    let mut facts: Vec<_> = workers.iter().map(pods::facts).collect();
+    if let Some(f) = facts.iter_mut().find(|f| f.downloading && !f.terminating) {
+        f.download_progress = download_progress(&pod_api, &f.name).await;
+    }
     let now = Timestamp::now();
     for r in replacements(&engine, &facts, now) {
         info!(pod = %r.pod, reason = r.reason, "replacing worker");
@@ -175,6 +180,28 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
         RESYNC_BUSY
     };
     Ok(Action::requeue(next))
+}
+
+/// The last progress report of `pod`'s model download, from the tail of its init container's
+/// log (`pods/log`). One small read per reconcile, of one pod however many download (they
+/// fetch the same files), only while one does: the cheapest way to see a running init
+/// container's progress (its termination message comes only at its end). A failed read only
+/// leaves the condition without figures.
+async fn download_progress(pods: &Api<Pod>, pod: &str) -> Option<DownloadProgress> {
+    let lp = LogParams {
+        container: Some(DOWNLOAD_CONTAINER.into()),
+        // Progress comes every 5 s; a file finished since logs one line more.
+        tail_lines: Some(20),
+        limit_bytes: Some(64 * 1024),
+        ..LogParams::default()
+    };
+    match pods.logs(pod, &lp).await {
+        Ok(log) => DownloadProgress::last_in(&log),
+        Err(e) => {
+            debug!(pod, error = %e, "cannot read the model download's log");
+            None
+        }
+    }
 }
 
 /// Keeps the engine's replicas in its history, and a change of its desired workers with the

@@ -17,6 +17,8 @@ pub const CLUSTER: &[(&str, &str, &[&str])] = &[
     ("rbac.authorization.k8s.io", "rolebindings", &["list", "watch", "create", "patch"]),
     ("policy", "poddisruptionbudgets", &["list", "watch", "create", "patch"]),
     ("", "pods", &["list", "delete"]),
+    // The model download's progress, from the tail of its init container's log.
+    ("", "pods/log", &["get"]),
     ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];

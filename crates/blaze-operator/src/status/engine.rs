@@ -169,6 +169,14 @@ impl Ctx<'_> {
                 "no worker is placed on a node yet; see the Unschedulable condition".into(),
             );
         }
+        if let Some(p) = self.pods.iter().find(|p| p.downloading && !p.terminating) {
+            let how_far = p.download_progress.as_ref().map_or(String::new(), |d| format!(" ({d})"));
+            return Cond::new(
+                false,
+                "Downloading",
+                format!("worker {} is downloading {}{how_far}", p.name, self.model()),
+            );
+        }
         Cond::new(false, "Loading", format!("workers are loading {}", self.model()))
     }
 

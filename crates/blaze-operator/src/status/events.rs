@@ -28,7 +28,10 @@ pub fn engine_events(old: Option<&BlazeEngineStatus>, new: &BlazeEngineStatus) -
         }
         let bad = match ty {
             ct::UNSCHEDULABLE | ct::DEGRADED => n.status == "True",
-            _ => n.status == "False" && !matches!(n.reason.as_str(), "Loading" | "ScaledToZero"),
+            _ => {
+                let on_its_way = ["Loading", "Downloading", "ScaledToZero"];
+                n.status == "False" && !on_its_way.contains(&n.reason.as_str())
+            }
         };
         // First observations that are fine, and recoveries from nothing, are not news. For
         // CacheReady only a fault and its end are: not its Unknown while no worker is ready.
@@ -93,6 +96,9 @@ mod tests {
             1,
         );
         assert!(engine_events(None, &start).is_empty());
+        // A model on its way is no problem: the step says so quietly.
+        let downloading = with(&[("Ready", false, "Downloading")], 1);
+        assert!(engine_events(Some(&start), &downloading).iter().all(|e| !e.warning));
         let stuck = with(
             &[
                 ("Ready", false, "InsufficientGPU"),

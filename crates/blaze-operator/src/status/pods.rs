@@ -1,5 +1,6 @@
 //! What one worker pod shows: placed or not, ready or not, crashing and why.
 
+use blaze_worker_cli::DownloadProgress;
 use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, Pod};
 use k8s_openapi::jiff::Timestamp;
 
@@ -31,6 +32,11 @@ pub struct PodFacts {
     pub terminating: bool,
     /// The model download (the init container) keeps failing: its restarts and last exit.
     pub download_failing: Option<(i32, Exit)>,
+    /// The model download (the init container) is running now.
+    pub downloading: bool,
+    /// How far that download has got, from its log: the controller reads it, the pod object
+    /// does not say.
+    pub download_progress: Option<DownloadProgress>,
 }
 
 /// How a container last ended.
@@ -92,6 +98,7 @@ pub fn facts(pod: &Pod) -> PodFacts {
     }
     let download =
         status.init_container_statuses.iter().flatten().find(|c| c.name == DOWNLOAD_CONTAINER);
+    f.downloading = download.and_then(|c| c.state.as_ref()?.running.as_ref()).is_some();
     f.download_failing = download.and_then(|c| {
         let now = c.state.as_ref().and_then(terminated);
         if now.is_some_and(|t| t.exit_code == 0) {

@@ -192,6 +192,35 @@ fn a_model_that_cannot_load_says_why() {
 }
 
 #[test]
+fn a_download_in_progress_says_how_far_it_has_got() {
+    let e = engine(0);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "w-1"},
+        "status": {"initContainerStatuses": [{
+            "name": "model-download", "image": "i", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"running": {"startedAt": T0}}
+        }]}
+    }))
+    .unwrap();
+    let mut f = facts(&pod);
+    assert!(f.downloading && f.download_failing.is_none());
+    let s = status_of(&e, &deploy(1, 0, 1), std::slice::from_ref(&f), 1, T0);
+    let first = "worker w-1 is downloading hf://org/chat";
+    assert_eq!(cond(&s, "ModelLoaded"), ("False", "Downloading", first));
+    f.download_progress = Some(blaze_worker_cli::DownloadProgress {
+        file: "model.safetensors".into(),
+        bytes: 1 << 30,
+        total: Some(4 << 30),
+        bytes_per_second: 50.0 * 1048576.0,
+    });
+    let s = status_of(&e, &deploy(1, 0, 1), std::slice::from_ref(&f), 1, T0);
+    let want = format!("{first} (model.safetensors: 1.0 GiB of 4.0 GiB (25%) at 50.0 MiB/s)");
+    assert_eq!(cond(&s, "ModelLoaded"), ("False", "Downloading", want.as_str()));
+    // Ready says it too: `kubectl get blaze` and `blaze dev up` show that condition.
+    assert_eq!(cond(&s, "Ready"), ("False", "Downloading", want.as_str()));
+}
+
+#[test]
 fn scaling_reasons_follow_the_deployment() {
     let e = engine(0);
     let two = [ready_pod("a"), ready_pod("b")];
