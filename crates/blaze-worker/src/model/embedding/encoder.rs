@@ -3,37 +3,23 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
+use candle_nn::VarBuilder;
 use candle_transformers::models::{bert, xlm_roberta};
+
+use super::bert::Bert;
 use serde_json::Value;
 
 use crate::{Error, Result};
-
-/// The most negative finite f16 and bf16 values (`half::f16::MIN`, `half::bf16::MIN`).
-const F16_MIN: f64 = -65504.0;
-const BF16_MIN: f64 = -3.3895313892515355e38;
 
 /// The `model_type`s served.
 pub const MODEL_TYPES: &[&str] = &["bert", "xlm-roberta", "roberta"];
 
 /// A loaded encoder.
 pub(super) enum Encoder {
-    /// BERT: candle-transformers' encoder layers behind our own embeddings and mask.
+    /// BERT: our own forward pass ([`super::bert`]) on candle-transformers' config.
     Bert(Box<Bert>),
     /// XLM-RoBERTa and RoBERTa: candle-transformers' model whole (f32).
     XlmRoberta(Box<xlm_roberta::XLMRobertaModel>, xlm_roberta::Config),
-}
-
-pub(super) struct Bert {
-    word: Embedding,
-    /// `[max_positions, hidden]`.
-    positions: Tensor,
-    /// The token type 0 row, `[hidden]`: inputs are single sequences.
-    token_type: Tensor,
-    norm: LayerNorm,
-    layers: bert::BertEncoder,
-    config: bert::Config,
-    dtype: DType,
 }
 
 impl Encoder {
@@ -119,41 +105,5 @@ impl Encoder {
             Encoder::Bert(bert) => bert.config.pad_token_id as u32,
             Encoder::XlmRoberta(_, c) => c.pad_token_id,
         }
-    }
-}
-
-impl Bert {
-    fn load(vb: VarBuilder, config: bert::Config, dtype: DType) -> Result<Self> {
-        let hidden = config.hidden_size;
-        let e = vb.pp("embeddings");
-        let word = candle_nn::embedding(config.vocab_size, hidden, e.pp("word_embeddings"))?;
-        let positions =
-            e.pp("position_embeddings").get((config.max_position_embeddings, hidden), "weight")?;
-        let token_type = e
-            .pp("token_type_embeddings")
-            .get((config.type_vocab_size, hidden), "weight")?
-            .get(0)?;
-        let norm = candle_nn::layer_norm(hidden, config.layer_norm_eps, e.pp("LayerNorm"))?;
-        let layers = bert::BertEncoder::load(vb.pp("encoder"), &config)?;
-        Ok(Self { word, positions, token_type, norm, layers, config, dtype })
-    }
-
-    fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (batch, tokens) = ids.dims2()?;
-        let positions = self.positions.narrow(0, 0, tokens)?;
-        let x =
-            self.word.forward(ids)?.broadcast_add(&positions)?.broadcast_add(&self.token_type)?;
-        let x = self.norm.forward(&x)?;
-        // (1 - mask) times the dtype's most negative value, added to every attention score.
-        let most_negative = match self.dtype {
-            DType::F16 => F16_MIN,
-            DType::BF16 => BF16_MIN,
-            _ => f64::from(f32::MIN),
-        };
-        let additive = mask
-            .affine(-most_negative, most_negative)?
-            .to_dtype(self.dtype)?
-            .reshape((batch, 1, 1, tokens))?;
-        Ok(self.layers.forward(&x, &additive)?)
     }
 }
