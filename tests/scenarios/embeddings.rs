@@ -47,7 +47,7 @@ pub async fn the_embedding_example_serves_embeddings_through_its_router(
         "input": ["A cat sits on the mat.", "A kitten is sitting on a rug.", "Stock markets fell sharply today."],
     })
     .to_string();
-    let answer = until("embeddings through the router", 300, async || {
+    let answer = until("embeddings through the router", 420, async || {
         let out = http::request(&url, "POST", "/v1/embeddings", &body).await.ok()?;
         let (head, json) = out.split_once("\r\n\r\n")?;
         head.starts_with("HTTP/1.1 200").then(|| serde_json::from_str::<Value>(json).ok())?
