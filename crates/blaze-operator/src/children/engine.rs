@@ -1,8 +1,13 @@
-//! An engine's children: the worker Deployment, its Service and its PodDisruptionBudget.
+//! An engine's children: the worker Deployment, its Service, its PodDisruptionBudget and its
+//! NetworkPolicy.
 
 use blaze_api::BlazeEngine;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -172,6 +177,63 @@ pub fn pdb(engine: &BlazeEngine) -> Result<PodDisruptionBudget> {
             ..Default::default()
         }),
         status: None,
+    })
+}
+
+/// Labels of the operator's pods, as the chart and the install manifest set them.
+pub const OPERATOR_POD_LABELS: [(&str, &str); 1] = [("app.kubernetes.io/name", "blaze-operator")];
+
+/// The NetworkPolicy of the workers: their port admits only the namespace's Blaze routers
+/// (pods with a `blaze.ai/router` label) and the operator's pods in any namespace (its
+/// scrapes of `/metrics`). Policies add up: another one admitting a Prometheus opens the port
+/// to it too. Enforced by the cluster's network plugin, if it enforces NetworkPolicy (the
+/// development control plane keeps it but does not enforce it).
+pub fn network_policy(engine: &BlazeEngine) -> Result<NetworkPolicy> {
+    let name = name_of(engine)?;
+    let routers = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_expressions: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                    key: labels::ROUTER_LABEL.to_owned(),
+                    operator: "Exists".to_owned(),
+                    values: None,
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector::default()),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(
+                OPERATOR_POD_LABELS
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(NetworkPolicy {
+        metadata: child_meta(engine)?,
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels::engine_selector(&name)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![routers, operator]),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(WORKER_PORT)),
+                    protocol: Some("TCP".to_owned()),
+                    ..Default::default()
+                }]),
+            }]),
+            ..Default::default()
+        }),
     })
 }
 

@@ -101,6 +101,8 @@ pub fn worker_pod_spec(
         // Long generations should finish before the pod goes: the worker drains on SIGTERM.
         termination_grace_period_seconds: Some(120),
         enable_service_links: Some(false),
+        // Workers never call the Kubernetes API: no token for anything in the pod to steal.
+        automount_service_account_token: Some(false),
         ..Default::default()
     };
     scheduling(&mut pod, spec, selector);

@@ -1,5 +1,6 @@
-//! The BlazeEngine controller: applies the worker Deployment, Service and PodDisruptionBudget,
-//! replaces failing workers per `spec.recovery`, and writes status when it changed.
+//! The BlazeEngine controller: applies the worker Deployment, Service, PodDisruptionBudget and
+//! NetworkPolicy, replaces failing workers per `spec.recovery`, and writes status when it
+//! changed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use blaze_api::engine::AutoscalingMode;
 use blaze_worker_cli::DownloadProgress;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -65,7 +67,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let controller = controller
         .owns(scoped::<Deployment>(c.clone(), ns), children.clone())
         .owns(scoped::<Service>(c.clone(), ns), children.clone())
-        .owns(scoped::<PodDisruptionBudget>(c, ns), children)
+        .owns(scoped::<PodDisruptionBudget>(c.clone(), ns), children.clone())
+        .owns(scoped::<NetworkPolicy>(c, ns), children)
         .graceful_shutdown_on(shutdown);
     super::drive(controller, reconcile, ctx.clone()).await;
     let _ = stop_tx.send(());
@@ -120,6 +123,7 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
         apply(&client, m, &build::deployment(&engine, desired, &ctx.defaults)?).await?;
     apply(&client, m, &build::service(&engine)?).await?;
     apply(&client, m, &build::pdb(&engine)?).await?;
+    apply(&client, m, &build::network_policy(&engine)?).await?;
 
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let workers = super::pods(&client, &ns, &labels::engine_selector(&name)).await?;

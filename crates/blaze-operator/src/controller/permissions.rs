@@ -16,6 +16,7 @@ pub const CLUSTER: &[(&str, &str, &[&str])] = &[
     ("rbac.authorization.k8s.io", "roles", &["list", "watch", "create", "patch"]),
     ("rbac.authorization.k8s.io", "rolebindings", &["list", "watch", "create", "patch"]),
     ("policy", "poddisruptionbudgets", &["list", "watch", "create", "patch"]),
+    ("networking.k8s.io", "networkpolicies", &["list", "watch", "create", "patch"]),
     ("", "pods", &["list", "delete"]),
     // The model download's progress, from the tail of its init container's log.
     ("", "pods/log", &["get"]),

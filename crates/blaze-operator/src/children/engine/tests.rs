@@ -369,3 +369,31 @@ fn service_and_pdb_select_the_workers() {
     assert_eq!(p.metadata.owner_references.as_ref().unwrap()[0].name, "smollm2");
     assert_eq!(s.metadata.labels.as_ref().unwrap()["app.kubernetes.io/component"], "engine");
 }
+
+#[test]
+fn workers_admit_only_routers_and_the_operator_and_carry_no_api_token() {
+    let e = cpu_pvc();
+    let np = network_policy(&e).unwrap();
+    assert_eq!(np.metadata.owner_references.as_ref().unwrap()[0].name, "smollm2");
+    let spec = np.spec.unwrap();
+    assert_eq!(spec.pod_selector.unwrap().match_labels.unwrap()["blaze.ai/engine"], "smollm2");
+    assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
+    let rules = spec.ingress.unwrap();
+    assert_eq!(rules.len(), 1, "one rule: anything else is refused");
+    let ports = rules[0].ports.as_ref().unwrap();
+    assert_eq!(ports[0].port, Some(IntOrString::Int(8000)));
+    let json = serde_json::to_value(rules[0].from.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {"podSelector": {"matchExpressions": [{"key": "blaze.ai/router", "operator": "Exists"}]}},
+            {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "blaze-operator"}}},
+        ])
+    );
+    // The operator's pods carry the label the policy admits (the chart sets it).
+    let chart = include_str!("../../../../../charts/blaze/templates/_helpers.tpl");
+    assert!(chart.contains("app.kubernetes.io/name: blaze-operator"));
+    let d = deployment(&e, 1, &Defaults::default()).unwrap();
+    let pod = d.spec.template.spec.unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false));
+}
