@@ -148,6 +148,14 @@ pub fn infos(crd: &Value) -> Vec<ResourceInfo> {
                 })
                 .unwrap_or_default();
             let schema = v["schema"]["openAPIV3Schema"].clone();
+            let selectable_fields = v["selectableFields"]
+                .as_array()
+                .map(|fs| {
+                    fs.iter()
+                        .map(|f| s(&f["jsonPath"]).trim_start_matches('.').to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
             ResourceInfo {
                 group: s(&spec["group"]),
                 version: s(&v["name"]),
@@ -166,6 +174,7 @@ pub fn infos(crd: &Value) -> Vec<ResourceInfo> {
                 custom: true,
                 schema: (!schema.is_null()).then(|| Arc::new(schema)),
                 columns,
+                selectable_fields,
             }
         })
         .collect()

@@ -25,7 +25,7 @@ pub fn on_create(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
                 obj["spec"]["type"] = json!("ClusterIP");
             }
             if let Some(ports) = obj["spec"]["ports"].as_array_mut() {
-                for p in ports {
+                for p in ports.iter_mut().filter(|p| p.is_object()) {
                     if p["protocol"].is_null() {
                         p["protocol"] = json!("TCP");
                     }

@@ -27,6 +27,8 @@ pub struct ApiError {
     pub message: String,
     /// `details` (name, group, kind, causes); `None` for errors about the request itself.
     pub details: Option<Box<Details>>,
+    /// `metadata.continue`: where a list whose continue token expired may go on from.
+    pub continue_token: Option<String>,
 }
 
 /// `Status.details`.
@@ -47,7 +49,7 @@ pub type ApiResult<T> = std::result::Result<T, ApiError>;
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self { code, reason, message: message.into(), details: None, continue_token: None }
     }
 
     fn with_details(mut self, group: &str, kind: &str, name: &str) -> Self {
@@ -158,6 +160,21 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 410 for a list whose continue token is too old, with a token that goes on from the
+    /// newest state (kube-apiserver's words for an etcd compaction while paging).
+    pub fn continue_expired(fresh_token: String) -> Self {
+        let mut e = Self::gone(
+            "The provided continue parameter is too old to display a consistent list result. \
+             You can start a new list without the continue parameter, or use the continue token \
+             in this response to retrieve the remainder of the results. Continuing with the \
+             provided token results in an inconsistent list - objects that were created, \
+             modified, or deleted between the time the first chunk was returned and now may \
+             show up in the list.",
+        );
+        e.continue_token = Some(fresh_token);
+        e
+    }
+
     /// 413 for bodies over the limit.
     pub fn too_large() -> Self {
         Self::new(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728")
@@ -195,6 +212,9 @@ impl ApiError {
             "kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
         });
+        if let Some(token) = &self.continue_token {
+            s["metadata"]["continue"] = json!(token);
+        }
         if let Some(d) = &self.details {
             let mut details = json!({"name": d.name, "kind": d.kind});
             if !d.group.is_empty() {
@@ -226,9 +246,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A storage failure is the server's fault: a 500.
+/// A storage failure is the server's fault: a 500 worded as kube-apiserver words one.
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
-        Self::internal(e.to_string())
+        Self::internal(format!("Internal error occurred: {e}"))
     }
 }

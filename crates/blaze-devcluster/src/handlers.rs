@@ -181,7 +181,7 @@ fn delete_collection(
     info: &ResourceInfo,
     ns: Option<&str>,
 ) -> ApiResult<Response> {
-    let (labels, fields) = crate::selectors::from_query(&ctx.query)?;
+    let (labels, fields) = crate::selectors::from_query(&ctx.query, info)?;
     let opts = delete_opts(ctx)?;
     let w = ctx.writer(st, info);
     let deleted = write(st, info, |inner| {

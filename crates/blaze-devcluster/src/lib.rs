@@ -32,6 +32,7 @@ mod persist;
 mod resources;
 mod scale;
 mod schema;
+mod selectable;
 mod selectors;
 mod server;
 mod store;

@@ -1,5 +1,7 @@
 //! `--data-dir`: one JSON file per object, each written to a temporary file, synced and renamed
-//! into place before the write is acknowledged, so a crash mid-write loses no acknowledged write.
+//! into place before the write is acknowledged, so a crash mid-write loses no acknowledged write
+//! and leaves no half-written object. A deletion unlinks the file and syncs its directory before
+//! it is acknowledged, so an acknowledged deletion does not come back after a crash either.
 
 use std::fs;
 use std::io::Write;
@@ -36,19 +38,29 @@ impl Persist {
         let path = self.path_of(&e.key, &e.ns, name);
         match e.kind {
             EventType::Deleted => {
-                match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(Error::io(&path, err)),
-                }
-                // Deletions leave no file behind, so the newest version is kept aside.
-                atomic_write(&self.dir.join("resource-version"), rv.to_string().as_bytes())
+                // Deletions leave no file behind, so the newest version is kept aside first:
+                // versions never go back after a restart.
+                atomic_write(&self.dir.join("resource-version"), rv.to_string().as_bytes())?;
+                remove_durably(&path)
             }
-            _ => {
-                let doc = serde_json::json!({"key": e.key, "object": &*e.object});
-                atomic_write(&path, &serde_json::to_vec(&doc).unwrap_or_default())
-            }
+            _ => self.save(&e.key, &path, &e.object),
         }
+    }
+
+    /// Puts back on disk what was there before `e` (after [`Persist::record`] of a write that
+    /// must be rolled back).
+    pub fn undo(&self, e: &Event) -> Result<()> {
+        let name = e.object["metadata"]["name"].as_str().unwrap_or_default();
+        let path = self.path_of(&e.key, &e.ns, name);
+        match &e.previous {
+            Some(prev) => self.save(&e.key, &path, prev),
+            None => remove_durably(&path),
+        }
+    }
+
+    fn save(&self, key: &str, path: &Path, object: &Value) -> Result<()> {
+        let doc = serde_json::json!({"key": key, "object": object});
+        atomic_write(path, &serde_json::to_vec(&doc).unwrap_or_default())
     }
 
     /// Every saved object with its storage key, and the saved newest version.
@@ -73,6 +85,9 @@ fn walk(dir: &Path, out: &mut Vec<(String, Value)>) -> Result<()> {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if path.is_dir() {
             walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "tmp") {
+            // What a crash in the middle of a write left: that write was never acknowledged.
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         } else if path.extension().is_some_and(|e| e == "json") {
             let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
             let mut doc: Value = serde_json::from_slice(&bytes)
@@ -87,7 +102,7 @@ fn walk(dir: &Path, out: &mut Vec<(String, Value)>) -> Result<()> {
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    create_dir_durably(dir)?;
     let tmp =
         dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("x")));
     let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -95,6 +110,33 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     // The rename itself is durable only once the directory is synced.
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+    sync_dir(dir)
+}
+
+/// Removes `path` (if it is there) and syncs its directory, so the removal survives a crash.
+fn remove_durably(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(Error::io(path, err)),
+    }
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Creates `dir` and its missing parents, syncing the parent of each one created: a new
+/// directory's entry is durable only once its parent is synced.
+fn create_dir_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for d in missing.iter().rev() {
+        sync_dir(d.parent().unwrap_or(Path::new(".")))?;
+    }
     Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
 }

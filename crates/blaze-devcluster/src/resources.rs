@@ -62,6 +62,9 @@ pub struct ResourceInfo {
     pub schema: Option<Arc<Value>>,
     /// Printer columns (custom resources).
     pub columns: Vec<PrinterColumn>,
+    /// Fields a custom resource can be selected by beyond name and namespace (the CRD
+    /// version's `selectableFields`, as `spec.color`).
+    pub selectable_fields: Vec<String>,
 }
 
 impl ResourceInfo {
@@ -185,6 +188,7 @@ pub fn builtin() -> Vec<ResourceInfo> {
                 custom: false,
                 schema: None,
                 columns: Vec::new(),
+                selectable_fields: Vec::new(),
             }
         })
         .collect()

@@ -3,13 +3,14 @@
 //! kube-rs has a label selector type (`kube::core::Selector`) but no parser for the string
 //! form a request carries, no `<` / `>` requirements and no field selectors, and it matches
 //! a map of strings rather than the JSON the store holds; so the server parses and matches
-//! both here.
+//! both here. Which fields a resource can be selected by is [`crate::selectable`]'s.
 
 use serde_json::Value;
 
 use crate::api::Query;
 use crate::error::{ApiError, ApiResult};
-use crate::meta::at_path;
+use crate::resources::ResourceInfo;
+use crate::selectable::{self, Field};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Req {
@@ -99,6 +100,11 @@ impl LabelSelector {
         Ok(Self(reqs))
     }
 
+    /// Whether it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether the labels satisfy every requirement.
     pub fn matches(&self, labels: &Value) -> bool {
         let get = |k: &str| labels.get(k).and_then(Value::as_str);
@@ -122,11 +128,12 @@ fn set(s: &str) -> Option<Vec<String>> {
 
 /// A parsed field selector: `metadata.name=x,status.phase!=Running`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FieldSelector(Vec<(String, bool, String)>);
+pub struct FieldSelector(Vec<(Field, bool, String)>);
 
 impl FieldSelector {
-    /// Parses the selector; 400 on anything malformed.
-    pub fn parse(s: &str) -> ApiResult<Self> {
+    /// Parses the selector for objects of `info`; 400 on anything malformed or on a field
+    /// the resource cannot be selected by.
+    pub fn parse(s: &str, info: &ResourceInfo) -> ApiResult<Self> {
         let mut out = Vec::new();
         if s.trim().is_empty() {
             return Ok(Self(out));
@@ -145,29 +152,30 @@ impl FieldSelector {
             if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
                 return Err(ApiError::bad_request(format!("invalid field selector: {s:?}")));
             }
-            out.push((field.to_owned(), eq, value.trim().to_owned()));
+            out.push((selectable::field(info, field)?, eq, value.trim().to_owned()));
         }
         Ok(Self(out))
     }
 
+    /// Whether it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether `obj` satisfies every requirement.
     pub fn matches(&self, obj: &Value) -> bool {
-        self.0.iter().all(|(f, eq, v)| {
-            let actual = match at_path(obj, f) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            };
-            (actual == *v) == *eq
-        })
+        self.0.iter().all(|(f, eq, v)| (f.value(obj) == *v) == *eq)
     }
 }
 
-/// The label and field selectors of a list, watch or delete-collection request.
-pub(crate) fn from_query(query: &Query) -> ApiResult<(LabelSelector, FieldSelector)> {
+/// The label and field selectors of a list, watch or delete-collection request on `info`.
+pub(crate) fn from_query(
+    query: &Query,
+    info: &ResourceInfo,
+) -> ApiResult<(LabelSelector, FieldSelector)> {
     Ok((
         LabelSelector::parse(query.get("labelSelector").unwrap_or_default())?,
-        FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())?,
+        FieldSelector::parse(query.get("fieldSelector").unwrap_or_default(), info)?,
     ))
 }
 
@@ -194,11 +202,13 @@ mod tests {
 
     #[test]
     fn field_selectors_compare_as_strings() {
+        let pods = crate::resources::builtin().into_iter().find(|r| r.plural == "pods").unwrap();
         let o =
             json!({"metadata": {"name": "a", "namespace": "ns"}, "status": {"phase": "Running"}});
-        let m = |s: &str| FieldSelector::parse(s).unwrap().matches(&o);
+        let m = |s: &str| FieldSelector::parse(s, &pods).unwrap().matches(&o);
         assert!(m("metadata.name=a") && m("status.phase!=Pending") && m("spec.nodeName="));
-        assert!(!m("metadata.namespace=other"));
-        assert!(FieldSelector::parse("nonsense").is_err());
+        assert!(!m("metadata.namespace=other") && !m("spec.hostNetwork=true"));
+        assert!(FieldSelector::parse("nonsense", &pods).is_err());
+        assert!(FieldSelector::parse("spec.containers=x", &pods).is_err());
     }
 }

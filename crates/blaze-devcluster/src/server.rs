@@ -23,8 +23,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Bearer token clients must send; random when `None`.
     pub token: Option<String>,
-    /// Watch events kept for watches that resume from an older version; older ones get
-    /// `410 Gone`.
+    /// Watch events kept for watches that resume from an older version and for lists read at
+    /// an older version (later pages of a paged list); older ones get `410 Gone`.
     pub history: usize,
     /// Serve HTTPS with a certificate made at start (the default). kubectl sends its bearer
     /// token only over TLS; plain HTTP suits in-process clients and benchmarks.

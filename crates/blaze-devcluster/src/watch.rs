@@ -102,7 +102,7 @@ fn bookmark(info: &ResourceInfo, rv: u64, initial_end: bool) -> bytes::Bytes {
 
 /// Starts a watch and streams it.
 pub async fn watch(st: Arc<State>, ctx: &Ctx, t: Target) -> ApiResult<Response> {
-    let (labels, fields) = selectors::from_query(&ctx.query)?;
+    let (labels, fields) = selectors::from_query(&ctx.query, &t.info)?;
     let filter = Filter {
         key: t.info.storage_key(),
         ns: t.ns.clone(),

@@ -12,6 +12,22 @@ use crate::resources::ResourceInfo;
 use crate::server::State;
 use crate::store::Inner;
 
+/// Built-in resources whose kinds have no `spec` (nor `status`): there the fields are unknown
+/// and dropped rather than decoded.
+const WITHOUT_SPEC: &[&str] = &[
+    "configmaps",
+    "secrets",
+    "serviceaccounts",
+    "events",
+    "endpoints",
+    "endpointslices",
+    "roles",
+    "rolebindings",
+    "clusterroles",
+    "clusterrolebindings",
+    "priorityclasses",
+];
+
 /// Who writes, and how.
 pub struct Writer<'a> {
     /// Server state.
@@ -102,6 +118,30 @@ impl Writer<'_> {
                     self.info.kind
                 )));
             }
+        }
+        self.check_shape(obj)
+    }
+
+    /// Refuses what kube-apiserver could not decode into the kind's Go type: a `metadata`,
+    /// or a built-in kind's `spec` or `status`, that is not an object.
+    fn check_shape(&self, obj: &Value) -> ApiResult<()> {
+        let (kind, version) = (&self.info.kind, &self.info.version);
+        let mut fields = vec![("metadata", "v1.ObjectMeta".to_owned())];
+        if !self.info.custom && !WITHOUT_SPEC.contains(&self.info.plural.as_str()) {
+            fields.push(("spec", format!("{version}.{kind}Spec")));
+            fields.push(("status", format!("{version}.{kind}Status")));
+        }
+        for (field, go_type) in fields {
+            let found = match &obj[field] {
+                Value::Null | Value::Object(_) => continue,
+                Value::Bool(_) => "bool",
+                Value::Number(_) => "number",
+                Value::String(_) => "string",
+                Value::Array(_) => "array",
+            };
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: json: cannot unmarshal {found} into Go struct field {kind}.{field} of type {go_type}"
+            )));
         }
         Ok(())
     }

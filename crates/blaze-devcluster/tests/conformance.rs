@@ -12,5 +12,7 @@ mod conformance {
     pub mod deletion;
     pub mod garbage;
     pub mod kubectl;
+    pub mod paging;
+    pub mod persistence;
     pub mod watch;
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::Discovery;
@@ -84,11 +84,48 @@ async fn selectors_and_pagination() {
         }
     }
     assert_eq!(names, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
-    // An exact resourceVersion that is not the newest is gone.
+    // An exact resourceVersion that is not the newest is read as it was.
     let old = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
     api.create(&PostParams::default(), &cm("later", &[])).await.unwrap();
     let exact = ListParams::default().at(&old).matching(kube::api::VersionMatch::Exact);
-    assert_eq!(status_of(api.list(&exact).await).code, 410);
+    let then = api.list(&exact).await.unwrap();
+    assert_eq!((then.items.len(), then.metadata.resource_version), (7, Some(old)));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn field_selectors_only_on_the_fields_a_kind_supports() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let e = status_of(cms.list(&ListParams::default().fields("status.phase=x")).await);
+    assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
+    assert_eq!(
+        e.message,
+        r#""status.phase" is not a known field selector: only "metadata.name", "metadata.namespace""#
+    );
+    let all_cms: Api<ConfigMap> = Api::all(client.clone());
+    let watched = all_cms.watch(&kube::api::WatchParams::default().fields("data.k=v"), "0").await;
+    assert_eq!(status_of(watched.map(|_| ())).code, 400, "a watch is refused the same way");
+
+    let pods: Api<Pod> = Api::all(client.clone());
+    let on_node = ListParams::default().fields("spec.nodeName=n1,status.phase!=Failed");
+    assert!(pods.list(&on_node).await.unwrap().items.is_empty());
+    let e = status_of(pods.list(&ListParams::default().fields("status.hostIP=10.0.0.1")).await);
+    assert_eq!((e.code, e.message.as_str()), (400, "field label not supported: status.hostIP"));
+    let nodes: Api<Node> = Api::all(client.clone());
+    let e = status_of(nodes.list(&ListParams::default().fields("metadata.namespace=x")).await);
+    assert_eq!(
+        e.message, "field label not supported: metadata.namespace",
+        "nodes are not namespaced"
+    );
+    let schedulable = ListParams::default().fields("spec.unschedulable=false");
+    assert!(nodes.list(&schedulable).await.is_ok());
+
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}})).unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let opaque = secrets.list(&ListParams::default().fields("type=Opaque")).await.unwrap();
+    assert_eq!(opaque.items.len(), 1, "an unset type reads as the default, Opaque");
     server.shutdown().await;
 }
 
@@ -175,7 +212,6 @@ async fn discovery_dynamic_api_and_auth() {
 
 #[tokio::test]
 async fn dry_run_stores_nothing_and_pod_logs_come_from_the_log_source() {
-    use k8s_openapi::api::core::v1::Pod;
     use kube::api::LogParams;
     let (server, client) = start().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -203,7 +239,6 @@ async fn dry_run_stores_nothing_and_pod_logs_come_from_the_log_source() {
 /// another pod, is a 409.
 #[tokio::test]
 async fn pods_are_bound_once_through_the_binding_subresource() {
-    use k8s_openapi::api::core::v1::Pod;
     let (server, client) = start().await;
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},

@@ -1,5 +1,5 @@
 //! kubectl against the server: server-side and client-side apply, get with printer columns,
-//! describe, explain, scale, delete and get -w.
+//! paged get, field selectors, describe, explain, scale, delete and get -w.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -95,6 +95,12 @@ fn scenario(kc: &Path) {
     );
     ok(kc, &["apply", "-f", cm2.to_str().unwrap()]);
     assert_eq!(ok(kc, &["get", "cm", "plain", "-o", "jsonpath={.data.a}"]).trim(), "2");
+    // kubectl pages through a list one object at a time.
+    let chunked = ok(kc, &["get", "cm", "-A", "--chunk-size=1"]);
+    assert!(chunked.contains("plain"), "{chunked}");
+    let (found, text) =
+        kubectl(kc, &["get", "pods", "-A", "--field-selector=status.hostIP=1.2.3.4"]);
+    assert!(!found && text.contains("field label not supported: status.hostIP"), "{text}");
 
     watch_sees_a_new_object(kc);
     ok(kc, &["delete", "be", &name]);
