@@ -1,6 +1,9 @@
-//! The gRPC surface: `blaze.generate.v1.Generate/GenerateStream` and `grpc.health.v1`. An
-//! embedding worker answers the generate service `UNIMPLEMENTED`: it generates no text (its
-//! gRPC API is the Open Inference Protocol's, to come).
+//! The gRPC surface: `blaze.generate.v1.Generate/GenerateStream`, the Open Inference
+//! Protocol's `inference.GRPCInferenceService` ([`oip`]) and `grpc.health.v1`. An embedding
+//! worker answers the generate service `UNIMPLEMENTED`: it generates no text (its gRPC API
+//! is the Open Inference Protocol's).
+
+pub mod oip;
 
 use std::pin::Pin;
 use std::time::Instant;
@@ -58,7 +61,8 @@ impl Generate for GenerateService {
         if self.state.kind != Kind::Llm {
             return Err(Status::unimplemented(format!(
                 "blaze.generate.v1.Generate is for text-generation models; this worker serves \
-                 --kind {} (embeddings: POST /v1/embeddings)",
+                 --kind {} (embeddings: POST /v1/embeddings or \
+                 inference.GRPCInferenceService/ModelInfer)",
                 self.state.kind
             )));
         }

@@ -1,6 +1,6 @@
 //! Blaze's inference worker: loads a model with candle, schedules requests on a thread that
-//! owns it, and serves the OpenAI-compatible HTTP API, a streaming gRPC service, health and
-//! Prometheus metrics.
+//! owns it, and serves the OpenAI-compatible HTTP API, the Open Inference Protocol (v2, REST
+//! and gRPC), a streaming gRPC service, health and Prometheus metrics.
 
 pub mod args;
 pub mod cache;
@@ -10,6 +10,7 @@ pub mod error;
 pub mod grpc;
 pub mod metrics;
 pub mod model;
+pub mod oip;
 pub mod sampling;
 pub mod server;
 pub mod source;

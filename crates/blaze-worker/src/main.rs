@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use blaze_proto::generate::generate_server::GenerateServer;
+use blaze_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use blaze_worker::args::{Args, Command, DownloadArgs, Kind};
 use blaze_worker::cache::ResponseCache;
 use blaze_worker::engine::embedding::{EmbeddingConfig, EmbeddingEngine, EmbeddingMetrics};
 use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use blaze_worker::engine::{Engine, Health, Served};
 use blaze_worker::grpc::GenerateService;
+use blaze_worker::grpc::oip::OipService;
 use blaze_worker::metrics::Metrics;
 use blaze_worker::model::{LoadOptions, LoadedModel};
 use blaze_worker::server::{self, AppState};
@@ -65,6 +67,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (args.kind == Kind::Embedding).then(|| EmbeddingMetrics::register(&mut registry));
     let state = AppState {
         kind: args.kind,
+        model_name: args.model_name().into(),
         engine: Arc::new(OnceLock::new()),
         draining: Arc::default(),
         registry: Arc::new(registry),
@@ -76,6 +79,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::NotServing).await;
     let grpc = tonic::service::Routes::new(GenerateService::server(state.clone()))
+        .add_service(OipService::server(state.clone()))
         .add_service(health_service)
         .into_axum_router();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -129,6 +133,7 @@ async fn load(
     };
     let _ = state.engine.set(served.clone());
     health.set_service_status("", ServingStatus::Serving).await;
+    health.set_serving::<GrpcInferenceServiceServer<OipService>>().await;
     match served {
         Served::Llm(_) => health.set_serving::<GenerateServer<GenerateService>>().await,
         Served::Embedding(_) => health.set_not_serving::<GenerateServer<GenerateService>>().await,
@@ -256,6 +261,7 @@ async fn not_serving_once_failed(engine: Served, health: HealthReporter) {
     if changes.wait_for(|h| *h == Health::Failed).await.is_ok() {
         health.set_service_status("", ServingStatus::NotServing).await;
         health.set_not_serving::<GenerateServer<GenerateService>>().await;
+        health.set_not_serving::<GrpcInferenceServiceServer<OipService>>().await;
     }
 }
 

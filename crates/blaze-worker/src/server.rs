@@ -1,11 +1,13 @@
 //! The HTTP server: OpenAI-compatible API, health and metrics. `/v1/models`, `/livez`,
 //! `/readyz` and `/metrics` serve either kind of worker; `/v1/completions` and
 //! `/v1/chat/completions` a text-generation worker, `/v1/embeddings` an embedding one (each
-//! answers the other kind with a 400 that names the API this worker serves).
+//! answers the other kind with a 400 that names the API this worker serves). The Open
+//! Inference Protocol's REST form (`/v2/...`, [`oip`]) serves both kinds.
 
 mod body;
 mod embeddings;
 pub mod error;
+pub mod oip;
 mod openai;
 pub mod request;
 
@@ -32,6 +34,8 @@ pub struct AppState {
     /// What this worker serves (`--kind`), known before the model is loaded: a request for
     /// another kind's API is refused as such even while loading.
     pub kind: Kind,
+    /// The name clients use for the model (`--served-model-name`), known before it loads.
+    pub model_name: Arc<str>,
     /// The engine, once the model is loaded.
     pub engine: Arc<OnceLock<Served>>,
     /// Set on SIGTERM: not ready, no new requests.
@@ -77,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(oip::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
