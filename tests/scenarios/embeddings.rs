@@ -37,7 +37,7 @@ pub async fn the_embedding_example_serves_embeddings_through_its_router(
     let url = format!("http://{}", listener.local_addr()?);
     let target = ServiceTarget {
         namespace: ns.to_owned(),
-        name: blaze_operator::labels::router_child_name("embeddings"),
+        name: blaze_operator::labels::router_child_name("minilm-api"),
         port: IntOrString::String("http".into()),
     };
     let forward = tokio::spawn(service_proxy::forward(client.clone(), target, listener));
