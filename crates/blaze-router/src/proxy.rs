@@ -1,7 +1,9 @@
 //! The proxy: one request in, tries out to endpoints, one response streamed back.
 //!
 //! A request body whose size is known and at most [`MAX_BUFFERED`] is read first, so the
-//! request can be tried again elsewhere; any other body is streamed and tried once.
+//! request can be tried again elsewhere, as is the one message of a gRPC call that takes one
+//! (`grpc`: the Open Inference Protocol's methods, Blaze's generate RPC, health checks) up to
+//! that size; any other body is streamed and tried once.
 //!
 //! A response is handed to the client only once its first body byte has arrived (or its end,
 //! or its trailers): workers send a stream's headers at once and its first token much later,
@@ -36,6 +38,7 @@
 //! (gRPC) share multiplexed connections through hyper's pooling client.
 
 mod attempt;
+mod grpc;
 mod h1;
 mod headers;
 mod pool;
@@ -150,7 +153,8 @@ impl Proxy {
         }
         let routes = self.table.load();
         let (parts, body) = req.into_parts();
-        let body = match read_small(body, millis(routes.config.timeouts.idle_timeout_ms)).await {
+        let idle = millis(routes.config.timeouts.idle_timeout_ms);
+        let body = match read_small(&parts, body, idle).await {
             Ok(b) => b,
             Err(e) => {
                 return local(StatusCode::BAD_REQUEST, format!("reading the request body: {e}\n"));

@@ -101,7 +101,61 @@ where
 
 /// The body of a request sent upstream: buffered (left), so a retry can send it again, or
 /// streamed from the client (right), sent once.
-pub type Upstream = Either<Full<Bytes>, Idle<hyper::body::Incoming>>;
+pub type Upstream = Either<Full<Bytes>, Idle<Resumed<hyper::body::Incoming>>>;
+
+pin_project! {
+    /// A streamed request body, after the bytes of it already read: the proxy reads a gRPC
+    /// call's one message whole to keep it for retries, and streams on from what it read
+    /// when the message turns out larger than it keeps.
+    pub struct Resumed<B> {
+        head: Option<Bytes>,
+        #[pin]
+        rest: B,
+    }
+}
+
+impl<B> Resumed<B> {
+    /// `rest`, nothing read from it yet.
+    pub fn new(rest: B) -> Self {
+        Self { head: None, rest }
+    }
+
+    /// Puts `head`, read from the body, back in front of what is left of it.
+    pub fn put_back(self: Pin<&mut Self>, head: Bytes) {
+        *self.project().head = (!head.is_empty()).then_some(head);
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for Resumed<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        match this.head.take() {
+            Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+            None => this.rest.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.rest.size_hint();
+        let head = self.head.as_ref().map_or(0, |h| h.len() as u64);
+        // The upper bound first: a lower bound above the old upper one would panic.
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + head);
+        }
+        hint.set_lower(hint.lower() + head);
+        hint
+    }
+}
 
 /// A buffered request body.
 pub fn buffered(data: Bytes) -> Upstream {

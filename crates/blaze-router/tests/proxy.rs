@@ -1,5 +1,5 @@
 //! The router as a process in front of real upstream processes: balancing, headers, reloads,
-//! API keys, server-sent events and gRPC server streams.
+//! API keys, server-sent events, gRPC server streams and retried one-message gRPC calls.
 
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
@@ -295,4 +295,70 @@ async fn grpc_health_checks_take_a_not_serving_endpoint_out_and_back() {
         metric(&c, &r.addr, &healthy(&b.addr)).await == Some(1.0)
     })
     .await;
+}
+
+/// An HTTP/2 client whose request bodies have no known size, as gRPC clients send them.
+type Grpc = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>,
+>;
+
+/// A unary gRPC call of `method` with `message` (framed, sent without a length): the status,
+/// `grpc-status` and the answer's message.
+async fn unary(h2: &Grpc, router: &str, method: &str, message: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(message);
+    let frame = Ok(hyper::body::Frame::data(Bytes::from(framed)));
+    let body = http_body_util::StreamBody::new(futures::stream::iter([frame])).boxed();
+    let req =
+        http::Request::post(format!("http://{router}/inference.GRPCInferenceService/{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body)
+            .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let collected = resp.into_body().collect().await.unwrap();
+    let grpc_status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .map(|s| s.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let data = collected.to_bytes();
+    (status, grpc_status, data.get(5..).unwrap_or_default().to_vec())
+}
+
+/// A gRPC call whose request is one message (here the Open Inference Protocol's) is read
+/// whole, so an endpoint that cannot be reached costs a retry, not the call; one larger than
+/// the proxy keeps streams through whole.
+#[tokio::test]
+async fn one_message_grpc_calls_are_retried_on_another_endpoint() {
+    let a = upstream("alpha", "127.0.0.1:0");
+    let dead = free_addr();
+    let routing = format!(
+        "strategy: roundRobin\nhealthCheck: null\nretries: {{attempts: 2, budgetPercent: 100}}\n{}",
+        endpoints_yaml(&[&dead, &a.addr])
+    );
+    let Routed { _dir, r, c, .. } = routed(&routing, &[]).await;
+    let h2: Grpc =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    for (i, method) in
+        ["ServerLive", "ModelMetadata", "ModelInfer", "ModelInfer"].iter().enumerate()
+    {
+        let message = format!("call {i}");
+        let answer = unary(&h2, &r.addr, method, message.as_bytes()).await;
+        assert_eq!(answer, (200, "0".into(), format!("alpha:{message}").into_bytes()), "{method}");
+    }
+    let retries = metric(&c, &r.addr, "blaze_router_retries_total").await.unwrap_or(0.0);
+    assert!(retries >= 1.0, "round robin over a dead endpoint must have needed retries");
+
+    let Routed { _dir: _alive, r: alive, .. } = routed(&endpoints_yaml(&[&a.addr]), &[]).await;
+    let large = vec![7u8; 1_500_000];
+    let (status, grpc_status, echoed) = unary(&h2, &alive.addr, "ModelInfer", &large).await;
+    assert_eq!((status, grpc_status.as_str()), (200, "0"));
+    assert_eq!((echoed.len(), &echoed[..6]), (large.len() + 6, &b"alpha:"[..]));
+    assert!(echoed[6..] == large[..], "the large message arrived changed");
 }

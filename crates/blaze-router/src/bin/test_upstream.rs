@@ -16,6 +16,8 @@
 //!   `data: NAME late`, comes MS milliseconds later
 //! - `POST /grpc/stream/N/MS` (HTTP/2): a gRPC server stream of N messages MS apart, ending
 //!   with `grpc-status: 0` in the trailers; each message is `NAME:i`.
+//! - `POST /inference.GRPCInferenceService/METHOD` (HTTP/2): a unary gRPC answer whose one
+//!   message is `NAME:` and then the request's message, with `grpc-status: 0` in the trailers
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -135,6 +137,10 @@ async fn handle(req: Request<Incoming>, name: &'static str) -> Result<Response<B
             Response::new(full("ok\n"))
         }
         "grpc" => grpc_stream(name, num(2), num(3)),
+        "inference.GRPCInferenceService" => {
+            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            grpc_echo(name, body.get(5..).unwrap_or_default())
+        }
         _ => {
             let mut r = Response::new(full("not found\n"));
             *r.status_mut() = StatusCode::NOT_FOUND;
@@ -197,6 +203,22 @@ fn grpc_stream(name: &'static str, n: u64, ms: u64) -> Response<Body> {
         },
         Some(trailers),
     );
+    let mut r = Response::new(stream);
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+    r
+}
+
+fn grpc_echo(name: &'static str, message: &[u8]) -> Response<Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let mut b = BytesMut::with_capacity(5 + name.len() + 1 + message.len());
+    b.put_u8(0);
+    b.put_u32(u32::try_from(name.len() + 1 + message.len()).unwrap_or(0));
+    b.put_slice(name.as_bytes());
+    b.put_u8(b':');
+    b.put_slice(message);
+    let msg = b.freeze();
+    let stream = async_stream(1, 0, move |_| Frame::data(msg.clone()), Some(trailers));
     let mut r = Response::new(stream);
     r.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
     r

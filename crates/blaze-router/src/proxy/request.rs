@@ -2,6 +2,7 @@
 //! and the request each try sends.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use blaze_api::router::{SessionAffinityMode, Strategy};
@@ -10,16 +11,16 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Uri, Version};
 use hyper::body::Incoming;
 
-use super::{MAX_BUFFERED, RetryType, headers, prefix};
+use super::{MAX_BUFFERED, RetryType, grpc, headers, prefix};
 use crate::balance::hash_bytes;
-use crate::relay::{BoxError, Idle};
+use crate::relay::{BoxError, Idle, Resumed};
 
 /// The request body as the tries see it.
 pub(super) enum ReqBody {
     /// Read in full: every try sends it again.
     Buffered(Bytes),
     /// Streamed from the client: only one try can send it.
-    Streamed(Option<Idle<Incoming>>),
+    Streamed(Option<Idle<Resumed<Incoming>>>),
 }
 
 impl ReqBody {
@@ -32,19 +33,46 @@ impl ReqBody {
     }
 }
 
-/// Reads a small body of known size in full; streams any other.
-pub(super) async fn read_small(body: Incoming, idle: Duration) -> Result<ReqBody, BoxError> {
+/// Reads a small body in full: one of known size, or the one message of a gRPC call that
+/// takes one ([`grpc::one_message`]) while it stays within [`MAX_BUFFERED`]. Streams any
+/// other, and a gRPC message found larger on from the bytes read.
+pub(super) async fn read_small(
+    parts: &http::request::Parts,
+    body: Incoming,
+    idle: Duration,
+) -> Result<ReqBody, BoxError> {
     use http_body::Body as _;
     if body.is_end_stream() {
         return Ok(ReqBody::Buffered(Bytes::new()));
     }
-    let small = body.size_hint().upper().is_some_and(|n| n <= MAX_BUFFERED);
-    let body = Idle::new(body, idle);
-    if !small {
+    let upper = body.size_hint().upper();
+    let sized = upper.is_some_and(|n| n <= MAX_BUFFERED);
+    let one_message =
+        upper.is_none() && grpc::is_grpc(&parts.headers) && grpc::one_message(parts.uri.path());
+    let mut body = Idle::new(Resumed::new(body), idle);
+    if !sized && !one_message {
         return Ok(ReqBody::Streamed(Some(body)));
     }
-    use http_body_util::BodyExt as _;
-    Ok(ReqBody::Buffered(body.collect().await?.to_bytes()))
+    let (mut chunks, mut total) = (Vec::new(), 0);
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(data) = frame?.into_data() else { continue };
+        total += data.len() as u64;
+        chunks.push(data);
+        if total > MAX_BUFFERED {
+            Pin::new(&mut body).inner_mut().put_back(joined(chunks));
+            return Ok(ReqBody::Streamed(Some(body)));
+        }
+    }
+    Ok(ReqBody::Buffered(joined(chunks)))
+}
+
+/// The chunks as one: the only one as it is (most bodies come in one frame), or a copy.
+fn joined(mut chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => chunks.concat().into(),
+    }
 }
 
 /// The hash the hashing strategies place the request by, if they apply.
@@ -55,6 +83,9 @@ pub(super) fn session_key(
     body: &ReqBody,
 ) -> Option<u64> {
     match cfg.strategy {
+        // A gRPC message is not a prompt the key reads (nor is its length prefix stable):
+        // gRPC calls fall back to the adaptive pick, as streamed bodies do.
+        Strategy::PrefixAware if grpc::is_grpc(h) => None,
         Strategy::PrefixAware => match body {
             ReqBody::Buffered(b) if !b.is_empty() => {
                 Some(hash_bytes(&prefix::prefix_key(b, cfg.prefix_bytes)))
@@ -148,6 +179,17 @@ mod tests {
         let r = try_of(&p, false);
         assert_eq!(r.uri(), "/a");
         assert_eq!(r.headers()["host"], "api.example");
+    }
+
+    #[test]
+    fn prefix_aware_keys_prompts_but_not_grpc_messages() {
+        let cfg = RoutingConfig { strategy: Strategy::PrefixAware, ..RoutingConfig::default() };
+        let peer: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let body = ReqBody::Buffered(Bytes::from_static(br#"{"prompt": "hello"}"#));
+        assert!(session_key(&cfg, &HeaderMap::new(), peer, &body).is_some());
+        let mut grpc = HeaderMap::new();
+        grpc.insert(http::header::CONTENT_TYPE, "application/grpc".parse().unwrap());
+        assert_eq!(session_key(&cfg, &grpc, peer, &body), None);
     }
 
     #[test]
