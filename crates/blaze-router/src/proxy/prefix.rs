@@ -5,6 +5,10 @@
 //!   conversations that share a system prompt meet on one worker whatever their user turns say;
 //!   without such messages, the first message.
 //! - A completion (`prompt`): the first prompt (a string, or token ids as decimal text).
+//! - An Open Inference Protocol request (`inputs`): the first element of its `text_input`
+//!   tensor's `data`, the prompt as Triton's LLM backends name it; so a generate request keys
+//!   as a completion of the same prompt. Its model is in the path, not the body: requests to
+//!   two models with one prompt share a key.
 //! - Either way, at most `max` bytes of it, after the model name: two models sharing a system
 //!   prompt share no cache.
 //! - Any other body (not JSON, or neither field): its first `max` bytes.
@@ -48,6 +52,7 @@ enum Field {
     Model,
     Messages,
     Prompt,
+    Inputs,
     #[serde(other)]
     Other,
 }
@@ -74,6 +79,7 @@ impl<'de> Visitor<'de> for Body {
                 Field::Model => model = Some(map.next_value::<Model<'de>>()?),
                 Field::Messages => prompt = map.next_value_seed(Chat { max: self.max })?,
                 Field::Prompt => prompt = map.next_value_seed(Completion { max: self.max })?,
+                Field::Inputs => prompt = map.next_value_seed(Inputs { max: self.max })?,
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -263,6 +269,122 @@ impl<'de> Visitor<'de> for FirstSeed {
             push_token(&mut key, t, self.max);
         }
         Ok(First::Prompt(key))
+    }
+}
+
+/// An Open Inference Protocol request's `inputs`: the key of its `text_input` tensor.
+struct Inputs {
+    max: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Inputs {
+    type Value = Option<Vec<u8>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Inputs {
+    type Value = Option<Vec<u8>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of input tensors")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut key = None;
+        while let Some(tensor) = seq.next_element_seed(Tensor { max: self.max })? {
+            if key.is_none() {
+                key = tensor;
+            }
+        }
+        Ok(key)
+    }
+}
+
+/// One input tensor: the key of its first element when it is `text_input`.
+struct Tensor {
+    max: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum TensorField {
+    Name,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> DeserializeSeed<'de> for Tensor {
+    type Value = Option<Vec<u8>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Tensor {
+    type Value = Option<Vec<u8>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an input tensor")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // `data` may come before `name`: its first element is kept until the name is known.
+        let (mut prompt, mut name) = (None, None);
+        while let Some(field) = map.next_key()? {
+            match field {
+                TensorField::Name => name = Some(map.next_value::<Model<'de>>()?),
+                TensorField::Data => prompt = map.next_value_seed(FirstText { max: self.max })?,
+                TensorField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(prompt.filter(|_| name.is_some_and(|n| n.0 == "text_input")))
+    }
+}
+
+/// The first string of a tensor's `data` (nested arrays are row-major), at most `max` bytes.
+struct FirstText {
+    max: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for FirstText {
+    type Value = Option<Vec<u8>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FirstText {
+    type Value = Option<Vec<u8>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tensor data")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.as_bytes()[..v.len().min(self.max)].to_vec()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let first = seq.next_element_seed(FirstText { max: self.max })?.flatten();
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(first)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
     }
 }
 

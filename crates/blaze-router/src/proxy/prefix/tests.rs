@@ -180,3 +180,36 @@ fn escaped_and_plain_strings_read_alike() {
     );
     assert_eq!(plain, escaped);
 }
+
+fn oip(tensors: serde_json::Value) -> Vec<u8> {
+    key(&json!({"id": "req-1", "inputs": tensors, "parameters": {"max_tokens": 8}}))
+}
+
+/// A generate request in the Open Inference Protocol keys as a completion of its prompt,
+/// whatever the order of its tensors' fields, the shape of its data or the other inputs.
+#[test]
+fn an_open_inference_protocol_prompt_keys_as_a_completion() {
+    let completion = key(&json!({"prompt": "You are terse. Hi"}));
+    for tensors in [
+        json!([{"name": "text_input", "datatype": "BYTES", "shape": [1], "data": ["You are terse. Hi"]}]),
+        json!([{"data": [["You are terse. Hi"]], "shape": [1, 1], "name": "text_input"}]),
+        json!([
+            {"name": "stream", "datatype": "BOOL", "shape": [1], "data": [false]},
+            {"name": "text_input", "datatype": "BYTES", "shape": [1], "data": ["You are terse. Hi"]},
+        ]),
+    ] {
+        assert_eq!(oip(tensors.clone()), completion, "{tensors}");
+    }
+    let other = oip(json!([{"name": "text_input", "data": ["You are kind. Hi"]}]));
+    assert_ne!(other, completion);
+}
+
+/// Without a `text_input` (an embedding request), the body's first bytes are the key.
+#[test]
+fn other_inference_requests_key_by_their_first_bytes() {
+    let body = json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["a", "b"]}]});
+    let text = body.to_string();
+    assert_eq!(key(&body), text.as_bytes());
+    let numbers = json!({"inputs": [{"name": "text_input", "data": [1, 2]}]});
+    assert_eq!(key(&numbers), numbers.to_string().as_bytes());
+}
