@@ -50,6 +50,21 @@ fi
 echo "none by default; with them on: $want"
 
 echo "== manifests/install.yaml matches charts/blaze"
+# With operator.watchNamespace the operator's rights are a Role in that namespace, none
+# cluster-wide.
+scoped="$(helm template blaze charts/blaze --set operator.watchNamespace=team-a)"
+if grep -qE '^kind: Cluster(Role|RoleBinding)$' <<<"$scoped"; then
+    echo "operator.watchNamespace set, yet a ClusterRole or ClusterRoleBinding rendered" >&2
+    exit 1
+fi
+for kind in Role RoleBinding; do
+    if ! awk -v k="kind: $kind" '/^---/ {f=0} $0 == k {f=1} f && /^  namespace: team-a$/ {print; exit}' <<<"$scoped" | grep -q .; then
+        echo "operator.watchNamespace=team-a rendered no $kind in team-a" >&2
+        exit 1
+    fi
+done
+echo "operator.watchNamespace=team-a: the operator's rights are a Role and RoleBinding in team-a"
+
 rendered="$(mktemp)"
 trap 'rm -f "$rendered"' EXIT
 scripts/render-install.sh "$rendered"

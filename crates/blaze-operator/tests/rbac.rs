@@ -99,18 +99,22 @@ fn the_install_manifest_carries_the_same_rbac() {
     assert!(image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))), "{image}");
 }
 
-/// The chart's templates with every `{{ ... }}` action removed (enough to read plain parts).
-fn without_actions(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        rest = rest[start..].find("}}").map_or("", |end| &rest[start + end + 2..]);
+/// The chart's RBAC objects as `helm template` renders them with `values` (helm comes from
+/// scripts/test-deps.sh).
+fn chart_rbac(values: &[&str]) -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/blaze");
+    let mut cmd = std::process::Command::new("helm");
+    cmd.args(["template", "blaze", root, "--show-only", "templates/rbac.yaml"]);
+    for v in values {
+        cmd.args(["--set", v]);
     }
-    out.push_str(rest);
-    out
+    let out = cmd.output().expect("helm must be on the PATH (scripts/test-deps.sh installs it)");
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
+/// The chart grants what rbac.yaml does: cluster-wide by default, and the same rules as a
+/// Role in the one namespace `operator.watchNamespace` names.
 #[test]
 fn the_chart_grants_the_same_rules() {
     let rules = |text: &str| -> Vec<(String, Value)> {
@@ -120,10 +124,25 @@ fn the_chart_grants_the_same_rules() {
             .map(|d| (d["kind"].as_str().unwrap().to_owned(), d["rules"].clone()))
             .collect()
     };
-    let chart = rules(&without_actions(include_str!("../../../charts/blaze/templates/rbac.yaml")));
     let plain = rules(include_str!("../rbac.yaml"));
+    let chart = rules(&chart_rbac(&[]));
     assert_eq!(chart.len(), 2);
     assert_eq!(chart, plain, "charts/blaze/templates/rbac.yaml and rbac.yaml differ");
+    let scoped = chart_rbac(&["operator.watchNamespace=team-a"]);
+    let scoped_rules = rules(&scoped);
+    let kinds: Vec<&str> = scoped_rules.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["Role", "Role"], "nothing cluster-wide with a watched namespace");
+    assert_eq!(scoped_rules[0].1, plain[0].1, "the same rules, namespaced");
+    let team_a = docs(&scoped)
+        .into_iter()
+        .filter(|d| d["metadata"]["name"] == "blaze-operator" && d["kind"] != "ServiceAccount")
+        .map(|d| (d["kind"].as_str().unwrap().to_owned(), d["metadata"]["namespace"].clone()))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        team_a,
+        [("Role".into(), "team-a".into()), ("RoleBinding".into(), "team-a".into())],
+        "{scoped}"
+    );
 }
 
 #[test]
