@@ -68,9 +68,14 @@ bench-loop:
 	$(CARGO) build -q --workspace --bins
 	$(CARGO) run -q -p blaze-e2e --bin bench-loop -- --output target/bench-loop.json
 
+## The worker: decode tokens/s of the scheduler against a plain candle loop (SmolLM2), then
+## embeddings/s of all-MiniLM-L6-v2 at batch 1, 8 and 32 beside sentence-transformers on
+## PyTorch (installed once into .dev/reference-venv by scripts/reference-venv.sh, 5.5 GB).
 bench-worker:
 	scripts/test-deps.sh
+	scripts/reference-venv.sh >/dev/null
 	$(CARGO) run --release -q -p blaze-worker --bin blaze-worker-bench
+	$(CARGO) run --release -q -p blaze-worker --bin blaze-worker-bench -- --mode embeddings --output target/bench-embeddings.json
 
 bench-router:
 	command -v haproxy >/dev/null && command -v wrk >/dev/null || \

@@ -6,8 +6,9 @@ PyTorch, run from the environment scripts/reference-venv.sh makes.
             (crates/blaze-worker/tests/data/minilm_reference.json): each input embedded alone
             (batch size 1, so no padding is involved), with the token ids the model's own
             tokenizer gives, and the versions that made them.
-  bench     prints embeddings/s of the same model over the inputs of a JSON file at each
-            batch size, as JSON lines; blaze-worker-bench runs it beside the worker.
+  bench     for each batch size read from standard input, one pass over the inputs of a
+            JSON file and its embeddings/s as a JSON line; blaze-worker-bench runs it beside
+            the worker, a pass of each in turn.
 
   $(scripts/reference-venv.sh) scripts/reference-embeddings.py generate \\
       --model .dev/models/all-MiniLM-L6-v2 --output crates/blaze-worker/tests/data/minilm_reference.json
@@ -115,19 +116,19 @@ def generate(args):
 
 
 def bench(args):
+    """Answers each batch size read from standard input with one timed pass over every
+    input, so that a caller can interleave these passes with its own."""
     model = load(args.model, args.threads)
     with open(args.inputs) as f:
         texts = json.load(f)
-    model.encode(texts[:8], batch_size=8)  # warm-up
-    for batch in args.batch_sizes:
-        rates = []
-        for _ in range(args.rounds):
-            start = time.perf_counter()
-            model.encode(texts, batch_size=batch)
-            rates.append(len(texts) / (time.perf_counter() - start))
-        rates.sort()
-        print(json.dumps({"batch": batch, "embeddings_per_s": rates[len(rates) // 2],
-                          "rounds": rates}), flush=True)
+    model.encode(texts[:32], batch_size=32)  # warm-up
+    print(json.dumps({"ready": len(texts)}), flush=True)
+    for line in sys.stdin:
+        batch = int(line)
+        start = time.perf_counter()
+        model.encode(texts, batch_size=batch)
+        rate = len(texts) / (time.perf_counter() - start)
+        print(json.dumps({"batch": batch, "embeddings_per_s": rate}), flush=True)
 
 
 def main():
@@ -140,9 +141,7 @@ def main():
     b = sub.add_parser("bench")
     b.add_argument("--model", required=True)
     b.add_argument("--inputs", required=True, help="a JSON array of texts")
-    b.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     b.add_argument("--threads", type=int, default=1)
-    b.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     generate(args) if args.command == "generate" else bench(args)
 

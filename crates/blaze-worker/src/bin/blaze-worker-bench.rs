@@ -8,6 +8,11 @@
 //! the medians over rounds are reported.
 //!
 //! `cargo run --release -p blaze-worker --bin blaze-worker-bench -- [--model PATH] [--tokens N] [--rounds N]`
+//!
+//! `--mode embeddings` measures the embedding engine instead (see `worker-bench/embeddings.rs`).
+
+#[path = "worker-bench/embeddings.rs"]
+mod embeddings;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,10 +28,27 @@ use candle_transformers::models::quantized_llama::ModelWeights;
 use clap::Parser;
 use serde_json::json;
 
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Text generation: the scheduler against a plain candle loop.
+    Llm,
+    /// Embeddings/s of all-MiniLM-L6-v2 at each `--batch-sizes`, beside the reference
+    /// implementation (sentence-transformers) when scripts/reference-venv.sh installed it.
+    Embeddings,
+}
+
 /// Benchmark settings.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The GGUF to measure (default: the SmolLM2 test model).
+    /// What to measure.
+    #[arg(long, env = "BLAZE_BENCH_MODE", value_enum, default_value = "llm")]
+    mode: Mode,
+    /// Embedding batch sizes to measure (`--mode embeddings`).
+    #[arg(long, env = "BLAZE_BENCH_BATCH_SIZES", value_delimiter = ',', default_value = "1,8,32")]
+    batch_sizes: Vec<usize>,
+    /// The GGUF to measure (default: the SmolLM2 test model; `--mode embeddings`: the
+    /// all-MiniLM-L6-v2 folder).
     #[arg(long, env = "BLAZE_BENCH_MODEL")]
     model: Option<PathBuf>,
     /// Tokens generated per request.
@@ -223,6 +245,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.mode == Mode::Embeddings {
+        anyhow::ensure!(args.batch_sizes.iter().all(|&b| b >= 1), "--batch-sizes values >= 1");
+        let (model, output) = (args.model.clone(), args.output.as_deref());
+        embeddings::run(model, &args.batch_sizes, args.rounds.max(1), args.threads, output).await?;
+        return Ok(());
+    }
     anyhow::ensure!(args.tokens >= 2 && args.rounds >= 1, "--tokens >= 2 and --rounds >= 1");
     anyhow::ensure!(args.concurrency.iter().all(|&c| c >= 1), "--concurrency values >= 1");
     let path = args.model.clone().unwrap_or_else(blaze_worker::testing::smollm2_gguf);
