@@ -70,12 +70,17 @@ bench-loop:
 
 ## The worker: decode tokens/s of the scheduler against a plain candle loop (SmolLM2), then
 ## embeddings/s of all-MiniLM-L6-v2 at batch 1, 8 and 32 beside sentence-transformers on
-## PyTorch (installed once into .dev/reference-venv by scripts/reference-venv.sh, 5.5 GB).
+## PyTorch (installed once into .dev/reference-venv by scripts/reference-venv.sh, 5.5 GB), then
+## the worker as a server beside llama.cpp's llama-server (built once into .dev/llama.cpp by
+## scripts/llama-server.sh, about ten minutes): tokens/s and TTFT for 1 and 16 clients.
 bench-worker:
 	scripts/test-deps.sh
 	scripts/reference-venv.sh >/dev/null
 	$(CARGO) run --release -q -p blaze-worker --bin blaze-worker-bench
 	$(CARGO) run --release -q -p blaze-worker --bin blaze-worker-bench -- --mode embeddings --output target/bench-embeddings.json
+	scripts/llama-server.sh >/dev/null
+	$(CARGO) build --release -q -p blaze-worker --bin blaze-worker
+	$(CARGO) run --release -q -p blaze-worker --bin blaze-serving-bench
 
 bench-router:
 	command -v haproxy >/dev/null && command -v wrk >/dev/null || \
