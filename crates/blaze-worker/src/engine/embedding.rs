@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::engine::health::{self, Ending, Shared};
 use crate::engine::{EngineError, Health, SubmitError, fault};
-use crate::metrics::{Metrics, WatchdogCause};
+use crate::metrics::Metrics;
 use crate::model::embedding::EmbeddingModel;
 
 /// Most inputs one request may carry (OpenAI's limit for `/v1/embeddings`).
@@ -154,25 +154,13 @@ impl EmbeddingEngine {
             own,
             config.clone(),
         );
-        let on_exit = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("blaze-embedder".into())
-            .spawn(move || {
-                let mut worker = worker;
-                // As the LLM scheduler: a panic fails the engine while `worker` still holds
-                // the requests' senders, so each ends with the reason.
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())) {
-                    Ok(()) => on_exit.set(Health::Failed),
-                    Err(payload) => {
-                        let message = health::panic_message(payload.as_ref());
-                        let reason = format!("the embedding thread panicked: {message}");
-                        on_exit.trip(WatchdogCause::Panicked, reason);
-                    }
-                }
-                drop(worker);
-            })
-            .expect("spawning the embedding thread");
-        health::spawn_watchdog(shared.clone(), thread, config.stall_timeout);
+        health::spawn_supervised(
+            "blaze-embedder",
+            shared.clone(),
+            config.stall_timeout,
+            worker,
+            batch::Worker::run,
+        );
         Self { name, model, queue, shared, metrics, config }
     }
 

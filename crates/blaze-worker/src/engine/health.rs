@@ -171,6 +171,40 @@ pub(crate) fn spawn_watchdog<T: Ending>(
         .expect("spawning the watchdog thread");
 }
 
+/// Starts the engine's thread `name` running `run(state)`, and the watchdog beside it.
+///
+/// A panic must not leave an engine that looks alive but never answers: it trips the
+/// watchdog there and then (failing /livez and ending every request in flight, with the
+/// panic's message), while `state`, which holds the requests' senders, is still alive:
+/// dropping it first would end the requests with no word of why. A `run` that returns (the
+/// engine was dropped) leaves the engine failed.
+pub(crate) fn spawn_supervised<T: Ending, S: Send + 'static>(
+    name: &str,
+    shared: std::sync::Arc<Shared<T>>,
+    stall_timeout: Duration,
+    state: S,
+    run: fn(&mut S),
+) {
+    let on_exit = shared.clone();
+    let what = name.trim_start_matches("blaze-").to_owned();
+    let thread = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let mut state = state;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut state))) {
+                Ok(()) => on_exit.set(Health::Failed),
+                Err(payload) => {
+                    let message = panic_message(payload.as_ref());
+                    let reason = format!("the {what} thread panicked: {message}");
+                    on_exit.trip(WatchdogCause::Panicked, reason);
+                }
+            }
+            drop(state);
+        })
+        .unwrap_or_else(|e| panic!("spawning the {name} thread: {e}"));
+    spawn_watchdog(shared, thread, stall_timeout);
+}
+
 /// The text of a panic's payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload

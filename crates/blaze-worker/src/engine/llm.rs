@@ -17,7 +17,7 @@ use blaze_worker_cli::WarmPrompt;
 use crate::chat::Message;
 use crate::engine::health::{self, Shared};
 use crate::engine::{Engine, Event, GenerateRequest, Health, SubmitError, fault};
-use crate::metrics::{Metrics, WatchdogCause};
+use crate::metrics::Metrics;
 use crate::model::{KvCache, LoadedModel};
 
 /// Scheduler limits.
@@ -95,27 +95,13 @@ impl LlmEngine {
             metrics.clone(),
             config.clone(),
         );
-        let on_exit = shared.clone();
-        let scheduler = std::thread::Builder::new()
-            .name("blaze-scheduler".into())
-            .spawn(move || {
-                let mut worker = worker;
-                // A panic must not leave a worker that looks alive but never answers: the
-                // trip fails /livez and ends every request in flight, while `worker` still
-                // holds their senders (dropping them first would end the requests with no
-                // word of why).
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())) {
-                    Ok(()) => on_exit.set(Health::Failed), // the engine was dropped
-                    Err(payload) => {
-                        let message = health::panic_message(payload.as_ref());
-                        let reason = format!("the scheduler thread panicked: {message}");
-                        on_exit.trip(WatchdogCause::Panicked, reason);
-                    }
-                }
-                drop(worker);
-            })
-            .expect("spawning the scheduler thread");
-        health::spawn_watchdog(shared.clone(), scheduler, config.stall_timeout);
+        health::spawn_supervised(
+            "blaze-scheduler",
+            shared.clone(),
+            config.stall_timeout,
+            worker,
+            batch::Worker::run,
+        );
         Self { name, model, queue, shared, metrics, config }
     }
 
