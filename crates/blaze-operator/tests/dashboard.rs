@@ -10,53 +10,16 @@
 
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use blaze_devcluster::{ApiServer, Config};
 use blaze_testing::{Proc, eventually, free_addr};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::GroupVersionKind;
-use kube::discovery::ApiResource;
 use serde_json::json;
-
-const MANAGER: &str = "dashboard-test";
-
-async fn client(kubeconfig: &Path) -> kube::Client {
-    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-    kube::Client::try_from(config).unwrap()
-}
-
-async fn install_crds(client: &kube::Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, yaml) in blaze_api::crds::render_all().unwrap() {
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&yaml).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd)).await.unwrap();
-    }
-}
-
-/// Applies a Blaze object (`kind`, `name` in `default`) with `spec`, retrying while its CRD is
-/// being established.
-async fn apply(client: &kube::Client, kind: &str, name: &str, spec: serde_json::Value) {
-    let gvk = GroupVersionKind::gvk("blaze.ai", "v1alpha1", kind);
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk));
-    let obj = json!({
-        "apiVersion": "blaze.ai/v1alpha1", "kind": kind,
-        "metadata": {"name": name, "namespace": "default"}, "spec": spec,
-    });
-    let pp = PatchParams::apply(MANAGER).force();
-    eventually(&format!("{kind} {name} applied"), 30, async || {
-        api.patch(name, &pp, &Patch::Apply(&obj)).await.ok()
-    })
-    .await;
-}
+use support::{apply, client, install_crds};
 
 /// The page at `url` after its script ran (5 s of virtual time: a few polls), as the browser
 /// holds it; with `screenshot`, also saved there as a PNG.

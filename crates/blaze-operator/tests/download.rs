@@ -8,7 +8,8 @@
 
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
-use std::path::Path;
+mod support;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,21 +18,11 @@ use blaze_devcluster::{ApiServer, Config};
 use blaze_testing::{Proc, eventually};
 use blaze_worker_cli::DownloadProgress;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use serde_json::json;
-
-const MANAGER: &str = "download-test";
-
-async fn client(kubeconfig: &Path) -> kube::Client {
-    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-    kube::Client::try_from(config).unwrap()
-}
+use support::{apply, client, install_crds};
 
 /// The JSON log line of one progress report, as tracing-subscriber writes it.
 fn log_line(p: &DownloadProgress) -> String {
@@ -65,13 +56,7 @@ async fn a_running_download_shows_its_progress_in_the_engine_conditions() {
             .then(|| log.clone())
     }));
     let client = client(&kubeconfig).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, yaml) in blaze_api::crds::render_all().unwrap() {
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&yaml).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        let pp = PatchParams::apply(MANAGER).force();
-        crds.patch(&name, &pp, &Patch::Apply(&crd)).await.unwrap();
-    }
+    install_crds(&client).await;
     let _operator = Proc::spawn(
         Command::new(env!("CARGO_BIN_EXE_blaze-operator"))
             .args(["run", "--leader-elect", "false", "--metrics-listen", "127.0.0.1:0"])
@@ -85,16 +70,8 @@ async fn a_running_download_shows_its_progress_in_the_engine_conditions() {
     let gvk = GroupVersionKind::gvk("blaze.ai", "v1alpha1", "BlazeEngine");
     let engines: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk));
-    let engine = json!({
-        "apiVersion": "blaze.ai/v1alpha1", "kind": "BlazeEngine",
-        "metadata": {"name": "chat", "namespace": "default"},
-        "spec": {"kind": "llm", "model": {"source": "hf://org/chat"}, "replicas": 1},
-    });
-    let pp = PatchParams::apply(MANAGER).force();
-    eventually("the engine applied", 30, async || {
-        engines.patch("chat", &pp, &Patch::Apply(&engine)).await.ok()
-    })
-    .await;
+    let spec = json!({"kind": "llm", "model": {"source": "hf://org/chat"}, "replicas": 1});
+    apply(&client, "BlazeEngine", "chat", spec).await;
 
     // The worker pod as the Deployment would make it, its init container running.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
