@@ -10,7 +10,7 @@ mod batch;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
@@ -236,22 +236,9 @@ impl EmbeddingEngine {
         let (sink, reply) = mpsc::unbounded_channel();
         self.shared.register(&sink).map_err(SubmitError::Unavailable)?;
         let admission = Admission { request, sink, admitted_at: Instant::now() };
-        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.metrics.waiting.inc();
-        match self.queue.try_send(admission) {
-            Ok(()) => Ok(reply),
-            Err(e) => {
-                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                self.metrics.waiting.dec();
-                match e {
-                    TrySendError::Full(_) => {
-                        self.metrics.rejected.inc();
-                        Err(SubmitError::QueueFull(self.config.max_queue))
-                    }
-                    TrySendError::Disconnected(_) => Err(SubmitError::Unavailable(Health::Failed)),
-                }
-            }
-        }
+        let max_queue = self.config.max_queue;
+        health::enqueue(&self.shared, &self.metrics, &self.queue, admission, max_queue)?;
+        Ok(reply)
     }
 
     /// [`Self::submit`], then the vectors.

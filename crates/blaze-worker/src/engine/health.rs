@@ -205,6 +205,32 @@ pub(crate) fn spawn_supervised<T: Ending, S: Send + 'static>(
     spawn_watchdog(shared, thread, stall_timeout);
 }
 
+/// Queues `admission` for the engine's thread, counted in flight and waiting until the
+/// thread takes it. A full queue refuses it at once (`max_queue`, counted as rejected); a
+/// thread that is gone makes the engine unavailable.
+pub(crate) fn enqueue<T: Ending, A>(
+    shared: &Shared<T>,
+    metrics: &Metrics,
+    queue: &std::sync::mpsc::SyncSender<A>,
+    admission: A,
+    max_queue: usize,
+) -> Result<(), crate::engine::SubmitError> {
+    use crate::engine::SubmitError;
+    use std::sync::mpsc::TrySendError;
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    metrics.waiting.inc();
+    let Err(e) = queue.try_send(admission) else { return Ok(()) };
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    metrics.waiting.dec();
+    match e {
+        TrySendError::Full(_) => {
+            metrics.rejected.inc();
+            Err(SubmitError::QueueFull(max_queue))
+        }
+        TrySendError::Disconnected(_) => Err(SubmitError::Unavailable(Health::Failed)),
+    }
+}
+
 /// The text of a panic's payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload

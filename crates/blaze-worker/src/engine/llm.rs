@@ -7,7 +7,7 @@ pub mod stop;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -242,22 +242,9 @@ impl Engine for LlmEngine {
         let (sink, events) = mpsc::unbounded_channel();
         self.shared.register(&sink).map_err(SubmitError::Unavailable)?;
         let admission = Admission { request, sink, admitted_at: Instant::now() };
-        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.metrics.waiting.inc();
-        match self.queue.try_send(admission) {
-            Ok(()) => Ok(events),
-            Err(e) => {
-                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                self.metrics.waiting.dec();
-                match e {
-                    TrySendError::Full(_) => {
-                        self.metrics.rejected.inc();
-                        Err(SubmitError::QueueFull(self.config.max_queue))
-                    }
-                    TrySendError::Disconnected(_) => Err(SubmitError::Unavailable(Health::Failed)),
-                }
-            }
-        }
+        let max_queue = self.config.max_queue;
+        health::enqueue(&self.shared, &self.metrics, &self.queue, admission, max_queue)?;
+        Ok(events)
     }
 
     fn drain(&self) {
