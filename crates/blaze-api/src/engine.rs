@@ -43,6 +43,12 @@ use serde::{Deserialize, Serialize};
         "reason": "FieldValueForbidden"
     },
     {
+        "rule": "self.kind != 'embedding' || !has(self.cache) || ((!has(self.cache.memoryBytes) || self.cache.memoryBytes == 0) && (!has(self.cache.diskBytes) || self.cache.diskBytes == 0) && !has(self.cache.redis) && (!has(self.cache.prefixCache) || !self.cache.prefixCache))",
+        "message": "embedding engines keep no response or prefix cache: remove spec.cache.memoryBytes, diskBytes, redis and prefixCache",
+        "fieldPath": ".cache",
+        "reason": "FieldValueForbidden"
+    },
+    {
         "rule": "self.kind != 'diffusion' || !has(self.model.format) || self.model.format == 'safetensors'",
         "message": "diffusion engines load safetensors checkpoints only: set spec.model.format to safetensors",
         "fieldPath": ".model.format",

@@ -23,6 +23,18 @@ pub fn validate(args: &Args) -> Result<(), String> {
                     "--quantization {q}: embedding models are served unquantized (--kind embedding)"
                 ));
             }
+            let caches = [
+                ("--prefix-cache-bytes", args.prefix_cache_bytes > 0),
+                ("--warm-prompt", !args.warm_prompts.is_empty()),
+                ("--response-cache-memory-bytes", args.response_cache_memory_bytes > 0),
+                ("--response-cache-disk-bytes", args.response_cache_disk_bytes > 0),
+                ("--response-cache-redis", args.response_cache_redis.is_some()),
+            ];
+            if let Some((flag, _)) = caches.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{flag}: embedding workers keep no prefix or response cache (--kind embedding)"
+                ));
+            }
         }
         Kind::Diffusion => {
             return Err(

@@ -192,7 +192,7 @@ async fn load_llm(
 
 /// Loads an embedding model, embeds one input to warm it up, and starts its engine. The
 /// batching flags mean what they say for inputs (--max-batch-size inputs, --max-batch-tokens
-/// tokens with padding per forward pass); the caches of text generation do not apply.
+/// tokens with padding per forward pass); the caches of text generation are refused at start.
 async fn load_embedding(
     args: &Args,
     path: PathBuf,
@@ -201,13 +201,6 @@ async fn load_embedding(
     metrics: Metrics,
     own: EmbeddingMetrics,
 ) -> anyhow::Result<Served> {
-    let caches = [
-        ("--prefix-cache-bytes", args.prefix_cache_bytes > 0 || !args.warm_prompts.is_empty()),
-        ("--response-cache-*", state.response_cache.is_some()),
-    ];
-    for (flag, _) in caches.iter().filter(|(_, set)| *set) {
-        tracing::warn!(flag, "ignored: embedding workers keep no prefix or response cache");
-    }
     let dtype = blaze_worker::model::resolve_dtype(args.dtype, &device);
     let device_name = blaze_worker::model::device_name(&device);
     let model = tokio::task::spawn_blocking(move || -> blaze_worker::Result<_> {

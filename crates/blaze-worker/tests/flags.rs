@@ -85,4 +85,15 @@ fn settings_that_cannot_work_stop_the_start_naming_the_flag() {
     assert!(e.contains("--dtype f16"), "{e}");
     let e = refused(&["--model", &model, "--quantization", "q4k", "--dtype", "bf16"]);
     assert!(e.contains("--quantization q4k with --dtype bf16"), "{e}");
+    // Embedding workers keep no cache: each cache flag is refused, not ignored.
+    for cache in [
+        &["--prefix-cache-bytes", "1048576"][..],
+        &["--response-cache-memory-bytes", "1048576"],
+        &["--response-cache-redis", "127.0.0.1:6379"],
+    ] {
+        let mut args = vec!["--model", model.as_str(), "--kind", "embedding"];
+        args.extend_from_slice(cache);
+        let e = refused(&args);
+        assert!(e.contains(&format!("{}: embedding workers keep no", cache[0])), "{e}");
+    }
 }
