@@ -27,7 +27,8 @@ pub fn router(st: Arc<State>) -> axum::Router {
 pub struct Query(HashMap<String, String>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Self {
+    /// Parses a query string.
+    pub fn parse(q: Option<&str>) -> Self {
         let mut out = HashMap::new();
         for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -85,6 +86,8 @@ pub struct Ctx {
     pub headers: HeaderMap,
     /// Body.
     pub body: bytes::Bytes,
+    /// Who asks (after impersonation).
+    pub user: crate::auth::User,
 }
 
 impl Ctx {
@@ -157,29 +160,23 @@ async fn handle(
     if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
         return (StatusCode::OK, "ok").into_response();
     }
-    // Like a real server's `system:public-info-viewer`, `/version` needs no credentials (the
-    // kubectl dispatcher asks it before choosing a kubectl).
-    let public = path == "/version" && parts.method == Method::GET;
-    let authorized = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t.trim() == st.token);
-    if !authorized && !public {
-        return ApiError::unauthorized().into_response();
-    }
+    let query = Query::parse(parts.uri.query());
+    // Anonymous requests are let through to RBAC, where `system:public-info-viewer` lets
+    // them read `/version` (the kubectl dispatcher asks it before choosing a kubectl).
+    let user = match crate::auth::authenticate(&st, &parts.headers)
+        .and_then(|user| crate::auth::impersonate::impersonate(&st, user, &parts.headers))
+        .and_then(|user| {
+            let attrs = crate::auth::Attributes::of_request(&parts.method, &path, &query);
+            crate::auth::check(&st, &user, &attrs).map(|()| user)
+        }) {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
     let body = match read_body(body).await {
         Some(b) => b,
         None => return ApiError::too_large().into_response(),
     };
-    let ctx = Ctx {
-        method: parts.method,
-        path,
-        query: Query::parse(parts.uri.query()),
-        headers: parts.headers,
-        body,
-    };
+    let ctx = Ctx { method: parts.method, path, query, headers: parts.headers, body, user };
     match route(&st, &ctx).await {
         Ok(r) => r,
         Err(e) => {
@@ -200,6 +197,9 @@ async fn route(st: &Arc<State>, ctx: &Ctx) -> ApiResult<Response> {
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
         _ => return Err(ApiError::no_route(&ctx.path)),
     };
+    if group == crate::auth::review::GROUP && version == "v1" {
+        return crate::auth::review::serve(st, ctx, rest);
+    }
     let t = target(&reg, group, version, rest).ok_or_else(|| ApiError::no_route(&ctx.path))?;
     crate::handlers::dispatch(st, ctx, t).await
 }
@@ -235,6 +235,7 @@ fn target(reg: &crate::resources::Registry, g: &str, v: &str, rest: &[&str]) -> 
         Some("status") => info.status,
         Some("scale") => info.scale.is_some(),
         Some("log") | Some("binding") => info.log,
+        Some("token") => info.group.is_empty() && info.plural == "serviceaccounts",
         Some(_) => false,
     };
     sub_ok.then_some(Target { info, ns, name, sub })

@@ -95,13 +95,21 @@ fn resource_list(reg: &Registry, g: &str, v: &str) -> Value {
             out.push(sub("log", "Pod", &["get"]));
             out.push(sub("binding", "Binding", &["create"]));
         }
+        if r.group.is_empty() && r.plural == "serviceaccounts" {
+            let mut s = sub("token", "TokenRequest", &["create"]);
+            s["group"] = json!("authentication.k8s.io");
+            s["version"] = json!("v1");
+            out.push(s);
+        }
     }
     let gv = if g.is_empty() { v.to_owned() } else { format!("{g}/{v}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out})
 }
 
 fn entry(r: &Arc<ResourceInfo>) -> Value {
-    let mut e = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS});
+    // Reviews are only ever created.
+    let verbs: &[&str] = if r.group == crate::auth::review::GROUP { &["create"] } else { VERBS };
+    let mut e = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs});
     if !r.short_names.is_empty() {
         e["shortNames"] = json!(r.short_names);
     }

@@ -144,6 +144,18 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// 403 from authorization or admission about a resource: `pods "x" is forbidden: ...`
+    /// (`pods is forbidden: ...` without a name), as `apierrors.NewForbidden` words it.
+    pub fn forbidden_resource(group: &str, resource: &str, name: &str, why: String) -> Self {
+        let what = qualified(group, resource);
+        let message = if name.is_empty() {
+            format!("{what} is forbidden: {why}")
+        } else {
+            format!("{what} \"{name}\" is forbidden: {why}")
+        };
+        Self::new(403, "Forbidden", message).with_details(group, resource, name)
+    }
+
     /// 405 for a verb the resource does not support.
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
         Self::new(

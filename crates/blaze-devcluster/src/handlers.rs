@@ -49,7 +49,10 @@ pub(crate) async fn dispatch(st: &Arc<State>, ctx: &Ctx, t: Target) -> ApiResult
         (&Method::POST, Some(name), Some("binding")) => {
             crate::binding::bind(st, ctx, &info, &ns, name)
         }
-        (&Method::PUT, Some(name), sub) if sub != Some("binding") => {
+        (&Method::POST, Some(name), Some("token")) => {
+            crate::auth::token::request(st, ctx, &ns, name)
+        }
+        (&Method::PUT, Some(name), sub) if !matches!(sub, Some("binding" | "token")) => {
             let body = ctx.object()?;
             let w = ctx.writer(st, &info);
             let sub_name = sub.unwrap_or_default();
@@ -57,7 +60,7 @@ pub(crate) async fn dispatch(st: &Arc<State>, ctx: &Ctx, t: Target) -> ApiResult
                 write(st, &info, |inner| update(&w, inner, &ns, name, sub_name, |_| Ok(body)))?;
             Ok(respond_to(ctx, &info, sub, StatusCode::OK, &obj))
         }
-        (&Method::PATCH, Some(name), sub) if !matches!(sub, Some("log" | "binding")) => {
+        (&Method::PATCH, Some(name), sub) if !matches!(sub, Some("log" | "binding" | "token")) => {
             let (code, obj) =
                 crate::patch::patch(st, ctx, &info, &ns, name, sub.unwrap_or_default())?;
             Ok(respond_to(ctx, &info, sub, code, &obj))

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 mod api;
 mod apply;
+pub mod auth;
 pub mod bench;
 mod binding;
 mod bootstrap;

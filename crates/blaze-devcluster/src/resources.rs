@@ -143,6 +143,25 @@ const BUILTIN: &[Row] = &[
         &[],
         false,
     ),
+    // Created and answered, never stored (`auth::review`).
+    (
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        false,
+        &[],
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        false,
+        &[],
+        false,
+    ),
     ("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", false, &["pc"], false),
     (
         "apiextensions.k8s.io",

@@ -21,7 +21,8 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     /// Keep objects here so they survive a restart.
     pub data_dir: Option<PathBuf>,
-    /// Bearer token clients must send; random when `None`.
+    /// The admin's bearer token (group `system:masters`, allowed everything); random when
+    /// `None`. Other clients use ServiceAccount tokens (see the `auth` module).
     pub token: Option<String>,
     /// Watch events kept for watches that resume from an older version and for lists read at
     /// an older version (later pages of a paged list); older ones get `410 Gone`.
@@ -52,8 +53,10 @@ pub struct State {
     pub store: Store,
     /// The resources served (built-in plus CRDs).
     pub registry: RwLock<Arc<Registry>>,
-    /// Bearer token.
+    /// The admin's bearer token (`system:masters`).
     pub token: String,
+    /// The key ServiceAccount tokens are signed with.
+    pub signing_key: [u8; 32],
     /// CEL evaluator for CRD validation rules.
     pub validator: Mutex<kube_cel::Validator>,
     /// Wakes the garbage collector.
@@ -143,6 +146,7 @@ impl ApiServer {
             store,
             registry: RwLock::new(Arc::new(Registry::default())),
             token,
+            signing_key: crate::auth::token::load_or_generate_key(config.data_dir.as_deref())?,
             validator: Mutex::new(kube_cel::Validator::new()),
             gc: Notify::new(),
             shutdown,
@@ -151,6 +155,8 @@ impl ApiServer {
             expire_watches: watch::Sender::new(0),
         });
         crate::bootstrap::ensure_namespaces(&state)?;
+        crate::auth::bootstrap::ensure_roles(&state)?;
+        crate::auth::service_accounts::ensure_all(&state)?;
         state.refresh_registry();
         let tls = if config.tls {
             Some(crate::tls::load_or_generate(config.data_dir.as_deref(), addr.ip())?)
@@ -165,6 +171,7 @@ impl ApiServer {
             )?;
         }
         tokio::spawn(crate::gc::run(state.clone()));
+        tokio::spawn(crate::auth::service_accounts::run(state.clone()));
         let app = crate::api::router(state.clone());
         let task = tokio::spawn(serve(listener, app, tls, state.shutdown.clone()));
         tracing::info!(%addr, "API server listening");
@@ -182,7 +189,7 @@ impl ApiServer {
         format!("{scheme}://{}", self.state.addr)
     }
 
-    /// The bearer token.
+    /// The admin's bearer token.
     pub fn token(&self) -> &str {
         &self.state.token
     }

@@ -5,6 +5,7 @@
 
 mod conformance {
     pub mod apply;
+    pub mod authorization;
     pub mod common;
     pub mod controller;
     pub mod crds;

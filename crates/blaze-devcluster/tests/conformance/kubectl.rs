@@ -12,7 +12,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -25,7 +25,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn ok(kubeconfig: &Path, args: &[&str]) -> String {
+pub fn ok(kubeconfig: &Path, args: &[&str]) -> String {
     let (success, text) = kubectl(kubeconfig, args);
     assert!(success, "kubectl {}: {text}", args.join(" "));
     text
@@ -140,7 +140,7 @@ fn events_published_through_either_api_show_in_describe(kc: &Path, engine: &str)
 }
 
 /// Writes `text` to the file `name` beside the kubeconfig `kc`, in the test's own folder.
-fn dir_file(kc: &Path, name: &str, text: &str) -> PathBuf {
+pub fn dir_file(kc: &Path, name: &str, text: &str) -> PathBuf {
     let path = kc.with_file_name(name);
     std::fs::write(&path, text).unwrap();
     path
