@@ -12,6 +12,7 @@
 //!
 //! Embedding models (BERT-family encoders, `--kind embedding`) load through [`embedding`].
 
+pub mod diffusion;
 pub mod embedding;
 pub mod family;
 pub mod gguf;

@@ -1,0 +1,111 @@
+//! The diffusion pipelines on tiny random-weight pipelines written in the diffusers layout:
+//! sizes, seeds, memory options and batching as a caller of the model sees them.
+
+use std::path::Path;
+
+use blaze_worker::model::diffusion::tiny::{self, Variant};
+use blaze_worker::model::diffusion::{DiffusionModel, ImageSpec, MemoryOptions, PipelineKind, Pixels};
+use candle_core::{DType, Device};
+
+fn pipeline(dir: &Path, variant: Variant, options: MemoryOptions) -> DiffusionModel {
+    if !dir.join("model_index.json").is_file() {
+        tiny::write(dir, variant, 7).unwrap();
+    }
+    DiffusionModel::load(dir, &Device::Cpu, DType::F32, options).unwrap()
+}
+
+fn spec(prompt: &str, width: usize, height: usize, seed: u64, guidance: f64) -> ImageSpec {
+    ImageSpec {
+        prompt: prompt.into(),
+        negative_prompt: String::new(),
+        width,
+        height,
+        steps: 3,
+        guidance_scale: guidance,
+        seed,
+    }
+}
+
+/// The largest difference of one channel of one pixel.
+fn max_diff(a: &Pixels, b: &Pixels) -> u8 {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    a.rgb.iter().zip(&b.rgb).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+}
+
+#[test]
+fn each_pipeline_type_makes_an_image_of_the_requested_size() {
+    let root = tempfile::tempdir().unwrap();
+    for (variant, kind, guidance) in [
+        (Variant::Sd, PipelineKind::StableDiffusion, 7.5),
+        (Variant::Sdxl, PipelineKind::StableDiffusionXl, 5.0),
+        (Variant::Turbo, PipelineKind::StableDiffusionXl, 0.0),
+    ] {
+        let dir = root.path().join(format!("{variant:?}"));
+        let model = pipeline(&dir, variant, MemoryOptions::default());
+        assert_eq!(model.kind(), kind);
+        assert_eq!(model.default_guidance(), guidance, "{variant:?}");
+        let images = model.generate(&[spec("a red fox in the snow", 96, 64, 1, guidance)]).unwrap();
+        assert_eq!(images.len(), 1);
+        let image = &images[0];
+        assert_eq!((image.width, image.height, image.rgb.len()), (96, 64, 96 * 64 * 3));
+        let distinct: std::collections::HashSet<_> = image.rgb.iter().collect();
+        assert!(distinct.len() > 16, "{variant:?}: a flat image ({} values)", distinct.len());
+        let png = blaze_worker::model::diffusion::png(image).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_image_and_another_seed_another() {
+    let root = tempfile::tempdir().unwrap();
+    for variant in [Variant::Sd, Variant::Turbo] {
+        let dir = root.path().join(format!("{variant:?}"));
+        let model = pipeline(&dir, variant, MemoryOptions::default());
+        let g = model.default_guidance();
+        let a = model.generate(&[spec("a lighthouse", 64, 64, 42, g)]).unwrap();
+        let b = model.generate(&[spec("a lighthouse", 64, 64, 42, g)]).unwrap();
+        let c = model.generate(&[spec("a lighthouse", 64, 64, 43, g)]).unwrap();
+        assert_eq!(a, b, "{variant:?}: same seed, different image");
+        assert!(max_diff(&a[0], &c[0]) > 8, "{variant:?}: another seed, same image");
+    }
+}
+
+#[test]
+fn a_batch_of_two_equals_each_alone() {
+    let root = tempfile::tempdir().unwrap();
+    for variant in [Variant::Sd, Variant::Turbo] {
+        let dir = root.path().join(format!("{variant:?}"));
+        let model = pipeline(&dir, variant, MemoryOptions::default());
+        let g = model.default_guidance();
+        let first = spec("a lighthouse at night", 64, 64, 5, g);
+        let mut second = spec("a bowl of fruit", 64, 64, 6, g.max(1.0) + 2.0 * f64::from(u8::from(g > 1.0)));
+        if g <= 1.0 {
+            second.guidance_scale = g;
+        }
+        let batch = model.generate(&[first.clone(), second.clone()]).unwrap();
+        let alone = [model.generate(&[first]).unwrap(), model.generate(&[second]).unwrap()];
+        for i in 0..2 {
+            let d = max_diff(&batch[i], &alone[i][0]);
+            assert!(d <= 2, "{variant:?}: image {i} differs by {d}/255 in a batch");
+        }
+    }
+}
+
+#[test]
+fn slicing_gives_the_same_image_within_two_levels() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("sd");
+    let plain = pipeline(&dir, Variant::Sd, MemoryOptions::default());
+    let sliced = pipeline(
+        &dir,
+        Variant::Sd,
+        MemoryOptions { attention_slicing: true, vae_slicing: true, ..Default::default() },
+    );
+    let specs = [spec("a cat", 64, 64, 9, 7.5), spec("a dog", 64, 64, 10, 7.5)];
+    let a = plain.generate(&specs).unwrap();
+    let b = sliced.generate(&specs).unwrap();
+    for i in 0..2 {
+        let d = max_diff(&a[i], &b[i]);
+        assert!(d <= 2, "image {i} differs by {d}/255 with slicing");
+    }
+}
