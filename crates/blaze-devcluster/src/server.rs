@@ -194,6 +194,11 @@ impl ApiServer {
         &self.state.token
     }
 
+    /// PEM of the certificate authority clients must trust; `None` over plain HTTP.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
     /// Where the kubeconfig was written, if anywhere.
     pub fn kubeconfig_path(&self) -> Option<&std::path::Path> {
         self.kubeconfig.as_deref()

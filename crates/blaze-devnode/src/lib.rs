@@ -8,7 +8,8 @@
 //!
 //! The pieces, bottom up:
 //! - [`image`]: which local binary runs an image;
-//! - [`expand`], [`env`], [`volumes`]: a container's environment, command line and files;
+//! - [`expand`], [`env`], [`volumes`], [`service_account`]: a container's environment,
+//!   command line and files, its ServiceAccount credentials among them;
 //! - [`ipam`]: a loopback address per pod;
 //! - [`backoff`], [`process`], [`probe`], [`container`], [`pod`]: running and supervising
 //!   containers as processes, with probes, restarts and graceful termination;
@@ -35,6 +36,7 @@ pub mod quantity;
 pub mod replicas;
 pub mod rollout;
 pub mod scheduler;
+pub mod service_account;
 pub mod volumes;
 
 pub use error::{Error, Result};

@@ -19,6 +19,7 @@ use crate::image::ImageMap;
 use crate::ipam::AddressLease;
 use crate::probe::ProbeTarget;
 use crate::process::ProcessSpec;
+use crate::service_account::{ApiAccess, Credentials, MOUNT_PATH};
 use crate::volumes::{MountTable, PodSources, materialise};
 
 pub mod status;
@@ -33,11 +34,12 @@ pub struct RuntimeConfig {
     /// CrashLoopBackOff timing.
     pub backoff: BackoffConfig,
     /// Environment every container gets unless it sets the variable itself: where the API
-    /// server is (`KUBERNETES_SERVICE_HOST`/`PORT`, and `KUBECONFIG` with a token, since a
-    /// process cannot read the service-account files a real kubelet mounts at
-    /// `/var/run/secrets/kubernetes.io/serviceaccount`). Pods with
+    /// server is (`KUBERNETES_SERVICE_HOST`/`PORT`). Pods with
     /// `automountServiceAccountToken: false` get none of it.
     pub pod_env: Vec<(String, String)>,
+    /// The API server pods reach with their own ServiceAccount's token (see
+    /// [`crate::service_account`]); `None` mounts no credentials.
+    pub api: Option<ApiAccess>,
 }
 
 /// A running pod.
@@ -68,6 +70,9 @@ pub struct PodInputs {
     pub sources: PodSources,
     /// Extra environment for every container (GPU device variables).
     pub extra_env: Vec<(String, String)>,
+    /// The pod's ServiceAccount credentials, mounted in every container; `None` when it
+    /// mounts none.
+    pub credentials: Option<Credentials>,
 }
 
 impl PodRun {
@@ -100,9 +105,18 @@ impl PodRun {
         if spec.automount_service_account_token != Some(false) {
             extra_env.extend(config.pod_env.iter().cloned());
         }
+        if let Some(credentials) = &inputs.credentials {
+            let kubeconfig = credentials.materialise(&dir)?;
+            extra_env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+        }
         let build = |c: &Container, restart_policy: RestartPolicy| -> Result<ContainerConfig> {
-            let mounts =
-                MountTable::create(&dir, &c.name, c.volume_mounts.as_deref().unwrap_or_default())?;
+            let mut volume_mounts = c.volume_mounts.clone().unwrap_or_default();
+            if inputs.credentials.is_some()
+                && !volume_mounts.iter().any(|m| m.mount_path.trim_end_matches('/') == MOUNT_PATH)
+            {
+                volume_mounts.push(Credentials::mount());
+            }
+            let mounts = MountTable::create(&dir, &c.name, &volume_mounts)?;
             let image = c.image.clone().unwrap_or_default();
             let binary = config.images.resolve(&image)?;
             let env = container_env(&identity, c, &inputs.sources, &extra_env, &mounts)?;

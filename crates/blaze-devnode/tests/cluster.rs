@@ -13,6 +13,7 @@ use blaze_devnode::k8s::kubelet::LogRequest;
 use blaze_devnode::k8s::node::NodeConfig;
 use blaze_devnode::k8s::plane::NodeSide;
 use blaze_devnode::pod::RuntimeConfig;
+use blaze_devnode::service_account::ApiAccess;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
@@ -51,6 +52,7 @@ async fn start(gpus: u32, octet: u8) -> Cluster {
         images,
         backoff: BackoffConfig::default().scaled_down(20),
         pod_env: vec![],
+        api: Some(ApiAccess { server: server.url(), ca_pem: server.ca_pem().map(str::to_owned) }),
     };
     let pool = AddressPool::new(Ipv4Addr::new(127, 0, octet, 1), Ipv4Addr::new(127, 0, octet, 254));
     let nodes =
@@ -439,6 +441,78 @@ async fn init_containers_run_to_completion_before_the_app_and_a_failing_one_hold
     let init = &failed.status.as_ref().unwrap().init_container_statuses.as_ref().unwrap()[0];
     let ended = init.state.as_ref().and_then(|s| s.terminated.as_ref()).expect("init ended");
     assert_eq!((ended.exit_code, init.restart_count), (3, 0));
+    c.nodes.shutdown().await;
+    c.server.shutdown().await;
+}
+
+fn token_pod(name: &str, account: Option<&str>, automount: Option<bool>) -> Pod {
+    let mut pod = json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "app", "image": "testapp:v1",
+            "args": ["--listen=$(POD_IP):8080",
+                     "--print-file=/var/run/secrets/kubernetes.io/serviceaccount/token"],
+        }]},
+    });
+    if let Some(a) = account {
+        pod["spec"]["serviceAccountName"] = json!(a);
+    }
+    if let Some(a) = automount {
+        pod["spec"]["automountServiceAccountToken"] = json!(a);
+    }
+    serde_json::from_value(pod).unwrap()
+}
+
+/// Each pod reads the token of its own ServiceAccount at the standard path, and that token
+/// is the account's identity on the API server (here with no rights: `403`); a pod that
+/// turns automounting off has no such file; a pod of an account that does not exist waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_gets_the_token_of_its_own_service_account_or_none() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let c = start(0, 207).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(c.client.clone(), "default");
+    let robot: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "robot"}})).unwrap();
+    accounts.create(&PostParams::default(), &robot).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let pp = PostParams::default();
+    pods.create(&pp, &token_pod("robot", Some("robot"), None)).await.unwrap();
+    pods.create(&pp, &token_pod("untokened", None, Some(false))).await.unwrap();
+    pods.create(&pp, &token_pod("orphan", Some("missing"), None)).await.unwrap();
+
+    let log = |name: &'static str| {
+        let pods = pods.clone();
+        async move { pods.logs(name, &Default::default()).await.ok().filter(|l| !l.is_empty()) }
+    };
+    let token = poll("the robot pod printed its token", async || {
+        let printed = log("robot").await?;
+        let line = printed.lines().find(|l| l.contains("serviceaccount/token: "))?;
+        Some(line.rsplit(": ").next()?.to_owned())
+    })
+    .await;
+    let kubeconfig = c.server.kubeconfig().replace(c.server.token(), &token);
+    let kc = Kubeconfig::from_yaml(&kubeconfig).unwrap();
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    let as_robot: Api<Pod> = Api::namespaced(Client::try_from(config).unwrap(), "default");
+    match as_robot.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(
+            s.message,
+            "pods is forbidden: User \"system:serviceaccount:default:robot\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+        ),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+
+    let missing = poll("the pod without a token failed", async || log("untokened").await).await;
+    assert!(missing.contains("No such file"), "{missing}");
+
+    let waiting = poll("the pod of a missing account waits", async || {
+        let p = pods.get("orphan").await.ok()?;
+        let s = p.status?.container_statuses?.first()?.state.clone()?.waiting?;
+        s.message.filter(|m| m.contains("ServiceAccount"))
+    })
+    .await;
+    assert!(waiting.contains("\"missing\""), "{waiting}");
     c.nodes.shutdown().await;
     c.server.shutdown().await;
 }

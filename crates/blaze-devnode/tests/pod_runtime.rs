@@ -77,6 +77,7 @@ async fn two_pods_share_a_port_on_their_own_addresses_and_leave_no_process() {
         images,
         backoff: BackoffConfig::default().scaled_down(20),
         pod_env: vec![],
+        api: None,
     };
     let pool = AddressPool::new(Ipv4Addr::new(127, 0, 9, 1), Ipv4Addr::new(127, 0, 9, 20));
     let (tx, _events) = mpsc::unbounded_channel::<RuntimeEvent>();
@@ -87,6 +88,7 @@ async fn two_pods_share_a_port_on_their_own_addresses_and_leave_no_process() {
             address: pool.allocate().unwrap(),
             sources: sources(),
             extra_env: vec![],
+            credentials: None,
         };
         runs.push(PodRun::start(&config, &pod(name), inputs, tx.clone()).unwrap());
     }

@@ -286,6 +286,7 @@ fn runtime_config(dir: &Path, kubeconfig: &Path, api: SocketAddr) -> anyhow::Res
             ("KUBERNETES_SERVICE_HOST".into(), api.ip().to_string()),
             ("KUBERNETES_SERVICE_PORT".into(), api.port().to_string()),
         ],
+        api: None,
     })
 }
 

@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition, Secret,
 };
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -21,6 +23,7 @@ use crate::k8s::{merge, params};
 use crate::pod::status::merge_conditions;
 use crate::pod::{PodInputs, PodRun};
 use crate::scheduler::pod_requests;
+use crate::service_account::{ApiAccess, Credentials, TOKEN_SECONDS};
 use crate::volumes::PodSources;
 
 const MANAGER: &str = "devnode-kubelet";
@@ -87,13 +90,59 @@ async fn start(
     let devices = inner.devices.lock().allocate(&uid, gpus.max(0) as u32).ok_or_else(|| {
         crate::Error::Unsupported(format!("{gpus} GPUs requested but not free on this node"))
     })?;
+    let credentials = match &inner.config.runtime.api {
+        Some(api) => credentials(inner, pod, api).await?,
+        None => None,
+    };
     let inputs = PodInputs {
         node_name: inner.config.node.name.clone(),
         address: inner.config.addresses.allocate()?,
         sources,
         extra_env: visible_devices_env(&devices),
+        credentials,
     };
     PodRun::start(&inner.config.runtime, pod, inputs, events)
+}
+
+/// The pod's ServiceAccount credentials (see [`crate::service_account`]): `None` when the pod,
+/// or failing that its account, turns automounting off; an error while the account does not
+/// exist (the pod waits for it, as a real kubelet waits to mount the token).
+async fn credentials(inner: &Inner, pod: &Pod, api: &ApiAccess) -> Result<Option<Credentials>> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    if spec.automount_service_account_token == Some(false) {
+        return Ok(None);
+    }
+    let ns = pod.namespace().unwrap_or_default();
+    let name =
+        spec.service_account_name.filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+    let accounts: Api<ServiceAccount> = Api::namespaced(inner.client.clone(), &ns);
+    let account = accounts.get_opt(&name).await?.ok_or_else(|| crate::Error::MissingSource {
+        kind: "ServiceAccount",
+        name: name.clone(),
+        key: None,
+    })?;
+    if spec.automount_service_account_token.is_none()
+        && account.automount_service_account_token == Some(false)
+    {
+        return Ok(None);
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(TOKEN_SECONDS),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let answer: TokenRequest =
+        accounts.create_subresource("token", &name, &PostParams::default(), &request).await?;
+    let token = answer.status.and_then(|s| s.token).unwrap_or_default();
+    Ok(Some(Credentials { token, namespace: ns, api: api.clone() }))
 }
 
 /// How often mounted ConfigMaps and Secrets are brought up to date (a real kubelet takes up to
