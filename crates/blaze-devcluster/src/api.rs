@@ -128,7 +128,8 @@ impl Ctx {
             .map(str::to_owned)
             .unwrap_or_else(|| ua.split('/').next().unwrap_or("unknown").to_owned());
         let strict = self.query.get("fieldValidation") == Some("Strict");
-        Writer { st, info, manager, dry_run: self.query.get("dryRun") == Some("All"), strict }
+        let dry_run = self.query.get("dryRun") == Some("All");
+        Writer { st, info, manager, dry_run, strict, user: Some(self.user.clone()) }
     }
 }
 

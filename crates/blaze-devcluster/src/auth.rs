@@ -16,7 +16,8 @@
 //! ## What they may do
 //! [`attributes`] derives a request's verb, resource and path as the real server does, and
 //! [`rbac`] evaluates Roles, ClusterRoles and their bindings; a denial is the real server's
-//! `403`. A fresh cluster has the bootstrap roles that matter here ([`bootstrap`]), and each
+//! `403`; a Role or binding that grants more than its writer holds is refused
+//! ([`escalation`]). A fresh cluster has the bootstrap roles that matter here ([`bootstrap`]), and each
 //! namespace its `default` ServiceAccount ([`service_accounts`]). `SelfSubjectAccessReview`
 //! and `SelfSubjectRulesReview` answer `kubectl auth can-i` ([`review`]).
 
@@ -29,6 +30,7 @@ use crate::store::Inner;
 
 pub mod attributes;
 pub mod bootstrap;
+pub mod escalation;
 pub mod impersonate;
 mod proto;
 pub mod rbac;

@@ -40,6 +40,8 @@ pub struct Writer<'a> {
     pub dry_run: bool,
     /// `fieldValidation=Strict`: unknown fields are an error rather than dropped.
     pub strict: bool,
+    /// Who writes, for RBAC's escalation check; `None` for the server's own controllers.
+    pub user: Option<crate::auth::User>,
 }
 
 /// Whether the caller already set `managedFields` (server-side apply) or the write records an
@@ -204,7 +206,7 @@ impl Writer<'_> {
             o.remove("status");
         }
         crate::defaults::on_create(self.info, &mut obj)?;
-        self.admit(&mut obj, None, &name)?;
+        self.admit(inner, &mut obj, None, &name)?;
         if managed == Managed::Record {
             apply::record_update(
                 None,
@@ -250,7 +252,13 @@ impl Writer<'_> {
     }
 
     /// Schema validation, defaulting and pruning of custom resources; CRD acceptance.
-    fn admit(&self, obj: &mut Value, old: Option<&Value>, name: &str) -> ApiResult<()> {
+    fn admit(
+        &self,
+        inner: &Inner,
+        obj: &mut Value,
+        old: Option<&Value>,
+        name: &str,
+    ) -> ApiResult<()> {
         if let Some(schema) = &self.info.schema {
             let causes =
                 crate::schema::admit(schema, obj, old, &self.st.validator.lock(), self.strict)
@@ -261,6 +269,11 @@ impl Writer<'_> {
         }
         if self.info.group == "apiextensions.k8s.io" {
             crate::crd::accept(obj).map_err(|c| self.invalid(name, c))?;
+        }
+        if self.info.group == "rbac.authorization.k8s.io"
+            && let Some(user) = &self.user
+        {
+            crate::auth::escalation::admit(inner, user, &self.info.plural, obj)?;
         }
         Ok(())
     }
@@ -329,7 +342,7 @@ impl Writer<'_> {
                 metadata_mut(&mut new).remove("managedFields");
             }
         }
-        self.admit(&mut new, Some(&old), name)?;
+        self.admit(inner, &mut new, Some(&old), name)?;
         if self.info.tracks_generation() && spec_changed(&old, &new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             new["metadata"]["generation"] = json!(g);

@@ -235,3 +235,60 @@ fn can_i_before_and_after_a_binding(kc: &Path, sa_kc: &Path) {
         "{out}"
     );
 }
+
+/// A ServiceAccount that may write Roles and RoleBindings still cannot grant what it does
+/// not hold, unless it may `bind` the role (the real server's escalation check).
+#[tokio::test]
+async fn roles_and_bindings_grant_only_what_their_writer_holds() {
+    let (server, admin) = start().await;
+    demo_namespace(&admin).await;
+    let token = token_for_default(&admin).await;
+    let sa = client_for(&server.kubeconfig().replace(server.token(), &token)).await;
+    let writer: Role = serde_json::from_value(json!({"metadata": {"name": "rbac-writer"}, "rules": [
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "resourceNames": ["view-ish"], "verbs": ["bind"]}]}))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "rbac-writer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rbac-writer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "demo"}]}))
+    .unwrap();
+    let pp = PostParams::default();
+    Api::<Role>::namespaced(admin.clone(), "demo").create(&pp, &writer).await.unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), "demo").create(&pp, &binding).await.unwrap();
+
+    let roles: Api<Role> = Api::namespaced(sa.clone(), "demo");
+    let role = |name: &str, resource: &str| -> Role {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": [resource], "verbs": ["get"]}]}))
+        .unwrap()
+    };
+    roles.create(&pp, &role("cm-reader", "configmaps")).await.unwrap();
+    let refused = status_of(roles.create(&pp, &role("secret-reader", "secrets")).await);
+    assert_eq!(refused.code, 403);
+    assert_eq!(
+        refused.message,
+        format!(
+            "roles.rbac.authorization.k8s.io \"secret-reader\" is forbidden: user \"{SA_USER}\" (groups=[\"system:serviceaccounts\" \"system:serviceaccounts:demo\" \"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}}"
+        )
+    );
+
+    let bindings: Api<RoleBinding> = Api::namespaced(sa, "demo");
+    let bind = |name: &str, kind: &str, role: &str| -> RoleBinding {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+            "subjects": [{"kind": "User", "name": "jane"}]}))
+        .unwrap()
+    };
+    bindings.create(&pp, &bind("cm", "Role", "cm-reader")).await.unwrap();
+    let refused =
+        status_of(bindings.create(&pp, &bind("admin", "ClusterRole", "cluster-admin")).await);
+    assert_eq!(refused.code, 403, "{refused:?}");
+    assert!(
+        refused.message.contains("{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}"),
+        "{refused:?}"
+    );
+    // `bind` on a role lets one bind it without holding it (it need not even exist yet).
+    bindings.create(&pp, &bind("view", "ClusterRole", "view-ish")).await.unwrap();
+    server.shutdown().await;
+}
