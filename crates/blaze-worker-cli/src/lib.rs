@@ -51,7 +51,8 @@ pub struct Args {
     #[arg(long, env = "BLAZE_GRPC_LISTEN")]
     pub grpc_listen: Option<HostPort>,
     /// What the model is: `llm` serves completions and chat completions, `embedding`
-    /// /v1/embeddings (a BERT-family encoder folder).
+    /// /v1/embeddings (a BERT-family encoder folder), `diffusion` /v1/images/generations (a
+    /// pipeline folder in the diffusers layout).
     #[arg(long, env = "BLAZE_KIND", value_enum, default_value_t = Kind::Llm)]
     pub kind: Kind,
     /// The checkpoint format the model must be in; the worker refuses to start when the
@@ -164,6 +165,36 @@ pub struct Args {
     /// Repeat the flag for several.
     #[arg(long = "warm-prompt", env = "BLAZE_WARM_PROMPT")]
     pub warm_prompts: Vec<WarmPrompt>,
+    /// --kind diffusion: compute attention for half of a block's heads at a time (less
+    /// memory for large images, somewhat slower).
+    #[arg(long, env = "BLAZE_ATTENTION_SLICING")]
+    pub attention_slicing: bool,
+    /// --kind diffusion: decode a batch's images one at a time.
+    #[arg(long, env = "BLAZE_VAE_SLICING")]
+    pub vae_slicing: bool,
+    /// --kind diffusion: decode images larger than the autoencoder was trained at in
+    /// overlapping tiles, blended where they meet.
+    #[arg(long, env = "BLAZE_VAE_TILING")]
+    pub vae_tiling: bool,
+    /// --kind diffusion: keep each component (text encoders, UNet, autoencoder) on the
+    /// device only while it runs, built from its weight files each time.
+    #[arg(long, env = "BLAZE_CPU_OFFLOAD")]
+    pub cpu_offload: bool,
+    /// --kind diffusion: image width when a request gives no size.
+    #[arg(long, env = "BLAZE_DEFAULT_WIDTH", default_value_t = 512)]
+    pub default_width: usize,
+    /// --kind diffusion: image height when a request gives no size.
+    #[arg(long, env = "BLAZE_DEFAULT_HEIGHT", default_value_t = 512)]
+    pub default_height: usize,
+    /// --kind diffusion: denoising steps when a request gives none.
+    #[arg(long, env = "BLAZE_DEFAULT_STEPS", default_value_t = 30)]
+    pub default_steps: usize,
+    /// --kind diffusion: the largest width or height a request may ask for.
+    #[arg(long, env = "BLAZE_MAX_IMAGE_SIDE", default_value_t = 2048)]
+    pub max_image_side: usize,
+    /// --kind diffusion: the most denoising steps a request may ask for.
+    #[arg(long, env = "BLAZE_MAX_STEPS", default_value_t = 150)]
+    pub max_steps: usize,
     /// Log format.
     #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -257,6 +288,15 @@ impl Args {
         for warm in &self.warm_prompts {
             a.kv("--warm-prompt", warm);
         }
+        a.flag("--attention-slicing", self.attention_slicing);
+        a.flag("--vae-slicing", self.vae_slicing);
+        a.flag("--vae-tiling", self.vae_tiling);
+        a.flag("--cpu-offload", self.cpu_offload);
+        a.kv("--default-width", self.default_width);
+        a.kv("--default-height", self.default_height);
+        a.kv("--default-steps", self.default_steps);
+        a.kv("--max-image-side", self.max_image_side);
+        a.kv("--max-steps", self.max_steps);
         a.kv("--log-format", self.log_format);
         a.0
     }
@@ -272,9 +312,27 @@ impl Args {
             ("--stall-timeout-seconds", self.stall_timeout_seconds as usize),
             ("--response-cache-ttl-seconds", self.response_cache_ttl_seconds as usize),
             ("--response-cache-redis-timeout-ms", self.response_cache_redis_timeout_ms as usize),
+            ("--default-steps", self.default_steps),
+            ("--max-steps", self.max_steps),
         ];
         if let Some((flag, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{flag} must be at least 1"));
+        }
+        if self.default_steps > self.max_steps {
+            return Err(format!(
+                "--default-steps {} is more than --max-steps {}",
+                self.default_steps, self.max_steps
+            ));
+        }
+        for (flag, side) in
+            [("--default-width", self.default_width), ("--default-height", self.default_height)]
+        {
+            if side < 64 || side > self.max_image_side || side % 8 != 0 {
+                return Err(format!(
+                    "{flag} {side}: a multiple of 8 from 64 to --max-image-side ({})",
+                    self.max_image_side
+                ));
+            }
         }
         if !self.warm_prompts.is_empty() && self.prefix_cache_bytes == 0 {
             return Err("--warm-prompt needs --prefix-cache-bytes".to_owned());
@@ -335,6 +393,12 @@ impl Render {
     fn kv(&mut self, flag: &str, value: impl std::fmt::Display) {
         self.0.push(flag.to_owned());
         self.0.push(value.to_string());
+    }
+
+    fn flag(&mut self, flag: &str, on: bool) {
+        if on {
+            self.0.push(flag.to_owned());
+        }
     }
 
     fn opt(&mut self, flag: &str, value: Option<impl std::fmt::Display>) {

@@ -51,6 +51,15 @@ fn every_field_set() -> Args {
                 }]),
             },
         ],
+        attention_slicing: true,
+        vae_slicing: true,
+        vae_tiling: true,
+        cpu_offload: true,
+        default_width: 768,
+        default_height: 640,
+        default_steps: 21,
+        max_image_side: 1024,
+        max_steps: 22,
         log_format: LogFormat::Json,
     }
 }

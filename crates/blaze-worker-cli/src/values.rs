@@ -13,7 +13,7 @@ pub enum Kind {
     Llm,
     /// Embeddings (OpenAI /v1/embeddings) with a BERT-family encoder.
     Embedding,
-    /// Image generation (not served by this build yet).
+    /// Image generation (OpenAI /v1/images/generations) with a Stable Diffusion pipeline.
     Diffusion,
 }
 

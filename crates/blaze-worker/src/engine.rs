@@ -1,8 +1,10 @@
 //! Engines: the contract between the servers (HTTP, gRPC) and whatever executes requests,
-//! and its implementations: text generation ([`llm`], behind the [`Engine`] trait) and
-//! embeddings ([`embedding`]). A worker serves one of them, as its `--kind` says
-//! ([`Served`]); both share the health states, the watchdog and the fault hook.
+//! and its implementations: text generation ([`llm`], behind the [`Engine`] trait),
+//! embeddings ([`embedding`]) and image generation ([`diffusion`]). A worker serves one of
+//! them, as its `--kind` says ([`Served`]); they share the health states, the watchdog and
+//! the fault hook.
 
+pub mod diffusion;
 pub mod embedding;
 pub mod fault;
 mod health;
@@ -14,6 +16,7 @@ use std::time::Instant;
 use blaze_worker_cli::Kind;
 use tokio::sync::{mpsc, watch};
 
+use self::diffusion::DiffusionEngine;
 use self::embedding::EmbeddingEngine;
 use crate::sampling::{SamplingParams, TokenLogprob};
 
@@ -171,6 +174,8 @@ pub enum Served {
     Llm(Arc<dyn Engine>),
     /// Embeddings: `/v1/embeddings`.
     Embedding(Arc<EmbeddingEngine>),
+    /// Image generation: `/v1/images/generations`.
+    Diffusion(Arc<DiffusionEngine>),
 }
 
 impl Served {
@@ -179,6 +184,7 @@ impl Served {
         match self {
             Served::Llm(_) => Kind::Llm,
             Served::Embedding(_) => Kind::Embedding,
+            Served::Diffusion(_) => Kind::Diffusion,
         }
     }
 
@@ -187,15 +193,17 @@ impl Served {
         match self {
             Served::Llm(e) => e.model_name(),
             Served::Embedding(e) => e.model_name(),
+            Served::Diffusion(e) => e.model_name(),
         }
     }
 
     /// The longest input in tokens: the context of a generator, the most an embedding
-    /// model takes.
+    /// model takes, a diffusion pipeline's prompt (its text encoder's length).
     pub fn max_model_len(&self) -> usize {
         match self {
             Served::Llm(e) => e.context_length(),
             Served::Embedding(e) => e.model().max_tokens(),
+            Served::Diffusion(e) => e.model().prompt_tokens(),
         }
     }
 
@@ -204,6 +212,7 @@ impl Served {
         match self {
             Served::Llm(e) => e.health(),
             Served::Embedding(e) => e.health(),
+            Served::Diffusion(e) => e.health(),
         }
     }
 
@@ -212,6 +221,7 @@ impl Served {
         match self {
             Served::Llm(e) => e.watch_health(),
             Served::Embedding(e) => e.watch_health(),
+            Served::Diffusion(e) => e.watch_health(),
         }
     }
 
@@ -220,6 +230,7 @@ impl Served {
         match self {
             Served::Llm(e) => e.failure(),
             Served::Embedding(e) => e.failure(),
+            Served::Diffusion(e) => e.failure(),
         }
     }
 
@@ -228,6 +239,7 @@ impl Served {
         match self {
             Served::Llm(e) => e.drain(),
             Served::Embedding(e) => e.drain(),
+            Served::Diffusion(e) => e.drain(),
         }
     }
 
@@ -236,6 +248,7 @@ impl Served {
         match self {
             Served::Llm(e) => e.in_flight(),
             Served::Embedding(e) => e.in_flight(),
+            Served::Diffusion(e) => e.in_flight(),
         }
     }
 }

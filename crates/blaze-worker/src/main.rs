@@ -10,12 +10,14 @@ use blaze_proto::generate::generate_server::GenerateServer;
 use blaze_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use blaze_worker::args::{Args, Command, DownloadArgs, Kind};
 use blaze_worker::cache::ResponseCache;
+use blaze_worker::engine::diffusion::{DiffusionConfig, DiffusionEngine, DiffusionMetrics};
 use blaze_worker::engine::embedding::{EmbeddingConfig, EmbeddingEngine, EmbeddingMetrics};
 use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};
 use blaze_worker::engine::{Engine, Health, Served};
 use blaze_worker::grpc::GenerateService;
 use blaze_worker::grpc::oip::OipService;
 use blaze_worker::metrics::Metrics;
+use blaze_worker::model::diffusion::{DiffusionModel, MemoryOptions};
 use blaze_worker::model::{LoadOptions, LoadedModel};
 use blaze_worker::server::{self, AppState};
 use blaze_worker::source::{HubOptions, ModelSource};
@@ -65,6 +67,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ResponseCache::open(&cache, &mut registry).context("the response cache")?;
     let embedding_metrics =
         (args.kind == Kind::Embedding).then(|| EmbeddingMetrics::register(&mut registry));
+    let diffusion_metrics =
+        (args.kind == Kind::Diffusion).then(|| DiffusionMetrics::register(&mut registry));
     let state = AppState {
         kind: args.kind,
         model_name: args.model_name().into(),
@@ -94,8 +98,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let grpc = args.grpc_listen.as_ref().map(ToString::to_string);
     tracing::info!(listen = %args.listen, ?grpc, model = %args.model(), "serving; loading the model");
 
-    let loader =
-        tokio::spawn(load(args.clone(), state.clone(), metrics, embedding_metrics, health.clone()));
+    let own = OwnMetrics { embedding: embedding_metrics, diffusion: diffusion_metrics };
+    let loader = tokio::spawn(load(args.clone(), state.clone(), metrics, own, health.clone()));
     tokio::select! {
         loaded = loader => loaded.context("model loader panicked")?.context("loading the model")?,
         () = shutdown_signal() => {
@@ -113,11 +117,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The metrics of the engine `--kind` names, beside the shared ones.
+struct OwnMetrics {
+    embedding: Option<EmbeddingMetrics>,
+    diffusion: Option<DiffusionMetrics>,
+}
+
 async fn load(
     args: Args,
     state: AppState,
     metrics: Metrics,
-    embedding_metrics: Option<EmbeddingMetrics>,
+    own: OwnMetrics,
     health: HealthReporter,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -127,16 +137,23 @@ async fn load(
     let device = blaze_worker::model::select_device(args.device)?;
     let device_name = blaze_worker::model::device_name(&device);
     tracing::info!(device = %device_name, requested = %args.device, "computing on {device_name}");
-    let served = match embedding_metrics {
-        Some(own) => load_embedding(&args, path, device, &state, metrics, own).await?,
-        None => Served::Llm(load_llm(&args, path, device, &state, metrics).await?),
+    let served = match own {
+        OwnMetrics { embedding: Some(own), .. } => {
+            load_embedding(&args, path, device, &state, metrics, own).await?
+        }
+        OwnMetrics { diffusion: Some(own), .. } => {
+            load_diffusion(&args, path, device, &state, metrics, own).await?
+        }
+        _ => Served::Llm(load_llm(&args, path, device, &state, metrics).await?),
     };
     let _ = state.engine.set(served.clone());
     health.set_service_status("", ServingStatus::Serving).await;
     health.set_serving::<GrpcInferenceServiceServer<OipService>>().await;
     match served {
         Served::Llm(_) => health.set_serving::<GenerateServer<GenerateService>>().await,
-        Served::Embedding(_) => health.set_not_serving::<GenerateServer<GenerateService>>().await,
+        Served::Embedding(_) | Served::Diffusion(_) => {
+            health.set_not_serving::<GenerateServer<GenerateService>>().await
+        }
     }
     tokio::spawn(not_serving_once_failed(served, health));
     tracing::info!(seconds = started.elapsed().as_secs_f64(), name = %args.model_name(), "model ready");
@@ -232,6 +249,63 @@ async fn load_embedding(
     };
     let engine = EmbeddingEngine::start(args.model_name(), model, config, metrics, own);
     Ok(Served::Embedding(Arc::new(engine)))
+}
+
+/// Loads a diffusion pipeline with the memory options the flags set, generates one small
+/// image to warm it up, and starts its engine. --max-batch-size counts images.
+async fn load_diffusion(
+    args: &Args,
+    path: PathBuf,
+    device: Device,
+    state: &AppState,
+    metrics: Metrics,
+    own: DiffusionMetrics,
+) -> anyhow::Result<Served> {
+    let dtype = blaze_worker::model::resolve_dtype(args.dtype, &device);
+    let device_name = blaze_worker::model::device_name(&device);
+    let options = MemoryOptions {
+        attention_slicing: args.attention_slicing,
+        vae_slicing: args.vae_slicing,
+        vae_tiling: args.vae_tiling,
+        cpu_offload: args.cpu_offload,
+    };
+    let model = tokio::task::spawn_blocking(move || -> blaze_worker::Result<_> {
+        let model = DiffusionModel::load(&path, &device, dtype, options)?;
+        let took = DiffusionEngine::warm_up(&model)?;
+        tracing::info!(seconds = took.as_secs_f64(), "warm-up image done");
+        Ok(model)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("loading the diffusion pipeline panicked: {e}"))??;
+    let scheduler = model.scheduler();
+    let _ = state.model_info.set(serde_json::json!({
+        "source": args.model(),
+        "kind": "diffusion",
+        "device": device_name,
+        "dtype": args.dtype.to_string(),
+        "pipeline": model.kind().as_str(),
+        "scheduler": format!("{:?}", scheduler.method),
+        "scheduler_substituted_for": scheduler.substituted,
+        "default_guidance_scale": model.default_guidance(),
+        "default_size": format!("{}x{}", args.default_width, args.default_height),
+        "default_steps": args.default_steps,
+        "attention_slicing": options.attention_slicing,
+        "vae_slicing": options.vae_slicing,
+        "vae_tiling": options.vae_tiling,
+        "cpu_offload": options.cpu_offload,
+    }));
+    let config = DiffusionConfig {
+        max_batch_size: args.max_batch_size,
+        max_queue: args.max_queue,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        stall_timeout: Duration::from_secs(args.stall_timeout_seconds),
+        max_side: args.max_image_side,
+        max_steps: args.max_steps,
+        default_size: (args.default_width, args.default_height),
+        default_steps: args.default_steps,
+    };
+    let engine = DiffusionEngine::start(args.model_name(), model, config, metrics, own);
+    Ok(Served::Diffusion(Arc::new(engine)))
 }
 
 /// Runs the warm-up forward pass (off the async runtime) before the worker reports ready;

@@ -7,6 +7,7 @@
 mod body;
 mod embeddings;
 pub mod error;
+pub(crate) mod images;
 pub mod oip;
 mod openai;
 pub mod request;
@@ -66,7 +67,7 @@ impl AppState {
     pub fn ready_engine(&self) -> Option<&Arc<dyn Engine>> {
         match self.ready()? {
             Served::Llm(engine) => Some(engine),
-            Served::Embedding(_) => None,
+            Served::Embedding(_) | Served::Diffusion(_) => None,
         }
     }
 }
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/images/generations", post(images::generations))
         .route("/v1/models", get(openai::models))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))

@@ -1,10 +1,15 @@
 //! The diffusion pipelines on tiny random-weight pipelines written in the diffusers layout:
-//! sizes, seeds, memory options and batching as a caller of the model sees them.
+//! sizes, seeds, memory options and batching as a caller of the model sees them, and images
+//! against diffusers' (tests/data/diffusion, made as scripts/reference-diffusion.py says).
+
+#![allow(clippy::unwrap_used)] // a test fails by panicking
 
 use std::path::Path;
 
 use blaze_worker::model::diffusion::tiny::{self, Variant};
-use blaze_worker::model::diffusion::{DiffusionModel, ImageSpec, MemoryOptions, PipelineKind, Pixels};
+use blaze_worker::model::diffusion::{
+    DiffusionModel, ImageSpec, MemoryOptions, PipelineKind, Pixels,
+};
 use candle_core::{DType, Device};
 
 fn pipeline(dir: &Path, variant: Variant, options: MemoryOptions) -> DiffusionModel {
@@ -78,7 +83,8 @@ fn a_batch_of_two_equals_each_alone() {
         let model = pipeline(&dir, variant, MemoryOptions::default());
         let g = model.default_guidance();
         let first = spec("a lighthouse at night", 64, 64, 5, g);
-        let mut second = spec("a bowl of fruit", 64, 64, 6, g.max(1.0) + 2.0 * f64::from(u8::from(g > 1.0)));
+        let mut second =
+            spec("a bowl of fruit", 64, 64, 6, g.max(1.0) + 2.0 * f64::from(u8::from(g > 1.0)));
         if g <= 1.0 {
             second.guidance_scale = g;
         }
@@ -107,5 +113,54 @@ fn slicing_gives_the_same_image_within_two_levels() {
     for i in 0..2 {
         let d = max_diff(&a[i], &b[i]);
         assert!(d <= 2, "image {i} differs by {d}/255 with slicing");
+    }
+}
+
+/// The pipelines and starting noise of the reference check: scripts/reference-diffusion.py
+/// runs diffusers on them (see there).
+const REFERENCE: [(&str, Variant); 2] = [("sd", Variant::Sd), ("sdxl", Variant::Sdxl)];
+
+fn reference_spec(model: &DiffusionModel) -> ImageSpec {
+    spec("a red fox in the snow", 96, 64, 11, model.default_guidance())
+}
+
+/// Writes the inputs of scripts/reference-diffusion.py into `$REFERENCE_DIR`.
+#[test]
+#[ignore = "writes inputs for scripts/reference-diffusion.py"]
+fn write_reference_inputs() {
+    let root = std::path::PathBuf::from(std::env::var("REFERENCE_DIR").unwrap());
+    for (name, variant) in REFERENCE {
+        let model = pipeline(&root.join(name), variant, MemoryOptions::default());
+        let noise = model.initial_noise(&reference_spec(&model)).unwrap();
+        noise.save_safetensors("noise", root.join(format!("{name}-noise.safetensors"))).unwrap();
+    }
+}
+
+fn read_png(path: &Path) -> Pixels {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut rgb).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    rgb.truncate(info.buffer_size());
+    Pixels { width: info.width as usize, height: info.height as usize, rgb }
+}
+
+/// SD (DDIM) and SDXL (Euler, pooled text and size conditioning) draw what diffusers draws
+/// from the same weights, prompt and starting noise: every channel of every pixel within 2
+/// levels of 255 (rounding in kernels that add in another order), on average within 0.01.
+#[test]
+fn images_match_the_reference_implementation() {
+    let root = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/diffusion");
+    for (name, variant) in REFERENCE {
+        let model = pipeline(&root.path().join(name), variant, MemoryOptions::default());
+        let image = &model.generate(&[reference_spec(&model)]).unwrap()[0];
+        let reference = read_png(&data.join(format!("{name}.png")));
+        let d = max_diff(image, &reference);
+        let total: u64 =
+            image.rgb.iter().zip(&reference.rgb).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
+        let mean = total as f64 / image.rgb.len() as f64;
+        assert!(d <= 2 && mean < 0.01, "{name}: max difference {d}, mean {mean:.4}");
     }
 }

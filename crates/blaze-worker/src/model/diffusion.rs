@@ -16,11 +16,11 @@
 //! runs and dropped after, so the device holds one component's weights at a time (the files
 //! stay in the host's page cache, so a rebuild reads memory, not disk).
 
-pub mod config;
 mod clip;
+pub mod config;
 pub mod scheduler;
-mod tokenizer;
 pub mod tiny;
+mod tokenizer;
 mod unet;
 pub mod vae;
 
@@ -64,7 +64,11 @@ enum Component<T> {
 
 impl<T> Component<T> {
     fn new(offload: bool, build: impl Fn() -> Result<T> + Send + Sync + 'static) -> Result<Self> {
-        Ok(if offload { Component::Offloaded(Box::new(build)) } else { Component::Resident(Arc::new(build()?)) })
+        Ok(if offload {
+            Component::Offloaded(Box::new(build))
+        } else {
+            Component::Resident(Arc::new(build()?))
+        })
     }
 
     fn get(&self) -> Result<Arc<T>> {
@@ -207,7 +211,12 @@ impl DiffusionModel {
             let (device, config) = (device.clone(), vae_file.config());
             let vae_dtype = if dtype == DType::F16 { DType::F32 } else { dtype };
             Component::new(options.cpu_offload, move || {
-                Ok(AutoEncoderKL::new(var_builder(&files, vae_dtype, &device)?, 3, 3, config.clone())?)
+                Ok(AutoEncoderKL::new(
+                    var_builder(&files, vae_dtype, &device)?,
+                    3,
+                    3,
+                    config.clone(),
+                )?)
             })?
         };
         let scheduler = SchedulerConfig::read(dir)?;
@@ -240,6 +249,12 @@ impl DiffusionModel {
     /// Which pipeline this is.
     pub fn kind(&self) -> PipelineKind {
         self.kind
+    }
+
+    /// The most prompt tokens the text encoder reads (start and end tokens included); the
+    /// rest of a longer prompt is cut.
+    pub fn prompt_tokens(&self) -> usize {
+        self.encoders.first().map_or(0, |e| e.tokenizer.length())
     }
 
     /// The scheduler settings.
@@ -277,7 +292,8 @@ impl DiffusionModel {
     pub fn start(&self, images: &[ImageSpec]) -> Result<Denoising> {
         let first = images.first().ok_or_else(|| Error::Unsupported("no images".into()))?;
         if images.iter().any(|i| {
-            (i.width, i.height, i.steps, i.guided()) != (first.width, first.height, first.steps, first.guided())
+            (i.width, i.height, i.steps, i.guided())
+                != (first.width, first.height, first.steps, first.guided())
         }) {
             return Err(Error::Unsupported(
                 "a batch must share size, steps and guidance on or off".into(),
@@ -324,6 +340,14 @@ impl DiffusionModel {
         })
     }
 
+    /// The standard normal noise an image starts from (before the scheduler scales it),
+    /// `[1, channels, height / 8, width / 8]`: the first draws of its seed's generator.
+    pub fn initial_noise(&self, spec: &ImageSpec) -> Result<Tensor> {
+        let factor = self.vae_file.downscale();
+        let shape = (self.unet_file.in_channels, spec.height / factor, spec.width / factor);
+        self.noise(&mut [StdRng::seed_from_u64(spec.seed)], shape)
+    }
+
     /// Standard normal noise of `shape` per image, from each image's generator.
     fn noise(&self, rngs: &mut [StdRng], shape: (usize, usize, usize)) -> Result<Tensor> {
         let per = shape.0 * shape.1 * shape.2;
@@ -347,7 +371,8 @@ impl DiffusionModel {
         let mut states = Vec::new();
         let mut pooled = None;
         for (e, encoder) in self.encoders.iter().enumerate() {
-            let rows = texts.iter().map(|t| encoder.tokenizer.row(t)).collect::<Result<Vec<_>>>()?;
+            let rows =
+                texts.iter().map(|t| encoder.tokenizer.row(t)).collect::<Result<Vec<_>>>()?;
             let n = rows[0].ids.len();
             let ids: Vec<u32> = rows.iter().flat_map(|r| r.ids.iter().copied()).collect();
             let ids = Tensor::from_vec(ids, (rows.len(), n), &self.device)?;

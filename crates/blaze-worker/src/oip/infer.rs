@@ -7,9 +7,11 @@ use std::time::Instant;
 use super::params::{self, Params, Reader};
 use super::tensor::{Output, OutputData};
 use super::{InferRequest, InferResponse, OipError, check_model};
+use crate::engine::diffusion::DiffusionEngine;
 use crate::engine::embedding::{EmbedRequest, EmbeddingEngine};
 use crate::engine::{Engine, Event, GenerateRequest, Served};
 use crate::server::AppState;
+use crate::server::request::images::ImagesRequest;
 
 /// Runs `ModelInfer`.
 pub async fn infer(state: &AppState, request: InferRequest) -> Result<InferResponse, OipError> {
@@ -18,6 +20,7 @@ pub async fn infer(state: &AppState, request: InferRequest) -> Result<InferRespo
     let outputs = match served {
         Served::Embedding(engine) => embed(state, engine, &request).await?,
         Served::Llm(engine) => generate(state, engine, &request).await?,
+        Served::Diffusion(engine) => images(state, engine, &request).await?,
     };
     Ok(InferResponse { model: state.model_name.to_string(), id: request.id, outputs })
 }
@@ -102,6 +105,68 @@ async fn embed(
     let data = embeddings.vectors.into_iter().flatten().collect();
     let shape = vec![n as i64, width as i64];
     Ok(vec![Output { name: "embedding", shape, data: OutputData::Fp32(data) }])
+}
+
+/// Image generation: one BYTES `prompt`, the settings `/v1/images/generations` takes as
+/// parameters (`n`, `width`, `height`, `steps`, `guidance_scale`, `seed`,
+/// `negative_prompt`), PNG images out as the BYTES tensor `image` (`[n]`).
+async fn images(
+    state: &AppState,
+    engine: Arc<DiffusionEngine>,
+    request: &InferRequest,
+) -> Result<Vec<Output>, OipError> {
+    let input = match request.inputs.as_slice() {
+        [one] if one.name == "prompt" => one,
+        [one] => {
+            let message =
+                format!("{:?}; an image model takes one input named \"prompt\"", one.name);
+            return Err(OipError::invalid("inputs[0].name", message));
+        }
+        _ => return Err(OipError::invalid("inputs", "one BYTES tensor \"prompt\" is required")),
+    };
+    check_outputs(request, "image")?;
+    let prompt = input.texts(0, true)?.remove(0);
+    if prompt.trim().is_empty() {
+        return Err(OipError::invalid("inputs[0]", "the prompt is empty"));
+    }
+    let r = Reader::new(&request.parameters, "parameters");
+    let count = |name: &str| -> Result<Option<usize>, OipError> {
+        match r.uint(name)? {
+            Some(0) => Err(OipError::invalid(&format!("parameters.{name}"), "must be at least 1")),
+            v => Ok(v.map(|v| usize::try_from(v).unwrap_or(usize::MAX))),
+        }
+    };
+    let size = match (count("width")?, count("height")?) {
+        (None, None) => None,
+        (w, h) => {
+            let (dw, dh) = engine.config().default_size;
+            Some((w.unwrap_or(dw), h.unwrap_or(dh)))
+        }
+    };
+    let parsed = ImagesRequest {
+        model: None,
+        prompt,
+        negative_prompt: r.strings("negative_prompt")?.into_iter().next().unwrap_or_default(),
+        n: count("n")?.unwrap_or(1),
+        size,
+        steps: count("steps")?,
+        guidance_scale: r.float("guidance_scale", 0.0..=50.0)?,
+        seed: r.uint("seed")?,
+        stream: false,
+    };
+    let deadline = std::time::Instant::now() + state.request_timeout;
+    let request = crate::server::images::image_request(&engine, parsed, deadline);
+    let n = request.images.len();
+    let events = engine.submit(request).map_err(|e| OipError::submit(e, "inputs[0]"))?;
+    let images = crate::server::images::wait(events, state).await.map_err(|e| {
+        if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            OipError::Unavailable(e.message)
+        } else {
+            OipError::Internal(e.message)
+        }
+    })?;
+    let data = images.into_iter().map(|i| i.png).collect();
+    Ok(vec![Output { name: "image", shape: vec![n as i64], data: OutputData::Bytes(data) }])
 }
 
 fn timed_out(state: &AppState) -> OipError {

@@ -70,7 +70,7 @@ pub(super) fn wrong_kind(kind: Kind, path: &str) -> ApiError {
     let serves = match kind {
         Kind::Llm => "a text-generation model (/v1/completions, /v1/chat/completions)",
         Kind::Embedding => "an embedding model (/v1/embeddings)",
-        Kind::Diffusion => "an image-generation model",
+        Kind::Diffusion => "an image-generation model (/v1/images/generations)",
     };
     ApiError::invalid("model", format!("this worker serves {serves}; {path} is not for it"))
 }

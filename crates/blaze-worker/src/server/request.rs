@@ -2,6 +2,7 @@
 //! nothing here panics on any input (a property test feeds it garbage).
 
 pub mod embeddings;
+pub mod images;
 
 use serde_json::{Map, Value};
 

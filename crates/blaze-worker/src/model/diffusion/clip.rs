@@ -98,7 +98,8 @@ impl ClipText {
         let (batch, n) = ids.dims2()?;
         let device = ids.device();
         let positions = Tensor::arange(0u32, n as u32, device)?;
-        let mut xs = self.tokens.forward(ids)?.broadcast_add(&self.positions.forward(&positions)?)?;
+        let mut xs =
+            self.tokens.forward(ids)?.broadcast_add(&self.positions.forward(&positions)?)?;
         let mask = causal_mask(n, xs.dtype(), device)?;
         let mut penultimate = xs.clone();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -121,7 +122,14 @@ impl ClipText {
         Ok(Encoded { last, penultimate, pooled })
     }
 
-    fn layer(&self, l: &Layer, xs: &Tensor, mask: &Tensor, batch: usize, n: usize) -> Result<Tensor> {
+    fn layer(
+        &self,
+        l: &Layer,
+        xs: &Tensor,
+        mask: &Tensor,
+        batch: usize,
+        n: usize,
+    ) -> Result<Tensor> {
         let h = xs.dim(D::Minus1)?;
         let head = h / self.heads;
         let residual = xs;
@@ -149,8 +157,7 @@ impl ClipText {
 
 /// `[n, n]`: 0 on and below the diagonal, the most negative value above it.
 fn causal_mask(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let values: Vec<f32> = (0..n)
-        .flat_map(|i| (0..n).map(move |j| if j > i { f32::MIN } else { 0.0 }))
-        .collect();
+    let values: Vec<f32> =
+        (0..n).flat_map(|i| (0..n).map(move |j| if j > i { f32::MIN } else { 0.0 })).collect();
     Ok(Tensor::from_vec(values, (n, n), device)?.to_dtype(dtype)?)
 }

@@ -37,8 +37,7 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) ->
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Error::Unsupported(format!("{}: {e} (a diffusers pipeline folder has it)", path.display()))
     })?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|e| Error::Unsupported(format!("{}: {e}", path.display())))
 }
 
 /// `model_index.json`: the pipeline class and its components.
@@ -90,6 +89,8 @@ pub struct UnetFile {
     pub out_channels: usize,
     pub block_out_channels: Vec<usize>,
     pub down_block_types: Vec<String>,
+    #[serde(default)]
+    up_block_types: Option<Vec<String>>,
     #[serde(default = "two")]
     pub layers_per_block: usize,
     #[serde(default = "one")]
@@ -169,25 +170,36 @@ impl UnetFile {
         if file.block_out_channels.len() != file.down_block_types.len() {
             return Err(refuse("down_block_types", "needs one entry per block_out_channels"));
         }
+        if let Some(up) = &file.up_block_types {
+            let mirrored = file.down_block_types.iter().rev().map(|d| d.replace("Down", "Up"));
+            if !up.iter().cloned().eq(mirrored) {
+                return Err(refuse(
+                    "up_block_types",
+                    "must mirror down_block_types (CrossAttnUpBlock2D for CrossAttnDownBlock2D, \
+                     UpBlock2D for DownBlock2D, deepest first)",
+                ));
+            }
+        }
         for t in &file.down_block_types {
             if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
                 return Err(refuse("down_block_types", &format!("{t:?} is not supported")));
             }
         }
+        let text_time_dims = file.addition_time_embed_dim.is_some()
+            && file.projection_class_embeddings_input_dim.is_some();
         match file.addition_embed_type.as_deref() {
             None => {}
+            Some("text_time") if text_time_dims => {}
             Some("text_time") => {
-                if file.addition_time_embed_dim.is_none()
-                    || file.projection_class_embeddings_input_dim.is_none()
-                {
-                    return Err(refuse(
-                        "addition_embed_type",
-                        "text_time needs addition_time_embed_dim and \
-                         projection_class_embeddings_input_dim",
-                    ));
-                }
+                return Err(refuse(
+                    "addition_embed_type",
+                    "text_time needs addition_time_embed_dim and \
+                     projection_class_embeddings_input_dim",
+                ));
             }
-            Some(t) => return Err(refuse("addition_embed_type", &format!("{t:?} is not supported"))),
+            Some(t) => {
+                return Err(refuse("addition_embed_type", &format!("{t:?} is not supported")));
+            }
         }
         Ok(file)
     }
@@ -300,7 +312,7 @@ impl ClipFile {
                 file.hidden_act
             )));
         }
-        if file.num_attention_heads == 0 || file.hidden_size % file.num_attention_heads != 0 {
+        if file.num_attention_heads == 0 || !file.hidden_size.is_multiple_of(file.num_attention_heads) {
             return Err(Error::Unsupported(format!(
                 "{}/{folder}/config.json: hidden_size {} is not a multiple of \
                  num_attention_heads {}",

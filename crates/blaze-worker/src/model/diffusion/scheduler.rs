@@ -110,8 +110,9 @@ impl SchedulerConfig {
     pub fn read(dir: &Path) -> Result<Self> {
         let file: File = read_json(dir, "scheduler/scheduler_config.json")?;
         let name = dir.join("scheduler/scheduler_config.json");
-        let refuse =
-            |field: &str, why: String| Error::Unsupported(format!("{}: {field}: {why}", name.display()));
+        let refuse = |field: &str, why: String| {
+            Error::Unsupported(format!("{}: {field}: {why}", name.display()))
+        };
         let (method, substituted) = match file.class_name.as_str() {
             "DDIMScheduler" => (Method::Ddim, None),
             "EulerDiscreteScheduler" => (Method::Euler, None),
@@ -137,14 +138,17 @@ impl SchedulerConfig {
         }
         let betas: Vec<f64> = match file.beta_schedule.as_str() {
             "linear" => (0..t)
-                .map(|i| file.beta_start + (file.beta_end - file.beta_start) * i as f64 / (t - 1) as f64)
+                .map(|i| {
+                    file.beta_start + (file.beta_end - file.beta_start) * i as f64 / (t - 1) as f64
+                })
                 .collect(),
             "scaled_linear" => {
                 let (a, b) = (file.beta_start.sqrt(), file.beta_end.sqrt());
                 (0..t).map(|i| (a + (b - a) * i as f64 / (t - 1) as f64).powi(2)).collect()
             }
             "squaredcos_cap_v2" => {
-                let bar = |x: f64| ((x + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                let bar =
+                    |x: f64| ((x + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
                 (0..t)
                     .map(|i| {
                         let (t1, t2) = (i as f64 / t as f64, (i + 1) as f64 / t as f64);
@@ -188,17 +192,19 @@ impl SchedulerConfig {
         let timesteps: Vec<f64> = match self.spacing {
             Spacing::Leading => {
                 let ratio = t / steps;
-                (0..steps).rev().map(|k| (k * ratio + self.steps_offset).min(t - 1) as f64).collect()
+                (0..steps)
+                    .rev()
+                    .map(|k| (k * ratio + self.steps_offset).min(t - 1) as f64)
+                    .collect()
             }
             Spacing::Trailing => {
                 let ratio = t as f64 / steps as f64;
                 (0..steps).map(|k| ((t as f64 - k as f64 * ratio).round() - 1.0).max(0.0)).collect()
             }
             Spacing::Linspace if steps == 1 => vec![(t - 1) as f64],
-            Spacing::Linspace => (0..steps)
-                .rev()
-                .map(|k| (t - 1) as f64 * k as f64 / (steps - 1) as f64)
-                .collect(),
+            Spacing::Linspace => {
+                (0..steps).rev().map(|k| (t - 1) as f64 * k as f64 / (steps - 1) as f64).collect()
+            }
         };
         let sigma_at = |x: f64| {
             let sigma = |j: usize| ((1.0 - self.alphas_cumprod[j]) / self.alphas_cumprod[j]).sqrt();
@@ -212,7 +218,8 @@ impl SchedulerConfig {
                 let alpha = |x: f64| self.alphas_cumprod[x.round() as usize];
                 let ddim = (0..steps)
                     .map(|i| {
-                        let prev = timesteps.get(i + 1).map_or(self.final_alpha_cumprod, |&p| alpha(p));
+                        let prev =
+                            timesteps.get(i + 1).map_or(self.final_alpha_cumprod, |&p| alpha(p));
                         (alpha(timesteps[i]), prev)
                     })
                     .collect();
@@ -308,18 +315,14 @@ impl Schedule {
                 let (alpha, alpha_prev) = self.ddim[i];
                 let (a, b) = (alpha.sqrt(), (1.0 - alpha).sqrt());
                 let (original, epsilon) = match self.prediction {
-                    Prediction::Epsilon => {
-                        (((sample - (output * b)?)? / a)?, output.clone())
+                    Prediction::Epsilon => (((sample - (output * b)?)? / a)?, output.clone()),
+                    Prediction::Velocity => {
+                        (((sample * a)? - (output * b)?)?, ((output * a)? + (sample * b)?)?)
                     }
-                    Prediction::Velocity => (
-                        ((sample * a)? - (output * b)?)?,
-                        ((output * a)? + (sample * b)?)?,
-                    ),
-                    Prediction::Sample => {
-                        (output.clone(), ((sample - (output * a)?)? / b)?)
-                    }
+                    Prediction::Sample => (output.clone(), ((sample - (output * a)?)? / b)?),
                 };
-                let next = ((original * alpha_prev.sqrt())? + (epsilon * (1.0 - alpha_prev).sqrt())?)?;
+                let next =
+                    ((original * alpha_prev.sqrt())? + (epsilon * (1.0 - alpha_prev).sqrt())?)?;
                 Ok(next)
             }
             Method::Euler | Method::EulerAncestral => {
@@ -336,14 +339,14 @@ impl Schedule {
                 if self.method == Method::Euler {
                     return Ok((sample + (derivative * (sigma_next - sigma))?)?);
                 }
-                let up = (sigma_next.powi(2) * (sigma.powi(2) - sigma_next.powi(2)) / sigma.powi(2))
-                    .max(0.0)
-                    .sqrt();
+                let up = (sigma_next.powi(2) * (sigma.powi(2) - sigma_next.powi(2))
+                    / sigma.powi(2))
+                .max(0.0)
+                .sqrt();
                 let down = (sigma_next.powi(2) - up * up).max(0.0).sqrt();
                 let moved = (sample + (derivative * (down - sigma))?)?;
-                let noise = noise.ok_or_else(|| {
-                    Error::Unsupported("an ancestral step needs noise".into())
-                })?;
+                let noise = noise
+                    .ok_or_else(|| Error::Unsupported("an ancestral step needs noise".into()))?;
                 Ok((moved + (noise * up)?)?)
             }
         }
@@ -394,13 +397,15 @@ mod tests {
     #[test]
     fn a_ddim_step_from_the_true_noise_recovers_the_clean_sample() {
         let dir = tempfile::tempdir().unwrap();
-        let ddim = config(dir.path(), r#"{"_class_name": "DDIMScheduler", "set_alpha_to_one": true}"#);
+        let ddim =
+            config(dir.path(), r#"{"_class_name": "DDIMScheduler", "set_alpha_to_one": true}"#);
         let s = ddim.schedule(1).unwrap();
         let dev = candle_core::Device::Cpu;
         let clean = Tensor::new(&[0.5f32, -0.25], &dev).unwrap();
         let noise = Tensor::new(&[1.0f32, -2.0], &dev).unwrap();
         let (alpha, _) = s.ddim[0];
-        let noisy = ((&clean * alpha.sqrt()).unwrap() + (&noise * (1.0 - alpha).sqrt()).unwrap()).unwrap();
+        let noisy =
+            ((&clean * alpha.sqrt()).unwrap() + (&noise * (1.0 - alpha).sqrt()).unwrap()).unwrap();
         let out = s.step(0, &noise, &noisy, None).unwrap().to_vec1::<f32>().unwrap();
         assert!((out[0] - 0.5).abs() < 1e-4 && (out[1] + 0.25).abs() < 1e-4, "{out:?}");
     }

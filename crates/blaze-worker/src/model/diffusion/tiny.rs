@@ -75,13 +75,19 @@ pub fn write(dir: &Path, variant: Variant, seed: u64) -> Result<()> {
 
     let vocab = vocabulary();
     let vocab_size = vocab.len();
-    let tokenizers: &[(&str, &str)] =
-        if xl { &[("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!")] } else { &[("tokenizer", "<|endoftext|>")] };
+    let tokenizers: &[(&str, &str)] = if xl {
+        &[("tokenizer", "<|endoftext|>"), ("tokenizer_2", "!")]
+    } else {
+        &[("tokenizer", "<|endoftext|>")]
+    };
     for (folder, pad) in tokenizers {
         write_tokenizer(dir, folder, &vocab, pad)?;
     }
-    let encoders: &[(&str, bool)] =
-        if xl { &[("text_encoder", false), ("text_encoder_2", true)] } else { &[("text_encoder", false)] };
+    let encoders: &[(&str, bool)] = if xl {
+        &[("text_encoder", false), ("text_encoder_2", true)]
+    } else {
+        &[("text_encoder", false)]
+    };
     for (folder, projected) in encoders {
         let config = json!({
             "architectures": [if *projected { "CLIPTextModelWithProjection" } else { "CLIPTextModel" }],
@@ -139,6 +145,9 @@ pub fn write(dir: &Path, variant: Variant, seed: u64) -> Result<()> {
         "in_channels": 3,
         "out_channels": 3,
         "block_out_channels": [32, 32, 32, 32],
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+        "act_fn": "silu",
         "layers_per_block": 1,
         "latent_channels": 4,
         "norm_num_groups": 32,
@@ -148,9 +157,14 @@ pub fn write(dir: &Path, variant: Variant, seed: u64) -> Result<()> {
     write_json(dir, "vae/config.json", &vae)?;
     let file = VaeFile::read(dir)?;
     save(dir, "vae/diffusion_pytorch_model.safetensors", &mut rng, |vb| {
-        candle_transformers::models::stable_diffusion::vae::AutoEncoderKL::new(vb, 3, 3, file.config())
-            .map(drop)
-            .map_err(Error::from)
+        candle_transformers::models::stable_diffusion::vae::AutoEncoderKL::new(
+            vb,
+            3,
+            3,
+            file.config(),
+        )
+        .map(drop)
+        .map_err(Error::from)
     })?;
 
     let mut scheduler_config = json!({
@@ -182,8 +196,8 @@ fn write_json(dir: &Path, name: &str, value: &Value) -> Result<()> {
 }
 
 /// Builds a component on a variable map (which creates its weights), draws every weight
-/// that is not a constant (norm scales and biases stay as built) again from `rng` with the
-/// spread the builder gave it, and saves the map.
+/// that is not a constant (norm scales and zero biases stay as built) again from `rng`,
+/// and saves the map.
 fn save(
     dir: &Path,
     name: &str,
@@ -192,18 +206,28 @@ fn save(
 ) -> Result<()> {
     let map = VarMap::new();
     build(VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu))?;
-    let vars: BTreeMap<String, candle_core::Var> =
-        map.data().lock().map_err(|_| Error::Unsupported("poisoned".into()))?.clone().into_iter().collect();
+    let vars: BTreeMap<String, candle_core::Var> = map
+        .data()
+        .lock()
+        .map_err(|_| Error::Unsupported("poisoned".into()))?
+        .clone()
+        .into_iter()
+        .collect();
     for var in vars.values() {
         let values = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-        let n = values.len() as f32;
-        let mean = values.iter().sum::<f32>() / n;
-        let spread = (values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt();
-        if spread == 0.0 {
+        if values.iter().all(|v| *v == values[0]) {
             continue;
         }
-        let drawn: Vec<f32> =
-            values.iter().map(|_| -> f32 { StandardNormal.sample(rng) }).map(|z: f32| z * spread).collect();
+        // The spread of a fan-in scaled initialization, from the shape alone (the builder's
+        // own draws are not seeded): matrices and kernels 1/sqrt(fan-in), vectors 0.02.
+        let dims = var.shape().dims();
+        let fan_in: usize = dims.iter().skip(1).product();
+        let spread = if dims.len() >= 2 { (fan_in as f32).sqrt().recip() } else { 0.02 };
+        let drawn: Vec<f32> = values
+            .iter()
+            .map(|_| -> f32 { StandardNormal.sample(rng) })
+            .map(|z: f32| z * spread)
+            .collect();
         var.set(&Tensor::from_vec(drawn, var.shape(), &Device::Cpu)?)?;
     }
     let path = dir.join(name);
@@ -217,7 +241,9 @@ fn save(
 /// GPT-2's byte-to-character table: printable bytes stand for themselves, the others for
 /// characters from U+0100 up.
 fn byte_chars() -> Vec<char> {
-    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
     let mut next = 0x100;
     (0..256u32)
         .map(|b| {
@@ -232,8 +258,16 @@ fn byte_chars() -> Vec<char> {
 }
 
 /// A few merges of common English pairs, so that the tokenizer really merges.
-const MERGES: &[(&str, &str)] =
-    &[("t", "h"), ("th", "e</w>"), ("a", "n"), ("an", "d</w>"), ("i", "n"), ("o", "n</w>"), ("e", "r"), ("r", "e")];
+const MERGES: &[(&str, &str)] = &[
+    ("t", "h"),
+    ("th", "e</w>"),
+    ("a", "n"),
+    ("an", "d</w>"),
+    ("i", "n"),
+    ("o", "n</w>"),
+    ("e", "r"),
+    ("r", "e"),
+];
 
 /// The vocabulary: each byte's character, then the same ending a word, the merges, then the
 /// start and end tokens (CLIP's order).

@@ -69,12 +69,15 @@ impl ClipTokenizer {
         Ok(Self { inner, start, end, pad, length })
     }
 
+    /// Tokens in a row.
+    pub fn length(&self) -> usize {
+        self.length
+    }
+
     /// The row for `text`.
     pub fn row(&self, text: &str) -> Result<Row> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(format!("prompt: {e}")))?;
+        let encoding =
+            self.inner.encode(text, false).map_err(|e| Error::Tokenizer(format!("prompt: {e}")))?;
         let tokens = encoding.get_ids();
         let room = self.length - 2;
         let kept = tokens.len().min(room);
@@ -116,15 +119,16 @@ fn from_vocab_and_merges(dir: &Path) -> Result<tokenizers::Tokenizer> {
         .build()
         .map_err(|e| tok_error(dir, format!("vocab.json and merges.txt: {e}")))?;
     let mut tokenizer = tokenizers::Tokenizer::new(bpe);
-    let whitespace = Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
-        .map_err(|e| tok_error(dir, e))?;
-    let normalizers: Vec<NormalizerWrapper> =
-        vec![NFC.into(), whitespace.into(), Lowercase.into()];
+    let whitespace =
+        Replace::new(tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".into()), " ")
+            .map_err(|e| tok_error(dir, e))?;
+    let normalizers: Vec<NormalizerWrapper> = vec![NFC.into(), whitespace.into(), Lowercase.into()];
     tokenizer
         .with_normalizer(Some(Normalizers::new(normalizers)))
         .map_err(|e| tok_error(dir, e))?;
-    let words = Split::new(SplitPattern::Regex(WORDS.into()), SplitDelimiterBehavior::Removed, true)
-        .map_err(|e| tok_error(dir, e))?;
+    let words =
+        Split::new(SplitPattern::Regex(WORDS.into()), SplitDelimiterBehavior::Removed, true)
+            .map_err(|e| tok_error(dir, e))?;
     let steps: Vec<PreTokenizerWrapper> =
         vec![words.into(), ByteLevel::new(false, true, false).into()];
     tokenizer.with_pre_tokenizer(Some(PreTokenizers::new(steps)));

@@ -24,7 +24,13 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(vb: VarBuilder, dim: usize, context: usize, heads: usize, slice: Option<usize>) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        dim: usize,
+        context: usize,
+        heads: usize,
+        slice: Option<usize>,
+    ) -> Result<Self> {
         Ok(Self {
             q: candle_nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
             k: candle_nn::linear_no_bias(context, dim, vb.pp("to_k"))?,
@@ -59,7 +65,11 @@ impl Attention {
                 let mut parts = Vec::with_capacity(rows.div_ceil(slice));
                 for start in (0..rows).step_by(slice) {
                     let len = slice.min(rows - start);
-                    let (q, k, v) = (q.narrow(0, start, len)?, k.narrow(0, start, len)?, v.narrow(0, start, len)?);
+                    let (q, k, v) = (
+                        q.narrow(0, start, len)?,
+                        k.narrow(0, start, len)?,
+                        v.narrow(0, start, len)?,
+                    );
                     parts.push(attend(&q, &k, &v)?);
                 }
                 Tensor::cat(&parts, 0)?
@@ -88,7 +98,13 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn new(vb: VarBuilder, dim: usize, context: usize, heads: usize, slice: Option<usize>) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        dim: usize,
+        context: usize,
+        heads: usize,
+        slice: Option<usize>,
+    ) -> Result<Self> {
         let inner = dim * 4;
         Ok(Self {
             norm1: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
@@ -131,13 +147,25 @@ impl SpatialTransformer {
             Ok(if s.linear_projection {
                 Projection::Linear(candle_nn::linear(channels, channels, vb.pp(name))?)
             } else {
-                Projection::Conv(candle_nn::conv2d(channels, channels, 1, Default::default(), vb.pp(name))?)
+                Projection::Conv(candle_nn::conv2d(
+                    channels,
+                    channels,
+                    1,
+                    Default::default(),
+                    vb.pp(name),
+                )?)
             })
         };
         let blocks = (0..depth)
             .map(|i| {
                 let slice = s.slicing.then_some((heads / 2).max(1));
-                TransformerBlock::new(vb.pp(format!("transformer_blocks.{i}")), channels, s.context, heads, slice)
+                TransformerBlock::new(
+                    vb.pp(format!("transformer_blocks.{i}")),
+                    channels,
+                    s.context,
+                    heads,
+                    slice,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -246,15 +274,18 @@ impl Unet {
         let conv_in = candle_nn::conv2d(file.in_channels, first, 3, pad1, vb.pp("conv_in"))?;
         let time_proj = Timesteps::new(first, file.flip_sin_to_cos, file.freq_shift);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), first, temb)?;
-        let text_time = match (file.addition_time_embed_dim, file.projection_class_embeddings_input_dim) {
-            (Some(dim), Some(input)) if file.addition_embed_type.as_deref() == Some("text_time") => {
-                Some(TextTime {
-                    time_proj: Timesteps::new(dim, file.flip_sin_to_cos, file.freq_shift),
-                    embedding: TimestepEmbedding::new(vb.pp("add_embedding"), input, temb)?,
-                })
-            }
-            _ => None,
-        };
+        let text_time =
+            match (file.addition_time_embed_dim, file.projection_class_embeddings_input_dim) {
+                (Some(dim), Some(input))
+                    if file.addition_embed_type.as_deref() == Some("text_time") =>
+                {
+                    Some(TextTime {
+                        time_proj: Timesteps::new(dim, file.flip_sin_to_cos, file.freq_shift),
+                        embedding: TimestepEmbedding::new(vb.pp("add_embedding"), input, temb)?,
+                    })
+                }
+                _ => None,
+            };
         let heads = |i: usize| file.heads(i);
         let depth = |i: usize| file.transformer_layers(i);
         let mut down = Vec::with_capacity(n);
@@ -263,17 +294,35 @@ impl Unet {
             let input = if i == 0 { first } else { channels[i - 1] };
             let output = channels[i];
             let resnets = (0..file.layers_per_block)
-                .map(|j| s.resnet(vb.pp(format!("resnets.{j}")), if j == 0 { input } else { output }, output))
+                .map(|j| {
+                    s.resnet(
+                        vb.pp(format!("resnets.{j}")),
+                        if j == 0 { input } else { output },
+                        output,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
             let attentions = if file.cross_attention(i) {
                 (0..file.layers_per_block)
-                    .map(|j| SpatialTransformer::new(vb.pp(format!("attentions.{j}")), output, depth(i), heads(i), &s))
+                    .map(|j| {
+                        SpatialTransformer::new(
+                            vb.pp(format!("attentions.{j}")),
+                            output,
+                            depth(i),
+                            heads(i),
+                            &s,
+                        )
+                    })
                     .collect::<Result<Vec<_>>>()?
             } else {
                 Vec::new()
             };
             let resample = if i + 1 < n {
-                let config = Conv2dConfig { stride: 2, padding: file.downsample_padding, ..Default::default() };
+                let config = Conv2dConfig {
+                    stride: 2,
+                    padding: file.downsample_padding,
+                    ..Default::default()
+                };
                 Some(candle_nn::conv2d(output, output, 3, config, vb.pp("downsamplers.0.conv"))?)
             } else {
                 None
@@ -284,7 +333,13 @@ impl Unet {
         let mid_vb = vb.pp("mid_block");
         let mid = (
             s.resnet(mid_vb.pp("resnets.0"), last, last)?,
-            SpatialTransformer::new(mid_vb.pp("attentions.0"), last, depth(n - 1), heads(n - 1), &s)?,
+            SpatialTransformer::new(
+                mid_vb.pp("attentions.0"),
+                last,
+                depth(n - 1),
+                heads(n - 1),
+                &s,
+            )?,
             s.resnet(mid_vb.pp("resnets.1"), last, last)?,
         );
         let mut up = Vec::with_capacity(n);
@@ -306,7 +361,13 @@ impl Unet {
             let attentions = if file.cross_attention(level) {
                 (0..layers)
                     .map(|j| {
-                        SpatialTransformer::new(vb.pp(format!("attentions.{j}")), output, depth(level), heads(level), &s)
+                        SpatialTransformer::new(
+                            vb.pp(format!("attentions.{j}")),
+                            output,
+                            depth(level),
+                            heads(level),
+                            &s,
+                        )
                     })
                     .collect::<Result<Vec<_>>>()?
             } else {
@@ -319,7 +380,12 @@ impl Unet {
             };
             up.push(Level { resnets, attentions, resample });
         }
-        let norm_out = candle_nn::group_norm(file.norm_num_groups, first, file.norm_eps, vb.pp("conv_norm_out"))?;
+        let norm_out = candle_nn::group_norm(
+            file.norm_num_groups,
+            first,
+            file.norm_eps,
+            vb.pp("conv_norm_out"),
+        )?;
         let conv_out = candle_nn::conv2d(first, file.out_channels, 3, pad1, vb.pp("conv_out"))?;
         Ok(Self {
             conv_in,
@@ -367,7 +433,8 @@ impl Unet {
         xs = r2.forward(&attention.forward(&r1.forward(&xs, Some(&emb))?, text)?, Some(&emb))?;
         for level in &self.up {
             for (j, resnet) in level.resnets.iter().enumerate() {
-                let skip = skips.pop().ok_or_else(|| crate::Error::Unsupported("UNet skips".into()))?;
+                let skip =
+                    skips.pop().ok_or_else(|| crate::Error::Unsupported("UNet skips".into()))?;
                 xs = resnet.forward(&Tensor::cat(&[&xs, &skip], 1)?, Some(&emb))?;
                 if let Some(attention) = level.attentions.get(j) {
                     xs = attention.forward(&xs, text)?;

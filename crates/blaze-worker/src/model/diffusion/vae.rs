@@ -30,7 +30,12 @@ pub struct Pixels {
 }
 
 /// Decodes `latents` (`[batch, channels, h, w]`, already divided by the scaling factor).
-pub fn decode(vae: &AutoEncoderKL, latents: &Tensor, how: Decoding, dtype: DType) -> Result<Vec<Pixels>> {
+pub fn decode(
+    vae: &AutoEncoderKL,
+    latents: &Tensor,
+    how: Decoding,
+    dtype: DType,
+) -> Result<Vec<Pixels>> {
     let latents = latents.to_dtype(dtype)?;
     let batch = latents.dim(0)?;
     let mut images = Vec::with_capacity(batch);
@@ -76,7 +81,8 @@ fn tiled(vae: &AutoEncoderKL, latents: &Tensor, tile: usize) -> Result<Tensor> {
             return vec![0];
         }
         let stride = tile - overlap;
-        let mut s: Vec<usize> = (0..).map(|k| k * stride).take_while(|&p| p + tile < size).collect();
+        let mut s: Vec<usize> =
+            (0..).map(|k| k * stride).take_while(|&p| p + tile < size).collect();
         s.push(size - tile);
         s
     };
