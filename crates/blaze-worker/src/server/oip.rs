@@ -6,7 +6,9 @@
 //! whose `Inference-Header-Content-Length` header says how many of its bytes are the JSON
 //! carries, after them, the raw elements of each input whose `parameters.binary_data_size`
 //! says how many bytes it has, in the inputs' order. Outputs come back the same way when the
-//! request's `binary_data_output` parameter or the output's `binary_data` parameter is true.
+//! request's `binary_data_output` parameter or the output's `binary_data` parameter is true,
+//! and always for BYTES outputs that are not UTF-8 text (an image model's PNGs), which JSON
+//! strings cannot carry.
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
@@ -352,7 +354,11 @@ fn respond(answer: InferResponse, binary: &Binary) -> Response {
         .outputs
         .iter()
         .map(|o: &Output| {
-            let (parameters, data) = if binary.of(o.name) {
+            // Bytes that are not text (PNG images) cannot be JSON strings: they go as binary
+            // data whether or not the request asked for it.
+            let not_text = matches!(&o.data, OutputData::Bytes(items)
+                if items.iter().any(|i| std::str::from_utf8(i).is_err()));
+            let (parameters, data) = if binary.of(o.name) || not_text {
                 let raw = o.raw();
                 let size = raw.len();
                 tail.extend_from_slice(&raw);
