@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod model;
 pub mod oip;
+pub mod peak_memory;
 pub mod sampling;
 pub mod server;
 pub mod source;
