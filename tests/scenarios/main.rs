@@ -12,6 +12,7 @@
 //! time.
 
 mod caching;
+mod diffusion;
 mod embeddings;
 mod quickstart;
 mod recovery;
@@ -153,9 +154,9 @@ fn main() {
         ),
         scenario(
             f,
-            "scheduling::an_engine_of_an_unsupported_kind_is_marked_and_runs_no_workers",
+            "diffusion::the_diffusion_example_returns_a_png_through_its_router",
             Alongside,
-            scheduling::an_engine_of_an_unsupported_kind_is_marked_and_runs_no_workers,
+            diffusion::the_diffusion_example_returns_a_png_through_its_router,
         ),
         scenario(
             f,

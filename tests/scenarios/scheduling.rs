@@ -6,8 +6,7 @@ use anyhow::{Result, ensure};
 use blaze_api::engine::BlazeEngine;
 use blaze_e2e::pods::condition;
 use blaze_e2e::{cluster, until};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 use crate::Fixture;
 
@@ -33,24 +32,5 @@ pub async fn more_gpus_than_any_node_has_is_unschedulable(f: Arc<Fixture>) -> Re
     })
     .await?;
     ensure!(reason == "InsufficientGPU", "reason {reason}");
-    Ok(())
-}
-
-/// An engine of a kind this release does not serve is marked Degraded (Unsupported) and
-/// runs no workers.
-pub async fn an_engine_of_an_unsupported_kind_is_marked_and_runs_no_workers(
-    f: Arc<Fixture>,
-) -> Result<()> {
-    let spec = "{kind: diffusion, model: {source: 'file:///models/tiny-sd'}}";
-    let engines = engine(&f, "unsupported", "tiny-sd", spec).await?;
-    let (_, reason) = until("the engine marked", 60, async || {
-        let e = engines.get("tiny-sd").await.ok()?;
-        condition(&e, "Degraded").filter(|(s, _)| s == "True")
-    })
-    .await?;
-    ensure!(reason == "Unsupported", "reason {reason}");
-    let pods: Api<Pod> = Api::namespaced(f.cluster().await?.client().await?, "unsupported");
-    let listed = pods.list(&ListParams::default().labels("blaze.ai/engine=tiny-sd")).await?;
-    ensure!(listed.items.is_empty(), "workers for an unsupported kind");
     Ok(())
 }

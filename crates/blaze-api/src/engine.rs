@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
         "reason": "FieldValueForbidden"
     },
     {
-        "rule": "self.kind != 'embedding' || !has(self.cache) || ((!has(self.cache.memoryBytes) || self.cache.memoryBytes == 0) && (!has(self.cache.diskBytes) || self.cache.diskBytes == 0) && !has(self.cache.redis) && (!has(self.cache.prefixCache) || !self.cache.prefixCache))",
-        "message": "embedding engines keep no response or prefix cache: remove spec.cache.memoryBytes, diskBytes, redis and prefixCache",
+        "rule": "self.kind == 'llm' || !has(self.cache) || ((!has(self.cache.memoryBytes) || self.cache.memoryBytes == 0) && (!has(self.cache.diskBytes) || self.cache.diskBytes == 0) && !has(self.cache.redis) && (!has(self.cache.prefixCache) || !self.cache.prefixCache))",
+        "message": "embedding and diffusion engines keep no response or prefix cache: remove spec.cache.memoryBytes, diskBytes, redis and prefixCache",
         "fieldPath": ".cache",
         "reason": "FieldValueForbidden"
     },
@@ -565,14 +565,35 @@ impl Default for CacheSpec {
 /// Image-generation settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.width <= self.maxImageSide && self.height <= self.maxImageSide",
+        "message": "spec.diffusion.width and height must not exceed spec.diffusion.maxImageSide",
+        "fieldPath": ".maxImageSide",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "self.steps <= self.maxSteps",
+        "message": "spec.diffusion.steps must not exceed spec.diffusion.maxSteps",
+        "fieldPath": ".steps",
+        "reason": "FieldValueInvalid"
+    }
+]))]
 pub struct DiffusionSpec {
-    /// Compute attention in slices to cut peak memory, at some cost in speed.
+    /// Compute attention for half of a block's heads at a time: less memory for large
+    /// images, somewhat slower.
     #[serde(default)]
     pub attention_slicing: bool,
-    /// Decode latents one image at a time to cut peak memory.
+    /// Decode a batch's images one at a time to cut peak memory.
     #[serde(default)]
     pub vae_slicing: bool,
-    /// Keep idle sub-models in host memory and move them to the GPU when needed.
+    /// Decode images larger than the autoencoder was trained at in overlapping tiles, blended
+    /// where they meet: the decoder's memory grows with the tile, not the image.
+    #[serde(default)]
+    pub vae_tiling: bool,
+    /// Keep each component (text encoders, UNet, autoencoder) on the device only while it
+    /// runs: the GPU holds one component's weights at a time, at the cost of moving them for
+    /// every batch.
     #[serde(default)]
     pub cpu_offload: bool,
     /// Default image width in pixels (a multiple of 8).
@@ -587,6 +608,37 @@ pub struct DiffusionSpec {
     #[serde(default = "default_steps")]
     #[schemars(range(min = 1, max = 500))]
     pub steps: i32,
+    /// The largest width or height a request may ask for, in pixels.
+    #[serde(default = "default_max_image_side")]
+    #[schemars(range(min = 64, max = 8192))]
+    pub max_image_side: i32,
+    /// The most denoising steps a request may ask for.
+    #[serde(default = "default_max_steps")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_steps: i32,
+}
+
+impl Default for DiffusionSpec {
+    fn default() -> Self {
+        Self {
+            attention_slicing: false,
+            vae_slicing: false,
+            vae_tiling: false,
+            cpu_offload: false,
+            width: default_image_side(),
+            height: default_image_side(),
+            steps: default_steps(),
+            max_image_side: default_max_image_side(),
+            max_steps: default_max_steps(),
+        }
+    }
+}
+
+fn default_max_image_side() -> i32 {
+    2048
+}
+fn default_max_steps() -> i32 {
+    150
 }
 
 fn default_image_side() -> i32 {

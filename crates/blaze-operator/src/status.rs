@@ -6,4 +6,3 @@ pub mod engine;
 pub mod events;
 pub mod pods;
 pub mod router;
-pub mod support;

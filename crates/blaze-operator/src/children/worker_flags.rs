@@ -4,8 +4,8 @@
 //!
 //! Spec fields that never reach the worker: `replicas`, `autoscaling`, `scheduling`,
 //! `recovery`, `image` and `podTemplate` (the operator acts on them), `resources` (the pod's
-//! requests; `gpus` also picks `--device`) and `diffusion` (only for kind `diffusion`, which
-//! the operator marks Unsupported). The caches' bytes in memory (`cache.memoryBytes`,
+//! requests; `gpus` also picks `--device`). `diffusion` reaches the worker for kind
+//! `diffusion` only (the API refuses it on other kinds). The caches' bytes in memory (`cache.memoryBytes`,
 //! `cache.prefixCacheBytes`) count within `resources.memory` and add nothing to the pod's
 //! requests: the memory given is the memory the container may use, caches included.
 
@@ -74,6 +74,19 @@ pub fn worker_command(
     // prompts without it are refused at admission (and by the worker).
     a.prefix_cache_bytes = if c.prefix_cache { c.prefix_cache_bytes.max(0) as u64 } else { 0 };
     a.warm_prompts = if c.prefix_cache { c.warm.clone() } else { Vec::new() };
+    if spec.kind == EngineKind::Diffusion {
+        let d = spec.diffusion.clone().unwrap_or_default();
+        a.attention_slicing = d.attention_slicing;
+        a.vae_slicing = d.vae_slicing;
+        a.vae_tiling = d.vae_tiling;
+        a.cpu_offload = d.cpu_offload;
+        // The schema bounds these (sides from 64, steps from 1).
+        a.default_width = d.width.max(64) as usize;
+        a.default_height = d.height.max(64) as usize;
+        a.default_steps = d.steps.max(1) as usize;
+        a.max_image_side = d.max_image_side.max(64) as usize;
+        a.max_steps = d.max_steps.max(1) as usize;
+    }
     a.log_format = cli::LogFormat::Json;
     a
 }

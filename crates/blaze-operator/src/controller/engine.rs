@@ -27,7 +27,6 @@ use crate::labels;
 use crate::status::engine::{Observation, engine_status, replacements};
 use crate::status::events::{Note, engine_events};
 use crate::status::pods;
-use crate::status::support::unsupported;
 use crate::{Error, Result};
 
 /// How often a settled engine is looked at again (recovery timers, status freshness).
@@ -81,10 +80,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 /// reported as an event.
 pub(crate) async fn wake(ctx: &Context, engine: &BlazeEngine, held: u64, router: &str) {
     let a = &engine.spec.autoscaling;
-    if a.mode != AutoscalingMode::Blaze
-        || a.max_replicas.is_some_and(|m| m < 1)
-        || unsupported(&engine.spec).is_some()
-    {
+    if a.mode != AutoscalingMode::Blaze || a.max_replicas.is_some_and(|m| m < 1) {
         return;
     }
     let idle = engine.status.as_ref().is_none_or(|s| s.ready_replicas == 0);
@@ -224,27 +220,21 @@ fn record(ctx: &Context, engine: &BlazeEngine, status: &blaze_api::BlazeEngineSt
     if from == to {
         return;
     }
-    let reason = if let Some(why) = unsupported(&engine.spec) {
-        format!("not served: {why}")
-    } else {
-        let sample = ctx.autoscalers.lock().get(&k).and_then(|a| a.latest());
-        crate::history::scale_reason(&engine.spec.autoscaling, from, to, panic, sample.as_ref())
-    };
+    let sample = ctx.autoscalers.lock().get(&k).and_then(|a| a.latest());
+    let reason =
+        crate::history::scale_reason(&engine.spec.autoscaling, from, to, panic, sample.as_ref());
     info!(from, to, %reason, "desired workers changed");
     ctx.history.scaled(&k, t, from, to, reason);
 }
 
-/// Workers wanted, and whether the autoscaler is in panic mode: none for an engine this
-/// release does not serve (status says why), else the spec's with autoscaling `off` or
-/// `external` (the scale subresource writes `spec.replicas`), the autoscaler's with `blaze`.
+/// Workers wanted, and whether the autoscaler is in panic mode: the spec's with autoscaling
+/// `off` or `external` (the scale subresource writes `spec.replicas`), the autoscaler's with
+/// `blaze`.
 fn desired_replicas(
     engine: &BlazeEngine,
     current: Option<&Deployment>,
     ctx: &Context,
 ) -> (i32, bool) {
-    if unsupported(&engine.spec).is_some() {
-        return (0, false);
-    }
     let a = &engine.spec.autoscaling;
     if a.mode != AutoscalingMode::Blaze {
         return (engine.spec.replicas, false);

@@ -13,7 +13,6 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::cache::{PodCache, cache_ready};
 use super::pods::{PodFacts, unready_too_long};
-use super::support::{UNSUPPORTED, unsupported};
 use crate::children::pod::DOWNLOAD_CONTAINER;
 use crate::labels;
 
@@ -69,15 +68,10 @@ pub fn engine_status(engine: &BlazeEngine, obs: &Observation<'_>) -> BlazeEngine
     let ctx =
         Ctx { engine, pods: &live, ready: st.ready_replicas, desired: obs.desired, now: obs.now };
     let unsched = ctx.unschedulable();
-    let mut loaded = ctx.model_loaded(&unsched);
-    let mut ready = ctx.ready(&loaded, &unsched);
+    let loaded = ctx.model_loaded(&unsched);
+    let ready = ctx.ready(&loaded, &unsched);
     let scaling = ctx.scaling(st.replicas, updated);
-    let mut degraded = ctx.degraded();
-    if let Some(why) = unsupported(&engine.spec) {
-        loaded = Cond::new(false, UNSUPPORTED, why.clone());
-        ready = Cond::new(false, UNSUPPORTED, why.clone());
-        degraded = Cond::new(true, UNSUPPORTED, why);
-    }
+    let degraded = ctx.degraded();
     let g = engine.metadata.generation;
     for (t, c) in [
         (ct::READY, ready),

@@ -43,8 +43,8 @@ pub fn engine_events(old: Option<&BlazeEngineStatus>, new: &BlazeEngineStatus) -
         if !bad && (before.is_none() || from_nothing) {
             continue;
         }
-        // Conditions that flip for one cause (Ready copies ModelLoaded's reason; an
-        // unsupported engine sets three) make one event, not one each.
+        // Conditions that flip for one cause (Ready copies ModelLoaded's reason) make one
+        // event, not one each.
         if out.iter().any(|o: &Note| o.reason == n.reason && o.message == n.message) {
             continue;
         }

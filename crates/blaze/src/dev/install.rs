@@ -104,10 +104,16 @@ fn set_env(obj: &mut DynamicObject, name: &str, value: &str) {
 /// The embedding model's folder in the model cache (scripts/fetch-models.sh).
 const MINILM: &str = "all-MiniLM-L6-v2";
 
+/// The tiny diffusion pipeline's folder in the model cache, written on first use.
+pub const TINY_DIFFUSION: &str = "tiny-sd";
+
 /// Provides the claim `blaze-models` in `namespace`, bound to a hostPath volume whose
 /// `smollm2/` folder is the model cache `models`, so the quickstart's
-/// `pvc://blaze-models/smollm2/...` is the cached file, and whose `all-MiniLM-L6-v2/` is the
-/// cache's embedding model (the embedding example's `pvc://blaze-models/all-MiniLM-L6-v2`).
+/// `pvc://blaze-models/smollm2/...` is the cached file, whose `all-MiniLM-L6-v2/` is the
+/// cache's embedding model (the embedding example's `pvc://blaze-models/all-MiniLM-L6-v2`),
+/// and whose `tiny-sd/` is a tiny random-weight diffusion pipeline (the diffusion example's
+/// `pvc://blaze-models/tiny-sd`), written into the cache by `blaze-tiny-diffusion` the first
+/// time.
 /// Each namespace gets a volume of its own (`blaze-models` for `default`,
 /// `blaze-models-NAMESPACE` otherwise) on the same folder.
 pub async fn models_claim(
@@ -119,7 +125,15 @@ pub async fn models_claim(
     let root = std::path::absolute(dir.join("volumes").join(MODELS_CLAIM))?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let models = std::path::absolute(models)?;
-    for (name, target) in [("smollm2", models.clone()), (MINILM, models.join(MINILM))] {
+    if let Err(e) = tiny_diffusion(&models.join(TINY_DIFFUSION)).await {
+        println!("note: no tiny diffusion pipeline for the diffusion example: {e:#}");
+    }
+    let links = [
+        ("smollm2", models.clone()),
+        (MINILM, models.join(MINILM)),
+        (TINY_DIFFUSION, models.join(TINY_DIFFUSION)),
+    ];
+    for (name, target) in links {
         let link = root.join(name);
         if link.symlink_metadata().is_err() {
             std::os::unix::fs::symlink(&target, &link)
@@ -157,6 +171,39 @@ pub async fn models_claim(
         apply::apply(client, &obj, Duration::from_secs(10)).await?;
     }
     mark_bound(client, &volume, namespace).await;
+    Ok(())
+}
+
+/// Writes the tiny diffusion pipeline into `dir` unless it is there, with the
+/// `blaze-tiny-diffusion` binary of this build: into a folder of its own first, renamed into
+/// place when complete, so that two callers at once (or a crash) never leave half a pipeline.
+async fn tiny_diffusion(dir: &Path) -> anyhow::Result<()> {
+    if dir.join("model_index.json").is_file() {
+        return Ok(());
+    }
+    let binary = blaze_devnode::image::ImageMap::from_env()
+        .resolve("blaze-tiny-diffusion")
+        .context("finding blaze-tiny-diffusion (built with blaze-worker)")?;
+    let part = dir.with_extension(format!("part-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&part);
+    let status = tokio::process::Command::new(&binary)
+        .arg(&part)
+        .args(["sd", "0"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .with_context(|| format!("running {}", binary.display()))?;
+    anyhow::ensure!(
+        status.success(),
+        "{} {} exited with {status}",
+        binary.display(),
+        part.display()
+    );
+    if std::fs::rename(&part, dir).is_err() {
+        // Another caller finished first.
+        let _ = std::fs::remove_dir_all(&part);
+    }
+    anyhow::ensure!(dir.join("model_index.json").is_file(), "{} is not a pipeline", dir.display());
     Ok(())
 }
 

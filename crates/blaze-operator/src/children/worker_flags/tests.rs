@@ -119,6 +119,48 @@ fn cpu_engines_compute_on_the_cpu_and_gguf_keeps_its_types() {
     assert_eq!(a.validate(), Ok(()));
 }
 
+/// A diffusion engine's settings reach the worker as its flags, every one away from the
+/// default, and parse back.
+#[test]
+fn diffusion_settings_become_the_workers_flags() {
+    let spec: BlazeEngineSpec = serde_json::from_value(serde_json::json!({
+        "kind": "diffusion",
+        "model": {"source": "pvc://models/tiny-sd", "format": "safetensors"},
+        "resources": {"cpu": "2"},
+        "batching": {"maxBatchSize": 3},
+        "diffusion": {"attentionSlicing": true, "vaeSlicing": true, "vaeTiling": true,
+            "cpuOffload": true, "width": 768, "height": 640, "steps": 12,
+            "maxImageSide": 1024, "maxSteps": 40}
+    }))
+    .unwrap();
+    let rendered = worker_args(&spec, "/mnt/models/models/tiny-sd", None, "0.0.0.0");
+    let program = std::iter::once("blaze-worker".to_owned());
+    let parsed = Args::try_parse_from(program.chain(rendered.iter().cloned())).unwrap();
+    assert_eq!(parsed, worker_command(&spec, "/mnt/models/models/tiny-sd", None, "0.0.0.0"));
+    assert_eq!(parsed.validate(), Ok(()));
+    assert_eq!(parsed.kind, Kind::Diffusion);
+    assert!(
+        parsed.attention_slicing && parsed.vae_slicing && parsed.vae_tiling && parsed.cpu_offload
+    );
+    assert_eq!((parsed.default_width, parsed.default_height, parsed.default_steps), (768, 640, 12));
+    assert_eq!((parsed.max_image_side, parsed.max_steps, parsed.max_batch_size), (1024, 40, 3));
+    assert_eq!(parsed.device, Device::Cpu);
+    // No spec.diffusion: the API's defaults.
+    let bare: BlazeEngineSpec = serde_json::from_value(serde_json::json!({
+        "kind": "diffusion", "model": {"source": "pvc://models/tiny-sd"}
+    }))
+    .unwrap();
+    let a = worker_command(&bare, "/m/tiny-sd", None, "0.0.0.0");
+    assert!(!a.attention_slicing && !a.cpu_offload);
+    assert_eq!(
+        (a.default_width, a.default_steps, a.max_image_side, a.max_steps),
+        (512, 30, 2048, 150)
+    );
+    // Other kinds keep the flags' defaults.
+    let llm = worker_command(&every_field(), "hf://org/tiny@v2", None, "0.0.0.0");
+    assert!(!llm.attention_slicing && !llm.vae_tiling);
+}
+
 #[test]
 fn the_download_init_container_parses_as_the_download_subcommand() {
     let rendered = download_args("hf://org/tiny@v2", "/cache");

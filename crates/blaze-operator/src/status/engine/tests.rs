@@ -384,35 +384,6 @@ fn replacements_go_a_quarter_at_a_time_counting_workers_still_draining() {
 }
 
 #[test]
-fn an_unsupported_kind_is_marked_with_one_warning_and_no_workers() {
-    use crate::status::events::engine_events;
-    let kind = blaze_api::engine::EngineKind::Diffusion;
-    let mut e = engine(0);
-    e.spec.kind = kind;
-    let s = status_of(&e, &deploy(0, 0, 0), &[], 0, T0);
-    let (st, reason, message) = cond(&s, "Ready");
-    assert_eq!((st, reason), ("False", "Unsupported"));
-    assert!(message.starts_with("spec.kind: diffusion"), "{message}");
-    assert_eq!(cond(&s, "Degraded"), ("True", "Unsupported", message));
-    assert_eq!(cond(&s, "ModelLoaded"), ("False", "Unsupported", message));
-    assert_eq!((s.replicas, s.desired_replicas), (0, 0));
-    let notes = engine_events(None, &s);
-    assert_eq!(notes.len(), 1, "{notes:?}");
-    assert!(notes[0].warning && notes[0].reason == "Unsupported");
-    e.status = Some(s.clone());
-    let again = status_of(&e, &deploy(0, 0, 0), &[], 0, "2026-01-01T00:05:00Z");
-    assert_eq!(again, s, "no status write");
-    assert!(engine_events(Some(&s), &again).is_empty(), "warned once");
-
-    // Served again once spec.kind is llm: the workers it now runs load as usual.
-    e.spec.kind = blaze_api::engine::EngineKind::Llm;
-    let loading = [PodFacts { name: "a".into(), ..Default::default() }];
-    let s2 = status_of(&e, &deploy(2, 0, 2), &loading, 2, "2026-01-01T00:06:00Z");
-    assert_eq!(cond(&s2, "Ready").1, "Loading");
-    assert_eq!(cond(&s2, "Degraded").0, "False");
-}
-
-#[test]
 fn pod_facts_read_scheduling_readiness_and_crashes() {
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "w-1"},
