@@ -13,6 +13,7 @@ use blaze_devnode::k8s::node::NodeConfig;
 use blaze_devnode::k8s::plane::NodeSide;
 use blaze_devnode::k8s::service_proxy::{self, ServiceTarget};
 use blaze_devnode::pod::RuntimeConfig;
+use blaze_devnode::service_account::ApiAccess;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::DynamicObject;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -71,7 +72,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 ..NodeConfig::new(format!("blaze-dev-{i}"), args.gpus_per_node)
             })
             .collect(),
-        runtime_config(&dir, &kubeconfig, server.addr())?,
+        runtime_config(&dir, &server),
         address_pool(&args.pod_addresses)?,
     )
     .await
@@ -275,19 +276,20 @@ async fn client_from(kubeconfig: &Path) -> anyhow::Result<Client> {
 }
 
 /// How pods run: binaries from `$BLAZE_BIN_DIR`, beside this one or the target directory;
-/// every pod reaches the API server through the kubeconfig.
-fn runtime_config(dir: &Path, kubeconfig: &Path, api: SocketAddr) -> anyhow::Result<RuntimeConfig> {
-    Ok(RuntimeConfig {
+/// every pod reaches the API server as its own ServiceAccount (the operator and routers with
+/// the RBAC the install manifest grants them), never with the admin's kubeconfig.
+fn runtime_config(dir: &Path, server: &ApiServer) -> RuntimeConfig {
+    let api = server.addr();
+    RuntimeConfig {
         root: dir.join("node"),
         images: ImageMap::from_env(),
         backoff: BackoffConfig::default(),
         pod_env: vec![
-            ("KUBECONFIG".into(), kubeconfig.display().to_string()),
             ("KUBERNETES_SERVICE_HOST".into(), api.ip().to_string()),
             ("KUBERNETES_SERVICE_PORT".into(), api.port().to_string()),
         ],
-        api: None,
-    })
+        api: Some(ApiAccess { server: server.url(), ca_pem: server.ca_pem().map(str::to_owned) }),
+    }
 }
 
 fn address_pool(range: &str) -> anyhow::Result<AddressPool> {
