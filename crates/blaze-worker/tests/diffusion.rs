@@ -164,3 +164,103 @@ fn images_match_the_reference_implementation() {
         assert!(d <= 2 && mean < 0.01, "{name}: max difference {d}, mean {mean:.4}");
     }
 }
+
+mod engine {
+    use std::time::{Duration, Instant};
+
+    use blaze_worker::engine::SubmitError;
+    use blaze_worker::engine::diffusion::{
+        DiffusionConfig, DiffusionEngine, DiffusionMetrics, ImageEvent, ImageRequest,
+    };
+    use blaze_worker::metrics::Metrics;
+
+    use super::*;
+
+    fn start(
+        dir: &Path,
+        config: DiffusionConfig,
+    ) -> (DiffusionEngine, prometheus_client::registry::Registry) {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let own = DiffusionMetrics::register(&mut registry);
+        let model = pipeline(dir, Variant::Sd, MemoryOptions::default());
+        (DiffusionEngine::start("tiny".into(), model, config, metrics, own), registry)
+    }
+
+    fn request(seed: u64, steps: usize) -> ImageRequest {
+        let mut image = spec("a fox", 64, 64, seed, 7.5);
+        image.steps = steps;
+        ImageRequest { images: vec![image], deadline: None }
+    }
+
+    fn metrics_text(registry: &prometheus_client::registry::Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    /// A request whose client went away leaves the batch at the next step; the others in it
+    /// finish with their images.
+    #[tokio::test]
+    async fn a_cancelled_request_leaves_its_batch_and_the_rest_finish() {
+        let root = tempfile::tempdir().unwrap();
+        let config = DiffusionConfig { max_wait: Duration::from_millis(300), ..Default::default() };
+        let (engine, registry) = start(root.path(), config);
+        let mut kept = engine.submit(request(1, 40)).unwrap();
+        let mut dropped = engine.submit(request(2, 40)).unwrap();
+        assert!(matches!(dropped.recv().await, Some(ImageEvent::Progress { step: 1, steps: 40 })));
+        drop(dropped);
+        let mut last = None;
+        while let Some(event) = kept.recv().await {
+            last = Some(event);
+        }
+        let Some(ImageEvent::Done(images)) = last else { panic!("no images: {last:?}") };
+        assert_eq!((images.len(), images[0].seed), (1, 1));
+        let text = metrics_text(&registry);
+        assert!(
+            text.contains(r#"vllm:request_success_total{finished_reason="cancelled"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"vllm:request_success_total{finished_reason="stop"} 1"#), "{text}");
+        assert!(text.contains("blaze_diffusion_images_total 1"), "{text}");
+        assert_eq!(engine.in_flight(), 0);
+    }
+
+    /// A request past its deadline ends with an error that says so, between two steps.
+    #[tokio::test]
+    async fn a_request_past_its_deadline_ends_with_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        let (engine, _registry) = start(root.path(), DiffusionConfig::default());
+        let mut late = request(3, 150);
+        late.deadline = Some(Instant::now() + Duration::from_millis(200));
+        let mut events = engine.submit(late).unwrap();
+        let mut last = None;
+        while let Some(event) = events.recv().await {
+            last = Some(event);
+        }
+        let Some(ImageEvent::Error(e)) = last else {
+            panic!("not ended by its deadline: {last:?}")
+        };
+        assert!(e.to_string().contains("deadline"), "{e}");
+    }
+
+    /// More requests than the queue holds are refused at once, naming the limit.
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        let config = DiffusionConfig { max_queue: 1, max_batch_size: 1, ..Default::default() };
+        let (engine, _registry) = start(root.path(), config);
+        let mut refused = None;
+        let mut held = Vec::new();
+        for seed in 0..6 {
+            match engine.submit(request(seed, 150)) {
+                Ok(events) => held.push(events),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(refused, Some(SubmitError::QueueFull(1)));
+    }
+}
