@@ -288,6 +288,18 @@ impl Unet {
             };
         let heads = |i: usize| file.heads(i);
         let depth = |i: usize| file.transformer_layers(i);
+        // The transformers after each ResNet block of a cross-attention level.
+        let attentions = |vb: &VarBuilder, level: usize, count: usize, channels: usize| {
+            if !file.cross_attention(level) {
+                return Ok(Vec::new());
+            }
+            (0..count)
+                .map(|j| {
+                    let vb = vb.pp(format!("attentions.{j}"));
+                    SpatialTransformer::new(vb, channels, depth(level), heads(level), &s)
+                })
+                .collect::<Result<Vec<_>>>()
+        };
         let mut down = Vec::with_capacity(n);
         for i in 0..n {
             let vb = vb.pp(format!("down_blocks.{i}"));
@@ -302,21 +314,7 @@ impl Unet {
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let attentions = if file.cross_attention(i) {
-                (0..file.layers_per_block)
-                    .map(|j| {
-                        SpatialTransformer::new(
-                            vb.pp(format!("attentions.{j}")),
-                            output,
-                            depth(i),
-                            heads(i),
-                            &s,
-                        )
-                    })
-                    .collect::<Result<Vec<_>>>()?
-            } else {
-                Vec::new()
-            };
+            let attentions = attentions(&vb, i, file.layers_per_block, output)?;
             let resample = if i + 1 < n {
                 let config = Conv2dConfig {
                     stride: 2,
@@ -358,21 +356,7 @@ impl Unet {
                     s.resnet(vb.pp(format!("resnets.{j}")), input + from_skip, output)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let attentions = if file.cross_attention(level) {
-                (0..layers)
-                    .map(|j| {
-                        SpatialTransformer::new(
-                            vb.pp(format!("attentions.{j}")),
-                            output,
-                            depth(level),
-                            heads(level),
-                            &s,
-                        )
-                    })
-                    .collect::<Result<Vec<_>>>()?
-            } else {
-                Vec::new()
-            };
+            let attentions = attentions(&vb, level, layers, output)?;
             let resample = if i + 1 < n {
                 Some(candle_nn::conv2d(output, output, 3, pad1, vb.pp("upsamplers.0.conv"))?)
             } else {
