@@ -315,7 +315,7 @@ impl DiffusionModel {
                 let row = [hh, ww, 0.0, 0.0, hh, ww];
                 let rows = if guided { 2 * images.len() } else { images.len() };
                 let ids: Vec<f32> = (0..rows).flat_map(|_| row).collect();
-                let ids = Tensor::from_vec(ids, (rows, 6), &self.device)?.to_dtype(self.dtype)?;
+                let ids = Tensor::from_vec(ids, (rows, 6), &self.device)?;
                 Some((pooled, ids))
             }
             None => None,

@@ -390,10 +390,15 @@ impl Unet {
         let batch = xs.dim(0)?;
         let device = xs.device();
         let xs = if self.center_input { ((xs * 2.0)? - 1.0)? } else { xs.clone() };
-        let t = (Tensor::ones(batch, xs.dtype(), device)? * timestep)?;
-        let mut emb = self.time_embedding.forward(&self.time_proj.forward(&t)?)?;
+        // Sinusoidal embeddings of timesteps and sizes in f32 (bf16 cannot hold 999), then
+        // the model's type.
+        let dtype = xs.dtype();
+        let t = (Tensor::ones(batch, DType::F32, device)? * timestep)?;
+        let t = self.time_proj.forward(&t)?.to_dtype(dtype)?;
+        let mut emb = self.time_embedding.forward(&t)?;
         if let (Some(text_time), Some((pooled, ids))) = (&self.text_time, cond.text_time) {
-            let ids = text_time.time_proj.forward(&ids.flatten_all()?)?.reshape((batch, ()))?;
+            let ids = ids.flatten_all()?.to_dtype(DType::F32)?;
+            let ids = text_time.time_proj.forward(&ids)?.reshape((batch, ()))?;
             let input = Tensor::cat(&[pooled, &ids.to_dtype(pooled.dtype())?], 1)?;
             emb = (emb + text_time.embedding.forward(&input)?)?;
         }
