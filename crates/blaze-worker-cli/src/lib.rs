@@ -195,6 +195,16 @@ pub struct Args {
     /// --kind diffusion: the most denoising steps a request may ask for.
     #[arg(long, env = "BLAZE_MAX_STEPS", default_value_t = 150)]
     pub max_steps: usize,
+    /// A folder of bearer tokens (a mounted Secret: one token per file; names starting with a
+    /// dot, such as the kubelet's `..data`, are skipped). With it, every inference route
+    /// (HTTP `/v1/...` and `/v2/...`, and the gRPC services) needs `Authorization: Bearer
+    /// TOKEN` with one of the tokens, and answers 401 (gRPC UNAUTHENTICATED) otherwise;
+    /// `/livez`, `/readyz`, `/metrics` and gRPC health stay open. The folder is read again
+    /// every second, so a rotated Secret takes effect without a restart; to rotate without
+    /// refusing anyone, add the new token beside the old one first. The start fails when the
+    /// folder holds no token.
+    #[arg(long, env = "BLAZE_AUTH_TOKEN_DIR")]
+    pub auth_token_dir: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "BLAZE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -297,6 +307,7 @@ impl Args {
         a.kv("--default-steps", self.default_steps);
         a.kv("--max-image-side", self.max_image_side);
         a.kv("--max-steps", self.max_steps);
+        a.opt("--auth-token-dir", self.auth_token_dir.as_ref().map(|p| p.display()));
         a.kv("--log-format", self.log_format);
         a.0
     }

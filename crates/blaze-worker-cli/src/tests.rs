@@ -60,6 +60,7 @@ fn every_field_set() -> Args {
         default_steps: 21,
         max_image_side: 1024,
         max_steps: 22,
+        auth_token_dir: Some("/etc/blaze/worker-token".into()),
         log_format: LogFormat::Json,
     }
 }

@@ -3,6 +3,7 @@
 //! and gRPC), a streaming gRPC service, health and Prometheus metrics.
 
 pub mod args;
+pub mod auth;
 pub mod cache;
 pub mod chat;
 pub mod engine;

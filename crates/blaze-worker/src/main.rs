@@ -9,6 +9,7 @@ use anyhow::Context;
 use blaze_proto::generate::generate_server::GenerateServer;
 use blaze_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use blaze_worker::args::{Args, Command, DownloadArgs, Kind};
+use blaze_worker::auth::Tokens;
 use blaze_worker::cache::ResponseCache;
 use blaze_worker::engine::diffusion::{DiffusionConfig, DiffusionEngine, DiffusionMetrics};
 use blaze_worker::engine::embedding::{EmbeddingConfig, EmbeddingEngine, EmbeddingMetrics};
@@ -48,6 +49,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::process::exit(2);
     }
     blaze_telemetry::logs::init(args.log_format, "info");
+    let tokens = match args.auth_token_dir.as_deref().map(Tokens::open).transpose() {
+        Ok(tokens) => tokens,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
     let cache = blaze_worker::cache::Config {
@@ -82,12 +90,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", ServingStatus::NotServing).await;
-    let grpc = tonic::service::Routes::new(GenerateService::server(state.clone()))
+    let mut grpc = tonic::service::Routes::new(GenerateService::server(state.clone()))
         .add_service(OipService::server(state.clone()))
         .add_service(health_service)
         .into_axum_router();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut http = server::router(state.clone());
+    if let Some(tokens) = &tokens {
+        http = blaze_worker::auth::protect(http, tokens.clone());
+        grpc = blaze_worker::auth::protect(grpc, tokens.clone());
+        tokio::spawn(tokens.clone().watch());
+    }
     let mut servers = Vec::new();
     match &args.grpc_listen {
         Some(addr) if *addr == args.listen => http = http.merge(grpc),
@@ -96,7 +109,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     servers.push(serve(&args.listen, http, stop_rx).await?);
     let grpc = args.grpc_listen.as_ref().map(ToString::to_string);
-    tracing::info!(listen = %args.listen, ?grpc, model = %args.model(), "serving; loading the model");
+    let auth = tokens.is_some();
+    tracing::info!(listen = %args.listen, ?grpc, auth, model = %args.model(), "serving; loading the model");
 
     let own = OwnMetrics { embedding: embedding_metrics, diffusion: diffusion_metrics };
     let loader = tokio::spawn(load(args.clone(), state.clone(), metrics, own, health.clone()));
