@@ -101,6 +101,7 @@ pub mod relay;
 pub mod routes;
 pub mod stall;
 pub mod tls;
+pub mod worker_tokens;
 
 /// Errors of the router.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@ use blaze_router::metrics::{Metrics, ReloadLabels, ReloadResult};
 use blaze_router::proxy::{Http1Server, Proxy, serve};
 use blaze_router::routes::Table;
 use blaze_router::tls::{Tls, TlsFiles};
+use blaze_router::worker_tokens::WorkerTokens;
 use blaze_telemetry::LogArgs;
 use clap::Parser;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -56,6 +57,13 @@ struct Args {
     /// cluster).
     #[arg(long, env = "BLAZE_ROUTER_NAMESPACE")]
     namespace: Option<String>,
+    /// `ENGINE=FILE`: present the token in FILE (re-read every second) to the workers of
+    /// the BlazeEngine ENGINE, as `Authorization: Bearer TOKEN`; repeat for each engine. With
+    /// any, the client's own `Authorization` is never passed to a worker. The operator sets
+    /// one per engine the router serves, each file from that engine's token Secret.
+    #[arg(long = "worker-token", env = "BLAZE_ROUTER_WORKER_TOKENS", value_delimiter = ',',
+          value_parser = blaze_router::worker_tokens::parse_flag)]
+    worker_tokens: Vec<(String, PathBuf)>,
     /// Address for `/metrics`, `/livez` and `/readyz`. Without it they are served on the
     /// proxy port.
     #[arg(long, env = "BLAZE_ROUTER_ADMIN_LISTEN")]
@@ -160,7 +168,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => Some(admin),
     };
-    let proxy = Proxy::new(table.clone(), auth, proxy_admin);
+    let tokens = Arc::new(WorkerTokens::new(args.worker_tokens.iter().cloned()));
+    if !tokens.is_empty() {
+        tokio::spawn(tokens.clone().watch());
+    }
+    let proxy = Proxy::with_worker_tokens(table.clone(), auth, proxy_admin, Some(tokens));
     let (auth_tx, auth_rx) = tokio::sync::watch::channel(table.load().config.auth.clone());
     let (set_auth, m) = (proxy.clone(), metrics.clone());
     tokio::spawn(blaze_router::auth::watch(

@@ -69,6 +69,7 @@ use crate::hold;
 use crate::metrics::ReasonLabels;
 use crate::relay::{Downstream, Upstream};
 use crate::routes::{Routes, Table};
+use crate::worker_tokens::WorkerTokens;
 use attempt::{TryFailure, TryGuard};
 use request::{ReqBody, read_small, session_key};
 
@@ -84,6 +85,7 @@ pub struct Proxy {
     h2: Client<HttpConnector, Upstream>,
     auth: arc_swap::ArcSwapOption<Auth>,
     admin: Option<Arc<crate::admin::Admin>>,
+    worker_tokens: Option<Arc<WorkerTokens>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -128,11 +130,22 @@ impl Proxy {
         auth: Option<Auth>,
         admin: Option<Arc<crate::admin::Admin>>,
     ) -> Arc<Self> {
+        Self::with_worker_tokens(table, auth, admin, None)
+    }
+
+    /// [`Proxy::new`] presenting `worker_tokens` to workers (see [`crate::worker_tokens`]).
+    pub fn with_worker_tokens(
+        table: Arc<Table>,
+        auth: Option<Auth>,
+        admin: Option<Arc<crate::admin::Admin>>,
+        worker_tokens: Option<Arc<WorkerTokens>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             table,
             h2: h2_client(),
             auth: arc_swap::ArcSwapOption::from(auth.map(Arc::new)),
             admin,
+            worker_tokens: worker_tokens.filter(|t| !t.is_empty()),
         })
     }
 

@@ -266,6 +266,44 @@ async fn api_keys_from_a_secret_directory_are_required_and_reloaded() {
 }
 
 #[tokio::test]
+async fn workers_get_their_engines_token_and_never_the_clients_key() {
+    let a = upstream("alpha", "127.0.0.1:0");
+    let b = upstream("beta", "127.0.0.1:0");
+    let tokens = tempfile::tempdir().unwrap();
+    let chat = tokens.path().join("chat");
+    std::fs::write(&chat, "tok-chat-1\n").unwrap();
+    let routing = format!(
+        "strategy: roundRobin\nauth:\n  keys: {{team: sk-client}}\nendpoints:\n\
+         - address: {}\n  engine: chat\n- address: {}\n  engine: embed\n",
+        a.addr, b.addr
+    );
+    let flag = format!("chat={}", chat.display());
+    let Routed { _dir, r, c, .. } = routed(&routing, &["--worker-token", &flag]).await;
+    let url = format!("http://{}/headers", r.addr);
+    let seen = async |token: &str| {
+        let (mut with_token, mut without) = (0, 0);
+        for _ in 0..10 {
+            let (status, body) = get_authorized(&c, &url, Some("Bearer sk-client")).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(!body.contains("sk-client"), "the client's key reached a worker: {body}");
+            if body.contains(&format!("authorization: Bearer {token}")) {
+                with_token += 1;
+            } else if !body.contains("authorization") {
+                without += 1;
+            }
+        }
+        (with_token, without)
+    };
+    // engine chat's worker gets chat's token, engine embed's (no token) no Authorization.
+    assert_eq!(seen("tok-chat-1").await, (5, 5));
+    // A rotated token file is sent without a restart.
+    std::fs::write(&chat, "tok-chat-2").unwrap();
+    poll(Duration::from_secs(5), || async { seen("tok-chat-2").await == (5, 5) }).await;
+    // The router's own key check still comes first.
+    assert_eq!(get_authorized(&c, &url, None).await.0, 401);
+}
+
+#[tokio::test]
 async fn grpc_health_checks_take_a_not_serving_endpoint_out_and_back() {
     let a = upstream("alpha", "127.0.0.1:0");
     let b = upstream("beta", "127.0.0.1:0");

@@ -122,6 +122,9 @@ impl Proxy {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Http2 => true,
         };
+        if let Some(tokens) = &self.worker_tokens {
+            tokens.apply(&ep.engine, &mut parts.headers);
+        }
         let (out, retry) = outgoing(parts, fwd, body, &ep.address, use_h2, last_try)?;
         let guard = routes.endpoints[try_.index].start(started);
         em.requests.inc();
