@@ -109,11 +109,12 @@ impl Ctx {
             .is_some_and(|a| a.contains("as=Table"))
     }
 
-    /// The body as JSON (or YAML), for create and update.
+    /// The body as JSON (or YAML, or Kubernetes' protobuf), for create and update.
     pub fn object(&self) -> ApiResult<Value> {
         match self.content_type().as_str() {
             "" | "application/json" | "*/*" => parse_json(&self.body),
             "application/yaml" => parse_yaml(&self.body),
+            crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(&self.body),
             other => Err(ApiError::unsupported_media_type(other)),
         }
     }

@@ -32,7 +32,6 @@ pub mod attributes;
 pub mod bootstrap;
 pub mod escalation;
 pub mod impersonate;
-mod proto;
 pub mod rbac;
 pub mod review;
 pub mod service_accounts;

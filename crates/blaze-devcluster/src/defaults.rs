@@ -20,6 +20,9 @@ pub fn on_create(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
         {
             obj["spec"]["replicas"] = json!(1);
         }
+        ("", "secrets") if obj["type"].as_str().is_none_or(str::is_empty) => {
+            obj["type"] = json!("Opaque");
+        }
         ("", "services") => {
             if obj["spec"]["type"].is_null() {
                 obj["spec"]["type"] = json!("ClusterIP");

@@ -30,6 +30,7 @@ mod list;
 mod meta;
 mod patch;
 mod persist;
+mod protobuf;
 mod resources;
 mod scale;
 mod schema;

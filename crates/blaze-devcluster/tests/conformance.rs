@@ -15,5 +15,6 @@ mod conformance {
     pub mod kubectl;
     pub mod paging;
     pub mod persistence;
+    pub mod protobuf;
     pub mod watch;
 }

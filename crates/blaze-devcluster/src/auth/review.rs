@@ -5,7 +5,6 @@
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::proto::{self, ACCESS_REVIEW, RULES_REVIEW};
 use super::{Attributes, User};
 use crate::api::{Ctx, json_response};
 use crate::error::{ApiError, ApiResult, Cause};
@@ -24,12 +23,7 @@ pub fn serve(st: &State, ctx: &Ctx, rest: &[&str]) -> ApiResult<axum::response::
     if ctx.method != Method::POST {
         return Err(ApiError::method_not_allowed(ctx.method.as_str(), &ctx.path));
     }
-    let schema = if kind == "SelfSubjectAccessReview" { ACCESS_REVIEW } else { RULES_REVIEW };
-    let body = if ctx.content_type() == "application/vnd.kubernetes.protobuf" {
-        proto::decode(&ctx.body, schema)?
-    } else {
-        ctx.object()?
-    };
+    let body = ctx.object()?;
     let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
     let status = if kind == "SelfSubjectAccessReview" {
         access(st, &ctx.user, &spec)?

@@ -55,8 +55,18 @@ fn fixed_garbage_gets_the_right_status() {
     assert_status(c, &b, &[400]);
     let (c, b) =
         send(&rig, "POST", cms, "application/vnd.kubernetes.protobuf", b"\x00\x01".to_vec());
+    assert_status(c, &b, &[400]);
+    assert!(b["message"].as_str().unwrap().contains("does not appear to be a protobuf message"));
+    let (c, b) = send(
+        &rig,
+        "POST",
+        cms,
+        "application/vnd.kubernetes.protobuf",
+        b"k8s\x00\n\x14\n\x07demo/v1\x12\tWhatsThis\x12\x00".to_vec(),
+    );
     assert_status(c, &b, &[415]);
     assert_eq!(b["reason"], "UnsupportedMediaType");
+    assert!(b["message"].as_str().unwrap().contains("WhatsThis (demo/v1)"), "{b}");
     let (c, b) = send(
         &rig,
         "POST",
