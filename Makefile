@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: dev test e2e deps lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-router bench-operator bench-loop bench-cache
+.PHONY: dev test e2e deps lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-router bench-operator bench-loop bench-cache bench-diffusion
 
 ## Run Blaze locally on its embedded development control plane (Ctrl-C stops it).
 dev:
@@ -93,3 +93,9 @@ bench-cache:
 	scripts/test-deps.sh
 	$(CARGO) build --release -q -p blaze-worker --bins
 	$(CARGO) run --release -q -p blaze-worker --bin blaze-cache-bench
+
+## Diffusion: seconds per image and peak heap of a fixed tiny random-weight SD pipeline on
+## the CPU with no memory option, each one (attention slicing, VAE slicing, VAE tiling, CPU
+## offload) and all (256x256, 2 images per request, 10 steps).
+bench-diffusion:
+	$(CARGO) run --release -q -p blaze-worker --bin blaze-diffusion-bench -- --output target/bench-diffusion.json
