@@ -157,13 +157,136 @@ async fn download_failures_exit_non_zero_naming_the_file() {
     assert!(stderr.contains("hf://blaze-test/tiny@v1/absent.gguf"), "{stderr}");
     assert!(stderr.contains("404"), "{stderr}");
 
+    // The first file asked for is the one that tells a diffusers pipeline.
     let offline = download("hf://blaze-test/other@v1", cache.path(), UNREACHABLE).await;
     assert!(!offline.status.success());
     let stderr = String::from_utf8_lossy(&offline.stderr);
-    assert!(stderr.contains("hf://blaze-test/other@v1/config.json"), "{stderr}");
+    assert!(stderr.contains("hf://blaze-test/other@v1/model_index.json"), "{stderr}");
     let snapshot = cache.path().join("models--blaze-test--other/snapshots/v1");
     assert!(!snapshot.join(".blaze-complete").exists());
-    assert!(!snapshot.join("config.json").exists());
+    assert!(!snapshot.join("model_index.json").exists());
+}
+
+/// Every file under `dir`, as paths relative to it with `/` between folders, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                files.push(relative.replace(std::path::MAIN_SEPARATOR, "/"));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Splits `folder/{stem}.safetensors` into two shards and an index, as large checkpoints
+/// are published.
+fn shard(dir: &Path, folder: &str, stem: &str) {
+    let plain = dir.join(folder).join(format!("{stem}.safetensors"));
+    let tensors = candle_core::safetensors::load(&plain, &candle_core::Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("{stem}-{:05}-of-00002.safetensors", i + 1);
+        let shard: std::collections::HashMap<&str, candle_core::Tensor> =
+            part.iter().map(|n| (n.as_str(), tensors[*n].clone())).collect();
+        candle_core::safetensors::save(&shard, dir.join(folder).join(&file)).unwrap();
+        for name in part {
+            weight_map.insert((*name).clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    let index_file = dir.join(folder).join(format!("{stem}.safetensors.index.json"));
+    std::fs::write(index_file, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+    std::fs::remove_file(plain).unwrap();
+}
+
+/// A pipeline repository in the diffusers layout (`model_index.json`, a folder per
+/// component) downloads with `blaze-worker download` into a snapshot the diffusion pipeline
+/// loads and draws the same image from as from the repository itself: sharded weights
+/// followed through their index, a cut-off file resumed, optional files a repository lacks
+/// skipped, components the pipeline does not run (a safety checker) not downloaded, and a
+/// second download offline a no-op.
+#[tokio::test]
+async fn a_diffusers_pipeline_downloads_into_a_snapshot_that_loads() {
+    use blaze_worker::model::diffusion::tiny::{self, Variant};
+    use blaze_worker::model::diffusion::{DiffusionModel, ImageSpec, MemoryOptions};
+
+    let repo = tempfile::tempdir().unwrap();
+    tiny::write(repo.path(), Variant::Sdxl, 3).unwrap();
+    shard(repo.path(), "unet", "diffusion_pytorch_model");
+    // Its pad token is in tokenizer_config.json too.
+    std::fs::remove_file(repo.path().join("tokenizer_2/special_tokens_map.json")).unwrap();
+    let index_path = repo.path().join("model_index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["safety_checker"] =
+        serde_json::json!(["stable_diffusion", "StableDiffusionSafetyChecker"]);
+    index["feature_extractor"] = serde_json::json!([null, null]);
+    std::fs::write(&index_path, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+    std::fs::create_dir(repo.path().join("safety_checker")).unwrap();
+    std::fs::write(repo.path().join("safety_checker/config.json"), b"{}").unwrap();
+
+    let hub = Hub::start(repo.path().to_path_buf()).await;
+    let cache = tempfile::tempdir().unwrap();
+    let model = "hf://blaze-test/tiny@v1";
+    hub.cut_next("text_encoder_2/model.safetensors");
+    let out = download(model, cache.path(), &hub.endpoint).await;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "download failed: {log}");
+
+    let snapshot = cache.path().join("models--blaze-test--tiny/snapshots/v1");
+    let mut expected: Vec<String> = files_under(repo.path())
+        .into_iter()
+        .filter(|f| !f.starts_with("safety_checker/"))
+        .collect();
+    expected.push(".blaze-complete".into());
+    expected.sort();
+    assert_eq!(files_under(&snapshot), expected, "no partial files, nothing else");
+    for file in expected.iter().filter(|f| *f != ".blaze-complete") {
+        let (got, want) = (snapshot.join(file), repo.path().join(file));
+        assert_eq!(std::fs::read(got).unwrap(), std::fs::read(want).unwrap(), "{file} differs");
+    }
+    let hits = hub.hits();
+    assert!(hits.iter().all(|h| !h.file.starts_with("safety_checker/")), "{hits:?}");
+    let resumed: Vec<_> =
+        hits.iter().filter(|h| h.file == "text_encoder_2/model.safetensors").collect();
+    assert_eq!(resumed.len(), 2, "{resumed:?}");
+    assert!(resumed[1].range.as_deref().is_some_and(|r| r != "bytes=0-"), "{resumed:?}");
+
+    let count = hub.hits().len();
+    let again = download(model, cache.path(), UNREACHABLE).await;
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(hub.hits().len(), count, "nothing asked the hub after the download");
+
+    let image = |dir: &Path| {
+        let model = DiffusionModel::load(
+            dir,
+            &candle_core::Device::Cpu,
+            candle_core::DType::F32,
+            MemoryOptions::default(),
+        )
+        .unwrap();
+        let spec = ImageSpec {
+            prompt: "a red fox".into(),
+            negative_prompt: String::new(),
+            width: 64,
+            height: 64,
+            steps: 2,
+            guidance_scale: model.default_guidance(),
+            seed: 1,
+        };
+        model.generate(&[spec]).unwrap()
+    };
+    assert_eq!(image(&snapshot), image(repo.path()), "the snapshot draws what the repository does");
 }
 
 async fn wait_ready(worker: &support::Worker) {

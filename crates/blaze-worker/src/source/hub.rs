@@ -1,12 +1,20 @@
 //! Downloads from the Hugging Face hub, or any server with its file layout
 //! (`{endpoint}/{org}/{name}/resolve/{revision}/{file}`), into a cache folder.
 //!
+//! Two layouts of a whole repository are fetched: a model in the transformers layout
+//! (`config.json`, `tokenizer.json`, `model.safetensors` or its shards), and a pipeline in
+//! the diffusers layout, which a `model_index.json` at the top marks: the files of each
+//! component it lists that the diffusion pipeline reads (a folder per component: configs,
+//! safetensors weights or their shards, a CLIP tokenizer's vocabulary and merges, the
+//! scheduler's settings), and nothing of the components it does not run (safety checker,
+//! feature extractor).
+//!
 //! A file is streamed to `NAME.partial` and renamed into place only once all of it is on
 //! disk (and synced), so a crash or a killed init container never leaves a file that a later
 //! start trusts; the next run resumes the partial file with an HTTP range request. A
-//! repository in the safetensors layout is complete once `.blaze-complete` is written, after
-//! its last file. A cache that is complete is used without asking the hub anything, so the
-//! worker starts offline from what `blaze-worker download` fetched.
+//! repository is complete once `.blaze-complete` is written, after its last file. A cache
+//! that is complete is used without asking the hub anything, so the worker starts offline
+//! from what `blaze-worker download` fetched.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,6 +33,18 @@ const HF_FILES: &[(&str, bool)] = &[
     ("tokenizer.json", true),
     ("tokenizer_config.json", false),
     ("generation_config.json", false),
+];
+
+/// What marks a repository as a pipeline in the diffusers layout.
+const MODEL_INDEX: &str = "model_index.json";
+
+/// Files of a CLIP tokenizer folder in a diffusers pipeline; missing optional ones are
+/// skipped (real repositories lack one or the other).
+const TOKENIZER_FILES: &[(&str, bool)] = &[
+    ("vocab.json", true),
+    ("merges.txt", true),
+    ("tokenizer_config.json", false),
+    ("special_tokens_map.json", false),
 ];
 
 /// Marks a snapshot folder whose every file is in place.
@@ -81,7 +101,7 @@ pub fn snapshot_dir(hub: &HubOptions, repo: &str, revision: &str) -> PathBuf {
 }
 
 /// Makes sure the cache holds `file` of `repo` at `revision` (or, without `file`, the
-/// safetensors layout: config, tokenizer, weights and their shards) and returns its path.
+/// whole repository in the transformers or the diffusers layout) and returns its path.
 /// Asks the hub nothing when the cache is complete.
 pub async fn download(
     repo: &str,
@@ -99,26 +119,61 @@ pub async fn download(
     if complete.is_file() {
         return Ok(dir);
     }
-    for (name, required) in HF_FILES {
-        client.fetch(name, &dir, *required).await?;
-    }
-    let index = "model.safetensors.index.json";
-    if client.fetch(index, &dir, false).await? {
-        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(index))?)?;
-        let mut shards: Vec<String> = index["weight_map"]
-            .as_object()
-            .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        shards.sort();
-        shards.dedup();
-        for shard in shards {
-            client.fetch(&shard, &dir, true).await?;
+    if client.fetch(MODEL_INDEX, &dir, false).await? {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(MODEL_INDEX))?)?;
+        for (folder, part) in pipeline_components(&index) {
+            client.fetch_component(&folder, part, &dir).await?;
         }
     } else {
-        client.fetch("model.safetensors", &dir, true).await?;
+        for (name, required) in HF_FILES {
+            client.fetch(name, &dir, *required).await?;
+        }
+        client.fetch_weights("", "model", &dir).await?;
     }
     std::fs::write(&complete, b"")?;
     Ok(dir)
+}
+
+/// What a component of a diffusers pipeline is, for what its folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// A diffusers model (UNet, autoencoder): `config.json`, `diffusion_pytorch_model`
+    /// weights.
+    Diffusers,
+    /// A transformers model (a text encoder): `config.json`, `model` weights.
+    Transformers,
+    /// A CLIP tokenizer: [`TOKENIZER_FILES`].
+    Tokenizer,
+    /// `scheduler_config.json`.
+    Scheduler,
+}
+
+/// The components of the pipeline `model_index.json` describes that the diffusion pipeline
+/// reads, by folder. A component is a key not starting with `_` whose value is a
+/// `[library, class]` pair (`[null, null]` is one the pipeline lacks); those the
+/// worker does not run are left out.
+fn pipeline_components(index: &serde_json::Value) -> Vec<(String, Part)> {
+    let Some(entries) = index.as_object() else { return Vec::new() };
+    let mut components = Vec::new();
+    for (name, value) in entries {
+        let pair = value.as_array().filter(|v| v.len() == 2 && v.iter().all(|x| x.is_string()));
+        if name.starts_with('_') || pair.is_none() {
+            continue;
+        }
+        let part = match name.as_str() {
+            "unet" | "vae" => Part::Diffusers,
+            n if n.starts_with("text_encoder") => Part::Transformers,
+            n if n.starts_with("tokenizer") => Part::Tokenizer,
+            "scheduler" => Part::Scheduler,
+            _ => {
+                tracing::info!(component = %name, "not used by the diffusion pipeline; not downloaded");
+                continue;
+            }
+        };
+        components.push((name.clone(), part));
+    }
+    components
 }
 
 /// One try's outcome.
@@ -155,6 +210,51 @@ impl<'a> Fetcher<'a> {
             source_name: format!("hf://{}@{}/{name}", self.repo, self.revision),
             message,
         }
+    }
+
+    /// Downloads the files of a pipeline's component in `folder`.
+    async fn fetch_component(&self, folder: &str, part: Part, dir: &Path) -> Result<()> {
+        let weights = match part {
+            Part::Diffusers => "diffusion_pytorch_model",
+            Part::Transformers => "model",
+            Part::Tokenizer => {
+                for (name, required) in TOKENIZER_FILES {
+                    self.fetch(&format!("{folder}/{name}"), dir, *required).await?;
+                }
+                return Ok(());
+            }
+            Part::Scheduler => {
+                self.fetch(&format!("{folder}/scheduler_config.json"), dir, true).await?;
+                return Ok(());
+            }
+        };
+        self.fetch(&format!("{folder}/config.json"), dir, true).await?;
+        self.fetch_weights(folder, weights, dir).await
+    }
+
+    /// Downloads the safetensors weights `{stem}.safetensors` in `folder` (empty: the top),
+    /// or their shards when the repository has `{stem}.safetensors.index.json`.
+    async fn fetch_weights(&self, folder: &str, stem: &str, dir: &Path) -> Result<()> {
+        let path = |name: &str| match folder {
+            "" => name.to_owned(),
+            folder => format!("{folder}/{name}"),
+        };
+        let index = path(&format!("{stem}.safetensors.index.json"));
+        if !self.fetch(&index, dir, false).await? {
+            self.fetch(&path(&format!("{stem}.safetensors")), dir, true).await?;
+            return Ok(());
+        }
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(&index))?)?;
+        let mut shards: Vec<String> = index["weight_map"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_str().map(&path)).collect())
+            .unwrap_or_default();
+        shards.sort();
+        shards.dedup();
+        for shard in shards {
+            self.fetch(&shard, dir, true).await?;
+        }
+        Ok(())
     }
 
     /// Downloads `name` into `dir` unless it is there; returns whether the file is there
@@ -328,6 +428,40 @@ mod tests {
         assert_eq!(m.tick(t0 + s(9), 8_000), None);
         let p = m.tick(t0 + s(15), 10_000).unwrap();
         assert_eq!(p.bytes_per_second, 400.0, "over the 10 s since the last report");
+    }
+
+    #[test]
+    fn a_pipeline_index_names_the_components_the_diffusion_pipeline_reads() {
+        let index = serde_json::json!({
+            "_class_name": "StableDiffusionXLPipeline",
+            "_diffusers_version": "0.31.0",
+            "force_zeros_for_empty_prompt": true,
+            "feature_extractor": [null, null],
+            "image_encoder": [null, null],
+            "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+            "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        });
+        let got = pipeline_components(&index);
+        let names: Vec<(&str, Part)> = got.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        assert_eq!(
+            names,
+            [
+                ("scheduler", Part::Scheduler),
+                ("text_encoder", Part::Transformers),
+                ("text_encoder_2", Part::Transformers),
+                ("tokenizer", Part::Tokenizer),
+                ("tokenizer_2", Part::Tokenizer),
+                ("unet", Part::Diffusers),
+                ("vae", Part::Diffusers),
+            ]
+        );
+        assert!(pipeline_components(&serde_json::json!([1, 2])).is_empty());
     }
 
     #[test]
