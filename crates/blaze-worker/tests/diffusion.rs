@@ -277,8 +277,8 @@ fn f16_weights_draw_nearly_the_f32_image() {
         let half = DiffusionModel::load(&dir, &Device::Cpu, DType::F16, MemoryOptions::default())
             .unwrap();
         let spec = reference_spec(&f32_model);
-        let (a, b) =
-            (&f32_model.generate(&[spec.clone()]).unwrap()[0], &half.generate(&[spec]).unwrap()[0]);
+        let a = &f32_model.generate(std::slice::from_ref(&spec)).unwrap()[0];
+        let b = &half.generate(&[spec]).unwrap()[0];
         let total: u64 = a.rgb.iter().zip(&b.rgb).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
         let mean = total as f64 / a.rgb.len() as f64;
         assert!(mean < 2.0, "{name}: f16 differs from f32 by {mean:.2} levels on average");
