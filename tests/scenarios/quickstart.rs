@@ -1,5 +1,5 @@
 //! The quickstart as a newcomer runs it: `blaze dev up` applies it, a chat completion goes
-//! through its router, the operator dashboard shows the engine with data in a real browser,
+//! through its router (a worker called past it gets 401), the operator dashboard shows the engine with data in a real browser,
 //! kubectl lists the pods, `blaze dev down` ends every process. On a control plane of its
 //! own, since it stops it.
 
@@ -32,6 +32,7 @@ pub async fn dev_up_serves_a_chat_completion_and_dev_down_stops_every_process(
     })
     .await?;
     ensure!(answer.contains("Paris"), "{answer}");
+    worker_refuses_requests_without_the_routers_token(&q, body).await?;
     dashboard_shows_the_quickstart(&cluster, &q.url, body).await?;
     let listing = cluster.kubectl(&["get", "pods", "-A"])?;
     ensure!(listing.contains("READY") && listing.contains("STATUS"), "{listing}");
@@ -42,6 +43,26 @@ pub async fn dev_up_serves_a_chat_completion_and_dev_down_stops_every_process(
     ensure!(all.len() == 3, "a process for each pod: {all:?}");
     cluster.down()?;
     until("no pod process left", 30, async || all.iter().all(|p| !alive(*p)).then_some(())).await?;
+    Ok(())
+}
+
+/// A client that reaches a worker pod past the router gets 401 naming what is missing; the
+/// worker's metrics (scraped by the operator) stay open.
+async fn worker_refuses_requests_without_the_routers_token(
+    q: &Quickstart,
+    chat: &str,
+) -> Result<()> {
+    let worker = q.ready_workers().await?;
+    let ip = worker
+        .iter()
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .context("no ready worker with an address")?;
+    let url = format!("http://{ip}:8000");
+    let direct = http::request(&url, "POST", "/v1/chat/completions", chat).await?;
+    ensure!(direct.starts_with("HTTP/1.1 401"), "{direct}");
+    ensure!(direct.contains("Authorization: Bearer"), "{direct}");
+    let metrics = http::get(&format!("{ip}:8000"), "/metrics").await?;
+    ensure!(metrics.contains("# TYPE"), "{metrics}");
     Ok(())
 }
 

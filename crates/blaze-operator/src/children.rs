@@ -8,6 +8,7 @@ pub mod pod;
 pub mod router;
 pub mod routing;
 pub mod worker_flags;
+pub mod worker_token;
 
 use std::collections::BTreeMap;
 

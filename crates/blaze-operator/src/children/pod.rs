@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::model_source::{self, mount};
 use super::worker_flags::{self, WORKER_PORT};
+use super::worker_token;
 use crate::Result;
 use crate::labels::WORKER;
 
@@ -50,9 +51,14 @@ pub fn worker_pod_spec(
         worker_flags::worker_command(spec, &plan.model_arg, plan.hf_cache.as_deref(), listen_host);
     // Clients ask for the model by the engine's name, as they would for a KServe service.
     command.served_model_name = Some(name.to_owned());
+    // Inference needs the engine's token (health and metrics do not): see `worker_token`.
+    command.auth_token_dir = Some(worker_token::WORKER_MOUNT.into());
     let args = command.to_args();
     let env = super::pod_ip_env(listen_host).unwrap_or_default();
     let mut worker_mounts = mounts.clone();
+    let (token_volume, token_mount) = worker_token::worker_volume(name);
+    volumes.push(token_volume);
+    worker_mounts.push(token_mount);
     if spec.cache.disk_bytes > 0 {
         volumes.push(response_cache(spec.cache.disk_bytes));
         worker_mounts.push(mount(RESPONSE_CACHE_VOLUME, worker_flags::RESPONSE_CACHE_MOUNT, false));

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::model_source::mount;
 use super::pod::{container_security, pod_security};
 use super::routing::RoutingConfig;
-use super::{Defaults, name_of};
+use super::{Defaults, name_of, worker_token};
 use crate::Result;
 use crate::labels::{self, ROUTER};
 
@@ -125,8 +125,13 @@ pub fn role_binding(router: &BlazeRouter) -> Result<RoleBinding> {
     })
 }
 
-/// The router Deployment. Rolling updates surge one pod and keep all others serving.
-pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deployment> {
+/// The router Deployment for the router serving `engines` (their worker tokens are mounted;
+/// see [`super::worker_token`]). Rolling updates surge one pod and keep all others serving.
+pub fn deployment(
+    router: &BlazeRouter,
+    engines: &[String],
+    defaults: &Defaults,
+) -> Result<Deployment> {
     let name = name_of(router)?;
     let namespace = router.metadata.namespace.clone().unwrap_or_default();
     let selector = labels::router_selector(&name);
@@ -148,6 +153,16 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
         });
         mounts.push(mount(volume, dir, true));
     }
+    let (token_volumes, token_mounts, token_args) = worker_token::router_volumes(engines);
+    volumes.extend(token_volumes);
+    mounts.extend(token_mounts);
+    let mut args = router_args(
+        &defaults.listen_host,
+        &config_map_name(&name),
+        &namespace,
+        router.spec.tls.is_some(),
+    );
+    args.extend(token_args);
     let port = |n: &str, p: i32| ContainerPort {
         name: Some(n.into()),
         container_port: p,
@@ -168,12 +183,7 @@ pub fn deployment(router: &BlazeRouter, defaults: &Defaults) -> Result<Deploymen
     let container = Container {
         name: ROUTER.into(),
         image: Some(router.spec.image.clone().unwrap_or_else(|| defaults.router_image.clone())),
-        args: Some(router_args(
-            &defaults.listen_host,
-            &config_map_name(&name),
-            &namespace,
-            router.spec.tls.is_some(),
-        )),
+        args: Some(args),
         env: super::pod_ip_env(&defaults.listen_host),
         ports: Some(vec![port(proxy_port_name(router), ROUTER_PORT), port("admin", ADMIN_PORT)]),
         readiness_probe: Some(probe("/readyz")),

@@ -1,5 +1,5 @@
-//! The BlazeEngine controller: applies the worker Deployment, Service, PodDisruptionBudget and
-//! NetworkPolicy, replaces failing workers per `spec.recovery`, and writes status when it
+//! The BlazeEngine controller: creates the engine's worker token Secret when it is absent,
+//! applies the worker Deployment, Service, PodDisruptionBudget and NetworkPolicy, replaces failing workers per `spec.recovery`, and writes status when it
 //! changed.
 
 use std::sync::Arc;
@@ -9,12 +9,12 @@ use blaze_api::BlazeEngine;
 use blaze_api::engine::AutoscalingMode;
 use blaze_worker_cli::DownloadProgress;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, LogParams};
+use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -23,6 +23,7 @@ use tracing::{debug, info, instrument};
 use super::{Context, Reconciled, apply, apply_status, clock, key, scoped};
 use crate::children::engine as build;
 use crate::children::pod::DOWNLOAD_CONTAINER;
+use crate::children::worker_token;
 use crate::labels;
 use crate::status::engine::{Observation, engine_status, replacements};
 use crate::status::events::{Note, engine_events};
@@ -115,6 +116,8 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
     };
     let (desired, panicking) = desired_replicas(&engine, current.as_ref(), &ctx);
     let m = BlazeEngine::MANAGER;
+    // Before the Deployment: a worker pod does not start without its token.
+    ensure_token(&client, &engine, &ns).await?;
     let deployment =
         apply(&client, m, &build::deployment(&engine, desired, &ctx.defaults)?).await?;
     apply(&client, m, &build::service(&engine)?).await?;
@@ -180,6 +183,22 @@ async fn reconcile(engine: Arc<BlazeEngine>, ctx: Arc<Context>) -> Result<Action
         RESYNC_BUSY
     };
     Ok(Action::requeue(next))
+}
+
+/// Creates the engine's worker token Secret when it is absent (see
+/// [`crate::children::worker_token`]). The operator holds `create` on Secrets and no right to
+/// read them: `409 AlreadyExists` says the Secret is there, whoever made it.
+async fn ensure_token(client: &kube::Client, engine: &BlazeEngine, ns: &str) -> Result<()> {
+    let secret = worker_token::secret(engine)?;
+    let pp = PostParams { field_manager: Some(BlazeEngine::MANAGER.into()), ..Default::default() };
+    match Api::<Secret>::namespaced(client.clone(), ns).create(&pp, &secret).await {
+        Ok(_) => {
+            info!(secret = ?secret.metadata.name, "created the engine's worker token");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The last progress report of `pod`'s model download, from the tail of its init container's

@@ -17,6 +17,9 @@ pub const CLUSTER: &[(&str, &str, &[&str])] = &[
     ("rbac.authorization.k8s.io", "rolebindings", &["list", "watch", "create", "patch"]),
     ("policy", "poddisruptionbudgets", &["list", "watch", "create", "patch"]),
     ("networking.k8s.io", "networkpolicies", &["list", "watch", "create", "patch"]),
+    // Only `create`: the engine's worker token Secret is made when absent (`409` when it is
+    // there). The operator never reads a Secret.
+    ("", "secrets", &["create"]),
     ("", "pods", &["list", "delete"]),
     // The model download's progress, from the tail of its init container's log.
     ("", "pods/log", &["get"]),

@@ -157,7 +157,7 @@ async fn reconcile(router: Arc<BlazeRouter>, ctx: Arc<Context>) -> Result<Action
     apply(&c, m, &build::service_account(&router)?).await?;
     apply(&c, m, &build::role(&router)?).await?;
     apply(&c, m, &build::role_binding(&router)?).await?;
-    let deployment = apply(&c, m, &build::deployment(&router, &ctx.defaults)?).await?;
+    let deployment = apply(&c, m, &build::deployment(&router, &engines, &ctx.defaults)?).await?;
     apply(&c, m, &build::service(&router)?).await?;
 
     ctx.history.router(

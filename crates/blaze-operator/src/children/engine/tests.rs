@@ -397,3 +397,22 @@ fn workers_admit_only_routers_and_the_operator_and_carry_no_api_token() {
     let pod = d.spec.template.spec.unwrap();
     assert_eq!(pod.automount_service_account_token, Some(false));
 }
+
+#[test]
+fn workers_mount_their_engines_token_and_require_it() {
+    let d = deployment(&cpu_pvc(), 1, &Defaults::default()).unwrap();
+    let w = worker_of(&d);
+    let dir = arg(w, "--auth-token-dir").unwrap();
+    let vol = pod_spec(&d).volumes.as_ref().unwrap().iter().find(|v| v.name == "worker-token");
+    let secret = vol.unwrap().secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("smollm2-worker-token"));
+    assert_eq!(secret.optional, None, "a worker never starts without its token");
+    let m = w.volume_mounts.iter().flatten().find(|m| m.name == "worker-token").unwrap();
+    assert_eq!((m.mount_path.as_str(), m.read_only), (dir, Some(true)));
+    let init = pod_spec(&hf_gpu_deployment()).init_containers.clone().unwrap();
+    assert!(init[0].volume_mounts.iter().flatten().all(|m| m.name != "worker-token"));
+}
+
+fn hf_gpu_deployment() -> Deployment {
+    deployment(&hf_gpu(), 1, &Defaults::default()).unwrap()
+}

@@ -128,7 +128,7 @@ fn small_weight_moves_keep_the_published_weights() {
 fn router_deployment_and_service_follow_the_spec() {
     let mut r = quickstart_router();
     r.spec.auth = Some(serde_json::from_value(json!({"secretName": "keys"})).unwrap());
-    let d = router::deployment(&r, &Defaults::default()).unwrap();
+    let d = router::deployment(&r, &["quickstart".into()], &Defaults::default()).unwrap();
     let spec = &d.spec;
     assert_eq!(spec.replicas, Some(1));
     let pod = spec.template.spec.as_ref().unwrap();
@@ -141,10 +141,21 @@ fn router_deployment_and_service_follow_the_spec() {
     assert!(!args.contains("api-keys"), "the router has no such flag: {args}");
     assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
     assert_eq!(pod.service_account_name.as_deref(), Some("quickstart-router"));
+    // The engine's worker token is mounted and named by a flag; it is not in the ConfigMap.
+    let token = "--worker-token quickstart=/etc/blaze/worker-tokens/quickstart/token";
+    assert!(args.ends_with(token), "{args}");
     let vols = pod.volumes.as_ref().unwrap();
-    assert_eq!(vols.len(), 1, "only the API keys are mounted: {vols:?}");
+    assert_eq!(vols.len(), 2, "the API keys and the worker token are mounted: {vols:?}");
     assert_eq!(d.metadata.name.as_deref(), Some("quickstart-router"));
     assert_eq!(vols[0].secret.as_ref().unwrap().secret_name.as_deref(), Some("keys"));
+    let token = vols[1].secret.as_ref().unwrap();
+    assert_eq!(token.secret_name.as_deref(), Some("quickstart-worker-token"));
+    let mounts = c.volume_mounts.as_ref().unwrap();
+    assert!(
+        mounts.iter().any(
+            |m| m.name == vols[1].name && m.mount_path == "/etc/blaze/worker-tokens/quickstart"
+        )
+    );
     let s = router::service(&r).unwrap();
     let ss = s.spec.unwrap();
     assert_eq!(ss.type_.as_deref(), Some("ClusterIP"));
@@ -182,7 +193,7 @@ fn router_pods_may_read_and_watch_their_routing_config_map_and_nothing_else() {
 #[test]
 fn a_router_with_tls_mounts_its_secret_and_serves_https() {
     let mut r = quickstart_router();
-    let plain = router::deployment(&r, &Defaults::default()).unwrap();
+    let plain = router::deployment(&r, &[], &Defaults::default()).unwrap();
     let args = |d: &k8s_openapi::api::apps::v1::Deployment| {
         d.spec.template.spec.as_ref().unwrap().containers[0].args.clone().unwrap().join(" ")
     };
@@ -193,7 +204,7 @@ fn a_router_with_tls_mounts_its_secret_and_serves_https() {
     );
 
     r.spec.tls = Some(serde_json::from_value(json!({"secretName": "router-cert"})).unwrap());
-    let d = router::deployment(&r, &Defaults::default()).unwrap();
+    let d = router::deployment(&r, &[], &Defaults::default()).unwrap();
     let a = args(&d);
     assert!(
         a.ends_with("--tls-cert /etc/blaze/tls/tls.crt --tls-key /etc/blaze/tls/tls.key"),
