@@ -213,8 +213,9 @@ fn shard(dir: &Path, folder: &str, stem: &str) {
 /// component) downloads with `blaze-worker download` into a snapshot the diffusion pipeline
 /// loads and draws the same image from as from the repository itself: sharded weights
 /// followed through their index, a cut-off file resumed, optional files a repository lacks
-/// skipped, components the pipeline does not run (a safety checker) not downloaded, and a
-/// second download offline a no-op.
+/// skipped, half-precision weights taken where a component publishes only those,
+/// components the pipeline does not run (a safety checker) not downloaded, and a second
+/// download offline a no-op.
 #[tokio::test]
 async fn a_diffusers_pipeline_downloads_into_a_snapshot_that_loads() {
     use blaze_worker::model::diffusion::tiny::{self, Variant};
@@ -223,6 +224,13 @@ async fn a_diffusers_pipeline_downloads_into_a_snapshot_that_loads() {
     let repo = tempfile::tempdir().unwrap();
     tiny::write(repo.path(), Variant::Sdxl, 3).unwrap();
     shard(repo.path(), "unet", "diffusion_pytorch_model");
+    // Only half-precision weights published for the autoencoder (the name is what counts).
+    let vae = repo.path().join("vae");
+    std::fs::rename(
+        vae.join("diffusion_pytorch_model.safetensors"),
+        vae.join("diffusion_pytorch_model.fp16.safetensors"),
+    )
+    .unwrap();
     // Its pad token is in tokenizer_config.json too.
     std::fs::remove_file(repo.path().join("tokenizer_2/special_tokens_map.json")).unwrap();
     let index_path = repo.path().join("model_index.json");

@@ -233,7 +233,9 @@ impl<'a> Fetcher<'a> {
     }
 
     /// Downloads the safetensors weights `{stem}.safetensors` in `folder` (empty: the top),
-    /// or their shards when the repository has `{stem}.safetensors.index.json`.
+    /// or their shards when the repository has `{stem}.safetensors.index.json`. A pipeline
+    /// component that publishes only half-precision weights (`{stem}.fp16.safetensors`, as
+    /// some diffusers repositories do) gets those.
     async fn fetch_weights(&self, folder: &str, stem: &str, dir: &Path) -> Result<()> {
         let path = |name: &str| match folder {
             "" => name.to_owned(),
@@ -241,7 +243,10 @@ impl<'a> Fetcher<'a> {
         };
         let index = path(&format!("{stem}.safetensors.index.json"));
         if !self.fetch(&index, dir, false).await? {
-            self.fetch(&path(&format!("{stem}.safetensors")), dir, true).await?;
+            let component = !folder.is_empty();
+            if !self.fetch(&path(&format!("{stem}.safetensors")), dir, !component).await? {
+                self.fetch(&path(&format!("{stem}.fp16.safetensors")), dir, true).await?;
+            }
             return Ok(());
         }
         let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(&index))?)?;
