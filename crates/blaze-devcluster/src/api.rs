@@ -130,7 +130,15 @@ impl Ctx {
             .unwrap_or_else(|| ua.split('/').next().unwrap_or("unknown").to_owned());
         let strict = self.query.get("fieldValidation") == Some("Strict");
         let dry_run = self.query.get("dryRun") == Some("All");
-        Writer { st, info, manager, dry_run, strict, user: Some(self.user.clone()) }
+        Writer {
+            st,
+            info,
+            manager,
+            dry_run,
+            strict,
+            user: Some(self.user.clone()),
+            warnings: Default::default(),
+        }
     }
 }
 

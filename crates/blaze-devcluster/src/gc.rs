@@ -46,7 +46,15 @@ struct Node {
 }
 
 fn writer<'a>(st: &'a State, info: &'a ResourceInfo, manager: &str) -> Writer<'a> {
-    Writer { st, info, manager: manager.to_owned(), dry_run: false, strict: false, user: None }
+    Writer {
+        st,
+        info,
+        manager: manager.to_owned(),
+        dry_run: false,
+        strict: false,
+        user: None,
+        warnings: Default::default(),
+    }
 }
 
 /// One pass; `true` when it changed something (another pass may find more to do).

@@ -44,7 +44,7 @@ pub(crate) async fn dispatch(st: &Arc<State>, ctx: &Ctx, t: Target) -> ApiResult
             let body = ctx.object()?;
             let w = ctx.writer(st, &info);
             let obj = write(st, &info, |inner| w.create(inner, &ns, body, Managed::Record))?;
-            Ok(respond(ctx, &info, StatusCode::CREATED, &obj))
+            Ok(with_warnings(respond(ctx, &info, StatusCode::CREATED, &obj), &w.warnings.lock()))
         }
         (&Method::POST, Some(name), Some("binding")) => {
             crate::binding::bind(st, ctx, &info, &ns, name)
@@ -58,12 +58,13 @@ pub(crate) async fn dispatch(st: &Arc<State>, ctx: &Ctx, t: Target) -> ApiResult
             let sub_name = sub.unwrap_or_default();
             let obj =
                 write(st, &info, |inner| update(&w, inner, &ns, name, sub_name, |_| Ok(body)))?;
-            Ok(respond_to(ctx, &info, sub, StatusCode::OK, &obj))
+            let response = respond_to(ctx, &info, sub, StatusCode::OK, &obj);
+            Ok(with_warnings(response, &w.warnings.lock()))
         }
         (&Method::PATCH, Some(name), sub) if !matches!(sub, Some("log" | "binding" | "token")) => {
-            let (code, obj) =
+            let (code, obj, warnings) =
                 crate::patch::patch(st, ctx, &info, &ns, name, sub.unwrap_or_default())?;
-            Ok(respond_to(ctx, &info, sub, code, &obj))
+            Ok(with_warnings(respond_to(ctx, &info, sub, code, &obj), &warnings))
         }
         (&Method::DELETE, Some(name), None) => {
             let opts = delete_opts(ctx)?;
@@ -109,6 +110,23 @@ pub(crate) fn update(
         edit((*old).clone())?
     };
     w.update(inner, ns, name, new, sub, Managed::Record)
+}
+
+/// `response` with a `Warning: 299 - "TEXT"` header per admission warning, as kube-apiserver
+/// sends them (`"` and `\` escaped inside the quotes); kubectl prints each as `Warning: TEXT`.
+pub(crate) fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    let mut sent = Vec::new();
+    for w in warnings {
+        if sent.contains(&w) {
+            continue;
+        }
+        sent.push(w);
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append(http::header::WARNING, v);
+        }
+    }
+    response
 }
 
 /// The answer to a request on subresource `sub`: the Scale for `scale`, else [`respond`].

@@ -30,6 +30,7 @@ mod list;
 mod meta;
 mod patch;
 mod persist;
+pub mod pod_security;
 mod protobuf;
 mod resources;
 mod scale;

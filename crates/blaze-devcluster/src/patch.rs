@@ -30,7 +30,7 @@ pub(crate) fn patch(
     ns: &str,
     name: &str,
     sub: &str,
-) -> ApiResult<(StatusCode, Arc<Value>)> {
+) -> ApiResult<(StatusCode, Arc<Value>, Vec<String>)> {
     let ct = ctx.content_type();
     let kind = match ct.as_str() {
         "application/json-patch+json" => Kind::Json,
@@ -51,14 +51,15 @@ pub(crate) fn patch(
         )));
     }
     let force = ctx.query.flag("force");
-    write(st, info, |inner| match kind {
+    let (code, obj) = write(st, info, |inner| match kind {
         Kind::Apply => server_side_apply(&w, inner, ns, name, sub, body, force),
         _ => update(&w, inner, ns, name, sub, |mut doc| {
             patch_doc(kind, &mut doc, &body)?;
             Ok(doc)
         })
         .map(|o| (StatusCode::OK, o)),
-    })
+    })?;
+    Ok((code, obj, w.warnings.into_inner()))
 }
 
 fn patch_doc(kind: Kind, doc: &mut Value, body: &Value) -> ApiResult<()> {

@@ -42,6 +42,8 @@ pub struct Writer<'a> {
     pub strict: bool,
     /// Who writes, for RBAC's escalation check; `None` for the server's own controllers.
     pub user: Option<crate::auth::User>,
+    /// Admission warnings for the response's `Warning` headers.
+    pub warnings: parking_lot::Mutex<Vec<String>>,
 }
 
 /// Whether the caller already set `managedFields` (server-side apply) or the write records an
@@ -206,7 +208,7 @@ impl Writer<'_> {
             o.remove("status");
         }
         crate::defaults::on_create(self.info, &mut obj)?;
-        self.admit(inner, &mut obj, None, &name)?;
+        self.admit(inner, &mut obj, None, &name, "")?;
         if managed == Managed::Record {
             apply::record_update(
                 None,
@@ -251,13 +253,15 @@ impl Writer<'_> {
         }
     }
 
-    /// Schema validation, defaulting and pruning of custom resources; CRD acceptance.
+    /// Schema validation, defaulting and pruning of custom resources; CRD acceptance; RBAC
+    /// escalation; Pod Security (whose warnings are kept for the response).
     fn admit(
         &self,
         inner: &Inner,
         obj: &mut Value,
         old: Option<&Value>,
         name: &str,
+        sub: &str,
     ) -> ApiResult<()> {
         if let Some(schema) = &self.info.schema {
             let causes =
@@ -275,6 +279,9 @@ impl Writer<'_> {
         {
             crate::auth::escalation::admit(inner, user, &self.info.plural, obj)?;
         }
+        let warnings =
+            crate::pod_security::admission::admit(inner, self.info, sub, obj, old, name)?;
+        self.warnings.lock().extend(warnings);
         Ok(())
     }
 
@@ -342,7 +349,7 @@ impl Writer<'_> {
                 metadata_mut(&mut new).remove("managedFields");
             }
         }
-        self.admit(inner, &mut new, Some(&old), name)?;
+        self.admit(inner, &mut new, Some(&old), name, sub)?;
         if self.info.tracks_generation() && spec_changed(&old, &new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             new["metadata"]["generation"] = json!(g);

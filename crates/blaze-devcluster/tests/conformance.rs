@@ -15,6 +15,7 @@ mod conformance {
     pub mod kubectl;
     pub mod paging;
     pub mod persistence;
+    pub mod pod_security;
     pub mod protobuf;
     pub mod watch;
 }
