@@ -208,10 +208,9 @@ pub fn model_metadata(
                 vec![tensor("embedding", "FP32", vec![-1, width])],
             )
         }
-        Kind::Diffusion => (
-            vec![tensor("prompt", "BYTES", vec![1])],
-            vec![tensor("image", "BYTES", vec![-1])],
-        ),
+        Kind::Diffusion => {
+            (vec![tensor("prompt", "BYTES", vec![1])], vec![tensor("image", "BYTES", vec![-1])])
+        }
         _ => (
             vec![tensor("text_input", "BYTES", vec![1])],
             vec![tensor("text_output", "BYTES", vec![1])],

@@ -274,8 +274,8 @@ fn f16_weights_draw_nearly_the_f32_image() {
     for (name, variant) in REFERENCE {
         let dir = root.path().join(name);
         let f32_model = pipeline(&dir, variant, MemoryOptions::default());
-        let half = DiffusionModel::load(&dir, &Device::Cpu, DType::F16, MemoryOptions::default())
-            .unwrap();
+        let half =
+            DiffusionModel::load(&dir, &Device::Cpu, DType::F16, MemoryOptions::default()).unwrap();
         let spec = reference_spec(&f32_model);
         let a = &f32_model.generate(std::slice::from_ref(&spec)).unwrap()[0];
         let b = &half.generate(&[spec]).unwrap()[0];

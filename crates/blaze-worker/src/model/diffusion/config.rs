@@ -312,7 +312,9 @@ impl ClipFile {
                 file.hidden_act
             )));
         }
-        if file.num_attention_heads == 0 || !file.hidden_size.is_multiple_of(file.num_attention_heads) {
+        if file.num_attention_heads == 0
+            || !file.hidden_size.is_multiple_of(file.num_attention_heads)
+        {
             return Err(Error::Unsupported(format!(
                 "{}/{folder}/config.json: hidden_size {} is not a multiple of \
                  num_attention_heads {}",
