@@ -290,12 +290,21 @@ pub(crate) async fn apply_status<K: Reconciled>(
 
 /// The error policy of both controllers: counts the failure and retries the object after a
 /// delay that doubles with each failure in a row (kube-runtime keeps no count).
+///
+/// The failure is also a Warning event `ReconcileFailed` on the object, with the error as
+/// the API server gave it (a missing permission reads `services is forbidden: User ...`), so
+/// `kubectl describe` shows why an engine or router goes nowhere. Published at the 1st,
+/// 2nd, 4th, 8th... failure in a row, so a lasting failure does not flood the events.
 pub(crate) fn error_policy<K: Reconciled>(obj: Arc<K>, e: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failure(K::CONTROLLER, e);
     let key = key(obj.as_ref());
     let wait = ctx.backoff.fail(&K::kind(&()), &key);
     ctx.metrics.set_backing_off(K::CONTROLLER, ctx.backoff.failing(&K::kind(&())));
     warn!(controller = K::CONTROLLER, object = %key, error = %e, retry_in = ?wait, "reconcile failed");
+    if ctx.backoff.in_a_row(&K::kind(&()), &key).is_power_of_two() {
+        let note = Note { warning: true, reason: "ReconcileFailed".into(), message: e.to_string() };
+        tokio::spawn(async move { ctx.publish(obj.as_ref(), "Reconcile", &note).await });
+    }
     Action::requeue(wait)
 }
 

@@ -18,6 +18,11 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
+    /// Failures of the `kind` object `key` in a row, as of now.
+    pub(crate) fn in_a_row(&self, kind: &str, key: &str) -> u32 {
+        self.failures.lock().get(&(kind.to_owned(), key.to_owned())).copied().unwrap_or(0)
+    }
+
     /// Records a failure of the `kind` object `key` and returns how long to wait before
     /// retrying.
     pub(crate) fn fail(&self, kind: &str, key: &str) -> Duration {
