@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::Cause;
 use crate::fields::{self, FieldSet};
-use blaze_merge::lists::{ListType, child_schema, list_type, same_item};
+use blaze_merge::lists::{ListType, Mode, Node, same_item};
 
 /// One `managedFields` entry.
 #[derive(Debug, Clone)]
@@ -181,7 +181,7 @@ pub fn apply(
         return Err(conflicts);
     }
     let mut merged = base.clone();
-    merge_applied(&mut merged, applied, "", shape.schema, shape.custom);
+    merge_applied(&mut merged, applied, Node::of(applied, shape.schema, shape.custom));
     let previous = list
         .iter()
         .find(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub)
@@ -206,48 +206,36 @@ pub fn apply(
 
 /// Merges an applied configuration into `live`: maps merge, map lists merge by key, sets
 /// union, everything else is replaced.
-fn merge_applied(
-    live: &mut Value,
-    applied: &Value,
-    name: &str,
-    schema: Option<&Value>,
-    custom: bool,
-) {
+fn merge_applied(live: &mut Value, applied: &Value, at: Node<'_>) {
     match (live, applied) {
         (Value::Object(l), Value::Object(a)) => {
             for (k, av) in a {
-                let s =
-                    if name.is_empty() && k == "metadata" { None } else { child_schema(schema, k) };
                 match l.get_mut(k) {
-                    Some(lv) => merge_applied(lv, av, k, s, custom),
+                    Some(lv) => merge_applied(lv, av, at.field(k)),
                     None => {
                         l.insert(k.clone(), av.clone());
                     }
                 }
             }
         }
-        (Value::Array(l), Value::Array(a)) => {
-            let all: Vec<Value> = l.iter().chain(a).cloned().collect();
-            match list_type(name, &all, schema, custom) {
-                ListType::Map(keys) => {
-                    let item_schema = schema.and_then(|s| s.get("items"));
-                    for item in a {
-                        match l.iter_mut().find(|i| same_item(&keys, i, item)) {
-                            Some(li) => merge_applied(li, item, "", item_schema, custom),
-                            None => l.push(item.clone()),
-                        }
+        (Value::Array(l), Value::Array(a)) => match at.list_type(Mode::Apply) {
+            ListType::Map(keys) => {
+                for item in a {
+                    match l.iter_mut().find(|i| same_item(&keys, i, item)) {
+                        Some(li) => merge_applied(li, item, at.items()),
+                        None => l.push(item.clone()),
                     }
                 }
-                ListType::Set => {
-                    for item in a {
-                        if !l.contains(item) {
-                            l.push(item.clone());
-                        }
-                    }
-                }
-                ListType::Atomic => *l = a.clone(),
             }
-        }
+            ListType::Set => {
+                for item in a {
+                    if !l.contains(item) {
+                        l.push(item.clone());
+                    }
+                }
+            }
+            ListType::Atomic => *l = a.clone(),
+        },
         (l, a) => *l = a.clone(),
     }
 }

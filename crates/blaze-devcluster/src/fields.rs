@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use blaze_merge::lists::{ListType, child_schema, list_type, same_item};
+use blaze_merge::lists::{Key, ListType, Mode, Node, item_key, same_item};
 
 /// One path.
 pub type Path = Vec<String>;
@@ -21,47 +21,41 @@ const OWNED_METADATA: &[&str] = &["labels", "annotations", "finalizers", "ownerR
 pub fn set_of(obj: &Value, schema: Option<&Value>, custom: bool) -> FieldSet {
     let mut out = FieldSet::new();
     let Some(map) = obj.as_object() else { return out };
+    let root = Node::of(obj, schema, custom);
     for (k, v) in map {
         match k.as_str() {
             "apiVersion" | "kind" => {}
             "metadata" => {
                 for mk in OWNED_METADATA {
                     if let Some(mv) = v.get(*mk) {
-                        walk(mk, mv, None, custom, vec!["f:metadata".into()], &mut out);
+                        let at = root.field("metadata").field(mk);
+                        walk(mk, mv, at, vec!["f:metadata".into()], &mut out);
                     }
                 }
             }
-            _ => walk(k, v, child_schema(schema, k), custom, Vec::new(), &mut out),
+            _ => walk(k, v, root.field(k), Vec::new(), &mut out),
         }
     }
     out
 }
 
-fn walk(
-    name: &str,
-    v: &Value,
-    schema: Option<&Value>,
-    custom: bool,
-    mut path: Path,
-    out: &mut FieldSet,
-) {
+fn walk(name: &str, v: &Value, at: Node<'_>, mut path: Path, out: &mut FieldSet) {
     path.push(format!("f:{name}"));
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, c) in m {
-                walk(k, c, child_schema(schema, k), custom, path.clone(), out);
+                walk(k, c, at.field(k), path.clone(), out);
             }
         }
-        Value::Array(items) => match list_type(name, items, schema, custom) {
+        Value::Array(items) => match at.list_type(Mode::Apply) {
             ListType::Map(keys) => {
-                let item_schema = schema.and_then(|s| s.get("items"));
                 for item in items {
                     let mut ip = path.clone();
-                    ip.push(item_key(&keys, item));
+                    ip.push(format!("k:{}", Value::Object(item_key(&keys, item))));
                     out.insert(ip.clone());
                     if let Some(m) = item.as_object() {
                         for (k, c) in m {
-                            walk(k, c, child_schema(item_schema, k), custom, ip.clone(), out);
+                            walk(k, c, at.items().field(k), ip.clone(), out);
                         }
                     }
                 }
@@ -83,12 +77,6 @@ fn walk(
     }
 }
 
-fn item_key(keys: &[String], item: &Value) -> String {
-    let m: Map<String, Value> =
-        keys.iter().map(|k| (k.clone(), item.get(k).cloned().unwrap_or(Value::Null))).collect();
-    format!("k:{}", Value::Object(m))
-}
-
 /// The value at `path`, if present.
 pub fn get<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut cur = obj;
@@ -105,7 +93,7 @@ fn step<'a>(cur: &'a Value, el: &str) -> Option<&'a Value> {
     let items = cur.as_array()?;
     if let Some(k) = el.strip_prefix("k:") {
         let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-        let keys: Vec<String> = key.keys().cloned().collect();
+        let keys: Vec<Key> = key.keys().map(Key::new).collect();
         let probe = Value::Object(key);
         return items.iter().find(|i| same_item(&keys, i, &probe));
     }
@@ -198,7 +186,8 @@ mod tests {
 
     #[test]
     fn sets_round_trip_through_fields_v1() {
-        let obj = json!({"metadata": {"name": "x", "labels": {"a": "1"}, "finalizers": ["f"]},
+        let obj = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x", "labels": {"a": "1"}, "finalizers": ["f"]},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
                 "args": ["a", "b"]}});
         let set = set_of(&obj, None, false);

@@ -54,7 +54,7 @@ pub(crate) fn patch(
     let (code, obj) = write(st, info, |inner| match kind {
         Kind::Apply => server_side_apply(&w, inner, ns, name, sub, body, force),
         _ => update(&w, inner, ns, name, sub, |mut doc| {
-            patch_doc(kind, &mut doc, &body)?;
+            patch_doc(kind, info, &mut doc, &body)?;
             Ok(doc)
         })
         .map(|o| (StatusCode::OK, o)),
@@ -62,7 +62,7 @@ pub(crate) fn patch(
     Ok((code, obj, w.warnings.into_inner()))
 }
 
-fn patch_doc(kind: Kind, doc: &mut Value, body: &Value) -> ApiResult<()> {
+fn patch_doc(kind: Kind, info: &ResourceInfo, doc: &mut Value, body: &Value) -> ApiResult<()> {
     match kind {
         Kind::Json => {
             let p: json_patch::Patch = serde_json::from_value(body.clone()).map_err(|e| {
@@ -91,7 +91,8 @@ fn patch_doc(kind: Kind, doc: &mut Value, body: &Value) -> ApiResult<()> {
                     "the body of a strategic merge patch must be a JSON object",
                 ));
             }
-            blaze_merge::merge(doc, body);
+            let at = blaze_merge::lists::Node::builtin(&info.api_version(), &info.kind);
+            blaze_merge::merge(doc, body, at);
             Ok(())
         }
         Kind::Apply => Ok(()),

@@ -80,7 +80,11 @@ pub fn apply_override(
 ) -> Result<PodTemplateSpec> {
     let generated = template.clone();
     let mut value = serde_json::to_value(template)?;
-    blaze_merge::merge(&mut value, over);
+    blaze_merge::merge(
+        &mut value,
+        over,
+        blaze_merge::lists::Node::builtin("v1", "PodTemplateSpec"),
+    );
     let mut merged: PodTemplateSpec = serde_json::from_value(value).map_err(|e| {
         Error::InvalidSpec(format!("spec.podTemplate does not merge into a pod template: {e}"))
     })?;
