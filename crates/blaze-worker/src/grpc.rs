@@ -85,6 +85,7 @@ impl Generate for GenerateService {
             frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
             presence_penalty: s.presence_penalty.unwrap_or(0.0),
             logprobs: None,
+            ignore_eos: s.ignore_eos.unwrap_or(false),
         };
         let invalid = |field: &str, ok: bool| {
             if ok {

@@ -25,6 +25,9 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// How many top alternatives to report per token; `None` reports no logprobs.
     pub logprobs: Option<usize>,
+    /// Go on past an end-of-sequence token, to `max_tokens` or a stop string (vLLM's
+    /// `ignore_eos`: what benchmarks use to generate a fixed number of tokens).
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -38,6 +41,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
             logprobs: None,
+            ignore_eos: false,
         }
     }
 }
@@ -60,6 +64,11 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// Whether the sequence goes on past an end-of-sequence token.
+    pub fn ignores_eos(&self) -> bool {
+        self.params.ignore_eos
+    }
+
     /// A sampler for a sequence that starts with `prompt`.
     pub fn new(params: SamplingParams, prompt: &[u32]) -> Self {
         let rng = match params.seed {

@@ -180,3 +180,49 @@ fn forward_matches_candle_transformers_quantized_llama() {
         input = vec![blaze_worker::sampling::argmax(&ours)];
     }
 }
+
+/// A short chat answer ends at the model's end-of-sequence token; with `ignore_eos` the same
+/// request generates all of `max_tokens`.
+#[tokio::test]
+async fn ignore_eos_generates_max_tokens_past_the_end_of_sequence() {
+    let model = blaze_worker::model::load(
+        &blaze_worker::testing::smollm2_gguf(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = blaze_worker::metrics::Metrics::register(&mut registry);
+    let engine = LlmEngine::start("smollm2".into(), model, SchedulerConfig::default(), metrics);
+    let messages: Vec<blaze_worker::chat::Message> = serde_json::from_value(serde_json::json!([
+        {"role": "user", "content": "What is the capital of France? One word."}
+    ]))
+    .unwrap();
+    let prompt = engine.tokenize_chat(&messages).unwrap();
+    let run = |ignore_eos: bool| {
+        let request = GenerateRequest {
+            prompt: prompt.clone(),
+            max_tokens: 48,
+            sampling: SamplingParams { ignore_eos, ..SamplingParams::default() },
+            stop: vec![],
+            deadline: None,
+        };
+        let mut events = engine.submit(request).unwrap();
+        async move {
+            loop {
+                match tokio::time::timeout(Duration::from_secs(60), events.recv()).await.unwrap() {
+                    Some(Event::Done { reason, completion_tokens, .. }) => {
+                        return (reason, completion_tokens);
+                    }
+                    Some(Event::Error(e)) => panic!("{e}"),
+                    Some(_) => {}
+                    None => panic!("no end"),
+                }
+            }
+        }
+    };
+    let (reason, tokens) = run(false).await;
+    assert_eq!(reason, blaze_worker::engine::FinishReason::Stop);
+    assert!(tokens < 48, "{tokens} tokens: the answer did not end");
+    let (reason, tokens) = run(true).await;
+    assert_eq!((reason, tokens), (blaze_worker::engine::FinishReason::Length, 48));
+}

@@ -198,6 +198,7 @@ pub fn generation(params: &Params, prefix: &str) -> Result<Generation, OipError>
         frequency_penalty: r.float("frequency_penalty", -2.0..=2.0)?.unwrap_or(0.0) as f32,
         presence_penalty: r.float("presence_penalty", -2.0..=2.0)?.unwrap_or(0.0) as f32,
         logprobs: None,
+        ignore_eos: r.bool("ignore_eos")?.unwrap_or(false),
     };
     let stop = r.strings("stop")?;
     if stop.len() > MAX_STOPS {

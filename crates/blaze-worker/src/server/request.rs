@@ -172,6 +172,11 @@ fn common(obj: &Map<String, Value>, logprobs: Option<usize>) -> Result<Common, A
         frequency_penalty: float(obj, "frequency_penalty", -2.0..=2.0)?.unwrap_or(0.0),
         presence_penalty: float(obj, "presence_penalty", -2.0..=2.0)?.unwrap_or(0.0),
         logprobs,
+        ignore_eos: match obj.get("ignore_eos") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ApiError::invalid("ignore_eos", "must be a boolean")),
+        },
     };
     if sampling.top_p == 0.0 {
         return Err(ApiError::invalid("top_p", "must be greater than 0"));

@@ -300,7 +300,7 @@ impl Worker {
         s.last = token;
         self.metrics.generation_tokens.inc();
         let mut reason = None;
-        let text = if self.model.eos_ids.contains(&token) {
+        let text = if self.model.eos_ids.contains(&token) && !s.sampler.ignores_eos() {
             reason = Some(FinishReason::Stop);
             // Bytes held back for a character the model never finished.
             let rest = s.decoder.finish(&self.model.tokenizer).unwrap_or_default();

@@ -7,7 +7,9 @@ fn chat_request_parses_with_openai_defaults() {
     let p = parse_chat(br#"{"model":"m","messages":[{"role":"user","content":"Hi"}]}"#).unwrap();
     assert_eq!(p.prompt, Prompt::Chat(vec![Message { role: "user".into(), content: "Hi".into() }]));
     assert_eq!(p.common.sampling.temperature, 1.0);
-    assert!(!p.common.stream);
+    assert!(!p.common.stream && !p.common.sampling.ignore_eos);
+    let p = parse_completion(br#"{"prompt":"x","ignore_eos":true}"#).unwrap();
+    assert!(p.common.sampling.ignore_eos);
 }
 
 #[test]
@@ -22,6 +24,7 @@ fn errors_name_the_bad_field() {
         (br#"{"prompt":"x","n":3}"#, "n"),
         (br#"{"prompt":7}"#, "prompt"),
         (br#"{"prompt":"x","presence_penalty":"a"}"#, "presence_penalty"),
+        (br#"{"prompt":"x","ignore_eos":1}"#, "ignore_eos"),
     ];
     for (body, field) in cases {
         let e = parse_completion(body).unwrap_err();
