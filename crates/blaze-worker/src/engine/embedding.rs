@@ -9,13 +9,12 @@
 mod batch;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::engine::health::{self, Ending, Shared};
 use crate::engine::{EngineError, Health, SubmitError, fault};
@@ -189,30 +188,7 @@ impl EmbeddingEngine {
         &self.name
     }
 
-    /// Current health.
-    pub fn health(&self) -> Health {
-        self.shared.health()
-    }
-
-    /// Health as it changes.
-    pub fn watch_health(&self) -> watch::Receiver<Health> {
-        self.shared.watch_health()
-    }
-
-    /// What failed, once the health is [`Health::Failed`].
-    pub fn failure(&self) -> Option<String> {
-        self.shared.failure()
-    }
-
-    /// Stops admitting requests; those in flight run to completion.
-    pub fn drain(&self) {
-        self.shared.set(Health::Draining);
-    }
-
-    /// Requests queued or running.
-    pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::SeqCst)
-    }
+    health::lifecycle_methods!();
 
     /// The token ids the model sees for `text` (special tokens included), cut to the
     /// model's maximum when `truncate`.
