@@ -315,7 +315,9 @@ fn post_with_length(body: &[u8], value: &str) -> Vec<u8> {
 async fn bad_heads_are_refused_and_the_connection_closed() {
     let p = Pair::start().await;
     let many: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let huge = format!("x-big: {}\r\n", "a".repeat(500 * 1024));
+    // Far over hyper's read buffer (about 400 KiB): a head of 500 KiB arriving in one read
+    // was sometimes parsed whole.
+    let huge = format!("x-big: {}\r\n", "a".repeat(4 * 1024 * 1024));
     let cases: &[(&str, Vec<u8>, u16)] = &[
         ("a header line without a colon", get("/length", "no colon here\r\n"), 400),
         ("a space before the colon", get("/length", "x-a : 1\r\n"), 400),
