@@ -202,3 +202,24 @@ async fn the_open_inference_protocol_generates_pngs() {
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("prompt"), "{body}");
 }
+
+/// The memory flags reach the pipeline: `/v1/models` reports each one on, and images of a
+/// size past the tiny autoencoder's training size (so tiling and slicing both act) come back.
+#[tokio::test]
+async fn memory_flags_reach_the_pipeline_and_it_still_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--attention-slicing", "--vae-slicing", "--vae-tiling", "--cpu-offload"];
+    let w = worker(dir.path(), &flags).await;
+    let models: Value =
+        reqwest::get(format!("{}/v1/models", w.base)).await.unwrap().json().await.unwrap();
+    let info = &models["data"][0]["blaze"];
+    for key in ["attention_slicing", "vae_slicing", "vae_tiling", "cpu_offload"] {
+        assert_eq!(info[key], true, "{key}: {info}");
+    }
+    let ask = json!({"prompt": "a red fox", "n": 2, "size": "192x192", "steps": 1, "seed": 1});
+    let (status, body) = w.post_json("/v1/images/generations", &ask).await;
+    assert_eq!(status, 200, "{body}");
+    for image in body["data"].as_array().unwrap() {
+        assert_eq!(decode(&b64(&image["b64_json"])).0, 192);
+    }
+}
