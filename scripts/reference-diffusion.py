@@ -2,7 +2,7 @@
 
 Runs diffusers (in the reference environment: scripts/reference-venv.sh) on the tiny
 random-weight pipelines and initial noise that
-`REFERENCE_DIR=DIR cargo test -p blaze-worker --test diffusion write_reference_inputs -- --ignored`
+`REFERENCE_DIR=DIR cargo test -p blaze-worker --test integration diffusion::write_reference_inputs -- --ignored`
 writes into DIR, and saves each image as OUT/NAME.png. DDIM (SD) and Euler (SDXL) add no noise
 while they step, so given the same starting noise the worker must draw the same image.
 

@@ -1,8 +1,6 @@
 //! The node side against the development API server, in-process, with real test app
 //! processes: Deployments scale and delete cleanly, pods that fit nowhere stay Pending.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
 use std::time::{Duration, Instant};
 
 use blaze_devcluster::{ApiServer, Config};

@@ -1,7 +1,5 @@
 //! Pods run as real processes of the test app, without an API server.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
 use std::net::Ipv4Addr;
 
 use blaze_devnode::backoff::BackoffConfig;

@@ -1,7 +1,5 @@
 //! The command line as a person uses it.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
 use std::process::{Command, Output};
 
 fn op(args: &[&str]) -> Output {

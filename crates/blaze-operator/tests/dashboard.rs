@@ -8,9 +8,7 @@
 //! engine and router, writes their status, scrapes their (absent) workers, and that is the
 //! history the charts show.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

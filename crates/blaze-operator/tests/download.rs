@@ -6,9 +6,7 @@
 //!
 //! No node runs: the test makes the worker pod and writes its status as a kubelet would.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::sync::Arc;

@@ -3,9 +3,7 @@
 //! ClusterRole less one rule, and says what it lacks where a user looks: a Warning event
 //! `ReconcileFailed` on the engine naming the resource and the account.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-mod support;
+use crate::support;
 
 use std::process::Command;
 

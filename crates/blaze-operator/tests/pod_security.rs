@@ -5,8 +5,6 @@
 //! Every engine and router of `manifests/examples/` is rendered into its Deployment and the
 //! Deployment's pod template is checked.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
 use std::path::Path;
 
 use blaze_api::{BlazeEngine, BlazeRouter};

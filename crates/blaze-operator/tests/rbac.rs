@@ -1,7 +1,5 @@
 //! `rbac.yaml` grants exactly what the operator calls, no more.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
 use std::collections::BTreeSet;
 
 use blaze_operator::controller::permissions::{CLUSTER, LEADER};

@@ -2,10 +2,7 @@
 //! within a second, and it returns once it is back. An endpoint's early refusal of a large
 //! upload reaches the client as it was sent.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/process.rs"]
-mod support;
+use crate::support::process as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

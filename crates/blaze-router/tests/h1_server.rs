@@ -4,12 +4,8 @@
 //! headers but for `date` and `x-request-id` values, de-chunked body, trailers, whether the
 //! connection stays open).
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/raw_http.rs"]
-mod raw_http;
-#[path = "support/process.rs"]
-mod support;
+use crate::support::process as support;
+use crate::support::raw_http;
 
 use std::time::Duration;
 

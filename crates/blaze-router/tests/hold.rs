@@ -2,10 +2,7 @@
 //! brings one, within its bounds; beyond them it answers 503 with `Retry-After`. A request
 //! whose endpoint goes away with the last of them before answering is held too.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/process.rs"]
-mod support;
+use crate::support::process as support;
 
 use std::time::{Duration, Instant};
 

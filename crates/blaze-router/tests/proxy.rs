@@ -1,10 +1,7 @@
 //! The router as a process in front of real upstream processes: balancing, headers, reloads,
 //! API keys, server-sent events, gRPC server streams and retried one-message gRPC calls.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/process.rs"]
-mod support;
+use crate::support::process as support;
 
 use std::time::Duration;
 

@@ -3,10 +3,7 @@
 //! detector, or a reload that drops it), and a slow endpoint that still answers its probe is
 //! left to finish. Time to first byte is measured at the first body byte, not the headers.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/process.rs"]
-mod support;
+use crate::support::process as support;
 
 use std::time::{Duration, Instant};
 

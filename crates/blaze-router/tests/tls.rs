@@ -2,10 +2,7 @@
 //! with `x-forwarded-proto: https`, a renewed certificate is served without a restart, and a
 //! broken renewal leaves the last good one in service.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/process.rs"]
-mod support;
+use crate::support::process as support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

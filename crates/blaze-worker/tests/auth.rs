@@ -3,10 +3,7 @@
 //! wrong one; health and metrics stay open; a token file that changes is followed without a
 //! restart; a folder without a token stops the start naming the flag.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::worker as support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

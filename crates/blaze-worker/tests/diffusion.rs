@@ -2,8 +2,6 @@
 //! sizes, seeds, memory options and batching as a caller of the model sees them, and images
 //! against diffusers' (tests/data/diffusion, made as scripts/reference-diffusion.py says).
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
 use std::path::Path;
 
 use blaze_worker::model::diffusion::tiny::{self, Variant};

@@ -5,10 +5,7 @@
 //! official OpenAI Python client; and tiny random encoders for what MiniLM cannot show
 //! (Matryoshka `dimensions`, XLM-RoBERTa, the watchdog).
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::worker as support;
 
 use std::path::Path;
 use std::process::Command;

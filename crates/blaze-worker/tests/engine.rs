@@ -1,8 +1,6 @@
 //! The scheduler through the production loading path, with a tiny random-weight llama that
 //! the test writes (config.json, model.safetensors, tokenizer.json).
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
 use std::time::{Duration, Instant};
 
 use blaze_worker::engine::llm::{LlmEngine, SchedulerConfig};

@@ -6,14 +6,9 @@
 //! factors in GGUF files), a GGUF converted as llama.cpp does is checked against the
 //! safetensors checkpoint it came from.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/compare.rs"]
-mod compare;
-#[path = "support/worker.rs"]
-mod support;
-#[path = "support/tiny.rs"]
-mod tiny;
+use crate::support::compare;
+use crate::support::tiny;
+use crate::support::worker as support;
 
 use blaze_worker::model::rope::RopeScaling;
 use blaze_worker::model::{KvCache, LoadedModel, Weights};

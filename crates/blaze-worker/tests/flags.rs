@@ -3,10 +3,7 @@
 //! (`--device cuda` without CUDA, a format the source does not hold, GGUF with a dtype) end
 //! the start with a message that names the flag.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::worker as support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -4,14 +4,9 @@
 //! a tiny Phi-3 GGUF with that vocabulary through the production loading path and the
 //! worker binary. Byte-level BPE (`gpt2`) splitting words as `tokenizer.ggml.pre` says.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/compare.rs"]
-mod compare;
-#[path = "support/worker.rs"]
-mod support;
-#[path = "support/tiny.rs"]
-mod tiny;
+use crate::support::compare;
+use crate::support::tiny;
+use crate::support::worker as support;
 
 use std::path::Path;
 

@@ -1,9 +1,6 @@
 //! The gRPC surface on the HTTP port: streaming generate and grpc.health.v1.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::worker as support;
 
 use std::time::Duration;
 

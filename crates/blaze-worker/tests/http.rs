@@ -1,10 +1,7 @@
 //! The worker binary over HTTP with a tiny random-weight llama written by the test: the
 //! OpenAI surface, errors, health, metrics and graceful shutdown.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::worker as support;
 
 use std::time::Duration;
 

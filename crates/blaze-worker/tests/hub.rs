@@ -2,12 +2,8 @@
 //! layout (`/ORG/NAME/resolve/REV/FILE`), through `HF_ENDPOINT` and a cache folder, both
 //! from the worker itself and from `blaze-worker download` (the init container's command).
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/hub.rs"]
-mod hub;
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::hub;
+use crate::support::worker as support;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -2,10 +2,7 @@
 //! pipeline: OpenAI's `/v1/images/generations` (PNGs, seeds, errors naming the field,
 //! streamed progress), requests batched together, and the Open Inference Protocol.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::worker as support;
 
 use std::time::Duration;
 

@@ -4,10 +4,7 @@
 //! Python client (`tritonclient[http,grpc]`, scripts/test-deps.sh) against the worker and
 //! through the router.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::worker as support;
 
 use std::collections::HashMap;
 use std::process::Command;

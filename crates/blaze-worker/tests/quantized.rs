@@ -2,10 +2,7 @@
 //! model written by the test loads through the production path as f16, bf16, Q8_0 and Q4K
 //! and answers within each type's error of the f32 model, with fewer bytes per decode step.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/tiny.rs"]
-mod tiny;
+use crate::support::tiny;
 
 use blaze_worker::model::{Dtype, KvCache, LoadOptions, LoadedModel, Quantization, load_with};
 use candle_core::Device;

@@ -2,10 +2,7 @@
 //! deterministic requests come back byte for byte (streamed and not) from memory, and from
 //! disk after a restart; sampled requests are never answered from it.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::worker as support;
 
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};

@@ -2,10 +2,7 @@
 //! scripts/test-deps.sh): chat through the official OpenAI Python client, and
 //! batched decoding against a plain single-sequence loop.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::worker as support;
 
 use std::process::Command;
 use std::time::Duration;

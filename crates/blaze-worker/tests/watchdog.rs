@@ -3,10 +3,7 @@
 //! health, and ends every request in flight at once with a retriable error. And a forward
 //! pass that fails during the warm-up fails the start.
 
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-#[path = "support/worker.rs"]
-mod support;
+use crate::support::worker as support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

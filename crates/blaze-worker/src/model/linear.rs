@@ -12,6 +12,7 @@ use crate::Result;
 /// GEMM then reads it in place. Held `[out, in]` (candle's layout, multiplied through a
 /// transposed view) GEMM packed the whole matrix on every call, a quarter of a 16-sequence
 /// decode step's time.
+#[derive(Clone)]
 pub struct Linear {
     quantized: Option<QMatMul>,
     /// Zero columns the quantized weights carry past the input width (see [`q8_0_tiled`]);

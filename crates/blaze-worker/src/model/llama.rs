@@ -63,6 +63,7 @@ pub struct LlamaConfig {
 pub const DENSE_MIN_ROWS: usize = 8;
 
 /// One transformer block's weights.
+#[derive(Clone)]
 pub struct Block {
     pub(crate) attn_norm: Tensor,
     pub(crate) wq: Linear,
@@ -89,7 +90,8 @@ impl Block {
 }
 
 /// A loaded llama-family model. Holds no per-request state, so one model serves any number
-/// of sequences.
+/// of sequences. A clone shares the weights (and the kernel choices made at load).
+#[derive(Clone)]
 pub struct Llama {
     pub(crate) config: LlamaConfig,
     pub(crate) embed: Tensor,
