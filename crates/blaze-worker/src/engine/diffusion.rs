@@ -215,7 +215,7 @@ impl DiffusionEngine {
         &self.name
     }
 
-    health::lifecycle_methods!();
+    health::lifecycle_methods!(pub);
 
     /// Queues `request` after checking it; the receiver gets progress events, then the
     /// images or an error.

@@ -188,7 +188,7 @@ impl EmbeddingEngine {
         &self.name
     }
 
-    health::lifecycle_methods!();
+    health::lifecycle_methods!(pub);
 
     /// The token ids the model sees for `text` (special tokens included), cut to the
     /// model's maximum when `truncate`.

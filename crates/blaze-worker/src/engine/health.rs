@@ -233,31 +233,32 @@ pub(crate) fn enqueue<T: Ending, A>(
 
 /// The handle methods of an engine struct whose [`Shared`] state is its `shared` field:
 /// health, its changes, the failure, draining and the requests in flight (what `/readyz`,
-/// `/livez` and a drain ask of every engine).
+/// `/livez` and a drain ask of every engine). `lifecycle_methods!(pub)` in an inherent impl,
+/// `lifecycle_methods!()` in an implementation of [`super::Engine`].
 macro_rules! lifecycle_methods {
-    () => {
+    ($($vis:tt)*) => {
         /// Current health.
-        pub fn health(&self) -> $crate::engine::Health {
+        $($vis)* fn health(&self) -> $crate::engine::Health {
             self.shared.health()
         }
 
         /// Health as it changes.
-        pub fn watch_health(&self) -> tokio::sync::watch::Receiver<$crate::engine::Health> {
+        $($vis)* fn watch_health(&self) -> tokio::sync::watch::Receiver<$crate::engine::Health> {
             self.shared.watch_health()
         }
 
         /// What failed, once the health is `Failed`.
-        pub fn failure(&self) -> Option<String> {
+        $($vis)* fn failure(&self) -> Option<String> {
             self.shared.failure()
         }
 
         /// Stops admitting requests; those in flight run to completion.
-        pub fn drain(&self) {
+        $($vis)* fn drain(&self) {
             self.shared.set($crate::engine::Health::Draining);
         }
 
         /// Requests queued or running.
-        pub fn in_flight(&self) -> usize {
+        $($vis)* fn in_flight(&self) -> usize {
             self.shared.in_flight.load(std::sync::atomic::Ordering::SeqCst)
         }
     };

@@ -6,11 +6,10 @@ mod batch;
 pub mod stop;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use blaze_worker_cli::WarmPrompt;
 
@@ -174,20 +173,10 @@ pub async fn warm(engine: &dyn Engine, prompts: &[WarmPrompt]) -> Result<usize, 
 }
 
 impl Engine for LlmEngine {
+    health::lifecycle_methods!();
+
     fn model_name(&self) -> &str {
         &self.name
-    }
-
-    fn health(&self) -> Health {
-        self.shared.health()
-    }
-
-    fn watch_health(&self) -> watch::Receiver<Health> {
-        self.shared.watch_health()
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.shared.failure()
     }
 
     fn context_length(&self) -> usize {
@@ -245,13 +234,5 @@ impl Engine for LlmEngine {
         let max_queue = self.config.max_queue;
         health::enqueue(&self.shared, &self.metrics, &self.queue, admission, max_queue)?;
         Ok(events)
-    }
-
-    fn drain(&self) {
-        self.shared.set(Health::Draining);
-    }
-
-    fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::SeqCst)
     }
 }
