@@ -162,21 +162,21 @@ impl DiffusionEngine {
         own: DiffusionMetrics,
     ) -> Self {
         let model = Arc::new(model);
-        let (queue, receiver) = std::sync::mpsc::sync_channel(config.max_queue);
-        let shared = Arc::new(Shared::new(metrics.clone()));
-        let worker = batch::Worker::new(
-            model.clone(),
-            receiver,
-            shared.clone(),
-            metrics.clone(),
-            own,
-            config.clone(),
-        );
-        health::spawn_supervised(
+        let (queue, shared) = health::start_engine_thread(
             "blaze-diffuser",
-            shared.clone(),
+            &metrics,
+            config.max_queue,
             config.stall_timeout,
-            worker,
+            |receiver, shared| {
+                batch::Worker::new(
+                    model.clone(),
+                    receiver,
+                    shared,
+                    metrics.clone(),
+                    own,
+                    config.clone(),
+                )
+            },
             batch::Worker::run,
         );
         Self { name, model, queue, shared, metrics, config }

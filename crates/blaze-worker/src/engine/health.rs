@@ -171,6 +171,25 @@ pub(crate) fn spawn_watchdog<T: Ending>(
         .expect("spawning the watchdog thread");
 }
 
+/// What every engine's start makes: the queue its requests wait in (`max_queue` at most),
+/// the state its handle shares with its thread, and the thread `name` running `run` over the
+/// state that `make` builds from the queue's receiving end and the shared state, supervised
+/// as [`spawn_supervised`] says. Returns the queue's sending end and the shared state.
+pub(crate) fn start_engine_thread<T: Ending, A, S: Send + 'static>(
+    name: &str,
+    metrics: &Metrics,
+    max_queue: usize,
+    stall_timeout: Duration,
+    make: impl FnOnce(std::sync::mpsc::Receiver<A>, std::sync::Arc<Shared<T>>) -> S,
+    run: fn(&mut S),
+) -> (std::sync::mpsc::SyncSender<A>, std::sync::Arc<Shared<T>>) {
+    let (queue, receiver) = std::sync::mpsc::sync_channel(max_queue);
+    let shared = std::sync::Arc::new(Shared::new(metrics.clone()));
+    let state = make(receiver, shared.clone());
+    spawn_supervised(name, shared.clone(), stall_timeout, state, run);
+    (queue, shared)
+}
+
 /// Starts the engine's thread `name` running `run(state)`, and the watchdog beside it.
 ///
 /// A panic must not leave an engine that looks alive but never answers: it trips the
