@@ -26,6 +26,18 @@ pub const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Longest time spent draining; a client sending slower than this is cut off.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The answer to `request`: what `serve` makes of its body (read as [`read_limited`] reads
+/// it), its error as a response, or the response to a body that cannot be read.
+pub(super) async fn with_body<E: IntoResponse>(
+    request: Request,
+    serve: impl AsyncFnOnce(Bytes) -> Result<Response, E>,
+) -> Response {
+    match read_limited(request).await {
+        Ok(body) => serve(body).await.unwrap_or_else(IntoResponse::into_response),
+        Err(response) => response,
+    }
+}
+
 /// The body of `request`, or the response to send when it cannot be read or is too large.
 pub(super) async fn read_limited(request: Request) -> Result<Bytes, Response> {
     let version = request.version();

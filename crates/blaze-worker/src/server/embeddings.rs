@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine as _;
 use blaze_worker_cli::Kind;
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::AppState;
-use super::body::read_limited;
+use super::body::with_body;
 use super::error::ApiError;
 use super::openai::{check_model, json_body, not_ready, wrong_kind};
 use super::request::embeddings::{EmbeddingsRequest, EncodingFormat, Input, parse_embeddings};
@@ -22,11 +22,7 @@ use crate::engine::Served;
 use crate::engine::embedding::{EmbedRequest, EmbeddingEngine, Embeddings};
 
 pub(super) async fn embeddings(State(state): State<AppState>, request: Request) -> Response {
-    let body = match read_limited(request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    serve(state, &body).await.unwrap_or_else(IntoResponse::into_response)
+    with_body(request, async |body| serve(state, &body).await).await
 }
 
 async fn serve(state: AppState, body: &[u8]) -> Result<Response, ApiError> {

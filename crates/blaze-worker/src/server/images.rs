@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::AppState;
-use super::body::read_limited;
+use super::body::with_body;
 use super::error::ApiError;
 use super::openai::{check_model, not_ready, now, wrong_kind};
 use super::request::images::{ImagesRequest, parse_images};
@@ -27,11 +27,7 @@ use crate::engine::{Served, SubmitError};
 use crate::model::diffusion::ImageSpec;
 
 pub(super) async fn generations(State(state): State<AppState>, request: Request) -> Response {
-    let body = match read_limited(request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    serve(state, &body).await.unwrap_or_else(IntoResponse::into_response)
+    with_body(request, async |body| serve(state, &body).await).await
 }
 
 async fn serve(state: AppState, body: &[u8]) -> Result<Response, ApiError> {

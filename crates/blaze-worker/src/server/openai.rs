@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::AppState;
-use super::body::read_limited;
+use super::body::with_body;
 use super::error::ApiError;
 use super::request::{Parsed, Prompt, parse_chat, parse_completion};
 use crate::cache::{self, Answer, Key, ResponseCache};
@@ -39,19 +39,11 @@ pub(super) async fn models(State(state): State<AppState>) -> Response {
 }
 
 pub(super) async fn completions(State(state): State<AppState>, request: Request) -> Response {
-    let body = match read_limited(request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    serve(state, parse_completion(&body), false).await.unwrap_or_else(IntoResponse::into_response)
+    with_body(request, async |body| serve(state, parse_completion(&body), false).await).await
 }
 
 pub(super) async fn chat_completions(State(state): State<AppState>, request: Request) -> Response {
-    let body = match read_limited(request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    serve(state, parse_chat(&body), true).await.unwrap_or_else(IntoResponse::into_response)
+    with_body(request, async |body| serve(state, parse_chat(&body), true).await).await
 }
 
 /// Everything the response builders need to know about the request.
