@@ -113,10 +113,9 @@ pub fn parse_chat(body: &[u8]) -> Result<Parsed, ApiError> {
         };
         messages.push(Message { role: role.to_string(), content });
     }
-    let logprobs = match obj.get("logprobs") {
-        Some(Value::Bool(true)) => Some(uint(&obj, "top_logprobs")?.unwrap_or(0)),
-        Some(Value::Bool(false)) | Some(Value::Null) | None => None,
-        Some(_) => return Err(ApiError::invalid("logprobs", "must be a boolean")),
+    let logprobs = match flag(&obj, "logprobs")? {
+        true => Some(uint(&obj, "top_logprobs")?.unwrap_or(0)),
+        false => None,
     };
     if logprobs.is_some_and(|n| n > 20) {
         return Err(ApiError::invalid("top_logprobs", "must be between 0 and 20"));
@@ -172,11 +171,7 @@ fn common(obj: &Map<String, Value>, logprobs: Option<usize>) -> Result<Common, A
         frequency_penalty: float(obj, "frequency_penalty", -2.0..=2.0)?.unwrap_or(0.0),
         presence_penalty: float(obj, "presence_penalty", -2.0..=2.0)?.unwrap_or(0.0),
         logprobs,
-        ignore_eos: match obj.get("ignore_eos") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ApiError::invalid("ignore_eos", "must be a boolean")),
-        },
+        ignore_eos: flag(obj, "ignore_eos")?,
     };
     if sampling.top_p == 0.0 {
         return Err(ApiError::invalid("top_p", "must be greater than 0"));
@@ -194,17 +189,22 @@ fn common(obj: &Map<String, Value>, logprobs: Option<usize>) -> Result<Common, A
             ));
         }
     };
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid("stream", "must be a boolean")),
-    };
+    let stream = flag(obj, "stream")?;
     let include_usage = obj
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
     Ok(Common { model, max_tokens, sampling, stop, stream, include_usage })
+}
+
+/// A boolean field: false when absent or null.
+fn flag(obj: &Map<String, Value>, field: &str) -> Result<bool, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid(field, "must be a boolean")),
+    }
 }
 
 fn uint(obj: &Map<String, Value>, field: &str) -> Result<Option<usize>, ApiError> {

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{ApiError, object, uint};
+use super::{ApiError, flag, object, uint};
 use crate::engine::embedding::MAX_INPUTS;
 
 /// How the vectors are written in the answer.
@@ -65,11 +65,7 @@ pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, ApiError> {
     if dimensions == Some(0) {
         return Err(ApiError::invalid("dimensions", "must be at least 1"));
     }
-    let truncate = match obj.get("truncate") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid("truncate", "must be a boolean")),
-    };
+    let truncate = flag(&obj, "truncate")?;
     Ok(EmbeddingsRequest { model, input, encoding_format, dimensions, truncate })
 }
 

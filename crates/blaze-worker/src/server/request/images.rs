@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::{ApiError, object, uint};
+use super::{ApiError, flag, object, uint};
 
 /// A parsed request; what it leaves out takes the engine's defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,11 +101,7 @@ pub fn parse_images(body: &[u8]) -> Result<ImagesRequest, ApiError> {
                 .ok_or_else(|| ApiError::invalid("seed", "must be a non-negative integer"))?,
         ),
     };
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid("stream", "must be a boolean")),
-    };
+    let stream = flag(&obj, "stream")?;
     string("user")?;
     Ok(ImagesRequest {
         model: string("model")?,

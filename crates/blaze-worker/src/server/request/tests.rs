@@ -25,6 +25,7 @@ fn errors_name_the_bad_field() {
         (br#"{"prompt":7}"#, "prompt"),
         (br#"{"prompt":"x","presence_penalty":"a"}"#, "presence_penalty"),
         (br#"{"prompt":"x","ignore_eos":1}"#, "ignore_eos"),
+        (br#"{"prompt":"x","stream":"yes"}"#, "stream"),
     ];
     for (body, field) in cases {
         let e = parse_completion(body).unwrap_err();
@@ -34,6 +35,12 @@ fn errors_name_the_bad_field() {
     }
     let e = parse_chat(br#"{"messages":[{"content":"x"}]}"#).unwrap_err();
     assert_eq!(e.param.as_deref(), Some("messages[0].role"));
+    let chat = br#"{"messages":[{"role":"user","content":"x"}],"logprobs":1}"#;
+    let e = parse_chat(chat).unwrap_err();
+    assert_eq!(
+        (e.param.as_deref(), e.message.as_str()),
+        (Some("logprobs"), "logprobs: must be a boolean")
+    );
 }
 
 proptest! {
