@@ -5,8 +5,6 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, ensure};
 use base64::Engine as _;
 use blaze::dev::{apply, install};
-use blaze_api::engine::BlazeEngine;
-use blaze_api::router::BlazeRouter;
 use blaze_devnode::k8s::service_proxy::{self, ServiceTarget};
 use blaze_e2e::{cluster, http, until};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -56,9 +54,7 @@ pub async fn the_diffusion_example_returns_a_png_through_its_router(f: Arc<Fixtu
     forward.abort();
     // Its worker and router go, so that they take nothing from the scenarios that measure
     // latency alone after this one.
-    let dp = kube::api::DeleteParams::default();
-    kube::Api::<BlazeRouter>::namespaced(client.clone(), ns).delete("tiny-sd-api", &dp).await?;
-    kube::Api::<BlazeEngine>::namespaced(client.clone(), ns).delete("tiny-sd", &dp).await?;
+    cluster::delete_engine_and_router(&client, ns, "tiny-sd", "tiny-sd-api").await?;
     let answer = answer?;
     let data = answer["data"].as_array().context("no data")?;
     ensure!(data.len() == 2, "{} images", data.len());

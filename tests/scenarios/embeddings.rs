@@ -4,8 +4,6 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, ensure};
 use blaze::dev::{apply, install};
-use blaze_api::engine::BlazeEngine;
-use blaze_api::router::BlazeRouter;
 use blaze_devnode::k8s::service_proxy::{self, ServiceTarget};
 use blaze_e2e::{cluster, http, until};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -58,9 +56,7 @@ pub async fn the_embedding_example_serves_embeddings_through_its_router(
     forward.abort();
     // Its workers and router go, so that they take nothing from the scenarios that measure
     // latency alone after this one.
-    let dp = kube::api::DeleteParams::default();
-    kube::Api::<BlazeRouter>::namespaced(client.clone(), ns).delete("minilm-api", &dp).await?;
-    kube::Api::<BlazeEngine>::namespaced(client.clone(), ns).delete("minilm", &dp).await?;
+    cluster::delete_engine_and_router(&client, ns, "minilm", "minilm-api").await?;
     let answer = answer?;
     let vectors: Vec<Vec<f64>> = answer["data"]
         .as_array()

@@ -187,3 +187,18 @@ pub async fn namespace(client: &Client, name: &str) -> Result<()> {
     }))?;
     blaze::dev::apply::apply_all(client, std::slice::from_ref(&ns)).await
 }
+
+/// Deletes router `router` and engine `engine` in `namespace`, so that their processes take
+/// nothing from scenarios that run after.
+pub async fn delete_engine_and_router(
+    client: &Client,
+    namespace: &str,
+    engine: &str,
+    router: &str,
+) -> Result<()> {
+    use blaze_api::{engine::BlazeEngine, router::BlazeRouter};
+    let dp = DeleteParams::default();
+    Api::<BlazeRouter>::namespaced(client.clone(), namespace).delete(router, &dp).await?;
+    Api::<BlazeEngine>::namespaced(client.clone(), namespace).delete(engine, &dp).await?;
+    Ok(())
+}
