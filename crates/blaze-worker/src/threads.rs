@@ -10,15 +10,6 @@
 //! that is descheduled stalls every matmul: on the shared 2-core development machine at
 //! load 5, SmolLM2 Q4 decoded 6 to 10 tokens/s with two threads and 41 with one.
 
-/// How many times an idle thread of candle's barrier pool checks for work before it sleeps,
-/// unless `CANDLE_BARRIER_POOL_SPIN_LIMIT` says otherwise. candle's default (25,000) keeps
-/// the threads spinning through a whole decode step's gaps, so the kernel's scheduler sees
-/// them as CPU-bound: beside one busy process on the 2-core development machine, SmolLM2 Q4
-/// decoded 5.2 to 6.6 tokens/s with two threads (91 to 93 alone). Threads that sleep sooner
-/// are woken ahead of the neighbour: with 2,000, 22 to 28 tokens/s beside it and 90 to 100
-/// alone; with 1,000, 26 to 30 and 87 to 88 (three runs each, 128 tokens, one client).
-const BARRIER_POOL_SPIN_LIMIT: u32 = 2_000;
-
 /// Threads when `--threads` is not given: the CPUs this process may use (its affinity mask
 /// and cgroup CPU quota).
 pub fn default_threads() -> usize {
@@ -26,8 +17,7 @@ pub fn default_threads() -> usize {
 }
 
 /// Sets candle's thread counts: to `threads` when given, else to [`default_threads`] where
-/// the environment does not set them already; and its barrier pool's spin limit to
-/// [`BARRIER_POOL_SPIN_LIMIT`] where the environment does not.
+/// the environment does not set them already.
 ///
 /// # Safety
 ///
@@ -43,10 +33,5 @@ pub unsafe fn configure(threads: Option<usize>) {
         };
         // SAFETY: the caller guarantees no other thread reads the environment now.
         unsafe { std::env::set_var(var, value.to_string()) };
-    }
-    let spin = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-    if std::env::var_os(spin).is_none() {
-        // SAFETY: as above.
-        unsafe { std::env::set_var(spin, BARRIER_POOL_SPIN_LIMIT.to_string()) };
     }
 }
