@@ -89,20 +89,20 @@ pub enum Weights {
     Auto,
     /// As stored in the file.
     Stored,
-    /// Quantizations candle has only scalar CPU kernels for (Q4_1, Q5_0, Q5_1) are
-    /// re-quantized to Q8_0 (SIMD kernels; 34 bytes per 32 weights), others kept as stored.
-    /// On CPUs with AVX-512 VNNI, Q8_0 projections whose input width is not a multiple of
-    /// 256 carry zero columns up to one, so that candle's tiled kernels take them.
+    /// Quantized kernels for every pass. On CPUs with AVX-512 VNNI, Q4_0 and Q4_1 stay as
+    /// stored and Q8_0, Q5_0 and Q5_1 become Q8_0, all on Blaze's own kernels (weights
+    /// repacked 16 output rows to a vector); other types (the k-quants) stay as stored on
+    /// candle's. Elsewhere Q4_1, Q5_0 and Q5_1 are re-quantized to Q8_0 (candle has only
+    /// scalar CPU kernels for them), others kept as stored.
     #[value(name = "q8_0")]
     Q8_0,
     /// Expanded to f32: f32 GEMM kernels, 4 bytes per weight.
     F32,
-    /// Both: `q8_0` for small decode steps, `f32` for prefill and larger steps; the faster
-    /// kernel for each, in about 5.1 bytes per weight. A sequence's greedy output can then
-    /// depend on how many others share its decode steps, and on which dense copies the
-    /// scheduler kept after timing both kernels at start (the two kernels round
-    /// differently: rarely visible on a trained model, often on random weights); the other
-    /// choices are batch-invariant.
+    /// `q8_0`, plus an f32 copy for prefill and decode steps of eight or more sequences of
+    /// each projection that is on candle's kernels (Blaze's beat f32 GEMM at every batch
+    /// size and get no copy). A sequence's greedy output can then depend on how many others
+    /// share its decode steps (the two kernels round differently: rarely visible on a
+    /// trained model, often on random weights); the other choices are batch-invariant.
     Dual,
 }
 

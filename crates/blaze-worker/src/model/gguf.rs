@@ -23,11 +23,9 @@ pub struct GgufModel {
 
 /// Quantizations candle 0.11 has only scalar CPU dot products for. Re-quantized to Q8_0
 /// (their 4 or 5 bits fit in 8 with a per-block error under 1/250 of the block's range,
-/// far below their own rounding) they use the AVX2 kernels.
+/// far below their own rounding) they use the AVX2 kernels. (On AVX-512 VNNI CPUs Blaze's
+/// kernels take Q4_1 as stored and Q5_0 and Q5_1 as Q8_0: see `linear::packed`.)
 const SCALAR_ON_CPU: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1];
-
-/// The decode batch `dual` weighs its kernels at: the default --max-batch-size.
-const DUAL_CHECK_ROWS: usize = 16;
 
 /// Reads a GGUF file into a [`Llama`], holding the projection weights as `weights` says
 /// (`Auto` is taken as `Stored`; resolve it first).
@@ -50,10 +48,8 @@ pub fn load(path: &Path, device: &Device, weights: Weights) -> Result<GgufModel>
         Err(_) => linear(embed_q, weights, device)?,
     };
     let blocks = (0..layers).map(|i| reader.block(i, &config)).collect::<Result<Vec<_>>>()?;
-    let mut llama = Llama::new(config, embed.to_dtype(DType::F32)?, blocks, norm, lm_head, device)?;
-    if weights == Weights::Dual {
-        llama.drop_slow_dense_copies(DUAL_CHECK_ROWS)?;
-    }
+    let llama = Llama::new(config, embed.to_dtype(DType::F32)?, blocks, norm, lm_head, device)?;
+    tracing::info!(%weights, kinds = ?llama.projection_kinds(), "projection weights");
     Ok(GgufModel { llama, content })
 }
 
@@ -254,27 +250,28 @@ fn split_rows(w: &QTensor, rows: &[usize], device: &Device) -> Result<Vec<QTenso
         .collect()
 }
 
-/// A projection held as `weights` says.
+/// A projection held as `weights` says. `q8_0` and `dual` put the types Blaze's kernels
+/// take on them where the CPU runs them (`linear::packed`), for every pass; otherwise
+/// `q8_0` widens the types candle has only scalar kernels for to Q8_0, and `dual` adds a
+/// dense copy for prefill and large steps.
 fn linear(w: QTensor, weights: Weights, device: &Device) -> Result<Linear> {
-    // Q8_0 in place of a type with only scalar kernels, Q8_0 padded for the tiled kernels
-    // (see `q8_0_padded`), others as stored; with the padding.
-    let fast = |w: QTensor| -> Result<(QMatMul, usize)> {
-        let scalar = SCALAR_ON_CPU.contains(&w.dtype());
-        if device.is_cpu() && (scalar || w.dtype() == GgmlDType::Q8_0) {
-            return linear::q8_0_padded(&w.dequantize(device)?);
+    if matches!(weights, Weights::Q8_0 | Weights::Dual)
+        && let Some(m) = linear::packed(&w, device)?
+    {
+        return Ok(Linear::packed(m));
+    }
+    let fast = |w: QTensor| -> Result<Linear> {
+        if device.is_cpu() && SCALAR_ON_CPU.contains(&w.dtype()) {
+            return linear::quantized(&w.dequantize(device)?, GgmlDType::Q8_0);
         }
-        Ok((QMatMul::from_qtensor(w)?, 0))
+        Ok(Linear::quantized(QMatMul::from_qtensor(w)?))
     };
     match weights {
         Weights::F32 => Linear::dense(&w.dequantize(device)?),
-        Weights::Q8_0 => {
-            let (q, pad) = fast(w)?;
-            Ok(Linear::quantized_padded(q, pad))
-        }
+        Weights::Q8_0 => fast(w),
         Weights::Dual => {
             let dense = w.dequantize(device)?;
-            let (q, pad) = fast(w)?;
-            Linear::dual(q, pad, &dense)
+            fast(w)?.with_dense(&dense)
         }
         Weights::Auto | Weights::Stored => Ok(Linear::quantized(QMatMul::from_qtensor(w)?)),
     }

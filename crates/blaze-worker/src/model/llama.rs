@@ -15,6 +15,7 @@ use candle_core::{D, DType, Device, Tensor};
 use super::family::{Activation, Family};
 use super::kv_cache::KvCache;
 pub use super::linear::Linear;
+use super::linear::Pass;
 use super::rope::RopeScaling;
 use crate::{Error, Result};
 
@@ -57,9 +58,9 @@ pub struct LlamaConfig {
 /// the bytes), and f32 GEMM catches up at about eight rows (blaze-worker-bench on
 /// SmolLM2-135M, one thread: 59.5 vs 59.0 tokens/s at eight; 63 vs 84 at sixteen). Below
 /// eight, a sequence takes the same kernels batched or alone (the SmolLM2 tests check
-/// that greedy output is equal with four). On AVX-512 VNNI CPUs the Q8_0 weights are
-/// padded for candle's tiled kernels, which beat f32 GEMM at any batch for most shapes,
-/// and `dual` drops those dense copies at load.
+/// that greedy output is equal with four). On AVX-512 VNNI CPUs Blaze's kernels take the
+/// Q4 and Q8 projections for every pass (they beat f32 GEMM at any batch), with no dense
+/// copy.
 pub const DENSE_MIN_ROWS: usize = 8;
 
 /// One transformer block's weights.
@@ -79,11 +80,6 @@ pub struct Block {
 }
 
 impl Block {
-    fn linears_mut(&mut self) -> [&mut Linear; 7] {
-        let b = self;
-        [&mut b.wq, &mut b.wk, &mut b.wv, &mut b.wo, &mut b.gate, &mut b.up, &mut b.down]
-    }
-
     fn linears(&self) -> [&Linear; 7] {
         [&self.wq, &self.wk, &self.wv, &self.wo, &self.gate, &self.up, &self.down]
     }
@@ -175,34 +171,15 @@ impl Llama {
         &self.config
     }
 
-    /// Drops the dense copies that are slower than their quantized weights even on the
-    /// largest decode step (`rows` sequences), measured once per shape. On AVX-512 VNNI
-    /// machines candle repacks Q8_0 matrices whose input width is a multiple of 256 (the
-    /// MLP's down projection) and runs them faster than f32 GEMM at any batch; the 49152-row
-    /// output head of SmolLM2 also stays faster quantized. Each dropped copy is memory saved.
-    pub(crate) fn drop_slow_dense_copies(&mut self, rows: usize) -> Result<()> {
-        let mut verdicts: std::collections::HashMap<String, bool> = Default::default();
-        let linears = self
-            .blocks
-            .iter_mut()
-            .flat_map(Block::linears_mut)
-            .chain(std::iter::once(&mut self.lm_head));
+    /// How the projections are held and multiplied (see [`Linear::kind`]), with how many
+    /// projections are held each way: for the load's log.
+    pub(crate) fn projection_kinds(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut kinds = std::collections::BTreeMap::new();
+        let linears = self.blocks.iter().flat_map(Block::linears).chain([&self.lm_head]);
         for linear in linears {
-            let kind = linear.kind();
-            let keep = match verdicts.get(&kind) {
-                Some(&keep) => keep,
-                None => {
-                    let keep = linear.dense_is_faster(rows)?;
-                    tracing::info!(weights = %kind, rows, dense = keep, "kernel choice for large steps");
-                    verdicts.insert(kind, keep);
-                    keep
-                }
-            };
-            if !keep {
-                linear.drop_dense_copy();
-            }
+            *kinds.entry(linear.kind()).or_default() += 1;
         }
-        Ok(())
+        kinds
     }
 
     /// Bytes of weights a decode step over `batch` sequences reads: every projection, the
@@ -257,22 +234,26 @@ impl Llama {
         if let Some(scale) = self.config.embed_scale {
             x = (x * scale)?;
         }
-        // Prefill, or a decode step big enough for GEMM to beat the row-by-row kernels.
-        let dense =
-            prefill || seqs.len() >= DENSE_MIN_ROWS || seqs.iter().any(|s| s.tokens.len() > 1);
+        let pass = if prefill || seqs.iter().any(|s| s.tokens.len() > 1) {
+            Pass::Prefill
+        } else if seqs.len() >= DENSE_MIN_ROWS {
+            Pass::LargeDecode
+        } else {
+            Pass::SmallDecode
+        };
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.config.rms_eps as f32)?;
-            let attn = self.attention(layer, block, &h, seqs, dense)?;
-            x = (x + block.wo.forward(&attn, dense)?)?;
+            let attn = self.attention(layer, block, &h, seqs, pass)?;
+            x = (x + block.wo.forward(&attn, pass)?)?;
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, self.config.rms_eps as f32)?;
-            let gate = block.gate.forward(&h, dense)?;
+            let gate = block.gate.forward(&h, pass)?;
             let gate = match self.config.activation {
                 Activation::Silu => candle_nn::ops::silu(&gate)?,
                 Activation::GeluTanh => gate.gelu()?,
                 Activation::Gelu => gate.gelu_erf()?,
             };
-            let gated = (gate * block.up.forward(&h, dense)?)?;
-            x = (x + block.down.forward(&gated, dense)?)?;
+            let gated = (gate * block.up.forward(&h, pass)?)?;
+            x = (x + block.down.forward(&gated, pass)?)?;
         }
         let mut last = Vec::with_capacity(seqs.len());
         let mut offset = 0;
@@ -284,7 +265,7 @@ impl Llama {
         let last = Tensor::from_vec(last, seqs.len(), &self.device)?;
         let x = x.index_select(&last, 0)?;
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_eps as f32)?;
-        self.lm_head.forward(&x, dense)
+        self.lm_head.forward(&x, pass)
     }
 
     fn attention(
@@ -293,11 +274,11 @@ impl Llama {
         block: &Block,
         h: &Tensor,
         seqs: &mut [SeqInput<'_>],
-        dense: bool,
+        pass: Pass,
     ) -> Result<Tensor> {
         let (nh, nkv, hd) = (self.config.num_heads, self.config.num_kv_heads, self.config.head_dim);
-        let mut q = block.wq.forward(h, dense)?;
-        let mut k = block.wk.forward(h, dense)?;
+        let mut q = block.wq.forward(h, pass)?;
+        let mut k = block.wk.forward(h, pass)?;
         if let Some((q_norm, k_norm)) = &block.qk_norm {
             let eps = self.config.rms_eps as f32;
             let rows = h.dim(0)?;
@@ -308,7 +289,7 @@ impl Llama {
             q = per_head(&q, q_norm, nh)?;
             k = per_head(&k, k_norm, nkv)?;
         }
-        let v = block.wv.forward(h, dense)?;
+        let v = block.wv.forward(h, pass)?;
         let mut outputs = Vec::with_capacity(seqs.len());
         let mut offset = 0;
         for seq in seqs.iter_mut() {

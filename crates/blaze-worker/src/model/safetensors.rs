@@ -53,7 +53,7 @@ pub fn load_with(
         weights.take("lm_head.weight").or_else(|_| Ok::<_, Error>(embed.clone()))?
     };
     let head = match quantization {
-        Some(_) => Weights::quantized(&lm_head, GgmlDType::Q8_0)?,
+        Some(_) => linear::quantized(&lm_head, GgmlDType::Q8_0)?,
         None => Linear::dense(&lm_head.to_dtype(dtype)?)?,
     };
     Llama::new(llama_config, embed, blocks, norm, head, device)
@@ -80,15 +80,10 @@ impl Weights {
     /// `w` (`[out, in]`, f32) as a projection held the way the load asked for.
     fn projection(&self, w: &Tensor) -> Result<Linear> {
         match self.quantization {
-            Some(Quantization::Q8_0) => Self::quantized(w, GgmlDType::Q8_0),
-            Some(Quantization::Q4K) => Self::quantized(w, GgmlDType::Q4K),
+            Some(Quantization::Q8_0) => linear::quantized(w, GgmlDType::Q8_0),
+            Some(Quantization::Q4K) => linear::quantized(w, GgmlDType::Q4K),
             None => Linear::dense(&w.to_dtype(self.dtype)?),
         }
-    }
-
-    fn quantized(w: &Tensor, dtype: GgmlDType) -> Result<Linear> {
-        let (q, pad) = linear::quantized_padded(w, dtype)?;
-        Ok(Linear::quantized_padded(q, pad))
     }
 
     /// An RMSNorm weight; gemma's scale by `1 + w`, folded in here.
