@@ -174,7 +174,10 @@ fn worker(shared: &Shared, index: usize) {
 /// the worker sets from `--threads`).
 pub fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
-    POOL.get_or_init(|| Pool::new(candle_core::utils::get_num_threads()))
+    POOL.get_or_init(|| {
+        let threads = std::env::var("CANDLE_NUM_THREADS").ok().and_then(|n| n.parse().ok());
+        Pool::new(threads.filter(|&n| n > 0).unwrap_or_else(candle_core::utils::get_num_threads))
+    })
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 //! Weights are ggml blocks of 32 values: Q4_1 (`d * q + m`, `q` in 0..16), Q4_0
 //! (`d * (q - 8)`, held as Q4_1 with `m = -8 d`, which f16 holds exactly) and Q8_0
 //! (`d * q`, `q` a signed byte, held as the unsigned byte `q + 128`). Activations are
-//! quantized per block to signed bytes, `a = da * p`, with `sa = da * Σp`. A block's dot
-//! product is then `d * da * Σ q p + m * sa` (Q8_0: `d * da * (Σ (q + 128) p - 128 Σp)`,
-//! exact in integers).
+//! quantized per block to signed bytes (or 16-bit words, for prompts), `a = da * p`, with
+//! `sa = da * Σp`. A block's dot product is then `d * da * Σ q p + m * sa` (Q8_0:
+//! `d * da * (Σ (q + 128) p - 128 Σp)`, exact in integers).
 //!
 //! The weights are repacked at load so that the 16 lanes of a vector are 16 output rows:
 //! for each group of 16 rows and each block, four consecutive values of each row sit next
@@ -33,10 +33,6 @@ const LANES: usize = 16;
 
 /// Activation rows multiplied per pass over a group of weights.
 const ROW_TILE: usize = 4;
-
-/// The same with f32 activations, where widening the weights is a third of the work: more
-/// rows share it.
-const F32_ROW_TILE: usize = 8;
 
 /// How the weights' values are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,11 +223,9 @@ impl QuantMatrix {
     }
 
     /// `y = x Wᵀ` for `x` of `rows` rows of `in` values; `y` gets `rows` rows of `out`.
-    /// `activations` says whether `x` is first quantized to bytes (fast: four products per
-    /// instruction and lane) or multiplied in f32 by the weights widened to f32 in
-    /// registers (about four times the arithmetic; the products of a dense f32 copy of the
-    /// weights, without holding one). Fails where the CPU lacks the instructions
-    /// ([`Self::supported`]).
+    /// `activations` says what `x` is quantized to per block: bytes (four products per
+    /// instruction and lane) or 16-bit words (two, with 128 times finer steps). Fails
+    /// where the CPU lacks the instructions ([`Self::supported`]).
     pub fn matmul(
         &self,
         x: &[f32],
@@ -263,7 +257,7 @@ impl QuantMatrix {
                 match (&bytes, &words) {
                     (Some(a), _) => x86::groups(self, a, groups, y),
                     (_, Some(a)) => x86::groups_words(self, a, groups, y),
-                    _ => x86::groups_f32(self, x, groups, y),
+                    (None, None) => unreachable!("activations are bytes or words"),
                 }
             }
         });
@@ -284,8 +278,6 @@ pub enum Activations {
     /// Quantized per block to signed 16-bit words (an error of 1/65534 of the block's
     /// range, against 1/254 for bytes): two products per instruction and lane.
     Words,
-    /// As they are.
-    F32,
 }
 
 /// A [`QuantMatrix`] multiplying as a candle op: `x.apply_op1_no_bwd(&m.op(..))`.
@@ -709,103 +701,6 @@ mod x86 {
         // SAFETY: as this function's.
         unsafe { store(acc, m, g, r, y) };
     }
-    /// [`groups`] with f32 activations: each block of 16 rows is widened to f32 in
-    /// registers and multiplied by the activations as they are.
-    ///
-    /// # Safety
-    ///
-    /// As [`groups`]'s, with `x` of `y.rows` rows of `m.inp` values.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    pub(super) unsafe fn groups_f32(
-        m: &QuantMatrix,
-        x: &[f32],
-        groups: Range<usize>,
-        y: SharedRows,
-    ) {
-        for g in groups {
-            let mut r = 0;
-            while r < y.rows {
-                // SAFETY: as this function's.
-                unsafe {
-                    match y.rows - r {
-                        1 => f32_tile::<1>(m, x, g, r, y),
-                        2 => f32_tile::<2>(m, x, g, r, y),
-                        3 => f32_tile::<3>(m, x, g, r, y),
-                        4 => f32_tile::<4>(m, x, g, r, y),
-                        5 => f32_tile::<5>(m, x, g, r, y),
-                        6 => f32_tile::<6>(m, x, g, r, y),
-                        7 => f32_tile::<7>(m, x, g, r, y),
-                        _ => f32_tile::<F32_ROW_TILE>(m, x, g, r, y),
-                    }
-                }
-                r += F32_ROW_TILE;
-            }
-        }
-    }
-
-    /// Group `g` times f32 rows `r..r + R`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    unsafe fn f32_tile<const R: usize>(
-        m: &QuantMatrix,
-        x: &[f32],
-        g: usize,
-        r: usize,
-        y: SharedRows,
-    ) {
-        let nb = m.inp / BLOCK;
-        let byte = _mm512_set1_epi32(0xff);
-        let low = _mm512_set1_epi8(0x0f);
-        // Two sums per row (even and odd values of a chunk) shorten the chains of
-        // dependent multiply-adds.
-        let mut acc = [[_mm512_setzero_ps(); R]; 2];
-        for j in 0..nb {
-            let at = (g * nb + j) * LANES;
-            // SAFETY: as in `nibbles_tile`, and `x` holds rows `r..r + R`.
-            unsafe {
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(m.d.as_ptr().add(at).cast()));
-                // value = d * q + offset: Q8_0's bytes are q + 128.
-                let offset = match m.format {
-                    Format::Nibbles => {
-                        _mm512_cvtph_ps(_mm256_loadu_si256(m.m.as_ptr().add(at).cast()))
-                    }
-                    Format::Bytes => _mm512_mul_ps(d, _mm512_set1_ps(-128.0)),
-                };
-                for chunk in 0..BLOCK / 4 {
-                    // 16 rows' four values `4 * chunk..` of block `j`, one row per lane.
-                    let lanes = match m.format {
-                        Format::Nibbles => {
-                            let v = _mm512_loadu_si512(
-                                m.values.as_ptr().add(at * BLOCK / 2 + (chunk / 2) * 64).cast(),
-                            );
-                            if chunk % 2 == 0 {
-                                _mm512_and_si512(v, low)
-                            } else {
-                                _mm512_and_si512(_mm512_srli_epi16::<4>(v), low)
-                            }
-                        }
-                        Format::Bytes => _mm512_loadu_si512(
-                            m.values.as_ptr().add(at * BLOCK + chunk * 64).cast(),
-                        ),
-                    };
-                    for e in 0..4 {
-                        let q = _mm512_and_si512(
-                            _mm512_srlv_epi32(lanes, _mm512_set1_epi32(8 * e as i32)),
-                            byte,
-                        );
-                        let w = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), d, offset);
-                        let k = j * BLOCK + chunk * 4 + e;
-                        for (t, sum) in acc[e % 2].iter_mut().enumerate() {
-                            let a = _mm512_set1_ps(*x.get_unchecked((r + t) * m.inp + k));
-                            *sum = _mm512_fmadd_ps(w, a, *sum);
-                        }
-                    }
-                }
-            }
-        }
-        let sums: [__m512; R] = std::array::from_fn(|t| _mm512_add_ps(acc[0][t], acc[1][t]));
-        // SAFETY: as this function's.
-        unsafe { store(sums, m, g, r, y) };
-    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -840,10 +735,6 @@ mod x86 {
         _: Range<usize>,
         _: SharedRows,
     ) {
-        unreachable!("no quantized kernels on this architecture")
-    }
-
-    pub(super) unsafe fn groups_f32(_: &QuantMatrix, _: &[f32], _: Range<usize>, _: SharedRows) {
         unreachable!("no quantized kernels on this architecture")
     }
 }
@@ -920,8 +811,7 @@ mod tests {
         for kind in ["q4_1", "q4_0", "q8_0"] {
             let m = matrix(kind, &blocks(&mut rng, kind, out, inp), out, inp);
             let w = m.dequantize();
-            for (activations, tolerance) in
-                [(Activations::Bytes, 1e-2), (Activations::Words, 1e-4), (Activations::F32, 1e-5)]
+            for (activations, tolerance) in [(Activations::Bytes, 1e-2), (Activations::Words, 1e-4)]
             {
                 for rows in [1, 2, 3, 4, 5, 9] {
                     let x: Vec<f32> = (0..rows * inp).map(|_| rng.unit()).collect();
@@ -949,7 +839,7 @@ mod tests {
         }
         let (out, inp) = (40, 256);
         let mut rng = Lcg(11);
-        let all = [Activations::Bytes, Activations::Words, Activations::F32];
+        let all = [Activations::Bytes, Activations::Words];
         for (kind, activations) in ["q4_1", "q8_0"].into_iter().flat_map(|k| all.map(|a| (k, a))) {
             let m = matrix(kind, &blocks(&mut rng, kind, out, inp), out, inp);
             let rows = 11;

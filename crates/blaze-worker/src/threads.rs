@@ -1,7 +1,8 @@
 //! How many threads candle computes with.
 //!
 //! candle sizes its pools from the environment when it first uses them:
-//! `CANDLE_NUM_THREADS` for the spin-barrier pool its quantized kernels split work over,
+//! `CANDLE_NUM_THREADS` for the spin-barrier pool its quantized kernels split work over
+//! (and Blaze's quantized kernels for theirs, `blaze_kernels::pool`),
 //! `RAYON_NUM_THREADS` for f32 GEMM; without `RAYON_NUM_THREADS` it also re-reads
 //! `/proc/cpuinfo` on every f32 matmul (candle 0.11). A worker sets both once, at start.
 //!
