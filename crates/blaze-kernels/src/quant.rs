@@ -256,7 +256,7 @@ impl QuantMatrix {
             unsafe {
                 match (&bytes, &words) {
                     (Some(a), _) => x86::groups(self, a, groups, y),
-                    (_, Some(a)) => x86::groups_words(self, a, groups, y),
+                    (_, Some(a)) => x86::groups(self, a, groups, y),
                     (None, None) => unreachable!("activations are bytes or words"),
                 }
             }
@@ -441,116 +441,64 @@ mod x86 {
         }
     }
 
-    /// [`groups`] with activations quantized to words.
-    ///
-    /// # Safety
-    ///
-    /// As [`groups`]'s.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    pub(super) unsafe fn groups_words(
-        m: &QuantMatrix,
-        a: &Quantized<i16>,
-        groups: Range<usize>,
-        y: SharedRows,
-    ) {
-        for g in groups {
-            let mut r = 0;
-            while r < y.rows {
-                // SAFETY: as this function's.
-                unsafe {
-                    match y.rows - r {
-                        1 => words_tile::<1>(m, a, g, r, y),
-                        2 => words_tile::<2>(m, a, g, r, y),
-                        3 => words_tile::<3>(m, a, g, r, y),
-                        _ => words_tile::<ROW_TILE>(m, a, g, r, y),
-                    }
-                }
-                r += ROW_TILE;
-            }
+    /// An activation integer type: how a tile multiplies a chunk of four values of 16 rows
+    /// by a block's activations.
+    pub(super) trait Width: Copy + Default {
+        /// Adds the products of chunk `chunk` (0..8) of activation block `block` and
+        /// `lanes` (one row's four weights per lane) to `sums`.
+        ///
+        /// # Safety
+        ///
+        /// The CPU has AVX-512 F, BW and VNNI; `block` is within `a`.
+        unsafe fn dot(
+            sums: &mut [__m512i; 2],
+            lanes: __m512i,
+            a: &Quantized<Self>,
+            block: usize,
+            chunk: usize,
+        );
+    }
+
+    impl Width for i8 {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        unsafe fn dot(
+            sums: &mut [__m512i; 2],
+            lanes: __m512i,
+            a: &Quantized<i8>,
+            block: usize,
+            chunk: usize,
+        ) {
+            // SAFETY: as the trait's.
+            let at = unsafe { a.qs.as_ptr().add(block * BLOCK + chunk * 4) };
+            // Four activation bytes in every lane; two sums shorten the dependency chains.
+            let p = _mm512_set1_epi32(unsafe { at.cast::<i32>().read_unaligned() });
+            sums[chunk % 2] = _mm512_dpbusd_epi32(sums[chunk % 2], lanes, p);
         }
     }
 
-    /// One word pair of a block's chunk in every lane: values 0 and 2 (`second` false) or
-    /// 1 and 3 of chunk `chunk`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn word_pair(a: &Quantized<i16>, block: usize, chunk: usize, second: bool) -> __m512i {
-        let at = block * BLOCK + chunk * 4 + if second { 2 } else { 0 };
-        // SAFETY: the caller keeps `block` within `a`, and `chunk` below 8.
-        _mm512_set1_epi32(unsafe { a.qs.as_ptr().add(at).cast::<i32>().read_unaligned() })
-    }
-
-    /// Group `g` times rows `r..r + R` of word activations.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    unsafe fn words_tile<const R: usize>(
-        m: &QuantMatrix,
-        a: &Quantized<i16>,
-        g: usize,
-        r: usize,
-        y: SharedRows,
-    ) {
-        let nb = m.inp / BLOCK;
-        let low = _mm512_set1_epi8(0x0f);
-        let evens = _mm512_set1_epi32(0x00ff_00ff);
-        let mut acc = [_mm512_setzero_ps(); R];
-        for j in 0..nb {
-            let at = (g * nb + j) * LANES;
-            // SAFETY: as in `nibbles_tile`.
-            unsafe {
-                let mut first = [_mm512_setzero_si512(); R];
-                let mut second = [_mm512_setzero_si512(); R];
-                for chunk in 0..BLOCK / 4 {
-                    // 16 rows' four values `4 * chunk..` of block `j`, one row per lane.
-                    let lanes = match m.format {
-                        Format::Nibbles => {
-                            let v = _mm512_loadu_si512(
-                                m.values.as_ptr().add(at * BLOCK / 2 + (chunk / 2) * 64).cast(),
-                            );
-                            if chunk % 2 == 0 {
-                                _mm512_and_si512(v, low)
-                            } else {
-                                _mm512_and_si512(_mm512_srli_epi16::<4>(v), low)
-                            }
-                        }
-                        Format::Bytes => _mm512_loadu_si512(
-                            m.values.as_ptr().add(at * BLOCK + chunk * 64).cast(),
-                        ),
-                    };
-                    // Values 0 and 2, then 1 and 3, as 16-bit words.
-                    let w02 = _mm512_and_si512(lanes, evens);
-                    let w13 = _mm512_srli_epi16::<8>(lanes);
-                    for t in 0..R {
-                        let b = (r + t) * nb + j;
-                        first[t] =
-                            _mm512_dpwssd_epi32(first[t], w02, word_pair(a, b, chunk, false));
-                        second[t] =
-                            _mm512_dpwssd_epi32(second[t], w13, word_pair(a, b, chunk, true));
-                    }
-                }
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(m.d.as_ptr().add(at).cast()));
-                for t in 0..R {
-                    let b = (r + t) * nb + j;
-                    let mut dots = _mm512_add_epi32(first[t], second[t]);
-                    if m.format == Format::Bytes {
-                        // Σ (q + 128) p - 128 Σp = Σ q p, exactly.
-                        dots = _mm512_sub_epi32(
-                            dots,
-                            _mm512_set1_epi32(128 * *a.sum.get_unchecked(b)),
-                        );
-                    }
-                    let scale = _mm512_mul_ps(d, _mm512_set1_ps(*a.d.get_unchecked(b)));
-                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, acc[t]);
-                    if m.format == Format::Nibbles {
-                        let offset =
-                            _mm512_cvtph_ps(_mm256_loadu_si256(m.m.as_ptr().add(at).cast()));
-                        acc[t] =
-                            _mm512_fmadd_ps(offset, _mm512_set1_ps(*a.s.get_unchecked(b)), acc[t]);
-                    }
-                }
-            }
+    impl Width for i16 {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        unsafe fn dot(
+            sums: &mut [__m512i; 2],
+            lanes: __m512i,
+            a: &Quantized<i16>,
+            block: usize,
+            chunk: usize,
+        ) {
+            // SAFETY: as the trait's.
+            let at = unsafe { a.qs.as_ptr().add(block * BLOCK + chunk * 4) };
+            // Words are stored as values 0, 2, 1, 3 (see `Quantized`): pair them with the
+            // weights' bytes 0 and 2, then 1 and 3, widened to words.
+            let (p02, p13) = unsafe {
+                (at.cast::<i32>().read_unaligned(), at.add(2).cast::<i32>().read_unaligned())
+            };
+            let w02 = _mm512_and_si512(lanes, _mm512_set1_epi32(0x00ff_00ff));
+            let w13 = _mm512_srli_epi16::<8>(lanes);
+            sums[0] = _mm512_dpwssd_epi32(sums[0], w02, _mm512_set1_epi32(p02));
+            sums[1] = _mm512_dpwssd_epi32(sums[1], w13, _mm512_set1_epi32(p13));
         }
-        // SAFETY: as this function's.
-        unsafe { store(acc, m, g, r, y) };
     }
 
     /// Output columns of `groups` (of [`LANES`] rows each) for every row of `y`.
@@ -560,9 +508,9 @@ mod x86 {
     /// The CPU has AVX-512 F, BW and VNNI and F16C; `a` and `y` match `m`'s shape; no
     /// other thread writes these columns of `y`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    pub(super) unsafe fn groups(
+    pub(super) unsafe fn groups<T: Width>(
         m: &QuantMatrix,
-        a: &Quantized<i8>,
+        a: &Quantized<T>,
         groups: Range<usize>,
         y: SharedRows,
     ) {
@@ -571,15 +519,11 @@ mod x86 {
             while r < y.rows {
                 // SAFETY: as this function's.
                 unsafe {
-                    match (m.format, y.rows - r) {
-                        (Format::Nibbles, 1) => nibbles_tile::<1>(m, a, g, r, y),
-                        (Format::Nibbles, 2) => nibbles_tile::<2>(m, a, g, r, y),
-                        (Format::Nibbles, 3) => nibbles_tile::<3>(m, a, g, r, y),
-                        (Format::Nibbles, _) => nibbles_tile::<ROW_TILE>(m, a, g, r, y),
-                        (Format::Bytes, 1) => bytes_tile::<1>(m, a, g, r, y),
-                        (Format::Bytes, 2) => bytes_tile::<2>(m, a, g, r, y),
-                        (Format::Bytes, 3) => bytes_tile::<3>(m, a, g, r, y),
-                        (Format::Bytes, _) => bytes_tile::<ROW_TILE>(m, a, g, r, y),
+                    match y.rows - r {
+                        1 => tile::<T, 1>(m, a, g, r, y),
+                        2 => tile::<T, 2>(m, a, g, r, y),
+                        3 => tile::<T, 3>(m, a, g, r, y),
+                        _ => tile::<T, ROW_TILE>(m, a, g, r, y),
                     }
                 }
                 r += ROW_TILE;
@@ -587,14 +531,30 @@ mod x86 {
         }
     }
 
-    /// Four activation bytes (one 4-value chunk of a block) in every lane.
+    /// 16 rows' four values `4 * chunk..` of the block at `at` (in units of 16 rows'
+    /// blocks), one row per lane, as bytes.
     #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn chunk(a: &Quantized<i8>, block: usize, chunk: usize) -> __m512i {
-        // SAFETY: the caller keeps `block` within `a`, and `chunk` below 8.
-        _mm512_set1_epi32(unsafe {
-            a.qs.as_ptr().add(block * BLOCK + chunk * 4).cast::<i32>().read_unaligned()
-        })
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn chunk_lanes(m: &QuantMatrix, at: usize, chunk: usize) -> __m512i {
+        // SAFETY: the caller keeps `at` within the weights, and `chunk` below 8.
+        unsafe {
+            match m.format {
+                Format::Nibbles => {
+                    let v = _mm512_loadu_si512(
+                        m.values.as_ptr().add(at * BLOCK / 2 + (chunk / 2) * 64).cast(),
+                    );
+                    let low = _mm512_set1_epi8(0x0f);
+                    if chunk.is_multiple_of(2) {
+                        _mm512_and_si512(v, low)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(v), low)
+                    }
+                }
+                Format::Bytes => {
+                    _mm512_loadu_si512(m.values.as_ptr().add(at * BLOCK + chunk * 64).cast())
+                }
+            }
+        }
     }
 
     /// Writes `sums[t]` to lanes of group `g` in row `r + t` of `y`.
@@ -615,86 +575,48 @@ mod x86 {
         }
     }
 
-    /// Group `g` of 4-bit weights times rows `r..r + R`.
+    /// Group `g` times rows `r..r + R`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    unsafe fn nibbles_tile<const R: usize>(
+    unsafe fn tile<T: Width, const R: usize>(
         m: &QuantMatrix,
-        a: &Quantized<i8>,
+        a: &Quantized<T>,
         g: usize,
         r: usize,
         y: SharedRows,
     ) {
         let nb = m.inp / BLOCK;
-        let low = _mm512_set1_epi8(0x0f);
         let mut acc = [_mm512_setzero_ps(); R];
         for j in 0..nb {
             let at = (g * nb + j) * LANES;
             // SAFETY: group `g`, block `j` and rows `r..r + R` are within the buffers (the
             // caller checked the shapes).
             unsafe {
-                let packed = m.values.as_ptr().add(at * BLOCK / 2);
-                let mut even = [_mm512_setzero_si512(); R];
-                let mut odd = [_mm512_setzero_si512(); R];
-                for p in 0..4 {
-                    let v = _mm512_loadu_si512(packed.add(p * 64).cast());
-                    let lo = _mm512_and_si512(v, low);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
-                    for t in 0..R {
-                        let b = (r + t) * nb + j;
-                        even[t] = _mm512_dpbusd_epi32(even[t], lo, chunk(a, b, 2 * p));
-                        odd[t] = _mm512_dpbusd_epi32(odd[t], hi, chunk(a, b, 2 * p + 1));
+                let mut sums = [[_mm512_setzero_si512(); 2]; R];
+                for chunk in 0..BLOCK / 4 {
+                    let lanes = chunk_lanes(m, at, chunk);
+                    for (t, sums) in sums.iter_mut().enumerate() {
+                        T::dot(sums, lanes, a, (r + t) * nb + j, chunk);
                     }
                 }
                 let d = _mm512_cvtph_ps(_mm256_loadu_si256(m.d.as_ptr().add(at).cast()));
-                let offset = _mm512_cvtph_ps(_mm256_loadu_si256(m.m.as_ptr().add(at).cast()));
-                for t in 0..R {
+                for (t, [first, second]) in sums.into_iter().enumerate() {
                     let b = (r + t) * nb + j;
-                    let dots = _mm512_cvtepi32_ps(_mm512_add_epi32(even[t], odd[t]));
-                    let scale = _mm512_mul_ps(d, _mm512_set1_ps(*a.d.get_unchecked(b)));
-                    acc[t] = _mm512_fmadd_ps(dots, scale, acc[t]);
-                    acc[t] = _mm512_fmadd_ps(offset, _mm512_set1_ps(*a.s.get_unchecked(b)), acc[t]);
-                }
-            }
-        }
-        // SAFETY: as this function's.
-        unsafe { store(acc, m, g, r, y) };
-    }
-
-    /// Group `g` of 8-bit weights times rows `r..r + R`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    unsafe fn bytes_tile<const R: usize>(
-        m: &QuantMatrix,
-        a: &Quantized<i8>,
-        g: usize,
-        r: usize,
-        y: SharedRows,
-    ) {
-        let nb = m.inp / BLOCK;
-        let mut acc = [_mm512_setzero_ps(); R];
-        for j in 0..nb {
-            let at = (g * nb + j) * LANES;
-            // SAFETY: as in `nibbles_tile`.
-            unsafe {
-                let packed = m.values.as_ptr().add(at * BLOCK);
-                let mut even = [_mm512_setzero_si512(); R];
-                let mut odd = [_mm512_setzero_si512(); R];
-                for p in 0..4 {
-                    let v0 = _mm512_loadu_si512(packed.add(2 * p * 64).cast());
-                    let v1 = _mm512_loadu_si512(packed.add((2 * p + 1) * 64).cast());
-                    for t in 0..R {
-                        let b = (r + t) * nb + j;
-                        even[t] = _mm512_dpbusd_epi32(even[t], v0, chunk(a, b, 2 * p));
-                        odd[t] = _mm512_dpbusd_epi32(odd[t], v1, chunk(a, b, 2 * p + 1));
+                    let mut dots = _mm512_add_epi32(first, second);
+                    if m.format == Format::Bytes {
+                        // Σ (q + 128) p - 128 Σp = Σ q p, exactly.
+                        dots = _mm512_sub_epi32(
+                            dots,
+                            _mm512_set1_epi32(128 * *a.sum.get_unchecked(b)),
+                        );
                     }
-                }
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(m.d.as_ptr().add(at).cast()));
-                for t in 0..R {
-                    let b = (r + t) * nb + j;
-                    // Σ (q + 128) p - 128 Σp = Σ q p, exactly.
-                    let bias = _mm512_set1_epi32(128 * *a.sum.get_unchecked(b));
-                    let dots = _mm512_sub_epi32(_mm512_add_epi32(even[t], odd[t]), bias);
                     let scale = _mm512_mul_ps(d, _mm512_set1_ps(*a.d.get_unchecked(b)));
                     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, acc[t]);
+                    if m.format == Format::Nibbles {
+                        let offset =
+                            _mm512_cvtph_ps(_mm256_loadu_si256(m.m.as_ptr().add(at).cast()));
+                        acc[t] =
+                            _mm512_fmadd_ps(offset, _mm512_set1_ps(*a.s.get_unchecked(b)), acc[t]);
+                    }
                 }
             }
         }
@@ -720,18 +642,9 @@ mod x86 {
         unreachable!("no quantized kernels on this architecture")
     }
 
-    pub(super) unsafe fn groups_words(
+    pub(super) unsafe fn groups<T>(
         _: &QuantMatrix,
-        _: &Quantized<i16>,
-        _: Range<usize>,
-        _: SharedRows,
-    ) {
-        unreachable!("no quantized kernels on this architecture")
-    }
-
-    pub(super) unsafe fn groups(
-        _: &QuantMatrix,
-        _: &Quantized<i8>,
+        _: &Quantized<T>,
         _: Range<usize>,
         _: SharedRows,
     ) {

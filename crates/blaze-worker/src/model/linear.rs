@@ -148,7 +148,7 @@ impl Linear {
         match q {
             Quantized::Packed(m) => {
                 let activations =
-                    if pass == Pass::Prefill { Activations::F32 } else { Activations::Bytes };
+                    if pass == Pass::Prefill { Activations::Words } else { Activations::Bytes };
                 Ok(x.contiguous()?.apply_op1_no_bwd(&m.op(activations))?)
             }
             Quantized::Candle(q) if self.pad == 0 => Ok(q.forward(x)?),
