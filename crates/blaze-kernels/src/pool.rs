@@ -62,7 +62,7 @@ struct Shared {
 pub struct Pool {
     shared: Arc<Shared>,
     threads: usize,
-    /// One call at a time: two callers would share no work but fight for the threads.
+    /// The call that holds the threads; a concurrent call runs on its caller alone.
     call: std::sync::Mutex<()>,
 }
 
@@ -109,7 +109,12 @@ impl Pool {
             job.run();
             return;
         }
-        let _call = self.call.lock().unwrap_or_else(|e| e.into_inner());
+        // Another call holds the threads (several engines in one process): this one runs
+        // on its caller alone rather than wait.
+        let Ok(_call) = self.call.try_lock() else {
+            job.run();
+            return;
+        };
         let shared = &self.shared;
         shared.generation.fetch_add(1, Ordering::SeqCst);
         shared.job.store(std::ptr::from_ref(&job).cast_mut().cast(), Ordering::SeqCst);
@@ -152,7 +157,7 @@ fn worker(shared: &Shared, index: usize) {
             idle = 0;
             continue;
         }
-        shared.inside.fetch_add(1, Ordering::SeqCst);
+        let _inside = Inside::enter(&shared.inside);
         // Loaded after entering: the caller cannot retract this job and publish the next
         // while this thread is inside, so the pointer and the generation belong together.
         let job = shared.job.load(Ordering::SeqCst);
@@ -165,8 +170,24 @@ fn worker(shared: &Shared, index: usize) {
             unsafe { &*job.cast::<Job<'_>>() }.run();
             done = generation;
         }
-        shared.inside.fetch_sub(1, Ordering::SeqCst);
         idle = 0;
+    }
+}
+
+/// Counts a thread inside a job until dropped, also when the job's work panics: the
+/// caller then does not wait forever for a thread that died.
+struct Inside<'a>(&'a AtomicUsize);
+
+impl<'a> Inside<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -201,6 +222,28 @@ mod tests {
             }
             assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 50), "{items} items");
         }
+    }
+
+    /// Calls from several threads at once each run all their items once: one holds the
+    /// pool, the others run alone.
+    #[test]
+    fn concurrent_calls_each_run_their_items() {
+        let pool = Pool::new(2);
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..200 {
+                        let counts: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
+                        pool.run(64, &|range| {
+                            for i in range {
+                                counts[i].fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+                    }
+                });
+            }
+        });
     }
 
     /// Pool threads that went to sleep are woken by the next call and share its work.
