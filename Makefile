@@ -72,7 +72,8 @@ bench-loop:
 ## embeddings/s of all-MiniLM-L6-v2 at batch 1, 8 and 32 beside sentence-transformers on
 ## PyTorch (installed once into .dev/reference-venv by scripts/reference-venv.sh, 5.5 GB), then
 ## the worker as a server beside llama.cpp's llama-server (built once into .dev/llama.cpp by
-## scripts/llama-server.sh, about ten minutes): tokens/s and TTFT for 1 and 16 clients.
+## scripts/llama-server.sh, about ten minutes): tokens/s and TTFT for 1 and 16 clients and
+## for 1 client beside a CPU-bound process.
 bench-worker:
 	scripts/test-deps.sh
 	scripts/reference-venv.sh >/dev/null
