@@ -92,11 +92,6 @@ impl Pool {
         Self { shared, threads, call: std::sync::Mutex::new(()) }
     }
 
-    /// Threads in all, the caller included.
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
     /// Runs `work` over `0..items`, cut into ranges, on the caller and whichever pool
     /// threads are awake to help. Returns when every range has run.
     pub fn run(&self, items: usize, work: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
