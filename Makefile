@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: dev test e2e deps lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-router bench-operator bench-loop bench-cache bench-diffusion
+.PHONY: dev test e2e deps lint crds manifests check build-cuda bench-apiserver bench-dev bench-worker bench-gpu bench-router bench-operator bench-loop bench-cache bench-diffusion
 
 ## Run Blaze locally on its embedded development control plane (Ctrl-C stops it).
 dev:
@@ -82,6 +82,11 @@ bench-worker:
 	scripts/llama-server.sh >/dev/null
 	$(CARGO) build --release -q -p blaze-worker --bin blaze-worker
 	$(CARGO) run --release -q -p blaze-worker --bin blaze-serving-bench
+
+## The worker on a GPU: a random-weight 1B llama in bf16 at 1, 16 and 64 streams, beside
+## transformers when scripts/reference-venv.sh installed it (needs scripts/build-cuda.sh first).
+bench-gpu:
+	scripts/gpu-bench.sh
 
 bench-router:
 	command -v haproxy >/dev/null && command -v wrk >/dev/null || \

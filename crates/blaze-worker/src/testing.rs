@@ -10,18 +10,56 @@ use serde_json::json;
 
 use crate::Result;
 
-/// Shape of the tiny model: big enough to have grouped-query attention, several layers and
-/// a causal mask that matters, small enough to decode thousands of tokens a second on CPU.
-const HIDDEN: usize = 64;
-const INTERMEDIATE: usize = 128;
-const LAYERS: usize = 2;
-const HEADS: usize = 4;
-const KV_HEADS: usize = 2;
+/// The shape of a random-weight llama.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LlamaShape {
+    /// Model width.
+    pub hidden: usize,
+    /// MLP width.
+    pub intermediate: usize,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+}
+
+impl LlamaShape {
+    /// The tiny model of the tests: big enough to have grouped-query attention, several
+    /// layers and a causal mask that matters, small enough to decode thousands of tokens a
+    /// second on CPU.
+    pub const TINY: Self = Self { hidden: 64, intermediate: 128, layers: 2, heads: 4, kv_heads: 2 };
+    /// Llama 3.2 1B's decoder (width 2048, 16 layers, 32 heads over 8 key/value heads, MLP
+    /// 8192), about 0.97 billion weights with the byte-level vocabulary: the GPU benchmark's
+    /// model.
+    pub const ONE_B: Self =
+        Self { hidden: 2048, intermediate: 8192, layers: 16, heads: 32, kv_heads: 8 };
+
+    /// Weights of a model of this shape over a `vocab`-token vocabulary (untied head).
+    pub fn parameters(&self, vocab: usize) -> usize {
+        let head_dim = self.hidden / self.heads;
+        let attention = 2 * self.hidden * self.hidden + 2 * self.kv_heads * head_dim * self.hidden;
+        let layer = attention + 3 * self.hidden * self.intermediate + 2 * self.hidden;
+        self.layers * layer + 2 * vocab * self.hidden + self.hidden
+    }
+}
 
 /// Writes a random-weight llama with a byte-level tokenizer (256 byte tokens, no merges, no
 /// end-of-sequence token, so generation always runs to `max_tokens`) into `dir`.
 pub fn write_tiny_llama(dir: &Path, context: usize) -> Result<()> {
     write_tiny(dir, context, false)
+}
+
+/// A random-weight llama of `shape` with the tiny models' byte-level tokenizer, its weights
+/// stored as `dtype`, into `dir`: for benchmarks of a real model size without a download.
+pub fn write_random_llama(
+    dir: &Path,
+    shape: LlamaShape,
+    context: usize,
+    dtype: DType,
+) -> Result<()> {
+    write(dir, shape, context, false, dtype)
 }
 
 /// [`write_tiny_llama`] as a Qwen2: biases on the q/k/v projections, tied embeddings.
@@ -30,17 +68,22 @@ pub fn write_tiny_qwen2(dir: &Path, context: usize) -> Result<()> {
 }
 
 fn write_tiny(dir: &Path, context: usize, qwen2: bool) -> Result<()> {
+    write(dir, LlamaShape::TINY, context, qwen2, DType::F32)
+}
+
+fn write(dir: &Path, shape: LlamaShape, context: usize, qwen2: bool, dtype: DType) -> Result<()> {
+    let LlamaShape { hidden, intermediate, layers, heads, kv_heads } = shape;
     std::fs::create_dir_all(dir)?;
     let vocab = 256;
     let (architecture, model_type) =
         if qwen2 { ("Qwen2ForCausalLM", "qwen2") } else { ("LlamaForCausalLM", "llama") };
     let config = json!({
         "architectures": [architecture], "model_type": model_type,
-        "hidden_size": HIDDEN, "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "vocab_size": vocab,
+        "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": context,
-        "tie_word_embeddings": qwen2, "torch_dtype": "float32", "hidden_act": "silu",
-        "sliding_window": context, "max_window_layers": LAYERS, "use_sliding_window": false,
+        "tie_word_embeddings": qwen2, "torch_dtype": torch_dtype(dtype), "hidden_act": "silu",
+        "sliding_window": context, "max_window_layers": layers, "use_sliding_window": false,
     });
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     write_byte_tokenizer(dir)?;
@@ -49,44 +92,54 @@ fn write_tiny(dir: &Path, context: usize, qwen2: bool) -> Result<()> {
     let mut biases = Vec::new();
     let mut add = |name: String, shape: (usize, usize)| -> Result<()> {
         let scale = 1.0 / (shape.1 as f64).sqrt();
-        weights.insert(name, (Tensor::randn(0f32, 1f32, shape, &device)? * scale)?);
+        let w = (Tensor::randn(0f32, 1f32, shape, &device)? * scale)?;
+        weights.insert(name, w.to_dtype(dtype)?);
         Ok(())
     };
-    add("model.embed_tokens.weight".into(), (vocab, HIDDEN))?;
+    add("model.embed_tokens.weight".into(), (vocab, hidden))?;
     if !qwen2 {
-        add("lm_head.weight".into(), (vocab, HIDDEN))?;
+        add("lm_head.weight".into(), (vocab, hidden))?;
     }
-    let head_dim = HIDDEN / HEADS;
-    for i in 0..LAYERS {
+    let head_dim = hidden / heads;
+    for i in 0..layers {
         let p = format!("model.layers.{i}");
-        add(format!("{p}.self_attn.q_proj.weight"), (HIDDEN, HIDDEN))?;
-        add(format!("{p}.self_attn.k_proj.weight"), (KV_HEADS * head_dim, HIDDEN))?;
-        add(format!("{p}.self_attn.v_proj.weight"), (KV_HEADS * head_dim, HIDDEN))?;
-        add(format!("{p}.self_attn.o_proj.weight"), (HIDDEN, HIDDEN))?;
-        add(format!("{p}.mlp.gate_proj.weight"), (INTERMEDIATE, HIDDEN))?;
-        add(format!("{p}.mlp.up_proj.weight"), (INTERMEDIATE, HIDDEN))?;
-        add(format!("{p}.mlp.down_proj.weight"), (HIDDEN, INTERMEDIATE))?;
+        add(format!("{p}.self_attn.q_proj.weight"), (hidden, hidden))?;
+        add(format!("{p}.self_attn.k_proj.weight"), (kv_heads * head_dim, hidden))?;
+        add(format!("{p}.self_attn.v_proj.weight"), (kv_heads * head_dim, hidden))?;
+        add(format!("{p}.self_attn.o_proj.weight"), (hidden, hidden))?;
+        add(format!("{p}.mlp.gate_proj.weight"), (intermediate, hidden))?;
+        add(format!("{p}.mlp.up_proj.weight"), (intermediate, hidden))?;
+        add(format!("{p}.mlp.down_proj.weight"), (hidden, intermediate))?;
         if qwen2 {
             for (name, width) in
-                [("q", HIDDEN), ("k", KV_HEADS * head_dim), ("v", KV_HEADS * head_dim)]
+                [("q", hidden), ("k", kv_heads * head_dim), ("v", kv_heads * head_dim)]
             {
-                let bias = Tensor::randn(0f32, 0.5f32, width, &device)?;
+                let bias = Tensor::randn(0f32, 0.5f32, width, &device)?.to_dtype(dtype)?;
                 biases.push((format!("{p}.self_attn.{name}_proj.bias"), bias));
             }
         }
     }
     weights.extend(biases);
     let mut norms = vec!["model.norm.weight".to_string()];
-    for i in 0..LAYERS {
+    for i in 0..layers {
         for norm in ["input_layernorm", "post_attention_layernorm"] {
             norms.push(format!("model.layers.{i}.{norm}.weight"));
         }
     }
     for name in norms {
-        weights.insert(name, Tensor::ones(HIDDEN, DType::F32, &device)?);
+        weights.insert(name, Tensor::ones(hidden, dtype, &device)?);
     }
     candle_core::safetensors::save(&weights, dir.join("model.safetensors"))?;
     Ok(())
+}
+
+/// How a Hugging Face `config.json` names `dtype`.
+fn torch_dtype(dtype: DType) -> &'static str {
+    match dtype {
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        _ => "float32",
+    }
 }
 
 /// Writes the byte-level BPE `tokenizer.json` of the tiny models (256 byte tokens, no

@@ -9,6 +9,9 @@
 //! `llama-server` comes from `scripts/llama-server.sh` (built from llama.cpp's source on
 //! PyPI) or `--llama-server PATH` / `LLAMA_SERVER`.
 //!
+//! With `--server URL` it measures that running server alone at each of `--streams`
+//! concurrent streams, after one request's time to first token (`scripts/gpu-bench.sh`).
+//!
 //! `cargo run --release -p blaze-worker --bin blaze-serving-bench -- [--threads N] [--rounds N]`
 
 use std::path::{Path, PathBuf};
@@ -40,6 +43,14 @@ struct Args {
     /// Rounds; figures are medians over them.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Measure only this already running server (a base URL such as
+    /// `http://127.0.0.1:8080`), at each of `--streams`, instead of starting both servers:
+    /// the GPU benchmark (`scripts/gpu-bench.sh`).
+    #[arg(long)]
+    server: Option<String>,
+    /// Concurrent streams to measure `--server` at.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    streams: Vec<usize>,
 }
 
 struct Kill(Vec<Child>);
@@ -199,9 +210,35 @@ fn neighbour() -> anyhow::Result<Kill> {
     Ok(Kill(vec![child]))
 }
 
+/// Measures the running server at `base`: first one request's time to first token (the
+/// first request since the server reported ready, when nothing else has used it), then
+/// tokens/s and TTFT at each stream count, the median of `rounds`.
+async fn running(base: &str, a: &Args) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let prompt = "The first request after ready:".to_owned();
+    let (first, _) = one(&client, base, prompt, a.tokens.min(8)).await?;
+    println!("{base}, {} tokens per request, {} rounds (medians)", a.tokens, a.rounds);
+    println!("first request: TTFT {:.1} ms", first.as_secs_f64() * 1e3);
+    println!("streams      tok/s   TTFT p50");
+    for &streams in &a.streams {
+        let (mut rates, mut ttfts) = (Vec::new(), Vec::new());
+        for round in 0..a.rounds.max(1) {
+            let (rate, ttft, _) = load(base, streams, a.tokens, round).await?;
+            rates.push(rate);
+            ttfts.push(ttft);
+        }
+        let (rate, ttft) = (median(&mut rates), median(&mut ttfts));
+        println!("{streams:>7} {rate:>10.1} {ttft:>8.1} ms");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    if let Some(base) = &a.server {
+        return running(base.trim_end_matches('/'), &a).await;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let model =
         a.model.clone().unwrap_or_else(|| root.join(".dev/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
