@@ -301,10 +301,15 @@ impl Llama {
             k = per_head(&k, k_norm, nkv)?;
         }
         let v = block.wv.forward(h, pass)?;
-        let mut outputs = Vec::with_capacity(seqs.len());
-        let mut offset = 0;
-        for seq in seqs.iter_mut() {
-            let n = seq.tokens.len();
+        let offsets: Vec<usize> = seqs
+            .iter()
+            .scan(0, |at, s| {
+                *at += s.tokens.len();
+                Some(*at - s.tokens.len())
+            })
+            .collect();
+        let outputs = self.per_sequence(seqs, |i, seq| {
+            let (n, offset) = (seq.tokens.len(), offsets[i]);
             let pos = seq.cache.len;
             let heads = |t: &Tensor, count: usize| -> Result<Tensor> {
                 Ok(t.narrow(0, offset, n)?
@@ -329,15 +334,31 @@ impl Llama {
                 scores
             };
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let out = probs
-                .matmul(&v)?
-                .reshape((1, nh, n, hd))?
-                .transpose(1, 2)?
-                .reshape((n, nh * hd))?;
-            outputs.push(out);
-            offset += n;
-        }
+            Ok(probs.matmul(&v)?.reshape((1, nh, n, hd))?.transpose(1, 2)?.reshape((n, nh * hd))?)
+        })?;
         Ok(Tensor::cat(&outputs, 0)?)
+    }
+
+    /// `one(i, sequence)` for every sequence, in order. On the CPU the sequences are spread
+    /// over the threads of [`ATTENTION`]; elsewhere they run one by one on the caller.
+    fn per_sequence(
+        &self,
+        seqs: &mut [SeqInput<'_>],
+        one: impl Fn(usize, &mut SeqInput<'_>) -> Result<Tensor> + Sync,
+    ) -> Result<Vec<Tensor>> {
+        let alone = |seqs: &mut [SeqInput<'_>]| -> Result<Vec<Tensor>> {
+            seqs.iter_mut().enumerate().map(|(i, seq)| one(i, seq)).collect()
+        };
+        if !self.device.is_cpu() {
+            return alone(seqs);
+        }
+        ATTENTION.with(|pool| match pool {
+            Some(pool) => pool.install(|| {
+                use rayon::prelude::*;
+                seqs.par_iter_mut().enumerate().map(|(i, seq)| one(i, seq)).collect()
+            }),
+            None => alone(seqs),
+        })
     }
 
     /// Attention for a decode step (one new token per sequence). The projections' rows are
@@ -378,20 +399,7 @@ impl Llama {
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             Ok(probs.matmul(&values)?.reshape((1, nh * hd))?)
         };
-        let alone = |seqs: &mut [SeqInput<'_>]| -> Result<Vec<Tensor>> {
-            seqs.iter_mut().enumerate().map(|(i, seq)| one(i, seq)).collect()
-        };
-        let outputs = if self.device.is_cpu() {
-            ATTENTION.with(|pool| match pool {
-                Some(pool) => pool.install(|| -> Result<Vec<Tensor>> {
-                    use rayon::prelude::*;
-                    seqs.par_iter_mut().enumerate().map(|(i, seq)| one(i, seq)).collect()
-                }),
-                None => alone(seqs),
-            })?
-        } else {
-            alone(seqs)?
-        };
+        let outputs = self.per_sequence(seqs, one)?;
         Ok(Tensor::cat(&outputs, 0)?)
     }
 
@@ -455,8 +463,8 @@ impl Llama {
 }
 
 thread_local! {
-    /// A rayon pool per calling thread, as many threads as the worker computes with, for a
-    /// decode step's attention on the CPU: the sequences are spread over its threads. The
+    /// A rayon pool per calling thread, as many threads as the worker computes with, for
+    /// attention on the CPU: a pass's sequences are spread over its threads. The
     /// operations are small (a softmax over a few rows), and candle splits some of them over
     /// rayon's pool: called from outside any pool, each call waited for the global pool's
     /// threads, 30 times per sequence per step for SmolLM2. Inside this pool they run inline
