@@ -288,19 +288,7 @@ impl Llama {
         pass: Pass,
     ) -> Result<Tensor> {
         let (nh, nkv, hd) = (self.config.num_heads, self.config.num_kv_heads, self.config.head_dim);
-        let mut q = block.wq.forward(h, pass)?;
-        let mut k = block.wk.forward(h, pass)?;
-        if let Some((q_norm, k_norm)) = &block.qk_norm {
-            let eps = self.config.rms_eps as f32;
-            let rows = h.dim(0)?;
-            let per_head = |t: &Tensor, w: &Tensor, heads: usize| -> Result<Tensor> {
-                let t = t.reshape((rows, heads, hd))?;
-                Ok(candle_nn::ops::rms_norm(&t, w, eps)?.reshape((rows, heads * hd))?)
-            };
-            q = per_head(&q, q_norm, nh)?;
-            k = per_head(&k, k_norm, nkv)?;
-        }
-        let v = block.wv.forward(h, pass)?;
+        let (q, k, v) = self.qkv(block, h, pass)?;
         let offsets: Vec<usize> = seqs
             .iter()
             .scan(0, |at, s| {
@@ -337,6 +325,25 @@ impl Llama {
             Ok(probs.matmul(&v)?.reshape((1, nh, n, hd))?.transpose(1, 2)?.reshape((n, nh * hd))?)
         })?;
         Ok(Tensor::cat(&outputs, 0)?)
+    }
+
+    /// The query, key and value projections of `h`'s rows (`[rows, heads * head_dim]`), with
+    /// the per-head norms of the families that have them.
+    fn qkv(&self, block: &Block, h: &Tensor, pass: Pass) -> Result<(Tensor, Tensor, Tensor)> {
+        let (nh, nkv, hd) = (self.config.num_heads, self.config.num_kv_heads, self.config.head_dim);
+        let mut q = block.wq.forward(h, pass)?;
+        let mut k = block.wk.forward(h, pass)?;
+        if let Some((q_norm, k_norm)) = &block.qk_norm {
+            let eps = self.config.rms_eps as f32;
+            let rows = h.dim(0)?;
+            let per_head = |t: &Tensor, w: &Tensor, heads: usize| -> Result<Tensor> {
+                let t = t.reshape((rows, heads, hd))?;
+                Ok(candle_nn::ops::rms_norm(&t, w, eps)?.reshape((rows, heads * hd))?)
+            };
+            q = per_head(&q, q_norm, nh)?;
+            k = per_head(&k, k_norm, nkv)?;
+        }
+        Ok((q, k, block.wv.forward(h, pass)?))
     }
 
     /// `one(i, sequence)` for every sequence, in order. On the CPU the sequences are spread
@@ -379,14 +386,8 @@ impl Llama {
     ) -> Result<Tensor> {
         let (nh, nkv, hd) = (self.config.num_heads, self.config.num_kv_heads, self.config.head_dim);
         let b = seqs.len();
-        let mut q = block.wq.forward(h, pass)?;
-        let mut k = block.wk.forward(h, pass)?;
-        if let Some((q_norm, k_norm)) = &block.qk_norm {
-            let eps = self.config.rms_eps as f32;
-            q = candle_nn::ops::rms_norm(&q.reshape((b, nh, hd))?, q_norm, eps)?;
-            k = candle_nn::ops::rms_norm(&k.reshape((b, nkv, hd))?, k_norm, eps)?;
-        }
-        let v = block.wv.forward(h, pass)?.reshape((b, nkv, 1, hd))?;
+        let (q, k, v) = self.qkv(block, h, pass)?;
+        let v = v.reshape((b, nkv, 1, hd))?;
         let (cos, sin) = turns;
         let q = self.rotate(&q.reshape((b, nh, 1, hd))?, cos, sin)?;
         let k = self.rotate(&k.reshape((b, nkv, 1, hd))?, cos, sin)?;
