@@ -228,7 +228,20 @@ impl Llama {
         self.pass(seqs, true)
     }
 
+    /// On the CPU the pass runs on a thread of [`PASS`], so that candle's operations that
+    /// split their work over rayon do it inside that pool.
     fn pass(&self, seqs: &mut [SeqInput<'_>], prefill: bool) -> Result<Tensor> {
+        if self.device.is_cpu() && rayon::current_thread_index().is_none() {
+            let moved =
+                PASS.with(|pool| pool.as_ref().map(|p| p.install(|| self.run(seqs, prefill))));
+            if let Some(done) = moved {
+                return done;
+            }
+        }
+        self.run(seqs, prefill)
+    }
+
+    fn run(&self, seqs: &mut [SeqInput<'_>], prefill: bool) -> Result<Tensor> {
         let all: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
         let total = all.len();
         let ids = Tensor::from_vec(all, total, &self.device)?;
@@ -346,8 +359,8 @@ impl Llama {
         Ok((q, k, block.wv.forward(h, pass)?))
     }
 
-    /// `one(i, sequence)` for every sequence, in order. On the CPU the sequences are spread
-    /// over the threads of [`ATTENTION`]; elsewhere they run one by one on the caller.
+    /// `one(i, sequence)` for every sequence, in order. On the CPU (inside [`PASS`]) the
+    /// sequences are spread over the pool's threads; elsewhere they run one by one.
     fn per_sequence(
         &self,
         seqs: &mut [SeqInput<'_>],
@@ -356,16 +369,11 @@ impl Llama {
         let alone = |seqs: &mut [SeqInput<'_>]| -> Result<Vec<Tensor>> {
             seqs.iter_mut().enumerate().map(|(i, seq)| one(i, seq)).collect()
         };
-        if !self.device.is_cpu() {
+        if rayon::current_thread_index().is_none() {
             return alone(seqs);
         }
-        ATTENTION.with(|pool| match pool {
-            Some(pool) => pool.install(|| {
-                use rayon::prelude::*;
-                seqs.par_iter_mut().enumerate().map(|(i, seq)| one(i, seq)).collect()
-            }),
-            None => alone(seqs),
-        })
+        use rayon::prelude::*;
+        seqs.par_iter_mut().enumerate().map(|(i, seq)| one(i, seq)).collect()
     }
 
     /// Attention for a decode step (one new token per sequence). The projections' rows are
@@ -374,7 +382,7 @@ impl Llama {
     /// angle of its own sequence's position. Per sequence are left the cache append and
     /// the attention over its own keys, with the same kernels, shapes and numbers as
     /// [`Self::attention`] gives a one-token step; on the CPU the sequences are spread over
-    /// the threads of [`ATTENTION`].
+    /// the threads of [`PASS`].
     fn decode_attention(
         &self,
         layer: usize,
@@ -464,18 +472,16 @@ impl Llama {
 }
 
 thread_local! {
-    /// A rayon pool per calling thread, as many threads as the worker computes with, for
-    /// attention on the CPU: a pass's sequences are spread over its threads. The
-    /// operations are small (a softmax over a few rows), and candle splits some of them over
-    /// rayon's pool: called from outside any pool, each call waited for the global pool's
-    /// threads, 30 times per sequence per step for SmolLM2. Inside this pool they run inline
-    /// on the thread that has the sequence, and the step hands over once per layer. At
-    /// sixteen sequences on two cores: 1.35x the tokens/s with one thread, 1.7x with two.
-    /// `None` where the threads could not be started: the sequences then run one by one on
-    /// the caller.
-    static ATTENTION: Option<rayon::ThreadPool> = rayon::ThreadPoolBuilder::new()
+    /// A rayon pool per calling thread, as many threads as the worker computes with, that
+    /// forward passes on the CPU run on; attention spreads a pass's sequences over its
+    /// threads. candle splits several operations over rayon's pool (softmax, RMS norm, f32
+    /// GEMM): called from outside any pool, each call waited for the global pool's threads,
+    /// 30 softmax calls per sequence and 61 norms per step for SmolLM2. Inside this pool
+    /// small ones run inline, and a pass hands over once. `None` where the threads could
+    /// not be started: passes then run on the caller as before.
+    static PASS: Option<rayon::ThreadPool> = rayon::ThreadPoolBuilder::new()
         .num_threads(candle_core::utils::get_num_threads())
-        .thread_name(|i| format!("blaze-attention-{i}"))
+        .thread_name(|i| format!("blaze-pass-{i}"))
         .build()
         .ok();
 }
