@@ -94,3 +94,44 @@ fn settings_that_cannot_work_stop_the_start_naming_the_flag() {
         assert!(e.contains(&format!("{}: embedding workers keep no", cache[0])), "{e}");
     }
 }
+
+/// `blaze-random-llama` (the GPU benchmark's model writer) through its binary: the model it
+/// writes is stored in the dtype asked for, and the worker loads and serves it; a shape it
+/// does not know ends with a message naming it.
+#[tokio::test]
+async fn random_llama_writes_a_model_the_worker_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny-bf16");
+    let out = Command::new(env!("CARGO_BIN_EXE_blaze-random-llama"))
+        .arg(&model)
+        .args(["tiny", "bf16", "128"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), model.to_str().unwrap());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["torch_dtype"], "bfloat16");
+    assert_eq!(config["max_position_embeddings"], 128);
+    let weights =
+        candle_core::safetensors::load(model.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    assert!(weights.values().all(|t| t.dtype() == candle_core::DType::BF16));
+
+    let path = model.to_str().unwrap();
+    let args = ["--model", path, "--device", "cpu", "--dtype", "bf16"];
+    let worker = Worker::start(&args, Duration::from_secs(60)).await;
+    let body = serde_json::json!({"prompt": "hi", "max_tokens": 3, "temperature": 0});
+    let (status, answer) = worker.post_json("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["usage"]["completion_tokens"], 3);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_blaze-random-llama"))
+        .arg(dir.path().join("other"))
+        .arg("huge")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown shape \"huge\""));
+    assert!(!dir.path().join("other").exists());
+}

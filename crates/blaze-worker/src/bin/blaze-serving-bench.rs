@@ -49,7 +49,7 @@ struct Args {
     #[arg(long)]
     server: Option<String>,
     /// Concurrent streams to measure `--server` at.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64", requires = "server")]
     streams: Vec<usize>,
 }
 

@@ -369,7 +369,7 @@ impl Llama {
         let alone = |seqs: &mut [SeqInput<'_>]| -> Result<Vec<Tensor>> {
             seqs.iter_mut().enumerate().map(|(i, seq)| one(i, seq)).collect()
         };
-        if rayon::current_thread_index().is_none() {
+        if !self.device.is_cpu() || rayon::current_thread_index().is_none() {
             return alone(seqs);
         }
         use rayon::prelude::*;
@@ -484,4 +484,62 @@ thread_local! {
         .thread_name(|i| format!("blaze-pass-{i}"))
         .build()
         .ok();
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::*;
+
+    /// Three sequences of different lengths, each with a prompt already in its cache.
+    fn caches(llama: &Llama) -> Vec<KvCache> {
+        [&[1u32, 2, 3][..], &[4, 5, 6, 7, 8], &[9]]
+            .iter()
+            .map(|prompt| {
+                let mut cache = KvCache::default();
+                llama.forward_one(prompt, &mut cache).unwrap();
+                cache
+            })
+            .collect()
+    }
+
+    fn inputs<'a>(caches: &'a mut [KvCache], tokens: &'a [[u32; 1]]) -> Vec<SeqInput<'a>> {
+        caches.iter_mut().zip(tokens).map(|(cache, t)| SeqInput { tokens: t, cache }).collect()
+    }
+
+    /// A decode step's attention (RoPE for the batch, sequences spread over the pass pool)
+    /// gives every sequence exactly the numbers of the general per-sequence attention, and
+    /// leaves the same keys and values in its cache.
+    #[test]
+    fn decode_attention_equals_the_general_path_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::testing::write_tiny_llama(dir.path(), 64).unwrap();
+        let llama = super::super::safetensors::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
+        let tokens = [[10u32], [11], [12]];
+        let h = Tensor::randn(0f32, 1f32, (3, llama.config.hidden_size), &Device::Cpu).unwrap();
+        let (mut general, mut decode) = (caches(&llama), caches(&llama));
+        let block = &llama.blocks[0];
+        let pass = Pass::SmallDecode;
+        let want = llama.attention(0, block, &h, &mut inputs(&mut general, &tokens), pass).unwrap();
+        let mut seqs = inputs(&mut decode, &tokens);
+        let turns = llama.turns(&seqs).unwrap();
+        let pool = PASS.with(|p| p.is_some());
+        assert!(pool, "the pass pool starts");
+        let got = PASS
+            .with(|p| {
+                p.as_ref()
+                    .unwrap()
+                    .install(|| llama.decode_attention(0, block, &h, &mut seqs, pass, &turns))
+            })
+            .unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&got), flat(&want));
+        for (g, d) in general.iter().zip(&decode) {
+            let (gk, gv) = g.layers[0].as_ref().unwrap();
+            let (dk, dv) = d.layers[0].as_ref().unwrap();
+            assert_eq!(flat(gk), flat(dk));
+            assert_eq!(flat(gv), flat(dv));
+        }
+    }
 }
