@@ -95,7 +95,7 @@ pub fn config(
             st
         })
         .collect();
-    let w = weights::weights(&s, &spec.weights);
+    let w = weights::weights(&s, &spec.weights, spec.strategy);
     for (e, w) in eps.iter_mut().zip(w) {
         e.weight = u32::try_from(w).unwrap_or(0);
     }

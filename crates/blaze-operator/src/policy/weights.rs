@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use blaze_api::router::{WeightsMode, WeightsSpec};
+use blaze_api::router::{Strategy, WeightsMode, WeightsSpec};
 
 /// The weight of the best endpoint.
 pub const MAX_WEIGHT: i32 = 100;
@@ -73,11 +73,19 @@ pub struct EndpointStats {
     pub condition: Condition,
 }
 
-/// Weights for `endpoints`, in order.
-pub fn weights(endpoints: &[EndpointStats], spec: &WeightsSpec) -> Vec<i32> {
+/// Weights for `endpoints`, in order, for a router balancing with `strategy`.
+///
+/// Under the hashing strategies (`consistentHash`, `prefixAware`) a weight is the endpoint's
+/// share of the hash ring, and any change to it moves keys, with their sessions and warm KV
+/// caches, to other endpoints. There weights follow membership only: a serving endpoint
+/// gets its full weight (no latency scoring, no slow-start ramp, as ring hashing has no
+/// slow start elsewhere either), an ejected one 0 and a probed one the probe weight; the
+/// routers' bounded load spills a hot key's overflow to the next endpoint instead.
+pub fn weights(endpoints: &[EndpointStats], spec: &WeightsSpec, strategy: Strategy) -> Vec<i32> {
+    let hashing = matches!(strategy, Strategy::ConsistentHash | Strategy::PrefixAware);
     match spec.mode {
-        WeightsMode::Manual => manual(endpoints, spec),
-        WeightsMode::Auto => auto(endpoints, spec),
+        WeightsMode::Manual => manual(endpoints, spec, hashing),
+        WeightsMode::Auto => auto(endpoints, spec, hashing),
     }
 }
 
@@ -87,7 +95,7 @@ pub fn probe_weight(spec: &WeightsSpec) -> i32 {
     floor.max(spec.min_weight).clamp(1, MAX_WEIGHT)
 }
 
-fn manual(endpoints: &[EndpointStats], spec: &WeightsSpec) -> Vec<i32> {
+fn manual(endpoints: &[EndpointStats], spec: &WeightsSpec, hashing: bool) -> Vec<i32> {
     let mut per_engine: BTreeMap<&str, usize> = BTreeMap::new();
     for e in endpoints {
         *per_engine.entry(e.engine.as_str()).or_default() += 1;
@@ -97,14 +105,15 @@ fn manual(endpoints: &[EndpointStats], spec: &WeightsSpec) -> Vec<i32> {
         .map(|e| {
             let share = spec.manual.as_ref().and_then(|m| m.get(&e.engine)).map_or(0, |w| w.0);
             let w = f64::from(share.max(0)) * MANUAL_SCALE / per_engine[e.engine.as_str()] as f64;
-            let ramped = (w * slow_start(e.age_s, spec.slow_start_seconds)).round() as i32;
+            let ramp = if hashing { 1.0 } else { slow_start(e.age_s, spec.slow_start_seconds) };
+            let ramped = (w * ramp).round() as i32;
             // An engine share stays above zero however far it is split or ramped.
             if w > 0.0 { ramped.max(1) } else { 0 }
         })
         .collect()
 }
 
-fn auto(endpoints: &[EndpointStats], spec: &WeightsSpec) -> Vec<i32> {
+fn auto(endpoints: &[EndpointStats], spec: &WeightsSpec, hashing: bool) -> Vec<i32> {
     let min = spec.min_weight.clamp(0, MAX_WEIGHT);
     // Zeroing every endpoint would leave the router nothing, not even its panic mode (which
     // balances over endpoints with a weight when none passes its checks): when all are down,
@@ -117,6 +126,7 @@ fn auto(endpoints: &[EndpointStats], spec: &WeightsSpec) -> Vec<i32> {
         .map(|(e, w)| match e.condition {
             Condition::Down if !all_down => 0,
             Condition::Down | Condition::Probing => probe_weight(spec),
+            Condition::Serving if hashing => MAX_WEIGHT,
             Condition::Serving => {
                 let ramped = w * slow_start(e.age_s, spec.slow_start_seconds);
                 (ramped.round() as i32).clamp(min, MAX_WEIGHT)

@@ -1,7 +1,11 @@
 use blaze_api::router::{WeightsMode, WeightsSpec};
 
 use super::*;
-use crate::policy::weights::weights;
+
+/// Weights for a router balancing adaptively.
+fn weights(endpoints: &[EndpointStats], spec: &WeightsSpec) -> Vec<i32> {
+    crate::policy::weights::weights(endpoints, spec, blaze_api::router::Strategy::Adaptive)
+}
 
 /// One endpoint as a router replica counts it. Streaming answers: headers at once (every
 /// time to headers is fast), first tokens fast or slow.

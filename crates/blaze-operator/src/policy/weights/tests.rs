@@ -1,6 +1,11 @@
 use super::*;
 use blaze_api::router::Weight;
 
+/// Weights for a router balancing adaptively (no hashing).
+fn weights(endpoints: &[EndpointStats], spec: &WeightsSpec) -> Vec<i32> {
+    super::weights(endpoints, spec, Strategy::Adaptive)
+}
+
 fn ep(engine: &str, ttft: Option<f64>, err: Option<f64>) -> EndpointStats {
     EndpointStats {
         engine: engine.into(),
@@ -171,4 +176,35 @@ fn manual_shares_ignore_breakers_and_latency() {
     };
     let down = with(ep("b", Some(1.0), Some(1.0)), |e| e.condition = Condition::Down);
     assert_eq!(weights(&[ep("a", Some(900.0), None), down], &spec), vec![100, 100]);
+}
+
+/// Under the hashing strategies a weight is a share of the ring: latency, slow start and
+/// minWeight move none, so keys stay where their caches are; ejected and probed endpoints
+/// still get 0 and the probe weight.
+#[test]
+fn hashing_routers_weigh_by_membership_only() {
+    let mut young = ep("a", Some(100.0), None);
+    young.age_s = 3.0;
+    let down = with(ep("a", None, None), |e| e.condition = Condition::Down);
+    let probing = with(ep("a", None, None), |e| e.condition = Condition::Probing);
+    let eps = [ep("a", Some(100.0), None), ep("a", Some(900.0), Some(0.2)), young, down, probing];
+    let spec = WeightsSpec { min_weight: 5, slow_start_seconds: 30, ..Default::default() };
+    for strategy in [Strategy::ConsistentHash, Strategy::PrefixAware] {
+        assert_eq!(
+            super::weights(&eps, &spec, strategy),
+            vec![100, 100, 100, 0, 10],
+            "{strategy:?}"
+        );
+    }
+    assert_eq!(weights(&eps, &spec), vec![100, 9, 19, 0, 10], "adaptive: by latency and age");
+    // Manual shares hold as given, without the ramp.
+    let manual = WeightsSpec {
+        mode: WeightsMode::Manual,
+        manual: Some(BTreeMap::from([("a".into(), Weight(90)), ("b".into(), Weight(10))])),
+        slow_start_seconds: 30,
+        ..Default::default()
+    };
+    let fresh = |engine: &str| with(ep(engine, None, None), |e| e.age_s = 0.0);
+    let got = super::weights(&[fresh("a"), fresh("b")], &manual, Strategy::PrefixAware);
+    assert_eq!(got, vec![9000, 1000]);
 }
