@@ -187,6 +187,9 @@ async fn load_llm(
         dtype: args.dtype,
         quantization: args.quantization,
     };
+    // On a GPU every kernel launch counts: a decode step's attention is one batched call
+    // over slotted caches there, instead of a few per sequence.
+    let kv_slots = !device.is_cpu();
     let device_name = blaze_worker::model::device_name(&device);
     let model = tokio::task::spawn_blocking(move || {
         blaze_worker::model::load_with(&path, &device, options)
@@ -199,7 +202,7 @@ async fn load_llm(
         "dtype": args.dtype.to_string(),
         "quantization": args.quantization.map(|q| q.to_string()),
     }));
-    let model = warm_up(model).await?;
+    let model = warm_up(model, kv_slots).await?;
     let config = SchedulerConfig {
         max_batch_size: args.max_batch_size,
         max_queue: args.max_queue,
@@ -207,6 +210,7 @@ async fn load_llm(
         max_wait: Duration::from_millis(args.max_wait_ms),
         stall_timeout: Duration::from_secs(args.stall_timeout_seconds),
         prefix_cache_bytes: args.prefix_cache_bytes,
+        kv_slots,
     };
     let engine: Arc<dyn Engine> =
         Arc::new(LlmEngine::start(args.model_name(), model, config, metrics));
@@ -324,9 +328,9 @@ async fn load_diffusion(
 
 /// Runs the warm-up forward pass (off the async runtime) before the worker reports ready;
 /// a failure fails the load.
-async fn warm_up(model: LoadedModel) -> anyhow::Result<LoadedModel> {
+async fn warm_up(model: LoadedModel, kv_slots: bool) -> anyhow::Result<LoadedModel> {
     tokio::task::spawn_blocking(move || {
-        let took = LlmEngine::warm_up(&model)?;
+        let took = LlmEngine::warm_up(&model, kv_slots)?;
         tracing::info!(seconds = took.as_secs_f64(), "warm-up forward pass done");
         anyhow::Ok(model)
     })

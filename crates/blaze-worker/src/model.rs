@@ -18,6 +18,7 @@ pub mod family;
 pub mod gguf;
 mod hf_config;
 pub mod kv_cache;
+pub mod kv_pool;
 mod linear;
 pub mod llama;
 pub mod prefix_cache;
@@ -35,6 +36,7 @@ use crate::{Error, Result};
 pub use blaze_worker_cli::{Device as DeviceChoice, Dtype, ModelFormat, Quantization, Weights};
 pub use family::Family;
 pub use kv_cache::KvCache;
+pub use kv_pool::KvPool;
 pub use llama::{DENSE_MIN_ROWS, Llama, SeqInput};
 pub use prefix_cache::PrefixCache;
 

@@ -117,6 +117,52 @@ async fn batched_greedy_equals_unbatched_greedy_token_for_token() {
     );
 }
 
+/// With the caches in slots of one pool (as on a GPU: one batched attention per decode
+/// step), greedy decoding generates what the plain loop does: sequences of different
+/// lengths finish at different steps and later requests take their freed slots, and prompts
+/// whose beginning comes from the prefix cache have it copied into their slot.
+#[tokio::test]
+async fn slotted_caches_generate_what_the_plain_loop_does() {
+    let (_dir, model) = tiny_model(512);
+    let shared = "a shared beginning, long enough for two blocks of the prefix cache: ".repeat(2);
+    let texts = ["a", "hello there", "the quick brown fox jumps", "xyz 123 and more words here"];
+    let mut prompts: Vec<Vec<u32>> =
+        texts.iter().map(|p| model.encode_prompt(p).unwrap()).collect();
+    let reused: Vec<Vec<u32>> = ["first", "second question", "third"]
+        .iter()
+        .map(|q| model.encode_prompt(&format!("{shared}{q}")).unwrap())
+        .collect();
+    prompts.extend(reused);
+    let lengths = [5, 30, 12, 21, 9, 17, 3];
+    let expected: Vec<Vec<u32>> =
+        prompts.iter().zip(lengths).map(|(p, n)| reference(&model.llama, p, n)).collect();
+    let config = SchedulerConfig {
+        max_batch_size: 3,
+        max_queue: 16,
+        prefix_cache_bytes: 8 << 20,
+        kv_slots: true,
+        ..Default::default()
+    };
+    let (engine, registry) = engine_with(model, config);
+    // The first reused prompt alone first, so the others find its beginning cached.
+    let first = engine.submit(greedy(prompts[4].clone(), lengths[4])).unwrap();
+    let (ids, _) = collect(first, Duration::from_secs(60)).await;
+    assert_eq!(ids, expected[4]);
+    let streams: Vec<_> = (prompts.iter().zip(lengths).enumerate())
+        .map(|(i, (p, n))| (i, engine.submit(greedy(p.clone(), n)).unwrap()))
+        .collect();
+    for (i, stream) in streams {
+        let (ids, reason) = collect(stream, Duration::from_secs(60)).await;
+        assert_eq!(ids, expected[i], "prompt {i}");
+        assert_eq!(reason, FinishReason::Length);
+    }
+    let hits = sample(&registry, "vllm:prefix_cache_hits_total");
+    assert!(hits >= 3.0 * 32.0, "{hits} prompt tokens came from the prefix cache");
+    let batched = sample(&registry, "blaze_batch_size_sum");
+    let steps = sample(&registry, "blaze_batch_size_count");
+    assert!(batched > 2.0 * steps, "three sequences at a time: {batched} / {steps}");
+}
+
 /// A prompt longer than `max_batch_tokens` is prefilled in chunks, between decode steps of
 /// the sequences already running, and generates what a whole prefill does; a short prompt
 /// sent behind it gets its first token first.

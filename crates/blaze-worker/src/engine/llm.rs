@@ -43,6 +43,12 @@ pub struct SchedulerConfig {
     /// Bytes of keys and values of recent prompts kept for prompts that start the same way
     /// (0: off).
     pub prefix_cache_bytes: u64,
+    /// Keep every running sequence's keys and values in a slot of one buffer per layer, so
+    /// that a decode step's attention is one batched call for the whole batch instead of a
+    /// few per sequence (see [`crate::model::KvPool`]). The worker turns it on for a GPU,
+    /// where each call is a kernel launch; on the CPU per-sequence caches are faster and give
+    /// a sequence the same numbers whatever else is in the batch.
+    pub kv_slots: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -55,6 +61,7 @@ impl Default for SchedulerConfig {
             max_wait: Duration::from_millis(5),
             stall_timeout: Duration::from_secs(120),
             prefix_cache_bytes: 0,
+            kv_slots: false,
         }
     }
 }
@@ -101,14 +108,15 @@ impl LlmEngine {
     /// Runs a short prompt through `model`, a prefill and one decode step (the two shapes
     /// every request runs), on the calling thread before the engine starts, so that the
     /// first request does not pay for first use: weights paged in from the file, candle's
-    /// thread pools and kernels started. Returns how long it took.
-    pub fn warm_up(model: &LoadedModel) -> crate::Result<Duration> {
+    /// thread pools and kernels started (those of slotted caches' batched decode step with
+    /// `kv_slots`, see [`SchedulerConfig::kv_slots`]). Returns how long it took.
+    pub fn warm_up(model: &LoadedModel, kv_slots: bool) -> crate::Result<Duration> {
         let started = Instant::now();
         let mut prompt = model.encode_prompt("Hello")?;
         if prompt.is_empty() {
             prompt.push(model.bos_id.unwrap_or(0));
         }
-        let mut cache = KvCache::default();
+        let mut cache = if kv_slots { model.llama.kv_pool().cache() } else { KvCache::default() };
         fault::before_forward();
         let logits = model.llama.forward_one(&prompt, &mut cache)?.to_vec1::<f32>()?;
         let next = crate::sampling::argmax(&logits);

@@ -4,19 +4,23 @@
 
 use candle_core::Tensor;
 
+use super::kv_pool::Slot;
 use crate::Result;
 
 /// Positions a layer's buffers hold at first; they double when full.
 const FIRST_CAPACITY: usize = 64;
 
-/// The keys and values one sequence has produced so far, per layer. Not `Clone`: its
-/// buffers are written in place, and a clone would share them.
+/// The keys and values one sequence has produced so far, per layer: in buffers of its own,
+/// or in a slot of a [`KvPool`](super::KvPool). Not `Clone`: its buffers are written in
+/// place, and a clone would share them.
 #[derive(Debug, Default)]
 pub struct KvCache {
     /// Per layer, `[1, kv_heads, capacity, head_dim]` keys and values; the first `len`
-    /// positions are filled.
+    /// positions are filled. Empty when `slot` holds them.
     pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
     pub(crate) len: usize,
+    /// Where the keys and values are when they are in a pool.
+    pub(crate) slot: Option<Slot>,
 }
 
 impl KvCache {
@@ -30,8 +34,11 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Bytes the cache occupies (its buffers' capacity).
+    /// Bytes the cache occupies (its buffers' capacity, or its slot's).
     pub fn bytes(&self) -> usize {
+        if let Some(slot) = &self.slot {
+            return slot.pool.slot_bytes();
+        }
         self.layers
             .iter()
             .flatten()
@@ -73,11 +80,14 @@ impl KvCache {
             }
             layers.push(Some((keys, values)));
         }
-        Ok(Self { layers, len })
+        Ok(Self { layers, len, slot: None })
     }
 
     /// Copies of positions `start..start + n` of every layer's keys and values.
     pub(crate) fn copy_span(&self, start: usize, n: usize) -> Result<Vec<(Tensor, Tensor)>> {
+        if let Some(slot) = &self.slot {
+            return slot.pool.copy_span(slot.index, start, n);
+        }
         self.layers
             .iter()
             .map(|layer| {
@@ -98,6 +108,9 @@ impl KvCache {
         k: &Tensor,
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
+        if let Some(slot) = &self.slot {
+            return slot.pool.append(slot.index, layer, self.len, k, v);
+        }
         let (pos, n) = (self.len, k.dim(2)?);
         let need = pos + n;
         if self.layers.len() <= layer {

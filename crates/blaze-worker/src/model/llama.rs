@@ -3,7 +3,8 @@
 //! decode step spends its memory bandwidth) run once over all the batch's tokens; attention,
 //! which is per sequence anyway, runs sequence by sequence with its own causal mask. In a
 //! decode step (one new token per sequence) RoPE and the head layout are done for the whole
-//! batch at once, and only the cache append and the attention itself stay per sequence.
+//! batch at once; the cache append and the attention itself stay per sequence, unless the
+//! caches are slots of one [`KvPool`] (on a GPU), where they are one batched call each.
 //!
 //! One forward pass serves every [`Family`]: the families differ in a few numerics the
 //! config carries (q/k norms, activation, embedding scale, partial rotary, head size) and in
@@ -15,7 +16,10 @@
 use candle_core::{D, DType, Device, Tensor};
 
 use super::family::{Activation, Family};
+use std::sync::Arc;
+
 use super::kv_cache::KvCache;
+use super::kv_pool::{KvPool, Plan};
 pub use super::linear::Linear;
 use super::linear::Pass;
 use super::rope::RopeScaling;
@@ -168,6 +172,14 @@ impl Llama {
         })
     }
 
+    /// An empty pool of KV slots for this model, for caches whose decode steps attend in
+    /// one batched call (see [`KvPool`]).
+    pub fn kv_pool(&self) -> Arc<KvPool> {
+        let c = &self.config;
+        let (layers, dtype) = (self.blocks.len(), self.embed.dtype());
+        KvPool::new(layers, c.num_kv_heads, c.head_dim, dtype, &self.device, c.max_seq_len)
+    }
+
     /// The model's configuration.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
@@ -257,15 +269,18 @@ impl Llama {
             Pass::SmallDecode
         };
         // A decode step turns every sequence's one new position at once: the rotation
-        // angles of each sequence's position, gathered once for all layers.
-        let turns = match pass {
+        // angles of each sequence's position, gathered once for all layers, and where the
+        // sequences' caches are slots of one pool, the plan of its batched attention.
+        let step = match pass {
             Pass::Prefill => None,
-            Pass::SmallDecode | Pass::LargeDecode => Some(self.turns(seqs)?),
+            Pass::SmallDecode | Pass::LargeDecode => {
+                Some(DecodeStep { turns: self.turns(seqs)?, slots: slot_plan(seqs)? })
+            }
         };
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.config.rms_eps as f32)?;
-            let attn = match &turns {
-                Some(turns) => self.decode_attention(layer, block, &h, seqs, pass, turns)?,
+            let attn = match &step {
+                Some(step) => self.decode_attention(layer, block, &h, seqs, pass, step)?,
                 None => self.attention(layer, block, &h, seqs, pass)?,
             };
             x = (x + block.wo.forward(&attn, pass)?)?;
@@ -379,10 +394,11 @@ impl Llama {
     /// Attention for a decode step (one new token per sequence). The projections' rows are
     /// already one per sequence in head order, so the heads need no transposing copy, and
     /// RoPE turns all the sequences' queries and keys in one call each, every row by the
-    /// angle of its own sequence's position. Per sequence are left the cache append and
-    /// the attention over its own keys, with the same kernels, shapes and numbers as
-    /// [`Self::attention`] gives a one-token step; on the CPU the sequences are spread over
-    /// the threads of [`PASS`].
+    /// angle of its own sequence's position. When the caches are slots of one pool, the
+    /// appends and the attention are one batched call each for the whole batch (see
+    /// [`KvPool`]). Otherwise they stay per sequence, with the same kernels, shapes and
+    /// numbers as [`Self::attention`] gives a one-token step; on the CPU the sequences are
+    /// spread over the threads of [`PASS`].
     fn decode_attention(
         &self,
         layer: usize,
@@ -390,15 +406,19 @@ impl Llama {
         h: &Tensor,
         seqs: &mut [SeqInput<'_>],
         pass: Pass,
-        turns: &(Tensor, Tensor),
+        step: &DecodeStep,
     ) -> Result<Tensor> {
         let (nh, nkv, hd) = (self.config.num_heads, self.config.num_kv_heads, self.config.head_dim);
         let b = seqs.len();
         let (q, k, v) = self.qkv(block, h, pass)?;
         let v = v.reshape((b, nkv, 1, hd))?;
-        let (cos, sin) = turns;
+        let (cos, sin) = &step.turns;
         let q = self.rotate(&q.reshape((b, nh, 1, hd))?, cos, sin)?;
         let k = self.rotate(&k.reshape((b, nkv, 1, hd))?, cos, sin)?;
+        if let Some((pool, plan)) = &step.slots {
+            let rows = |t: &Tensor| t.reshape((b * nkv, hd));
+            return pool.attend(plan, layer, &q.reshape((b, nh * hd))?, &rows(&k)?, &rows(&v)?);
+        }
         let groups = nh / nkv;
         let one = |i: usize, seq: &mut SeqInput<'_>| -> Result<Tensor> {
             let (keys, values) =
@@ -471,6 +491,31 @@ impl Llama {
     }
 }
 
+/// What every layer of a decode step shares.
+struct DecodeStep {
+    /// Cosines and sines of each sequence's new position (see [`Llama::turns`]).
+    turns: (Tensor, Tensor),
+    /// The pool holding every sequence's cache, and the step's plan over it, when they are
+    /// all in one.
+    slots: Option<(Arc<KvPool>, Plan)>,
+}
+
+/// The plan of a batched decode step when every sequence's cache is a slot of one pool.
+fn slot_plan(seqs: &[SeqInput<'_>]) -> Result<Option<(Arc<KvPool>, Plan)>> {
+    let Some(first) = seqs.first().and_then(|s| s.cache.slot.as_ref()) else { return Ok(None) };
+    let mut places = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        match &seq.cache.slot {
+            Some(slot) if Arc::ptr_eq(&slot.pool, &first.pool) => {
+                places.push((slot.index, seq.cache.len));
+            }
+            _ => return Ok(None),
+        }
+    }
+    let plan = first.pool.plan(&places)?;
+    Ok(Some((first.pool.clone(), plan)))
+}
+
 thread_local! {
     /// A rayon pool per calling thread, as many threads as the worker computes with, that
     /// forward passes on the CPU run on; attention spreads a pass's sequences over its
@@ -523,14 +568,14 @@ mod tests {
         let pass = Pass::SmallDecode;
         let want = llama.attention(0, block, &h, &mut inputs(&mut general, &tokens), pass).unwrap();
         let mut seqs = inputs(&mut decode, &tokens);
-        let turns = llama.turns(&seqs).unwrap();
+        let step = DecodeStep { turns: llama.turns(&seqs).unwrap(), slots: None };
         let pool = PASS.with(|p| p.is_some());
         assert!(pool, "the pass pool starts");
         let got = PASS
             .with(|p| {
                 p.as_ref()
                     .unwrap()
-                    .install(|| llama.decode_attention(0, block, &h, &mut seqs, pass, &turns))
+                    .install(|| llama.decode_attention(0, block, &h, &mut seqs, pass, &step))
             })
             .unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -540,6 +585,65 @@ mod tests {
             let (dk, dv) = d.layers[0].as_ref().unwrap();
             assert_eq!(flat(gk), flat(dk));
             assert_eq!(flat(gv), flat(dv));
+        }
+    }
+
+    /// Decode steps over caches in slots of one pool (one batched attention per layer)
+    /// give the logits that per-sequence caches give, step after step, while sequences
+    /// finish and a new one takes the freed slot; slots past the first stay packed.
+    #[test]
+    fn slotted_decode_steps_equal_per_sequence_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::testing::write_tiny_llama(dir.path(), 64).unwrap();
+        let llama = super::super::safetensors::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
+        let pool = llama.kv_pool();
+        let prompts: [&[u32]; 3] = [&[1, 2, 3], &[4, 5, 6, 7, 8], &[9]];
+        let prefill = |cache: &mut KvCache, prompt: &[u32]| {
+            llama.forward_one(prompt, cache).unwrap();
+        };
+        let mut own: Vec<KvCache> = Vec::new();
+        let mut slotted: Vec<KvCache> = Vec::new();
+        for prompt in prompts {
+            let (mut a, mut b) = (KvCache::default(), pool.cache());
+            prefill(&mut a, prompt);
+            prefill(&mut b, prompt);
+            own.push(a);
+            slotted.push(b);
+        }
+        let slots = |caches: &[KvCache]| -> Vec<usize> {
+            caches.iter().map(|c| c.slot.as_ref().unwrap().index).collect()
+        };
+        assert_eq!(slots(&slotted), [0, 1, 2]);
+        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        };
+        for step in 0..40u32 {
+            if step == 5 {
+                // The middle sequence ends; a new one takes its slot, packed at the front.
+                own.remove(1);
+                slotted.remove(1);
+                let (mut a, mut b) = (KvCache::default(), pool.cache());
+                assert_eq!(b.slot.as_ref().unwrap().index, 1, "the lowest free slot");
+                prefill(&mut a, &[20, 21]);
+                prefill(&mut b, &[20, 21]);
+                own.push(a);
+                slotted.push(b);
+            }
+            let tokens: Vec<[u32; 1]> = (0..own.len() as u32).map(|i| [30 + i + step]).collect();
+            let want = llama.forward(&mut inputs(&mut own, &tokens)).unwrap();
+            let mut seqs = inputs(&mut slotted, &tokens);
+            assert!(slot_plan(&seqs).unwrap().is_some(), "the batched path");
+            let got = llama.forward(&mut seqs).unwrap();
+            let diff = max_diff(&got, &want);
+            assert!(diff < 1e-4, "step {step}: logits differ by {diff}");
+            assert_eq!(Llama::argmax(&got).unwrap(), Llama::argmax(&want).unwrap());
+        }
+        // 64 positions at first, doubled once the longest passed them.
+        assert_eq!(slotted[0].len(), 43);
+        assert_eq!(slotted[0].bytes(), own[0].bytes());
+        let spans = (slotted[0].copy_span(0, 43).unwrap(), own[0].copy_span(0, 43).unwrap());
+        for ((sk, sv), (ok, ov)) in spans.0.iter().zip(&spans.1) {
+            assert!(max_diff(sk, ok) < 1e-4 && max_diff(sv, ov) < 1e-4);
         }
     }
 }

@@ -14,7 +14,7 @@ use super::{Admission, SchedulerConfig};
 use crate::engine::health::Shared;
 use crate::engine::{EngineError, Event, FinishReason, fault};
 use crate::metrics::Metrics;
-use crate::model::{KvCache, LoadedModel, PrefixCache, SeqInput};
+use crate::model::{KvCache, KvPool, LoadedModel, PrefixCache, SeqInput};
 use crate::sampling::Sampler;
 use crate::tokenizer::StreamDecoder;
 
@@ -49,6 +49,8 @@ pub(crate) struct Worker {
     prefixes: Option<PrefixCache>,
     /// Bytes of cache a full batch may take: the denominator of `vllm:kv_cache_usage_perc`.
     kv_budget: usize,
+    /// The slots running sequences keep their keys and values in, with `config.kv_slots`.
+    slots: Option<Arc<KvPool>>,
 }
 
 impl Worker {
@@ -73,7 +75,21 @@ impl Worker {
         }
         let kv_budget =
             (config.max_batch_size * model.llama.config().max_seq_len * per_token).max(1);
-        Self { model, queue, shared, metrics, config, running: Vec::new(), prefixes, kv_budget }
+        let slots = config.kv_slots.then(|| {
+            tracing::info!("keys and values in slots: one batched attention per decode step");
+            model.llama.kv_pool()
+        });
+        Self {
+            model,
+            queue,
+            shared,
+            metrics,
+            config,
+            running: Vec::new(),
+            prefixes,
+            kv_budget,
+            slots,
+        }
     }
 
     pub(crate) fn run(&mut self) {
@@ -133,6 +149,18 @@ impl Worker {
             let r = a.request;
             self.metrics.prompt_tokens.inc_by(r.prompt.len() as u64);
             let cache = self.reuse(&r.prompt);
+            let cache = match &self.slots {
+                None => cache,
+                Some(slots) => match slots.adopt(cache) {
+                    Ok(cache) => cache,
+                    Err(e) => {
+                        tracing::error!(error = %e, "taking a KV slot failed");
+                        let _ = a.sink.send(Event::Error(EngineError::Forward(e.to_string())));
+                        self.finished("error");
+                        continue;
+                    }
+                },
+            };
             self.running.push(Sequence {
                 sink: a.sink,
                 sampler: Sampler::new(r.sampling, &r.prompt),

@@ -1,0 +1,316 @@
+//! Keys and values of every running sequence in one buffer per layer, a slot per sequence,
+//! so that a decode step's attention is one batched call for the whole batch instead of a
+//! few calls per sequence. On a GPU each call is a kernel launch, and per sequence a step
+//! launched about seven per layer: at 64 sequences and 16 layers some 7,000 launches, which
+//! cost more than reading the weights.
+//!
+//! A layer's buffer is `[slots, kv_heads, capacity, head_dim]`. A sequence holds the lowest
+//! free slot while it runs, so the busy slots stay packed at the front; a decode step
+//! attends over the first `live` slots (up to the highest busy one) and the first `len`
+//! positions (up to the longest sequence), masking each slot's positions past its own
+//! length. Slots and positions grow by doubling (positions up to the model's context) and
+//! are kept: a worker holds the buffer its busiest moment needed, as GPU servers keep
+//! their KV memory.
+//!
+//! The CPU keeps per-sequence caches ([`super::KvCache`]'s own buffers): there the
+//! per-sequence attention spreads over threads and gives a sequence the same numbers
+//! whatever the batch, while the padded batched form would read and compute positions
+//! that hold nothing.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use candle_core::{DType, Device, Tensor};
+
+use super::kv_cache::KvCache;
+use crate::{Error, Result};
+
+/// Positions a slot holds at first.
+const FIRST_CAPACITY: usize = 64;
+
+/// The buffers of every slot.
+pub struct KvPool {
+    inner: Mutex<Inner>,
+    layers: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    dtype: DType,
+    device: Device,
+    /// Positions a slot never needs more of (the model's context).
+    max_positions: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Per layer, `[slots, kv_heads, capacity, head_dim]` keys and values; empty until the
+    /// first slot is written.
+    layers: Vec<(Tensor, Tensor)>,
+    slots: usize,
+    capacity: usize,
+    /// Which slots a sequence holds.
+    taken: Vec<bool>,
+}
+
+/// A sequence's place in a [`KvPool`]; dropping it frees the slot.
+pub(crate) struct Slot {
+    pub(crate) pool: Arc<KvPool>,
+    pub(crate) index: usize,
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot").field("index", &self.index).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut inner = self.pool.lock();
+        if let Some(taken) = inner.taken.get_mut(self.index) {
+            *taken = false;
+        }
+    }
+}
+
+/// What one decode step over slotted sequences needs, worked out once for every layer.
+pub(crate) struct Plan {
+    /// Slots `0..live` take part (the highest busy one and those before it).
+    live: usize,
+    /// Positions `0..len` take part (the longest sequence's, its new one included).
+    len: usize,
+    /// Rows of a layer's buffer seen as `[slots * kv_heads * capacity, head_dim]` that the
+    /// step's new keys and values go to, `[batch * kv_heads, head_dim]` (each row index
+    /// repeated along the row, as a scatter takes it).
+    write: Tensor,
+    /// For each of the `live` slots, the batch row of the sequence in it (0 for a free
+    /// slot, whose answer is dropped).
+    queries: Tensor,
+    /// `[live, 1, 1, len]`: 0 where a slot has a position, -inf past it.
+    mask: Tensor,
+    /// The slot of each batch row.
+    outputs: Tensor,
+}
+
+impl KvPool {
+    /// An empty pool for a model with `layers` layers of `kv_heads` heads of `head_dim`
+    /// numbers in `dtype` on `device`, and a context of `max_positions`.
+    pub fn new(
+        layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        dtype: DType,
+        device: &Device,
+        max_positions: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner::default()),
+            layers,
+            kv_heads,
+            head_dim,
+            dtype,
+            device: device.clone(),
+            max_positions: max_positions.max(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An empty cache in the lowest free slot.
+    pub fn cache(self: &Arc<Self>) -> KvCache {
+        let mut inner = self.lock();
+        let index = match inner.taken.iter().position(|t| !t) {
+            Some(i) => i,
+            None => {
+                inner.taken.push(false);
+                inner.taken.len() - 1
+            }
+        };
+        inner.taken[index] = true;
+        drop(inner);
+        KvCache { layers: Vec::new(), len: 0, slot: Some(Slot { pool: self.clone(), index }) }
+    }
+
+    /// `cache` moved into a slot: a slotted cache as it is, else its positions copied into
+    /// a free slot (a prompt's prefix found in the prefix cache).
+    pub fn adopt(self: &Arc<Self>, cache: KvCache) -> Result<KvCache> {
+        if cache.slot.as_ref().is_some_and(|s| Arc::ptr_eq(&s.pool, self)) {
+            return Ok(cache);
+        }
+        let mut slotted = self.cache();
+        if cache.len > 0 {
+            let spans = cache.copy_span(0, cache.len)?;
+            for (layer, (k, v)) in spans.iter().enumerate() {
+                slotted.append(layer, k, v)?;
+            }
+            slotted.len = cache.len;
+        }
+        Ok(slotted)
+    }
+
+    /// Bytes one slot occupies (every layer's keys and values at the current capacity).
+    pub(crate) fn slot_bytes(&self) -> usize {
+        let capacity = self.lock().capacity;
+        2 * self.layers * self.kv_heads * capacity * self.head_dim * self.dtype.size_in_bytes()
+    }
+
+    /// Grows every layer's buffers to at least `slots` slots of `positions` positions.
+    fn reserve(&self, inner: &mut Inner, slots: usize, positions: usize) -> Result<()> {
+        if positions > self.max_positions {
+            return Err(Error::Unsupported(format!(
+                "{positions} positions in a context of {}",
+                self.max_positions
+            )));
+        }
+        if inner.layers.len() == self.layers && slots <= inner.slots && positions <= inner.capacity
+        {
+            return Ok(());
+        }
+        let new_slots = slots.next_power_of_two().max(inner.slots);
+        let new_capacity = positions
+            .next_power_of_two()
+            .max(FIRST_CAPACITY)
+            .min(self.max_positions)
+            .max(inner.capacity);
+        let (h, d) = (self.kv_heads, self.head_dim);
+        let zeros = |s: usize, c: usize| Tensor::zeros((s, h, c, d), self.dtype, &self.device);
+        let grow = |old: &Tensor| -> Result<Tensor> {
+            let wider = if new_capacity > inner.capacity {
+                let more = zeros(inner.slots, new_capacity - inner.capacity)?;
+                Tensor::cat(&[old, &more], 2)?
+            } else {
+                old.clone()
+            };
+            Ok(if new_slots > inner.slots {
+                Tensor::cat(&[&wider, &zeros(new_slots - inner.slots, new_capacity)?], 0)?
+            } else {
+                wider
+            })
+        };
+        let layers = if inner.layers.len() == self.layers {
+            inner.layers.iter().map(|(k, v)| Ok((grow(k)?, grow(v)?))).collect::<Result<_>>()?
+        } else {
+            let fresh = || zeros(new_slots, new_capacity);
+            (0..self.layers).map(|_| Ok((fresh()?, fresh()?))).collect::<Result<_>>()?
+        };
+        inner.layers = layers;
+        inner.slots = new_slots;
+        inner.capacity = new_capacity;
+        Ok(())
+    }
+
+    /// Writes `k` and `v` (`[1, kv_heads, n, head_dim]`) at positions `pos..pos + n` of
+    /// `slot` in `layer` and returns views of its positions `0..pos + n`.
+    pub(crate) fn append(
+        &self,
+        slot: usize,
+        layer: usize,
+        pos: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let need = pos + k.dim(2)?;
+        let mut inner = self.lock();
+        self.reserve(&mut inner, slot + 1, need)?;
+        let (keys, values) = &inner.layers[layer];
+        let (keys, values) = (keys.narrow(0, slot, 1)?, values.narrow(0, slot, 1)?);
+        drop(inner);
+        keys.slice_set(&k.contiguous()?, 2, pos)?;
+        values.slice_set(&v.contiguous()?, 2, pos)?;
+        Ok((keys.narrow(2, 0, need)?, values.narrow(2, 0, need)?))
+    }
+
+    /// Copies of positions `start..start + n` of `slot`'s keys and values, per layer.
+    pub(crate) fn copy_span(
+        &self,
+        slot: usize,
+        start: usize,
+        n: usize,
+    ) -> Result<Vec<(Tensor, Tensor)>> {
+        let inner = self.lock();
+        if inner.layers.is_empty() {
+            return Err(Error::Unsupported("a slot without keys".into()));
+        }
+        inner
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                let span = |t: &Tensor| -> Result<Tensor> {
+                    Ok(t.narrow(0, slot, 1)?.narrow(2, start, n)?.contiguous()?)
+                };
+                Ok((span(k)?, span(v)?))
+            })
+            .collect()
+    }
+
+    /// The plan of a decode step whose batch rows are the sequences in `seqs` (slot, length
+    /// before the step), each adding one position.
+    pub(crate) fn plan(&self, seqs: &[(usize, usize)]) -> Result<Plan> {
+        let live = seqs.iter().map(|&(slot, _)| slot + 1).max().unwrap_or(0);
+        let len = seqs.iter().map(|&(_, at)| at + 1).max().unwrap_or(0);
+        let mut inner = self.lock();
+        self.reserve(&mut inner, live, len)?;
+        let (h, d, capacity) = (self.kv_heads, self.head_dim, inner.capacity);
+        drop(inner);
+        let rows = (live * h * capacity) as u64;
+        if rows > u64::from(u32::MAX) {
+            return Err(Error::Unsupported(format!("{rows} cache rows in one buffer")));
+        }
+        let mut write = Vec::with_capacity(seqs.len() * h * d);
+        let mut queries = vec![0u32; live];
+        let mut lengths = vec![1usize; live];
+        for (row, &(slot, at)) in seqs.iter().enumerate() {
+            for head in 0..h {
+                let target = ((slot * h + head) * capacity + at) as u32;
+                write.extend(std::iter::repeat_n(target, d));
+            }
+            queries[slot] = row as u32;
+            lengths[slot] = at + 1;
+        }
+        let mask: Vec<f32> = lengths
+            .iter()
+            .flat_map(|&n| (0..len).map(move |j| if j < n { 0.0 } else { f32::NEG_INFINITY }))
+            .collect();
+        let outputs: Vec<u32> = seqs.iter().map(|&(slot, _)| slot as u32).collect();
+        let dev = &self.device;
+        Ok(Plan {
+            live,
+            len,
+            write: Tensor::from_vec(write, (seqs.len() * h, d), dev)?,
+            queries: Tensor::from_vec(queries, live, dev)?,
+            mask: Tensor::from_vec(mask, (live, 1, 1, len), dev)?.to_dtype(self.dtype)?,
+            outputs: Tensor::from_vec(outputs, seqs.len(), dev)?,
+        })
+    }
+
+    /// One layer's attention for a decode step planned by `plan`: writes the new keys and
+    /// values `k` and `v` (`[batch * kv_heads, head_dim]`) into their slots, then attends
+    /// with the queries `q` (`[batch, heads * head_dim]`) over every live slot at once.
+    /// Returns `[batch, heads * head_dim]`.
+    pub(crate) fn attend(
+        &self,
+        plan: &Plan,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let (keys, values) = self.lock().layers[layer].clone();
+        let (slots, h, capacity, d) = keys.dims4()?;
+        for (buffer, new) in [(&keys, k), (&values, v)] {
+            let rows = buffer.reshape((slots * h * capacity, d))?;
+            rows.scatter_set(&plan.write, &new.contiguous()?, 0)?;
+        }
+        let heads = q.dim(1)? / d;
+        let groups = heads / h;
+        let q = q.index_select(&plan.queries, 0)?.reshape((plan.live, h, groups, d))?;
+        let view = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.narrow(0, 0, plan.live)?.narrow(2, 0, plan.len)?)
+        };
+        let scores = (q.matmul(&view(&keys)?.t()?)? / (d as f64).sqrt())?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&plan.mask)?)?;
+        let out = probs.matmul(&view(&values)?)?.reshape((plan.live, heads * d))?;
+        Ok(out.index_select(&plan.outputs, 0)?)
+    }
+}
