@@ -171,9 +171,10 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ModelFormat>,
 
-    /// Numeric type of safetensors projection weights in memory (activations are computed
-    /// in f32). `auto` is f32 on CPUs and bf16 on GPUs; f16 and bf16 halve the weights'
-    /// memory. Only `auto` for GGUF, whose blocks keep their stored types.
+    /// Numeric type of safetensors projection weights in memory. `auto` is f32 on CPUs and
+    /// bf16 on GPUs; f16 and bf16 halve the weights' memory. On a GPU activations and the
+    /// KV cache are computed in the same type, on a CPU in f32. Only `auto` for GGUF, whose
+    /// blocks keep their stored types.
     #[serde(default)]
     pub dtype: Dtype,
 

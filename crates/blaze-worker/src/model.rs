@@ -230,6 +230,9 @@ fn load_hf_folder(dir: &Path, device: &Device, options: LoadOptions) -> Result<L
     let dtype = resolve_dtype(options.dtype, device);
     tracing::info!(dir = %dir.display(), ?dtype, quantization = ?options.quantization, "loading safetensors");
     let llama = safetensors::load_with(dir, dtype, options.quantization, device)?;
+    // On a GPU activations, keys and values are in the weights' type too (see
+    // `Llama::with_activations`); on the CPU they stay f32.
+    let llama = if device.is_cpu() { llama } else { llama.with_activations(dtype)? };
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let tok_config: Value = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
     let special = |key: &str| -> Option<String> {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use blaze_kernels::{Activations, QuantMatrix};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{D, Device, Module, Tensor};
+use candle_core::{D, DType, Device, Module, Tensor};
 
 use crate::Result;
 
@@ -119,6 +119,14 @@ impl Linear {
         Ok(Self { dense_t: Some(weights.t()?.contiguous()?), ..self })
     }
 
+    /// The same projection with its bias in `dtype`, the activations' type.
+    pub(crate) fn with_bias_in(mut self, dtype: DType) -> Result<Self> {
+        if let Some(bias) = &self.bias {
+            self.bias = Some(bias.to_dtype(dtype)?);
+        }
+        Ok(self)
+    }
+
     /// Adds `bias` (`[out]`) to every output row.
     pub(crate) fn with_bias(self, bias: Tensor) -> Self {
         Self { bias: Some(bias), ..self }
@@ -145,6 +153,11 @@ impl Linear {
     }
 
     fn forward_quantized(&self, q: &Quantized, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        // The quantized kernels take f32 activations.
+        if x.dtype() != DType::F32 {
+            let y = self.forward_quantized(q, &x.to_dtype(DType::F32)?, pass)?;
+            return Ok(y.to_dtype(x.dtype())?);
+        }
         match q {
             Quantized::Packed(m) => {
                 let activations =

@@ -172,6 +172,42 @@ impl Llama {
         })
     }
 
+    /// The model with its activations (and so its keys and values) in `dtype`: the
+    /// embeddings, norms, biases and RoPE tables converted, logits still returned in f32.
+    /// On a GPU the load computes in the weights' type (bf16 by default), which halves the
+    /// bytes of every activation and cached position and drops the two conversions around
+    /// each matmul; on the CPU activations stay f32.
+    pub fn with_activations(mut self, dtype: DType) -> Result<Self> {
+        if self.embed.dtype() == dtype {
+            return Ok(self);
+        }
+        let to = |t: &Tensor| -> Result<Tensor> { Ok(t.to_dtype(dtype)?) };
+        self.embed = to(&self.embed)?;
+        self.norm = to(&self.norm)?;
+        self.cos = to(&self.cos)?;
+        self.sin = to(&self.sin)?;
+        self.lm_head = self.lm_head.with_bias_in(dtype)?;
+        for block in &mut self.blocks {
+            block.attn_norm = to(&block.attn_norm)?;
+            block.ffn_norm = to(&block.ffn_norm)?;
+            if let Some((q, k)) = &block.qk_norm {
+                block.qk_norm = Some((to(q)?, to(k)?));
+            }
+            for linear in [
+                &mut block.wq,
+                &mut block.wk,
+                &mut block.wv,
+                &mut block.wo,
+                &mut block.gate,
+                &mut block.up,
+                &mut block.down,
+            ] {
+                *linear = linear.clone().with_bias_in(dtype)?;
+            }
+        }
+        Ok(self)
+    }
+
     /// An empty pool of KV slots for this model, for caches whose decode steps attend in
     /// one batched call (see [`KvPool`]).
     pub fn kv_pool(&self) -> Arc<KvPool> {
@@ -304,7 +340,7 @@ impl Llama {
         let last = Tensor::from_vec(last, seqs.len(), &self.device)?;
         let x = x.index_select(&last, 0)?;
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.config.rms_eps as f32)?;
-        self.lm_head.forward(&x, pass)
+        Ok(self.lm_head.forward(&x, pass)?.to_dtype(DType::F32)?)
     }
 
     fn attention(
@@ -476,7 +512,7 @@ impl Llama {
         let mask: Vec<f32> = (0..n)
             .flat_map(|i| (0..keys).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
             .collect();
-        Ok(Tensor::from_vec(mask, (n, keys), &self.device)?)
+        Ok(Tensor::from_vec(mask, (n, keys), &self.device)?.to_dtype(self.embed.dtype())?)
     }
 
     /// Logits for a whole prompt in one sequence, for tests and the baseline benchmark.
@@ -645,5 +681,58 @@ mod tests {
         for ((sk, sv), (ok, ov)) in spans.0.iter().zip(&spans.1) {
             assert!(max_diff(sk, ok) < 1e-4 && max_diff(sv, ov) < 1e-4);
         }
+    }
+
+    /// Activations in bf16, as a GPU computes (bf16 weights, norms, RoPE tables, keys and
+    /// values, masks): logits come back in f32 and close to the f32 model's, through a
+    /// prefill and decode steps on per-sequence caches and on slotted ones alike.
+    #[test]
+    fn bf16_activations_follow_the_f32_model() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::testing::write_tiny_llama(dir.path(), 64).unwrap();
+        let load = super::super::safetensors::load;
+        let f32_model = load(dir.path(), DType::F32, &Device::Cpu).unwrap();
+        let bf16 = load(dir.path(), DType::BF16, &Device::Cpu)
+            .unwrap()
+            .with_activations(DType::BF16)
+            .unwrap();
+        assert_eq!(bf16.embed.dtype(), DType::BF16);
+        let pool = bf16.kv_pool();
+        let prompts: [&[u32]; 2] = [&[1, 2, 3, 4, 5, 6, 7], &[8, 9]];
+        let mut caches: [Vec<KvCache>; 3] = Default::default();
+        for _ in prompts {
+            caches[0].push(KvCache::default());
+            caches[1].push(KvCache::default());
+            caches[2].push(pool.cache());
+        }
+        let models = [&f32_model, &bf16, &bf16];
+        let relative = |got: &Tensor, want: &Tensor| -> f32 {
+            let err = (got - want).unwrap().sqr().unwrap().mean_all().unwrap();
+            let norm = want.sqr().unwrap().mean_all().unwrap();
+            (err.to_scalar::<f32>().unwrap() / norm.to_scalar::<f32>().unwrap()).sqrt()
+        };
+        for step in 0..6u32 {
+            let mut logits = Vec::new();
+            for (model, caches) in models.iter().zip(caches.iter_mut()) {
+                let tokens: Vec<Vec<u32>> = if step == 0 {
+                    prompts.iter().map(|p| p.to_vec()).collect()
+                } else {
+                    vec![vec![40 + step], vec![50 + step]]
+                };
+                let mut seqs: Vec<SeqInput<'_>> = caches
+                    .iter_mut()
+                    .zip(&tokens)
+                    .map(|(cache, t)| SeqInput { tokens: t, cache })
+                    .collect();
+                let out = model.forward(&mut seqs).unwrap();
+                assert_eq!(out.dtype(), DType::F32);
+                logits.push(out);
+            }
+            let (to_f32, slotted) =
+                (relative(&logits[1], &logits[0]), relative(&logits[2], &logits[1]));
+            assert!(to_f32 < 0.05, "step {step}: bf16 against f32, relative error {to_f32}");
+            assert!(slotted < 1e-3, "step {step}: slotted against own caches, {slotted}");
+        }
+        assert!(caches[2][0].bytes() * 2 == caches[0][0].bytes(), "bf16 positions take half");
     }
 }
