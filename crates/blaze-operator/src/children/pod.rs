@@ -30,6 +30,9 @@ pub const NON_ROOT_ID: i64 = 65532;
 pub const STARTUP_BUDGET_SECONDS: i32 = 1800;
 const STARTUP_PERIOD_SECONDS: i32 = 10;
 
+/// Where a GPU worker's driver keeps the kernels it compiled (in the pod's `/tmp` emptyDir).
+pub const CUDA_CACHE_PATH: &str = "/tmp/cuda-cache";
+
 /// The worker pod spec for the engine `name` with `spec`, before the `spec.podTemplate`
 /// override.
 pub fn worker_pod_spec(
@@ -54,7 +57,19 @@ pub fn worker_pod_spec(
     // Inference needs the engine's token (health and metrics do not): see `worker_token`.
     command.auth_token_dir = Some(worker_token::WORKER_MOUNT.into());
     let args = command.to_args();
-    let env = super::pod_ip_env(listen_host).unwrap_or_default();
+    let mut env = super::pod_ip_env(listen_host).unwrap_or_default();
+    if spec.resources.gpus > 0 {
+        // The driver compiles candle's PTX kernels for the GPU at their first use (the
+        // worker's warm-up, before it is ready) and caches the result under
+        // CUDA_CACHE_PATH, by default in a home directory the read-only root file system
+        // refuses. In the pod's /tmp the cache outlives a container restart, so a restarted
+        // worker skips the compiling.
+        env.push(k8s_openapi::api::core::v1::EnvVar {
+            name: "CUDA_CACHE_PATH".into(),
+            value: Some(CUDA_CACHE_PATH.into()),
+            ..Default::default()
+        });
+    }
     let mut worker_mounts = mounts.clone();
     let (token_volume, token_mount) = worker_token::worker_volume(name);
     volumes.push(token_volume);

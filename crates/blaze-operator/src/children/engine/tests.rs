@@ -52,6 +52,12 @@ fn gpu_engine_requests_gpus_tolerates_the_taint_and_uses_its_runtime_class() {
     assert!(!res.limits.as_ref().unwrap().contains_key("cpu"), "CPU is not limited");
     assert_eq!(arg(w, "--device"), Some("cuda"));
     assert_eq!(arg(w, "--dtype"), Some("bf16"));
+    let cache = w.env.iter().flatten().find(|e| e.name == "CUDA_CACHE_PATH").unwrap();
+    assert_eq!(cache.value.as_deref(), Some(crate::children::pod::CUDA_CACHE_PATH));
+    let tmp = w.volume_mounts.iter().flatten().find(|m| m.mount_path == "/tmp");
+    assert!(tmp.is_some(), "the cache is in the pod's /tmp");
+    let cpu = worker_of(&deployment(&cpu_pvc(), 1, &Defaults::default()).unwrap()).clone();
+    assert!(!cpu.env.iter().flatten().any(|e| e.name == "CUDA_CACHE_PATH"));
     let p = pod_spec(&d);
     let tol = p.tolerations.as_ref().unwrap();
     assert!(tol.iter().any(|t| t.key.as_deref() == Some("nvidia.com/gpu")
