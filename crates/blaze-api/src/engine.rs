@@ -172,9 +172,9 @@ pub struct ModelSpec {
     pub format: Option<ModelFormat>,
 
     /// Numeric type of safetensors projection weights in memory. `auto` is f32 on CPUs and
-    /// bf16 on GPUs; f16 and bf16 halve the weights' memory. On a GPU activations and the
-    /// KV cache are computed in the same type, on a CPU in f32. Only `auto` for GGUF, whose
-    /// blocks keep their stored types.
+    /// bf16 on GPUs; f16 and bf16 halve the weights' memory. On a GPU bf16 weights compute
+    /// in bf16 (activations and the KV cache) unless quantized; everything else computes
+    /// in f32. Only `auto` for GGUF, whose blocks keep their stored types.
     #[serde(default)]
     pub dtype: Dtype,
 

@@ -61,8 +61,8 @@ pub struct Args {
     #[arg(long, env = "BLAZE_MODEL_FORMAT", value_enum)]
     pub model_format: Option<ModelFormat>,
     /// Numeric type of safetensors weights in memory (`auto`: f32 on CPU, bf16 on a GPU).
-    /// f16 and bf16 halve the weights' memory; on a GPU activations and the KV cache are in
-    /// the same type, on the CPU in f32. GGUF files
+    /// f16 and bf16 halve the weights' memory; on a GPU bf16 weights compute in bf16 unless
+    /// quantized, everything else in f32. GGUF files
     /// take `auto` only (their blocks are held as --weights says).
     #[arg(long, env = "BLAZE_DTYPE", value_enum, default_value_t = Dtype::Auto)]
     pub dtype: Dtype,

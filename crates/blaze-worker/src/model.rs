@@ -230,9 +230,11 @@ fn load_hf_folder(dir: &Path, device: &Device, options: LoadOptions) -> Result<L
     let dtype = resolve_dtype(options.dtype, device);
     tracing::info!(dir = %dir.display(), ?dtype, quantization = ?options.quantization, "loading safetensors");
     let llama = safetensors::load_with(dir, dtype, options.quantization, device)?;
-    // On a GPU activations, keys and values are in the weights' type too (see
-    // `Llama::with_activations`); on the CPU they stay f32.
-    let llama = if device.is_cpu() { llama } else { llama.with_activations(dtype)? };
+    // On a GPU bf16 weights compute in bf16 (see `Llama::with_activations`). f16
+    // activations would overflow where some families' residuals pass 65504, quantized
+    // projections take f32, and the CPU computes fastest in f32: those keep f32.
+    let bf16 = dtype == DType::BF16 && options.quantization.is_none() && !device.is_cpu();
+    let llama = if bf16 { llama.with_activations(dtype)? } else { llama };
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let tok_config: Value = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
     let special = |key: &str| -> Option<String> {

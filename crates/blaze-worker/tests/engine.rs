@@ -120,7 +120,8 @@ async fn batched_greedy_equals_unbatched_greedy_token_for_token() {
 /// With the caches in slots of one pool (as on a GPU: one batched attention per decode
 /// step), greedy decoding generates what the plain loop does: sequences of different
 /// lengths finish at different steps and later requests take their freed slots, and prompts
-/// whose beginning comes from the prefix cache have it copied into their slot.
+/// whose beginning comes from the prefix cache have it copied into their slot; a sequence
+/// that may outgrow a slot keeps a cache of its own and decodes in the same steps.
 #[tokio::test]
 async fn slotted_caches_generate_what_the_plain_loop_does() {
     let (_dir, model) = tiny_model(512);
@@ -133,9 +134,13 @@ async fn slotted_caches_generate_what_the_plain_loop_does() {
         .map(|q| model.encode_prompt(&format!("{shared}{q}")).unwrap())
         .collect();
     prompts.extend(reused);
-    let lengths = [5, 30, 12, 21, 9, 17, 3];
-    let expected: Vec<Vec<u32>> =
-        prompts.iter().zip(lengths).map(|(p, n)| reference(&model.llama, p, n)).collect();
+    // The last may grow past a slot (the context here, 512): it keeps a cache of its own
+    // and decodes in the same steps as the slotted ones, until the context ends it.
+    prompts.push(model.encode_prompt("a long answer").unwrap());
+    let lengths = [5, 30, 12, 21, 9, 17, 3, 600];
+    let mut expected: Vec<Vec<u32>> =
+        prompts.iter().zip(&lengths[..7]).map(|(p, &n)| reference(&model.llama, p, n)).collect();
+    expected.push(reference(&model.llama, &prompts[7], 512 - prompts[7].len()));
     let config = SchedulerConfig {
         max_batch_size: 3,
         max_queue: 16,
@@ -148,8 +153,9 @@ async fn slotted_caches_generate_what_the_plain_loop_does() {
     let first = engine.submit(greedy(prompts[4].clone(), lengths[4])).unwrap();
     let (ids, _) = collect(first, Duration::from_secs(60)).await;
     assert_eq!(ids, expected[4]);
-    let streams: Vec<_> = (prompts.iter().zip(lengths).enumerate())
-        .map(|(i, (p, n))| (i, engine.submit(greedy(p.clone(), n)).unwrap()))
+    // The long one first, so that it shares its steps with the others.
+    let streams: Vec<_> = (prompts.iter().zip(&lengths).enumerate().rev())
+        .map(|(i, (p, &n))| (i, engine.submit(greedy(p.clone(), n)).unwrap()))
         .collect();
     for (i, stream) in streams {
         let (ids, reason) = collect(stream, Duration::from_secs(60)).await;
@@ -160,7 +166,11 @@ async fn slotted_caches_generate_what_the_plain_loop_does() {
     assert!(hits >= 3.0 * 32.0, "{hits} prompt tokens came from the prefix cache");
     let batched = sample(&registry, "blaze_batch_size_sum");
     let steps = sample(&registry, "blaze_batch_size_count");
-    assert!(batched > 2.0 * steps, "three sequences at a time: {batched} / {steps}");
+    // 82 tokens of the others are decoded while the long one runs.
+    assert!(
+        batched - steps >= 60.0,
+        "the others decoded in the long one's steps: {batched} / {steps}"
+    );
 }
 
 /// A prompt longer than `max_batch_tokens` is prefilled in chunks, between decode steps of

@@ -116,7 +116,7 @@ impl LlmEngine {
         if prompt.is_empty() {
             prompt.push(model.bos_id.unwrap_or(0));
         }
-        let mut cache = if kv_slots { model.llama.kv_pool().cache() } else { KvCache::default() };
+        let mut cache = if kv_slots { model.llama.kv_pool(1).cache() } else { KvCache::default() };
         fault::before_forward();
         let logits = model.llama.forward_one(&prompt, &mut cache)?.to_vec1::<f32>()?;
         let next = crate::sampling::argmax(&logits);

@@ -8,7 +8,7 @@ use super::kv_pool::Slot;
 use crate::Result;
 
 /// Positions a layer's buffers hold at first; they double when full.
-const FIRST_CAPACITY: usize = 64;
+pub(crate) const FIRST_CAPACITY: usize = 64;
 
 /// The keys and values one sequence has produced so far, per layer: in buffers of its own,
 /// or in a slot of a [`KvPool`](super::KvPool). Not `Clone`: its buffers are written in

@@ -22,11 +22,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::{DType, Device, Tensor};
 
-use super::kv_cache::KvCache;
+use super::kv_cache::{FIRST_CAPACITY, KvCache};
 use crate::{Error, Result};
 
-/// Positions a slot holds at first.
-const FIRST_CAPACITY: usize = 64;
+/// Most positions a slot holds. Every slot has room for the longest sequence in the pool,
+/// so one long sequence would make the whole buffer that long; a sequence that may pass
+/// this (prompt and `max_tokens`) keeps a cache of its own and attends on its own in the
+/// same step. 16 slots of 4,096 positions of an 8B model in bf16 (128 KiB a position) are
+/// 8 GiB.
+pub const SLOT_POSITIONS: usize = 4096;
 
 /// The buffers of every slot.
 pub struct KvPool {
@@ -38,6 +42,9 @@ pub struct KvPool {
     device: Device,
     /// Positions a slot never needs more of (the model's context).
     max_positions: usize,
+    /// Slots the buffers are never grown past (the scheduler's batch size; more sequences
+    /// than that still get slots, growing one at a time).
+    max_slots: usize,
 }
 
 #[derive(Default)]
@@ -87,13 +94,16 @@ pub(crate) struct Plan {
     queries: Tensor,
     /// `[live, 1, 1, len]`: 0 where a slot has a position, -inf past it.
     mask: Tensor,
+    /// Positions per slot in the buffers `write` points into.
+    capacity: usize,
     /// The slot of each batch row.
     outputs: Tensor,
 }
 
 impl KvPool {
     /// An empty pool for a model with `layers` layers of `kv_heads` heads of `head_dim`
-    /// numbers in `dtype` on `device`, and a context of `max_positions`.
+    /// numbers in `dtype` on `device`, a context of `max_positions`, and batches of
+    /// `max_slots` sequences.
     pub fn new(
         layers: usize,
         kv_heads: usize,
@@ -101,6 +111,7 @@ impl KvPool {
         dtype: DType,
         device: &Device,
         max_positions: usize,
+        max_slots: usize,
     ) -> Arc<Self> {
         Arc::new(Self {
             inner: Mutex::new(Inner::default()),
@@ -109,8 +120,20 @@ impl KvPool {
             head_dim,
             dtype,
             device: device.clone(),
-            max_positions: max_positions.max(1),
+            max_positions: max_positions.clamp(1, SLOT_POSITIONS),
+            max_slots: max_slots.max(1),
         })
+    }
+
+    /// The device the buffers are on.
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Most positions a slot holds: a sequence that may grow longer keeps a cache of its
+    /// own (see [`SLOT_POSITIONS`]).
+    pub fn slot_positions(&self) -> usize {
+        self.max_positions
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -155,7 +178,10 @@ impl KvPool {
         2 * self.layers * self.kv_heads * capacity * self.head_dim * self.dtype.size_in_bytes()
     }
 
-    /// Grows every layer's buffers to at least `slots` slots of `positions` positions.
+    /// Grows every layer's buffers to at least `slots` slots of `positions` positions:
+    /// slots by doubling up to `max_slots` (one at a time past it), positions by doubling up
+    /// to the context. Layer by layer, so that at most one layer's old and new buffers are
+    /// held at once; a layer already as large (from a growth that failed part way) is kept.
     fn reserve(&self, inner: &mut Inner, slots: usize, positions: usize) -> Result<()> {
         if positions > self.max_positions {
             return Err(Error::Unsupported(format!(
@@ -167,41 +193,54 @@ impl KvPool {
         {
             return Ok(());
         }
-        let new_slots = slots.next_power_of_two().max(inner.slots);
-        let new_capacity = positions
-            .next_power_of_two()
-            .max(FIRST_CAPACITY)
+        let held = |dim: usize| -> Result<usize> {
+            inner.layers.iter().try_fold(0, |m, (k, _)| Ok(m.max(k.dim(dim)?)))
+        };
+        let doubled = slots.next_power_of_two().min(self.max_slots);
+        let new_slots = doubled.max(slots).max(held(0)?);
+        let new_capacity = (positions.next_power_of_two().max(FIRST_CAPACITY))
             .min(self.max_positions)
-            .max(inner.capacity);
+            .max(held(2)?);
         let (h, d) = (self.kv_heads, self.head_dim);
         let zeros = |s: usize, c: usize| Tensor::zeros((s, h, c, d), self.dtype, &self.device);
         let grow = |old: &Tensor| -> Result<Tensor> {
-            let wider = if new_capacity > inner.capacity {
-                let more = zeros(inner.slots, new_capacity - inner.capacity)?;
-                Tensor::cat(&[old, &more], 2)?
+            let (old_slots, _, old_capacity, _) = old.dims4()?;
+            let wider = if new_capacity > old_capacity {
+                Tensor::cat(&[old, &zeros(old_slots, new_capacity - old_capacity)?], 2)?
             } else {
                 old.clone()
             };
-            Ok(if new_slots > inner.slots {
-                Tensor::cat(&[&wider, &zeros(new_slots - inner.slots, new_capacity)?], 0)?
+            Ok(if new_slots > old_slots {
+                Tensor::cat(&[&wider, &zeros(new_slots - old_slots, new_capacity)?], 0)?
             } else {
                 wider
             })
         };
-        let layers = if inner.layers.len() == self.layers {
-            inner.layers.iter().map(|(k, v)| Ok((grow(k)?, grow(v)?))).collect::<Result<_>>()?
+        // Until every layer has grown, no plan may rely on the old sizes.
+        (inner.slots, inner.capacity) = (0, 0);
+        if inner.layers.len() != self.layers {
+            inner.layers.clear();
+            for _ in 0..self.layers {
+                let layer = (zeros(new_slots, new_capacity)?, zeros(new_slots, new_capacity)?);
+                inner.layers.push(layer);
+            }
         } else {
-            let fresh = || zeros(new_slots, new_capacity);
-            (0..self.layers).map(|_| Ok((fresh()?, fresh()?))).collect::<Result<_>>()?
-        };
-        inner.layers = layers;
+            for layer in &mut inner.layers {
+                let keys = grow(&layer.0)?;
+                layer.0 = keys;
+                let values = grow(&layer.1)?;
+                layer.1 = values;
+            }
+        }
         inner.slots = new_slots;
         inner.capacity = new_capacity;
         Ok(())
     }
 
     /// Writes `k` and `v` (`[1, kv_heads, n, head_dim]`) at positions `pos..pos + n` of
-    /// `slot` in `layer` and returns views of its positions `0..pos + n`.
+    /// `slot` in `layer` and returns views of its positions `0..pos + n`. The write happens
+    /// under the pool's lock: a growth meanwhile (another sequence's append on another
+    /// thread) would copy the buffers before it and lose it.
     pub(crate) fn append(
         &self,
         slot: usize,
@@ -211,13 +250,14 @@ impl KvPool {
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         let need = pos + k.dim(2)?;
+        let (k, v) = (k.contiguous()?, v.contiguous()?);
         let mut inner = self.lock();
         self.reserve(&mut inner, slot + 1, need)?;
         let (keys, values) = &inner.layers[layer];
         let (keys, values) = (keys.narrow(0, slot, 1)?, values.narrow(0, slot, 1)?);
+        keys.slice_set(&k, 2, pos)?;
+        values.slice_set(&v, 2, pos)?;
         drop(inner);
-        keys.slice_set(&k.contiguous()?, 2, pos)?;
-        values.slice_set(&v.contiguous()?, 2, pos)?;
         Ok((keys.narrow(2, 0, need)?, values.narrow(2, 0, need)?))
     }
 
@@ -277,6 +317,7 @@ impl KvPool {
         Ok(Plan {
             live,
             len,
+            capacity,
             write: Tensor::from_vec(write, (seqs.len() * h, d), dev)?,
             queries: Tensor::from_vec(queries, live, dev)?,
             mask: Tensor::from_vec(mask, (live, 1, 1, len), dev)?.to_dtype(self.dtype)?,
@@ -298,6 +339,7 @@ impl KvPool {
     ) -> Result<Tensor> {
         let (keys, values) = self.lock().layers[layer].clone();
         let (slots, h, capacity, d) = keys.dims4()?;
+        debug_assert_eq!(capacity, plan.capacity, "the buffers grew after the step's plan");
         for (buffer, new) in [(&keys, k), (&values, v)] {
             let rows = buffer.reshape((slots * h * capacity, d))?;
             rows.scatter_set(&plan.write, &new.contiguous()?, 0)?;

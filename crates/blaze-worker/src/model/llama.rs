@@ -13,11 +13,11 @@
 //! Stock candle-transformers models keep one KV cache inside the model and one position for
 //! the whole batch, which is why this module exists.
 
+use std::sync::Arc;
+
 use candle_core::{D, DType, Device, Tensor};
 
 use super::family::{Activation, Family};
-use std::sync::Arc;
-
 use super::kv_cache::KvCache;
 use super::kv_pool::{KvPool, Plan};
 pub use super::linear::Linear;
@@ -208,12 +208,12 @@ impl Llama {
         Ok(self)
     }
 
-    /// An empty pool of KV slots for this model, for caches whose decode steps attend in
-    /// one batched call (see [`KvPool`]).
-    pub fn kv_pool(&self) -> Arc<KvPool> {
+    /// An empty pool of KV slots for this model and batches of `max_batch` sequences, for
+    /// caches whose decode steps attend in one batched call (see [`KvPool`]).
+    pub fn kv_pool(&self, max_batch: usize) -> Arc<KvPool> {
         let c = &self.config;
-        let (layers, dtype) = (self.blocks.len(), self.embed.dtype());
-        KvPool::new(layers, c.num_kv_heads, c.head_dim, dtype, &self.device, c.max_seq_len)
+        let (layers, dtype, device) = (self.blocks.len(), self.embed.dtype(), &self.device);
+        KvPool::new(layers, c.num_kv_heads, c.head_dim, dtype, device, c.max_seq_len, max_batch)
     }
 
     /// The model's configuration.
@@ -451,10 +451,6 @@ impl Llama {
         let (cos, sin) = &step.turns;
         let q = self.rotate(&q.reshape((b, nh, 1, hd))?, cos, sin)?;
         let k = self.rotate(&k.reshape((b, nkv, 1, hd))?, cos, sin)?;
-        if let Some((pool, plan)) = &step.slots {
-            let rows = |t: &Tensor| t.reshape((b * nkv, hd));
-            return pool.attend(plan, layer, &q.reshape((b, nh * hd))?, &rows(&k)?, &rows(&v)?);
-        }
         let groups = nh / nkv;
         let one = |i: usize, seq: &mut SeqInput<'_>| -> Result<Tensor> {
             let (keys, values) =
@@ -464,8 +460,32 @@ impl Llama {
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             Ok(probs.matmul(&values)?.reshape((1, nh * hd))?)
         };
-        let outputs = self.per_sequence(seqs, one)?;
-        Ok(Tensor::cat(&outputs, 0)?)
+        let Some(slotted) = &step.slots else {
+            let outputs = self.per_sequence(seqs, one)?;
+            return Ok(Tensor::cat(&outputs, 0)?);
+        };
+        let (q2, k2, v2) =
+            (q.reshape((b, nh * hd))?, k.reshape((b, nkv * hd))?, v.reshape((b, nkv * hd))?);
+        let Some(mixed) = &slotted.mixed else {
+            let rows = |t: &Tensor| t.reshape((b * nkv, hd));
+            return slotted.pool.attend(&slotted.plan, layer, &q2, &rows(&k2)?, &rows(&v2)?);
+        };
+        // Some sequences keep caches of their own (longer than a slot holds): the slotted
+        // ones attend in one call, the others one by one, and the answers go back in order.
+        let m = mixed.in_pool.iter().filter(|&&p| p).count();
+        let pick = |t: &Tensor| t.index_select(&mixed.picks, 0);
+        let rows = |t: &Tensor| -> Result<Tensor> { Ok(pick(t)?.reshape((m * nkv, hd))?) };
+        let mut parts = vec![slotted.pool.attend(
+            &slotted.plan,
+            layer,
+            &pick(&q2)?,
+            &rows(&k2)?,
+            &rows(&v2)?,
+        )?];
+        for (i, seq) in seqs.iter_mut().enumerate().filter(|(i, _)| !mixed.in_pool[*i]) {
+            parts.push(one(i, seq)?);
+        }
+        Ok(Tensor::cat(&parts, 0)?.index_select(&mixed.order, 0)?)
     }
 
     /// Cosines and sines of every sequence's next position, `[batch, 1, rotary / 2]` each,
@@ -531,25 +551,63 @@ impl Llama {
 struct DecodeStep {
     /// Cosines and sines of each sequence's new position (see [`Llama::turns`]).
     turns: (Tensor, Tensor),
-    /// The pool holding every sequence's cache, and the step's plan over it, when they are
-    /// all in one.
-    slots: Option<(Arc<KvPool>, Plan)>,
+    /// The pool holding sequences' caches, and the step's plan over them, when some are
+    /// in one.
+    slots: Option<Slotted>,
 }
 
-/// The plan of a batched decode step when every sequence's cache is a slot of one pool.
-fn slot_plan(seqs: &[SeqInput<'_>]) -> Result<Option<(Arc<KvPool>, Plan)>> {
-    let Some(first) = seqs.first().and_then(|s| s.cache.slot.as_ref()) else { return Ok(None) };
-    let mut places = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        match &seq.cache.slot {
-            Some(slot) if Arc::ptr_eq(&slot.pool, &first.pool) => {
-                places.push((slot.index, seq.cache.len));
-            }
-            _ => return Ok(None),
-        }
+/// The sequences of a decode step whose caches are slots of one pool.
+struct Slotted {
+    pool: Arc<KvPool>,
+    plan: Plan,
+    /// Set when some sequences are not in the pool.
+    mixed: Option<Mixed>,
+}
+
+/// How the batch rows of a decode step split between a pool and caches of their own.
+struct Mixed {
+    /// Per batch row, whether its cache is in the pool.
+    in_pool: Vec<bool>,
+    /// The batch rows in the pool, in order.
+    picks: Tensor,
+    /// For each batch row, where its answer is among the pool's answers followed by the
+    /// others'.
+    order: Tensor,
+}
+
+/// The plan of a batched decode step over the sequences whose caches are slots of the
+/// first sequence's pool (the scheduler has one), if any.
+fn slot_plan(seqs: &[SeqInput<'_>]) -> Result<Option<Slotted>> {
+    let Some(first) = seqs.iter().find_map(|s| s.cache.slot.as_ref()) else { return Ok(None) };
+    let pool = first.pool.clone();
+    let place = |seq: &SeqInput<'_>| {
+        let slot = seq.cache.slot.as_ref().filter(|s| Arc::ptr_eq(&s.pool, &pool))?;
+        Some((slot.index, seq.cache.len))
+    };
+    let places: Vec<Option<(usize, usize)>> = seqs.iter().map(place).collect();
+    let plan = pool.plan(&places.iter().flatten().copied().collect::<Vec<_>>())?;
+    if places.iter().all(Option::is_some) {
+        return Ok(Some(Slotted { pool, plan, mixed: None }));
     }
-    let plan = first.pool.plan(&places)?;
-    Ok(Some((first.pool.clone(), plan)))
+    let in_pool: Vec<bool> = places.iter().map(Option::is_some).collect();
+    let picks: Vec<u32> = (0..seqs.len() as u32).filter(|&i| in_pool[i as usize]).collect();
+    let m = picks.len() as u32;
+    let (mut pooled, mut own) = (0u32, m);
+    let order: Vec<u32> = in_pool
+        .iter()
+        .map(|&p| {
+            let at = if p { &mut pooled } else { &mut own };
+            *at += 1;
+            *at - 1
+        })
+        .collect();
+    let device = pool.device();
+    let mixed = Mixed {
+        in_pool,
+        picks: Tensor::from_vec(picks, m as usize, device)?,
+        order: Tensor::from_vec(order, seqs.len(), device)?,
+    };
+    Ok(Some(Slotted { pool, plan, mixed: Some(mixed) }))
 }
 
 thread_local! {
@@ -626,30 +684,33 @@ mod tests {
 
     /// Decode steps over caches in slots of one pool (one batched attention per layer)
     /// give the logits that per-sequence caches give, step after step, while sequences
-    /// finish and a new one takes the freed slot; slots past the first stay packed.
+    /// finish and a new one takes the freed slot (slots stay packed), with a sequence that
+    /// keeps its own cache in the same steps (mixed) and then without it.
     #[test]
     fn slotted_decode_steps_equal_per_sequence_caches() {
         let dir = tempfile::tempdir().unwrap();
         crate::testing::write_tiny_llama(dir.path(), 64).unwrap();
         let llama = super::super::safetensors::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
-        let pool = llama.kv_pool();
+        let pool = llama.kv_pool(4);
         let prompts: [&[u32]; 3] = [&[1, 2, 3], &[4, 5, 6, 7, 8], &[9]];
         let prefill = |cache: &mut KvCache, prompt: &[u32]| {
             llama.forward_one(prompt, cache).unwrap();
         };
         let mut own: Vec<KvCache> = Vec::new();
         let mut slotted: Vec<KvCache> = Vec::new();
-        for prompt in prompts {
-            let (mut a, mut b) = (KvCache::default(), pool.cache());
+        for (i, prompt) in prompts.into_iter().enumerate() {
+            // The last one keeps its own cache, as a sequence longer than a slot does.
+            let (mut a, mut b) =
+                (KvCache::default(), if i < 2 { pool.cache() } else { KvCache::default() });
             prefill(&mut a, prompt);
             prefill(&mut b, prompt);
             own.push(a);
             slotted.push(b);
         }
-        let slots = |caches: &[KvCache]| -> Vec<usize> {
-            caches.iter().map(|c| c.slot.as_ref().unwrap().index).collect()
+        let slots = |caches: &[KvCache]| -> Vec<Option<usize>> {
+            caches.iter().map(|c| c.slot.as_ref().map(|s| s.index)).collect()
         };
-        assert_eq!(slots(&slotted), [0, 1, 2]);
+        assert_eq!(slots(&slotted), [Some(0), Some(1), None]);
         let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
             (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
         };
@@ -664,17 +725,24 @@ mod tests {
                 prefill(&mut b, &[20, 21]);
                 own.push(a);
                 slotted.push(b);
+                assert_eq!(slots(&slotted), [Some(0), None, Some(1)]);
+            }
+            if step == 20 {
+                // The one with its own cache ends: every sequence is in the pool.
+                own.remove(1);
+                slotted.remove(1);
             }
             let tokens: Vec<[u32; 1]> = (0..own.len() as u32).map(|i| [30 + i + step]).collect();
             let want = llama.forward(&mut inputs(&mut own, &tokens)).unwrap();
             let mut seqs = inputs(&mut slotted, &tokens);
-            assert!(slot_plan(&seqs).unwrap().is_some(), "the batched path");
+            let plan = slot_plan(&seqs).unwrap().expect("the batched path");
+            assert_eq!(plan.mixed.is_some(), step < 20, "step {step}");
             let got = llama.forward(&mut seqs).unwrap();
             let diff = max_diff(&got, &want);
             assert!(diff < 1e-4, "step {step}: logits differ by {diff}");
             assert_eq!(Llama::argmax(&got).unwrap(), Llama::argmax(&want).unwrap());
         }
-        // 64 positions at first, doubled once the longest passed them.
+        // 64 positions a slot, as a cache of its own has for 43.
         assert_eq!(slotted[0].len(), 43);
         assert_eq!(slotted[0].bytes(), own[0].bytes());
         let spans = (slotted[0].copy_span(0, 43).unwrap(), own[0].copy_span(0, 43).unwrap());
@@ -697,7 +765,7 @@ mod tests {
             .with_activations(DType::BF16)
             .unwrap();
         assert_eq!(bf16.embed.dtype(), DType::BF16);
-        let pool = bf16.kv_pool();
+        let pool = bf16.kv_pool(2);
         let prompts: [&[u32]; 2] = [&[1, 2, 3, 4, 5, 6, 7], &[8, 9]];
         let mut caches: [Vec<KvCache>; 3] = Default::default();
         for _ in prompts {

@@ -77,7 +77,7 @@ impl Worker {
             (config.max_batch_size * model.llama.config().max_seq_len * per_token).max(1);
         let slots = config.kv_slots.then(|| {
             tracing::info!("keys and values in slots: one batched attention per decode step");
-            model.llama.kv_pool()
+            model.llama.kv_pool(config.max_batch_size)
         });
         Self {
             model,
@@ -149,7 +149,9 @@ impl Worker {
             let r = a.request;
             self.metrics.prompt_tokens.inc_by(r.prompt.len() as u64);
             let cache = self.reuse(&r.prompt);
-            let cache = match &self.slots {
+            // A sequence that may grow past a slot keeps its own cache (see SLOT_POSITIONS).
+            let fits = |slots: &KvPool| r.prompt.len() + r.max_tokens <= slots.slot_positions();
+            let cache = match self.slots.as_ref().filter(|s| fits(s)) {
                 None => cache,
                 Some(slots) => match slots.adopt(cache) {
                     Ok(cache) => cache,
