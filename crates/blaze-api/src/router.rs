@@ -176,6 +176,14 @@ pub enum Strategy {
     PrefixAware,
 }
 
+impl Strategy {
+    /// Whether the strategy hashes a key to a ring of endpoints (`consistentHash`,
+    /// `prefixAware`), where an endpoint's weight is its share of the ring.
+    pub fn hashes_keys(self) -> bool {
+        matches!(self, Self::ConsistentHash | Self::PrefixAware)
+    }
+}
+
 /// Session affinity.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

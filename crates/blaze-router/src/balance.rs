@@ -58,10 +58,7 @@ impl Balancer {
     pub fn new(strategy: Strategy, endpoints: &[Arc<Endpoint>], load_factor: f64) -> Self {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight()).collect();
         let equal_weights = weights.windows(2).all(|w| w[0] == w[1]);
-        let ring = match strategy {
-            Strategy::ConsistentHash | Strategy::PrefixAware => Ring::new(endpoints),
-            _ => Ring::default(),
-        };
+        let ring = if strategy.hashes_keys() { Ring::new(endpoints) } else { Ring::default() };
         Self {
             strategy,
             equal_weights,

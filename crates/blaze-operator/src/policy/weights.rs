@@ -82,7 +82,7 @@ pub struct EndpointStats {
 /// slow start elsewhere either), an ejected one 0 and a probed one the probe weight; the
 /// routers' bounded load spills a hot key's overflow to the next endpoint instead.
 pub fn weights(endpoints: &[EndpointStats], spec: &WeightsSpec, strategy: Strategy) -> Vec<i32> {
-    let hashing = matches!(strategy, Strategy::ConsistentHash | Strategy::PrefixAware);
+    let hashing = strategy.hashes_keys();
     match spec.mode {
         WeightsMode::Manual => manual(endpoints, spec, hashing),
         WeightsMode::Auto => auto(endpoints, spec, hashing),

@@ -52,8 +52,6 @@ struct Inner {
     /// Per layer, `[slots, kv_heads, capacity, head_dim]` keys and values; empty until the
     /// first slot is written.
     layers: Vec<(Tensor, Tensor)>,
-    slots: usize,
-    capacity: usize,
     /// Which slots a sequence holds.
     taken: Vec<bool>,
 }
@@ -98,6 +96,21 @@ pub(crate) struct Plan {
     capacity: usize,
     /// The slot of each batch row.
     outputs: Tensor,
+}
+
+impl Inner {
+    /// The slots and positions of every buffer, smallest first and largest second (they
+    /// differ only after a growth that failed part way); `None` before every layer exists.
+    fn sizes(&self, layers: usize) -> Option<((usize, usize), (usize, usize))> {
+        if self.layers.len() != layers {
+            return None;
+        }
+        let dims = self.layers.iter().flat_map(|(k, v)| [k.dims(), v.dims()]);
+        let (small, large) = ((usize::MAX, usize::MAX), (0, 0));
+        Some(dims.fold((small, large), |(s, l), d| {
+            ((s.0.min(d[0]), s.1.min(d[2])), (l.0.max(d[0]), l.1.max(d[2])))
+        }))
+    }
 }
 
 impl KvPool {
@@ -174,7 +187,7 @@ impl KvPool {
 
     /// Bytes one slot occupies (every layer's keys and values at the current capacity).
     pub(crate) fn slot_bytes(&self) -> usize {
-        let capacity = self.lock().capacity;
+        let capacity = self.lock().sizes(self.layers).map_or(0, |(small, _)| small.1);
         2 * self.layers * self.kv_heads * capacity * self.head_dim * self.dtype.size_in_bytes()
     }
 
@@ -189,18 +202,15 @@ impl KvPool {
                 self.max_positions
             )));
         }
-        if inner.layers.len() == self.layers && slots <= inner.slots && positions <= inner.capacity
-        {
+        let sizes = inner.sizes(self.layers);
+        if sizes.is_some_and(|(small, _)| slots <= small.0 && positions <= small.1) {
             return Ok(());
         }
-        let held = |dim: usize| -> Result<usize> {
-            inner.layers.iter().try_fold(0, |m, (k, _)| Ok(m.max(k.dim(dim)?)))
-        };
+        let held = sizes.map_or((0, 0), |(_, large)| large);
         let doubled = slots.next_power_of_two().min(self.max_slots);
-        let new_slots = doubled.max(slots).max(held(0)?);
-        let new_capacity = (positions.next_power_of_two().max(FIRST_CAPACITY))
-            .min(self.max_positions)
-            .max(held(2)?);
+        let new_slots = doubled.max(slots).max(held.0);
+        let new_capacity =
+            (positions.next_power_of_two().max(FIRST_CAPACITY)).min(self.max_positions).max(held.1);
         let (h, d) = (self.kv_heads, self.head_dim);
         let zeros = |s: usize, c: usize| Tensor::zeros((s, h, c, d), self.dtype, &self.device);
         let grow = |old: &Tensor| -> Result<Tensor> {
@@ -216,9 +226,7 @@ impl KvPool {
                 wider
             })
         };
-        // Until every layer has grown, no plan may rely on the old sizes.
-        (inner.slots, inner.capacity) = (0, 0);
-        if inner.layers.len() != self.layers {
+        if sizes.is_none() {
             inner.layers.clear();
             for _ in 0..self.layers {
                 let layer = (zeros(new_slots, new_capacity)?, zeros(new_slots, new_capacity)?);
@@ -232,8 +240,6 @@ impl KvPool {
                 layer.1 = values;
             }
         }
-        inner.slots = new_slots;
-        inner.capacity = new_capacity;
         Ok(())
     }
 
@@ -291,7 +297,8 @@ impl KvPool {
         let len = seqs.iter().map(|&(_, at)| at + 1).max().unwrap_or(0);
         let mut inner = self.lock();
         self.reserve(&mut inner, live, len)?;
-        let (h, d, capacity) = (self.kv_heads, self.head_dim, inner.capacity);
+        let capacity = inner.sizes(self.layers).map_or(0, |(small, _)| small.1);
+        let (h, d) = (self.kv_heads, self.head_dim);
         drop(inner);
         let rows = (live * h * capacity) as u64;
         if rows > u64::from(u32::MAX) {

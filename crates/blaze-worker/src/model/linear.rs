@@ -119,12 +119,12 @@ impl Linear {
         Ok(Self { dense_t: Some(weights.t()?.contiguous()?), ..self })
     }
 
-    /// The same projection with its bias in `dtype`, the activations' type.
-    pub(crate) fn with_bias_in(mut self, dtype: DType) -> Result<Self> {
+    /// Converts the bias to `dtype`, the activations' type.
+    pub(crate) fn convert_bias(&mut self, dtype: DType) -> Result<()> {
         if let Some(bias) = &self.bias {
             self.bias = Some(bias.to_dtype(dtype)?);
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Adds `bias` (`[out]`) to every output row.
@@ -153,11 +153,6 @@ impl Linear {
     }
 
     fn forward_quantized(&self, q: &Quantized, x: &Tensor, pass: Pass) -> Result<Tensor> {
-        // The quantized kernels take f32 activations.
-        if x.dtype() != DType::F32 {
-            let y = self.forward_quantized(q, &x.to_dtype(DType::F32)?, pass)?;
-            return Ok(y.to_dtype(x.dtype())?);
-        }
         match q {
             Quantized::Packed(m) => {
                 let activations =

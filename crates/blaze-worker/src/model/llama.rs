@@ -89,6 +89,11 @@ impl Block {
     fn linears(&self) -> [&Linear; 7] {
         [&self.wq, &self.wk, &self.wv, &self.wo, &self.gate, &self.up, &self.down]
     }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        let b = self;
+        [&mut b.wq, &mut b.wk, &mut b.wv, &mut b.wo, &mut b.gate, &mut b.up, &mut b.down]
+    }
 }
 
 /// A loaded llama-family model. Holds no per-request state, so one model serves any number
@@ -174,6 +179,7 @@ impl Llama {
 
     /// The model with its activations (and so its keys and values) in `dtype`: the
     /// embeddings, norms, biases and RoPE tables converted, logits still returned in f32.
+    /// For dense projections only: the quantized kernels take f32 activations.
     /// On a GPU the load computes in the weights' type (bf16 by default), which halves the
     /// bytes of every activation and cached position and drops the two conversions around
     /// each matmul; on the CPU activations stay f32.
@@ -186,23 +192,15 @@ impl Llama {
         self.norm = to(&self.norm)?;
         self.cos = to(&self.cos)?;
         self.sin = to(&self.sin)?;
-        self.lm_head = self.lm_head.with_bias_in(dtype)?;
+        self.lm_head.convert_bias(dtype)?;
         for block in &mut self.blocks {
             block.attn_norm = to(&block.attn_norm)?;
             block.ffn_norm = to(&block.ffn_norm)?;
             if let Some((q, k)) = &block.qk_norm {
                 block.qk_norm = Some((to(q)?, to(k)?));
             }
-            for linear in [
-                &mut block.wq,
-                &mut block.wk,
-                &mut block.wv,
-                &mut block.wo,
-                &mut block.gate,
-                &mut block.up,
-                &mut block.down,
-            ] {
-                *linear = linear.clone().with_bias_in(dtype)?;
+            for linear in block.linears_mut() {
+                linear.convert_bias(dtype)?;
             }
         }
         Ok(self)
