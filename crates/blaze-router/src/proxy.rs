@@ -220,17 +220,22 @@ impl Proxy {
         key: Option<u64>,
     ) -> Response<Downstream> {
         let metrics = self.table.metrics();
-        let max_tries = match body {
+        let mut max_tries = match body {
             ReqBody::Buffered(_) => {
                 (1 + routes.config.retries.attempts.max(0) as usize).min(MAX_TRIES)
             }
             ReqBody::Streamed(_) => 1,
         };
+        // An idempotent request that finds its pooled connection closed under it goes once
+        // more on top of the policy's tries, as HTTP clients resend such requests on their
+        // own (RFC 9112 9.3.1): the endpoint most likely closed the connection as idle.
+        let mut stale_resend = parts.method.is_idempotent();
         let now = Instant::now();
         self.table.budget.deposit(now);
-        let mut tried = [0usize; MAX_TRIES];
+        let mut tried = [0usize; MAX_TRIES + 1];
         let mut last = TryFailure::no_endpoint();
-        for attempt in 0..max_tries {
+        let mut attempt = 0;
+        while attempt < max_tries {
             let mut now = if attempt == 0 { now } else { Instant::now() };
             if attempt > 0 {
                 if !self.table.budget.try_withdraw(now) {
@@ -271,6 +276,9 @@ impl Proxy {
                     if f.blameless {
                         // Not excluded from the next pick.
                         tried[attempt] = usize::MAX;
+                        if again && std::mem::take(&mut stale_resend) {
+                            max_tries += 1;
+                        }
                     }
                     last = f;
                     if !again {
@@ -278,6 +286,7 @@ impl Proxy {
                     }
                 }
             }
+            attempt += 1;
         }
         local(last.status, format!("{}\n", last.message))
     }

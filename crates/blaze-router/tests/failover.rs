@@ -187,4 +187,19 @@ async fn a_reused_connection_closed_under_a_request_is_retried_without_blame() {
     let req = http::Request::post(&url).body(http_body_util::Full::new(Bytes::from("{}")));
     let (status, _) = send(&c, req.unwrap()).await.unwrap();
     assert_eq!(status, 502, "the pooled connection is closed under it and no retry is allowed");
+
+    // An idempotent request is sent once more on a new connection all the same, as HTTP
+    // clients resend one themselves: the first GET opens a connection, which the second
+    // finds closed under it.
+    let url = format!("http://{}/v1/models", r.addr);
+    let before = connections.load(Ordering::SeqCst);
+    for i in 0..2 {
+        let (status, text) =
+            send(&c, http::Request::get(&url).body(http_body_util::Full::default()).unwrap())
+                .await
+                .unwrap();
+        assert_eq!((status, text.as_str()), (200, "ok\n"), "GET {i}");
+    }
+    assert!(connections.load(Ordering::SeqCst) >= before + 2);
+    assert_eq!(metric(&c, &r.addr, &errors).await.unwrap_or(0.0), 0.0);
 }
