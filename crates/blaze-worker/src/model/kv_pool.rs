@@ -83,12 +83,15 @@ pub(crate) struct Plan {
     live: usize,
     /// Positions `0..len` take part (the longest sequence's, its new one included).
     len: usize,
-    /// Rows of a layer's buffer seen as `[slots * kv_heads * capacity, head_dim]` that the
-    /// step's new keys and values go to, `[batch * kv_heads, head_dim]` (each row index
-    /// repeated along the row, as a scatter takes it).
+    /// `[live * kv_heads, 1, head_dim]`: the position each live slot's new key and value
+    /// go to in a layer's buffer seen as `[live * kv_heads, capacity, head_dim]` (repeated
+    /// along the row, as a scatter takes it), `u32::MAX` (nothing written) for a free slot.
+    /// Scattered along positions, a GPU thread writes one element: scattered along rows,
+    /// each would loop over the whole batch.
     write: Tensor,
     /// For each of the `live` slots, the batch row of the sequence in it (0 for a free
-    /// slot, whose answer is dropped).
+    /// slot, whose answer is dropped): it puts the queries, and the new keys and values, in
+    /// slot order.
     queries: Tensor,
     /// `[live, 1, 1, len]`: 0 where a slot has a position, -inf past it.
     mask: Tensor,
@@ -300,18 +303,11 @@ impl KvPool {
         let capacity = inner.sizes(self.layers).map_or(0, |(small, _)| small.1);
         let (h, d) = (self.kv_heads, self.head_dim);
         drop(inner);
-        let rows = (live * h * capacity) as u64;
-        if rows > u64::from(u32::MAX) {
-            return Err(Error::Unsupported(format!("{rows} cache rows in one buffer")));
-        }
-        let mut write = Vec::with_capacity(seqs.len() * h * d);
+        let mut write = vec![u32::MAX; live * h * d];
         let mut queries = vec![0u32; live];
         let mut lengths = vec![1usize; live];
         for (row, &(slot, at)) in seqs.iter().enumerate() {
-            for head in 0..h {
-                let target = ((slot * h + head) * capacity + at) as u32;
-                write.extend(std::iter::repeat_n(target, d));
-            }
+            write[slot * h * d..(slot + 1) * h * d].fill(at as u32);
             queries[slot] = row as u32;
             lengths[slot] = at + 1;
         }
@@ -325,7 +321,7 @@ impl KvPool {
             live,
             len,
             capacity,
-            write: Tensor::from_vec(write, (seqs.len() * h, d), dev)?,
+            write: Tensor::from_vec(write, (live * h, 1, d), dev)?,
             queries: Tensor::from_vec(queries, live, dev)?,
             mask: Tensor::from_vec(mask, (live, 1, 1, len), dev)?.to_dtype(self.dtype)?,
             outputs: Tensor::from_vec(outputs, seqs.len(), dev)?,
@@ -345,11 +341,14 @@ impl KvPool {
         v: &Tensor,
     ) -> Result<Tensor> {
         let (keys, values) = self.lock().layers[layer].clone();
-        let (slots, h, capacity, d) = keys.dims4()?;
+        let (_, h, capacity, d) = keys.dims4()?;
         debug_assert_eq!(capacity, plan.capacity, "the buffers grew after the step's plan");
         for (buffer, new) in [(&keys, k), (&values, v)] {
-            let rows = buffer.reshape((slots * h * capacity, d))?;
-            rows.scatter_set(&plan.write, &new.contiguous()?, 0)?;
+            // A view of the live slots' rows, sharing the buffer's storage.
+            let rows = buffer.narrow(0, 0, plan.live)?.reshape((plan.live * h, capacity, d))?;
+            let batch = new.dim(0)? / h;
+            let in_slots = new.reshape((batch, h * d))?.index_select(&plan.queries, 0)?;
+            rows.scatter_set(&plan.write, &in_slots.reshape((plan.live * h, 1, d))?, 1)?;
         }
         let heads = q.dim(1)? / d;
         let groups = heads / h;
