@@ -46,41 +46,47 @@ impl KvCache {
             .sum()
     }
 
-    /// A cache whose first `len` positions are copied from `blocks` (per block, per layer,
-    /// keys and values `[1, kv_heads, block, head_dim]`, consecutive), with room for
-    /// `len + more` positions so that the prefill of the rest does not grow it.
-    pub(crate) fn from_blocks(
+    /// This empty cache with its first `len` positions copied from `blocks` (per block, per
+    /// layer, keys and values `[1, kv_heads, block, head_dim]`, consecutive): straight into
+    /// its slot when it has one, else into buffers of its own with room for `len + more`
+    /// positions, so that the prefill of the rest does not grow them.
+    pub(crate) fn filled_from_blocks(
+        mut self,
         blocks: &[&[(Tensor, Tensor)]],
         len: usize,
         more: usize,
     ) -> Result<Self> {
-        let Some(first) = blocks.first() else { return Ok(Self::default()) };
-        let capacity = (len + more).next_power_of_two().max(FIRST_CAPACITY);
-        let mut layers = Vec::with_capacity(first.len());
-        for layer in 0..first.len() {
-            let (k0, _) = &first[layer];
-            let (b, h, _, d) = k0.dims4()?;
-            let keys = Tensor::zeros((b, h, capacity, d), k0.dtype(), k0.device())?;
-            let values = keys.zeros_like()?;
-            let mut at = 0;
-            for block in blocks {
-                if at >= len {
-                    break;
-                }
-                let (k, v) = &block[layer];
-                let n = k.dim(2)?.min(len - at);
-                let (k, v) = if n == k.dim(2)? {
-                    (k.clone(), v.clone())
-                } else {
-                    (k.narrow(2, 0, n)?.contiguous()?, v.narrow(2, 0, n)?.contiguous()?)
-                };
-                keys.slice_set(&k, 2, at)?;
-                values.slice_set(&v, 2, at)?;
-                at += n;
-            }
-            layers.push(Some((keys, values)));
+        debug_assert!(self.is_empty(), "blocks go into an empty cache");
+        let Some(first) = blocks.first() else { return Ok(self) };
+        if self.slot.is_none() {
+            let capacity = (len + more).next_power_of_two().max(FIRST_CAPACITY);
+            self.layers = (first.iter())
+                .map(|(k0, _)| {
+                    let (b, h, _, d) = k0.dims4()?;
+                    let keys = Tensor::zeros((b, h, capacity, d), k0.dtype(), k0.device())?;
+                    let values = keys.zeros_like()?;
+                    Ok(Some((keys, values)))
+                })
+                .collect::<Result<_>>()?;
         }
-        Ok(Self { layers, len, slot: None })
+        for block in blocks {
+            let Some((k0, _)) = block.first() else { break };
+            let n = k0.dim(2)?.min(len - self.len);
+            if n == 0 {
+                break;
+            }
+            for (layer, (k, v)) in block.iter().enumerate() {
+                if n == k.dim(2)? {
+                    self.append(layer, k, v)?;
+                } else {
+                    let (k, v) =
+                        (k.narrow(2, 0, n)?.contiguous()?, v.narrow(2, 0, n)?.contiguous()?);
+                    self.append(layer, &k, &v)?;
+                }
+            }
+            self.len += n;
+        }
+        Ok(self)
     }
 
     /// Copies of positions `start..start + n` of every layer's keys and values.
@@ -185,7 +191,7 @@ mod tests {
         source.len = 40;
         let spans = [source.copy_span(0, 16).unwrap(), source.copy_span(16, 16).unwrap()];
         let blocks: Vec<&[(Tensor, Tensor)]> = spans.iter().map(Vec::as_slice).collect();
-        let rebuilt = KvCache::from_blocks(&blocks, 27, 13).unwrap();
+        let rebuilt = KvCache::default().filled_from_blocks(&blocks, 27, 13).unwrap();
         assert_eq!(rebuilt.len(), 27);
         assert_eq!(rebuilt.bytes(), 2 * 2 * 2 * 64 * 4 * 4, "room for 40 rounds up to 64");
         for layer in 0..2 {

@@ -171,23 +171,6 @@ impl KvPool {
         KvCache { layers: Vec::new(), len: 0, slot: Some(Slot { pool: self.clone(), index }) }
     }
 
-    /// `cache` moved into a slot: a slotted cache as it is, else its positions copied into
-    /// a free slot (a prompt's prefix found in the prefix cache).
-    pub fn adopt(self: &Arc<Self>, cache: KvCache) -> Result<KvCache> {
-        if cache.slot.as_ref().is_some_and(|s| Arc::ptr_eq(&s.pool, self)) {
-            return Ok(cache);
-        }
-        let mut slotted = self.cache();
-        if cache.len > 0 {
-            let spans = cache.copy_span(0, cache.len)?;
-            for (layer, (k, v)) in spans.iter().enumerate() {
-                slotted.append(layer, k, v)?;
-            }
-            slotted.len = cache.len;
-        }
-        Ok(slotted)
-    }
-
     /// Bytes one slot occupies (every layer's keys and values at the current capacity).
     pub(crate) fn slot_bytes(&self) -> usize {
         let capacity = self.lock().sizes(self.layers).map_or(0, |(small, _)| small.1);

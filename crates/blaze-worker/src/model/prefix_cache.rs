@@ -95,6 +95,12 @@ impl PrefixCache {
 
     /// A cache for `prompt` holding the longest prefix found, with room for the rest.
     pub fn lookup(&self, prompt: &[u32]) -> Result<Reuse> {
+        self.lookup_into(prompt, KvCache::default())
+    }
+
+    /// The same, the prefix copied into `empty` (a cache in a slot of a
+    /// [`KvPool`](super::KvPool), or one with buffers of its own).
+    pub fn lookup_into(&self, prompt: &[u32], empty: KvCache) -> Result<Reuse> {
         let mut found: Vec<&[(Tensor, Tensor)]> = Vec::new();
         let mut parent = ROOT;
         for tokens in prompt.chunks_exact(BLOCK_TOKENS) {
@@ -107,9 +113,9 @@ impl PrefixCache {
         }
         let tokens = (found.len() * BLOCK_TOKENS).min(prompt.len().saturating_sub(1));
         if tokens == 0 {
-            return Ok(Reuse { cache: KvCache::default(), tokens: 0 });
+            return Ok(Reuse { cache: empty, tokens: 0 });
         }
-        let cache = KvCache::from_blocks(&found, tokens, prompt.len() - tokens)?;
+        let cache = empty.filled_from_blocks(&found, tokens, prompt.len() - tokens)?;
         Ok(Reuse { cache, tokens })
     }
 

@@ -148,21 +148,11 @@ impl Worker {
             }
             let r = a.request;
             self.metrics.prompt_tokens.inc_by(r.prompt.len() as u64);
-            let cache = self.reuse(&r.prompt);
             // A sequence that may grow past a slot keeps its own cache (see SLOT_POSITIONS).
             let fits = |slots: &KvPool| r.prompt.len() + r.max_tokens <= slots.slot_positions();
-            let cache = match self.slots.as_ref().filter(|s| fits(s)) {
-                None => cache,
-                Some(slots) => match slots.adopt(cache) {
-                    Ok(cache) => cache,
-                    Err(e) => {
-                        tracing::error!(error = %e, "taking a KV slot failed");
-                        let _ = a.sink.send(Event::Error(EngineError::Forward(e.to_string())));
-                        self.finished("error");
-                        continue;
-                    }
-                },
-            };
+            let slots = self.slots.as_ref().filter(|s| fits(s));
+            let empty = || slots.map_or_else(KvCache::default, KvPool::cache);
+            let cache = self.reuse(&r.prompt, empty);
             self.running.push(Sequence {
                 sink: a.sink,
                 sampler: Sampler::new(r.sampling, &r.prompt),
@@ -216,18 +206,19 @@ impl Worker {
         self.update_gauges();
     }
 
-    /// A cache for `prompt`: its longest prefix found in the prefix cache, or empty.
-    fn reuse(&self, prompt: &[u32]) -> KvCache {
-        let Some(prefixes) = &self.prefixes else { return KvCache::default() };
+    /// A cache for `prompt` made by `empty` (in a slot or not), holding the prompt's
+    /// longest prefix found in the prefix cache.
+    fn reuse(&self, prompt: &[u32], empty: impl Fn() -> KvCache) -> KvCache {
+        let Some(prefixes) = &self.prefixes else { return empty() };
         self.metrics.prefix_queries.inc_by(prompt.len() as u64);
-        match prefixes.lookup(prompt) {
+        match prefixes.lookup_into(prompt, empty()) {
             Ok(reuse) => {
                 self.metrics.prefix_hits.inc_by(reuse.tokens as u64);
                 reuse.cache
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading the prefix cache failed; prefilling all");
-                KvCache::default()
+                empty()
             }
         }
     }
