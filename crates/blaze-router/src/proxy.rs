@@ -228,7 +228,9 @@ impl Proxy {
         };
         // An idempotent request that finds its pooled connection closed under it goes once
         // more on top of the policy's tries, as HTTP clients resend such requests on their
-        // own (RFC 9112 9.3.1): the endpoint most likely closed the connection as idle.
+        // own (RFC 9112 9.3.1): the endpoint most likely closed the connection as idle. Only
+        // the buffered HTTP/1.1 path reports that (`SendError::Stale`), and it leaves the
+        // request's headers in `parts` even on what was to be the last try.
         let mut stale_resend = parts.method.is_idempotent();
         let now = Instant::now();
         self.table.budget.deposit(now);

@@ -152,7 +152,8 @@ impl Proxy {
             Ok(Ok(r)) => r,
             Ok(Err(e @ SendError::Stale(_))) => {
                 // No verdict for the breaker: the endpoint may just have closed an idle
-                // connection. The request is sent again only as the retry policy allows.
+                // connection. The request is sent again as the retry policy allows, and an
+                // idempotent one once more on top (see `Proxy::tries`).
                 drop(try_);
                 tracing::debug!(endpoint = %ep.address, error = %e, "reused connection closed");
                 let m = format!("endpoint {} failed: {e}", ep.address);

@@ -190,7 +190,8 @@ pub fn release_conn(addr: &str, conn: h1::Conn) {
 /// reads the response head, all in the caller's task. A pooled connection that fails while
 /// the request is written is replaced by a new one at no risk: an incomplete request is not
 /// acted on. One that the endpoint closes with no answer after the request went out is
-/// [`SendError::Stale`]: whether to send the request again is the retry policy's call.
+/// [`SendError::Stale`], which the caller may send again: the request's parts are left as
+/// they were (this is the only path that gives `Stale`).
 pub async fn send_buffered(
     addr: &str,
     parts: &http::request::Parts,

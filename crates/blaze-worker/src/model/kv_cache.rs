@@ -46,18 +46,19 @@ impl KvCache {
             .sum()
     }
 
-    /// This empty cache with its first `len` positions copied from `blocks` (per block, per
-    /// layer, keys and values `[1, kv_heads, block, head_dim]`, consecutive): straight into
-    /// its slot when it has one, else into buffers of its own with room for `len + more`
-    /// positions, so that the prefill of the rest does not grow them.
-    pub(crate) fn filled_from_blocks(
-        mut self,
+    /// Fills this empty cache's first `len` positions from `blocks` (per block, per layer,
+    /// keys and values `[1, kv_heads, block, head_dim]`, consecutive): straight into its
+    /// slot when it has one, else into buffers of its own with room for `len + more`
+    /// positions, so that the prefill of the rest does not grow them. After an error the
+    /// cache may hold some of the positions: [`Self::clear`] it.
+    pub(crate) fn fill_from_blocks(
+        &mut self,
         blocks: &[&[(Tensor, Tensor)]],
         len: usize,
         more: usize,
-    ) -> Result<Self> {
+    ) -> Result<()> {
         debug_assert!(self.is_empty(), "blocks go into an empty cache");
-        let Some(first) = blocks.first() else { return Ok(self) };
+        let Some(first) = blocks.first() else { return Ok(()) };
         if self.slot.is_none() {
             let capacity = (len + more).next_power_of_two().max(FIRST_CAPACITY);
             self.layers = (first.iter())
@@ -86,7 +87,12 @@ impl KvCache {
             }
             self.len += n;
         }
-        Ok(self)
+        Ok(())
+    }
+
+    /// Forgets every position, keeping the buffers (or the slot) for the next ones.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
     }
 
     /// Copies of positions `start..start + n` of every layer's keys and values.
@@ -191,7 +197,8 @@ mod tests {
         source.len = 40;
         let spans = [source.copy_span(0, 16).unwrap(), source.copy_span(16, 16).unwrap()];
         let blocks: Vec<&[(Tensor, Tensor)]> = spans.iter().map(Vec::as_slice).collect();
-        let rebuilt = KvCache::default().filled_from_blocks(&blocks, 27, 13).unwrap();
+        let mut rebuilt = KvCache::default();
+        rebuilt.fill_from_blocks(&blocks, 27, 13).unwrap();
         assert_eq!(rebuilt.len(), 27);
         assert_eq!(rebuilt.bytes(), 2 * 2 * 2 * 64 * 4 * 4, "room for 40 rounds up to 64");
         for layer in 0..2 {
@@ -202,6 +209,24 @@ mod tests {
                 let got = got.narrow(2, 0, 27).unwrap();
                 let diff = (want - got).unwrap().abs().unwrap().max_all().unwrap();
                 assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "layer {layer}");
+            }
+        }
+
+        // The same blocks into a slot of a pool, the second slot so that the first's
+        // positions are not where they land; the pool was grown for the prompt up front.
+        let pool = crate::model::KvPool::new(2, 2, 4, candle_core::DType::F32, &device, 512, 4);
+        let _first = pool.cache();
+        let mut slotted = pool.cache_for(40).unwrap();
+        let bytes = slotted.bytes();
+        slotted.fill_from_blocks(&blocks, 27, 13).unwrap();
+        assert_eq!((slotted.len(), slotted.bytes()), (27, bytes), "no growth while filling");
+        assert_eq!(bytes, 2 * 2 * 2 * 64 * 4 * 4, "40 positions round up to 64");
+        let got = slotted.copy_span(0, 27).unwrap();
+        let want = source.copy_span(0, 27).unwrap();
+        for (layer, ((gk, gv), (wk, wv))) in got.iter().zip(&want).enumerate() {
+            for (g, w) in [(gk, wk), (gv, wv)] {
+                let diff = (g - w).unwrap().abs().unwrap().max_all().unwrap();
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "slotted, layer {layer}");
             }
         }
     }

@@ -95,7 +95,7 @@ pub(crate) struct Plan {
     queries: Tensor,
     /// `[live, 1, 1, len]`: 0 where a slot has a position, -inf past it.
     mask: Tensor,
-    /// Positions per slot in the buffers `write` points into.
+    /// Positions per slot in the buffers when the plan was made (checked by `attend`).
     capacity: usize,
     /// The slot of each batch row.
     outputs: Tensor,
@@ -154,6 +154,18 @@ impl KvPool {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An empty cache in the lowest free slot, the pool grown so that every slot holds
+    /// `positions` (a prompt's, so that neither copying its prefix from the prefix cache nor
+    /// its prefill grows the pool).
+    pub fn cache_for(self: &Arc<Self>, positions: usize) -> Result<KvCache> {
+        let cache = self.cache();
+        let Some(slot) = &cache.slot else { unreachable!("a pool's cache has a slot") };
+        let mut inner = self.lock();
+        self.reserve(&mut inner, slot.index + 1, positions)?;
+        drop(inner);
+        Ok(cache)
     }
 
     /// An empty cache in the lowest free slot.

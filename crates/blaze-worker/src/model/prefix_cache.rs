@@ -5,8 +5,8 @@
 //! A block is found by a chained hash: its tokens and the hash of the block before it, so
 //! one hash names a whole prefix. An entry also keeps its tokens and its parent's hash and a
 //! lookup compares them, so a hash collision is a miss, never another prompt's keys.
-//! Sequences copy the blocks they reuse into their own buffers (attention reads one
-//! contiguous cache per sequence), so no running sequence holds a block and any block may be
+//! Sequences copy the blocks they reuse into their own buffers or their KV slot (attention
+//! reads one contiguous cache per sequence), so no running sequence holds a block and any block may be
 //! evicted: least recently used first and, within one prompt, its end before its beginning
 //! (a block is useless once the block before it is gone).
 
@@ -95,12 +95,15 @@ impl PrefixCache {
 
     /// A cache for `prompt` holding the longest prefix found, with room for the rest.
     pub fn lookup(&self, prompt: &[u32]) -> Result<Reuse> {
-        self.lookup_into(prompt, KvCache::default())
+        let mut cache = KvCache::default();
+        let tokens = self.lookup_into(prompt, &mut cache)?;
+        Ok(Reuse { cache, tokens })
     }
 
-    /// The same, the prefix copied into `empty` (a cache in a slot of a
-    /// [`KvPool`](super::KvPool), or one with buffers of its own).
-    pub fn lookup_into(&self, prompt: &[u32], empty: KvCache) -> Result<Reuse> {
+    /// The longest prefix of `prompt` found, copied into `empty` (a cache in a slot of a
+    /// [`KvPool`](super::KvPool), or one with buffers of its own); its length. After an
+    /// error the cache may hold part of it: [`KvCache::clear`] it.
+    pub fn lookup_into(&self, prompt: &[u32], empty: &mut KvCache) -> Result<usize> {
         let mut found: Vec<&[(Tensor, Tensor)]> = Vec::new();
         let mut parent = ROOT;
         for tokens in prompt.chunks_exact(BLOCK_TOKENS) {
@@ -113,10 +116,10 @@ impl PrefixCache {
         }
         let tokens = (found.len() * BLOCK_TOKENS).min(prompt.len().saturating_sub(1));
         if tokens == 0 {
-            return Ok(Reuse { cache: empty, tokens: 0 });
+            return Ok(0);
         }
-        let cache = empty.filled_from_blocks(&found, tokens, prompt.len() - tokens)?;
-        Ok(Reuse { cache, tokens })
+        empty.fill_from_blocks(&found, tokens, prompt.len() - tokens)?;
+        Ok(tokens)
     }
 
     /// Keeps the whole blocks of `prompt` that `cache` (the sequence's, after its prefill)

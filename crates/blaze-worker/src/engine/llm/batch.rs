@@ -150,9 +150,20 @@ impl Worker {
             self.metrics.prompt_tokens.inc_by(r.prompt.len() as u64);
             // A sequence that may grow past a slot keeps its own cache (see SLOT_POSITIONS).
             let fits = |slots: &KvPool| r.prompt.len() + r.max_tokens <= slots.slot_positions();
-            let slots = self.slots.as_ref().filter(|s| fits(s));
-            let empty = || slots.map_or_else(KvCache::default, KvPool::cache);
-            let cache = self.reuse(&r.prompt, empty);
+            let empty = match self.slots.as_ref().filter(|s| fits(s)) {
+                None => Ok(KvCache::default()),
+                Some(slots) => slots.cache_for(r.prompt.len()),
+            };
+            let mut cache = match empty {
+                Ok(cache) => cache,
+                Err(e) => {
+                    tracing::error!(error = %e, "taking a KV slot failed");
+                    let _ = a.sink.send(Event::Error(EngineError::Forward(e.to_string())));
+                    self.finished("error");
+                    continue;
+                }
+            };
+            self.reuse(&r.prompt, &mut cache);
             self.running.push(Sequence {
                 sink: a.sink,
                 sampler: Sampler::new(r.sampling, &r.prompt),
@@ -206,19 +217,18 @@ impl Worker {
         self.update_gauges();
     }
 
-    /// A cache for `prompt` made by `empty` (in a slot or not), holding the prompt's
-    /// longest prefix found in the prefix cache.
-    fn reuse(&self, prompt: &[u32], empty: impl Fn() -> KvCache) -> KvCache {
-        let Some(prefixes) = &self.prefixes else { return empty() };
+    /// Copies `prompt`'s longest prefix found in the prefix cache into `cache` (empty, in a
+    /// slot or not).
+    fn reuse(&self, prompt: &[u32], cache: &mut KvCache) {
+        let Some(prefixes) = &self.prefixes else { return };
         self.metrics.prefix_queries.inc_by(prompt.len() as u64);
-        match prefixes.lookup_into(prompt, empty()) {
-            Ok(reuse) => {
-                self.metrics.prefix_hits.inc_by(reuse.tokens as u64);
-                reuse.cache
+        match prefixes.lookup_into(prompt, cache) {
+            Ok(tokens) => {
+                self.metrics.prefix_hits.inc_by(tokens as u64);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading the prefix cache failed; prefilling all");
-                empty()
+                cache.clear();
             }
         }
     }
