@@ -12,6 +12,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A short chat completion, answered whole.
 pub const CHAT: &str = r#"{"model": "smollm2", "messages": [{"role": "user", "content": "Write one sentence about the sea."}], "max_tokens": 16}"#;
+/// The same question with a four-token answer: a request whose own time is small next to
+/// the seconds a scenario allows for something else (a frozen worker's detection).
+pub const CHAT_SHORT: &str = r#"{"model": "smollm2", "messages": [{"role": "user", "content": "Write one sentence about the sea."}], "max_tokens": 4}"#;
 /// The same, streamed.
 pub const CHAT_STREAM: &str = r#"{"model": "smollm2", "messages": [{"role": "user", "content": "Write one sentence about the sea."}], "max_tokens": 16, "stream": true}"#;
 
