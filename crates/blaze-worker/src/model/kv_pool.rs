@@ -324,7 +324,7 @@ impl KvPool {
     }
 
     /// One layer's attention for a decode step planned by `plan`: writes the new keys and
-    /// values `k` and `v` (`[batch * kv_heads, head_dim]`) into their slots, then attends
+    /// values `k` and `v` (`[batch, kv_heads * head_dim]`) into their slots, then attends
     /// with the queries `q` (`[batch, heads * head_dim]`) over every live slot at once.
     /// Returns `[batch, heads * head_dim]`.
     pub(crate) fn attend(
@@ -339,10 +339,11 @@ impl KvPool {
         let (_, h, capacity, d) = keys.dims4()?;
         debug_assert_eq!(capacity, plan.capacity, "the buffers grew after the step's plan");
         for (buffer, new) in [(&keys, k), (&values, v)] {
-            // A view of the live slots' rows, sharing the buffer's storage.
+            // A view of the live slots' rows, sharing the buffer's storage (a buffer is made
+            // contiguous, so the reshape copies nothing and the scatter writes the buffer).
+            debug_assert!(buffer.is_contiguous());
             let rows = buffer.narrow(0, 0, plan.live)?.reshape((plan.live * h, capacity, d))?;
-            let batch = new.dim(0)? / h;
-            let in_slots = new.reshape((batch, h * d))?.index_select(&plan.queries, 0)?;
+            let in_slots = new.index_select(&plan.queries, 0)?;
             rows.scatter_set(&plan.write, &in_slots.reshape((plan.live * h, 1, d))?, 1)?;
         }
         let heads = q.dim(1)? / d;

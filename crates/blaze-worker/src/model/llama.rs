@@ -465,21 +465,13 @@ impl Llama {
         let (q2, k2, v2) =
             (q.reshape((b, nh * hd))?, k.reshape((b, nkv * hd))?, v.reshape((b, nkv * hd))?);
         let Some(mixed) = &slotted.mixed else {
-            let rows = |t: &Tensor| t.reshape((b * nkv, hd));
-            return slotted.pool.attend(&slotted.plan, layer, &q2, &rows(&k2)?, &rows(&v2)?);
+            return slotted.pool.attend(&slotted.plan, layer, &q2, &k2, &v2);
         };
         // Some sequences keep caches of their own (longer than a slot holds): the slotted
         // ones attend in one call, the others one by one, and the answers go back in order.
-        let m = mixed.in_pool.iter().filter(|&&p| p).count();
         let pick = |t: &Tensor| t.index_select(&mixed.picks, 0);
-        let rows = |t: &Tensor| -> Result<Tensor> { Ok(pick(t)?.reshape((m * nkv, hd))?) };
-        let mut parts = vec![slotted.pool.attend(
-            &slotted.plan,
-            layer,
-            &pick(&q2)?,
-            &rows(&k2)?,
-            &rows(&v2)?,
-        )?];
+        let (pq, pk, pv) = (pick(&q2)?, pick(&k2)?, pick(&v2)?);
+        let mut parts = vec![slotted.pool.attend(&slotted.plan, layer, &pq, &pk, &pv)?];
         for (i, seq) in seqs.iter_mut().enumerate().filter(|(i, _)| !mixed.in_pool[*i]) {
             parts.push(one(i, seq)?);
         }

@@ -6,8 +6,8 @@
 //! one hash names a whole prefix. An entry also keeps its tokens and its parent's hash and a
 //! lookup compares them, so a hash collision is a miss, never another prompt's keys.
 //! Sequences copy the blocks they reuse into their own buffers or their KV slot (attention
-//! reads one contiguous cache per sequence), so no running sequence holds a block and any block may be
-//! evicted: least recently used first and, within one prompt, its end before its beginning
+//! reads one contiguous cache per sequence), so no running sequence holds a block and any
+//! block may be evicted: least recently used first and, within one prompt, its end before its beginning
 //! (a block is useless once the block before it is gone).
 
 use std::collections::{BTreeSet, HashMap};
@@ -30,15 +30,6 @@ struct Block {
     /// Per layer, keys and values `[1, kv_heads, BLOCK_TOKENS, head_dim]`.
     layers: Vec<(Tensor, Tensor)>,
     used: u64,
-}
-
-/// What a lookup found.
-pub struct Reuse {
-    /// The sequence's cache, holding the reused positions (none on a miss).
-    pub cache: KvCache,
-    /// Positions reused: at most the prompt's length less one, because the last prompt
-    /// token must run to give the logits of the first generated one.
-    pub tokens: usize,
 }
 
 /// The blocks, bounded by bytes.
@@ -93,16 +84,11 @@ impl PrefixCache {
         self.evictions
     }
 
-    /// A cache for `prompt` holding the longest prefix found, with room for the rest.
-    pub fn lookup(&self, prompt: &[u32]) -> Result<Reuse> {
-        let mut cache = KvCache::default();
-        let tokens = self.lookup_into(prompt, &mut cache)?;
-        Ok(Reuse { cache, tokens })
-    }
-
     /// The longest prefix of `prompt` found, copied into `empty` (a cache in a slot of a
-    /// [`KvPool`](super::KvPool), or one with buffers of its own); its length. After an
-    /// error the cache may hold part of it: [`KvCache::clear`] it.
+    /// [`KvPool`](super::KvPool), or one with buffers of its own, given room for the rest
+    /// of the prompt); its length: at most the prompt's less one, because the last prompt
+    /// token must run to give the logits of the first generated one. After an error the
+    /// cache may hold part of it: [`KvCache::clear`] it.
     pub fn lookup_into(&self, prompt: &[u32], empty: &mut KvCache) -> Result<usize> {
         let mut found: Vec<&[(Tensor, Tensor)]> = Vec::new();
         let mut parent = ROOT;

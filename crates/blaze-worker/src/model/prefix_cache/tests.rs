@@ -34,6 +34,18 @@ fn positions(cache: &KvCache, n: usize) -> Vec<u32> {
     keys.into_iter().map(|k| k as u32).collect()
 }
 
+/// What a lookup into a cache of its own found.
+struct Reuse {
+    cache: KvCache,
+    tokens: usize,
+}
+
+fn lookup(prefixes: &PrefixCache, prompt: &[u32]) -> Result<Reuse> {
+    let mut cache = KvCache::default();
+    let tokens = prefixes.lookup_into(prompt, &mut cache)?;
+    Ok(Reuse { cache, tokens })
+}
+
 fn prompt(start: u32, len: usize) -> Vec<u32> {
     (start..start + len as u32).collect()
 }
@@ -42,25 +54,25 @@ fn prompt(start: u32, len: usize) -> Vec<u32> {
 fn a_shared_prefix_is_reused_block_by_block() {
     let mut cache = PrefixCache::new(1 << 20, PER_TOKEN);
     let first = prompt(100, 40);
-    assert_eq!(cache.lookup(&first).unwrap().tokens, 0, "nothing yet");
+    assert_eq!(lookup(&cache, &first).unwrap().tokens, 0, "nothing yet");
     cache.insert(&first, &prefilled(&first)).unwrap();
     assert_eq!(cache.len(), 2, "two whole blocks of 40 tokens");
     assert_eq!(cache.bytes(), 2 * (BLOCK_TOKENS * PER_TOKEN) as u64);
 
     // The same prompt: both blocks; a prompt sharing 20 tokens: the first block only.
-    let again = cache.lookup(&first).unwrap();
+    let again = lookup(&cache, &first).unwrap();
     assert_eq!(again.tokens, 32);
     assert_eq!(again.cache.len(), 32);
     assert_eq!(positions(&again.cache, 32), first[..32]);
     let mut other = first[..20].to_vec();
     other.extend(prompt(900, 30));
-    let partial = cache.lookup(&other).unwrap();
+    let partial = lookup(&cache, &other).unwrap();
     assert_eq!(partial.tokens, 16);
     assert_eq!(positions(&partial.cache, 16), first[..16]);
     // The same tokens after a different first block are another prefix.
     let mut shifted = prompt(7, 16);
     shifted.extend(&first[16..40]);
-    assert_eq!(cache.lookup(&shifted).unwrap().tokens, 0);
+    assert_eq!(lookup(&cache, &shifted).unwrap().tokens, 0);
 }
 
 #[test]
@@ -68,7 +80,7 @@ fn the_last_prompt_token_always_runs() {
     let mut cache = PrefixCache::new(1 << 20, PER_TOKEN);
     let exact = prompt(1, 32);
     cache.insert(&exact, &prefilled(&exact)).unwrap();
-    let reuse = cache.lookup(&exact).unwrap();
+    let reuse = lookup(&cache, &exact).unwrap();
     assert_eq!(reuse.tokens, 31, "a prompt found whole leaves its last token to compute");
     assert_eq!(positions(&reuse.cache, 31), exact[..31]);
     assert!(reuse.cache.bytes() >= 32 * PER_TOKEN, "room for the rest of the prompt");
@@ -83,12 +95,12 @@ fn eviction_takes_the_least_recent_prompt_end_first() {
     cache.insert(&a, &prefilled(&a)).unwrap();
     cache.insert(&b, &prefilled(&b)).unwrap();
     assert_eq!((cache.len(), cache.evictions()), (3, 1));
-    assert_eq!(cache.lookup(&a).unwrap().tokens, 16, "a's end went, its beginning stayed");
-    assert_eq!(cache.lookup(&b).unwrap().tokens, 32);
+    assert_eq!(lookup(&cache, &a).unwrap().tokens, 16, "a's end went, its beginning stayed");
+    assert_eq!(lookup(&cache, &b).unwrap().tokens, 32);
     // Using a again makes b the older one.
     cache.insert(&a, &prefilled(&a)).unwrap();
-    assert_eq!(cache.lookup(&a).unwrap().tokens, 32);
-    assert_eq!(cache.lookup(&b).unwrap().tokens, 16);
+    assert_eq!(lookup(&cache, &a).unwrap().tokens, 32);
+    assert_eq!(lookup(&cache, &b).unwrap().tokens, 16);
     assert!(cache.bytes() <= cache.capacity_bytes());
 }
 
@@ -99,5 +111,5 @@ fn a_capacity_below_one_block_keeps_nothing() {
     let p = prompt(0, 64);
     cache.insert(&p, &prefilled(&p)).unwrap();
     assert!(cache.is_empty());
-    assert_eq!(cache.lookup(&p).unwrap().tokens, 0);
+    assert_eq!(lookup(&cache, &p).unwrap().tokens, 0);
 }
